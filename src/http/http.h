@@ -1,0 +1,106 @@
+/*
+ * http — mxu's HTTP/1.1 server on libuv, parsing with http-parser.
+ *
+ * Keep-alive and pipelining: a connection parses one request, hands it to the
+ * handler and stops parsing until that request is answered, so responses go
+ * out in request order; bytes that arrived meanwhile are kept and parsed next.
+ * Limits (header bytes, body bytes) answer 431 / 413 and close; malformed
+ * requests answer 400 and close; a client that is idle, or too slow to send
+ * its headers or body, is disconnected (408 if a request had begun).
+ *
+ * The HTTP layer knows nothing of functions or the API: it calls one handler
+ * per request. Every request handed to the handler must be answered by exactly
+ * one mxu_http_respond*() call, possibly much later (after an invocation). If
+ * the client went away in the meantime, the response is dropped and the
+ * request freed; the on-abort callback, if set, lets the caller stop work early.
+ */
+#ifndef MXU_HTTP_H
+#define MXU_HTTP_H
+
+#include "core/core.h"
+
+#include <uv.h>
+
+typedef struct mxu_http_server mxu_http_server;
+typedef struct mxu_http_req mxu_http_req;
+
+typedef struct mxu_http_limits {
+    size_t max_header_bytes;  /* request line + headers; default 32 KiB; 431 above */
+    size_t max_body_bytes;    /* default 6 MiB; 413 above (checked on Content-Length
+                                 before reading, and while reading chunked bodies) */
+    uint64_t idle_timeout_ms; /* keep-alive idle between requests; default 60 s */
+    uint64_t read_timeout_ms; /* a started request must be fully received within
+                                 this; default 30 s; 408 and close */
+    size_t max_connections;   /* further connections are accepted and closed at once;
+                                 default 10000 */
+} mxu_http_limits;
+
+/* Fill with the defaults above. */
+void mxu_http_limits_default(mxu_http_limits *l);
+
+/* Called once per complete request. */
+typedef void (*mxu_http_handler)(mxu_http_req *req, void *ud);
+
+/* Bind and listen on addr:port (IPv4 or IPv6 literal). port 0 picks a free
+ * port; mxu_http_server_port() tells which. */
+int mxu_http_server_start(uv_loop_t *loop, const char *addr, int port,
+                          const mxu_http_limits *limits, mxu_http_handler handler, void *ud,
+                          mxu_http_server **out, mxu_err *err);
+int mxu_http_server_port(const mxu_http_server *srv);
+/* Stop accepting new connections; existing ones keep being served, but stop
+ * being kept alive (responses get "Connection: close"). */
+void mxu_http_server_stop_accepting(mxu_http_server *srv);
+/* Requests handed out and not yet answered. */
+size_t mxu_http_server_pending(const mxu_http_server *srv);
+/* Close every connection and the listener, then free the server and call
+ * done(ud) (from the loop) once all handles are closed. Requests not yet
+ * answered stay valid until answered; their responses are dropped. */
+void mxu_http_server_close(mxu_http_server *srv, void (*done)(void *ud), void *ud);
+
+/* ---- the request --------------------------------------------------------- */
+
+const char *mxu_http_req_method(const mxu_http_req *req); /* "GET", ... */
+/* Path of the URL as sent (not percent-decoded), without the query.
+ * Always starts with '/' (absolute-form URLs are reduced to their path). */
+const char *mxu_http_req_path(const mxu_http_req *req);
+/* Raw query string without '?', "" if none. */
+const char *mxu_http_req_query(const mxu_http_req *req);
+/* Case-insensitive header lookup; first match or NULL. */
+const char *mxu_http_req_header(const mxu_http_req *req, const char *name);
+size_t mxu_http_req_header_count(const mxu_http_req *req);
+void mxu_http_req_header_at(const mxu_http_req *req, size_t i, const char **name,
+                            const char **value);
+const char *mxu_http_req_body(const mxu_http_req *req, size_t *len);
+/* Take the body out of the request (no copy); the request's body is then empty. */
+void mxu_http_req_steal_body(mxu_http_req *req, mxu_buf *out);
+/* "127.0.0.1:53422" */
+const char *mxu_http_req_peer(const mxu_http_req *req);
+/* Nanoseconds (mxu_now_ns) when the request was complete. */
+uint64_t mxu_http_req_start_ns(const mxu_http_req *req);
+/* Called at most once, if the client disconnects before the response is sent.
+ * The request stays valid and must still be answered. */
+void mxu_http_req_on_abort(mxu_http_req *req, void (*cb)(mxu_http_req *req, void *ud), void *ud);
+
+/* ---- the response -------------------------------------------------------- */
+
+typedef struct mxu_http_header {
+    const char *name;
+    const char *value;
+} mxu_http_header;
+
+/* Answer the request. Headers are copied; Content-Length, Date-less framing
+ * and Connection are added by the server (a caller's Content-Length,
+ * Transfer-Encoding or Connection header is ignored). `body` is taken over
+ * (its memory is freed when written; the buf is left empty); it may be NULL
+ * for an empty body. HEAD requests get headers only. After this call `req`
+ * is invalid. */
+void mxu_http_respond(mxu_http_req *req, int status, const mxu_http_header *headers,
+                      size_t nheaders, mxu_buf *body);
+/* Convenience: copy `len` bytes. */
+void mxu_http_respond_bytes(mxu_http_req *req, int status, const char *content_type,
+                            const void *data, size_t len);
+
+/* Reason phrase for a status ("Not Found"); "Unknown" if none. */
+const char *mxu_http_status_text(int status);
+
+#endif

@@ -1,0 +1,207 @@
+/*
+ * registry — what a node knows about deployed functions: manifests, immutable
+ * numbered versions, aliases, and the bundles (files + build output) behind
+ * them. State lives in one SQLite database (WAL) in the node's data directory
+ * and is mirrored in memory, so that resolving `name@ref` on the invocation
+ * path never touches the database. Every mutation is committed (durably)
+ * before the in-memory model changes and before the caller is told it
+ * succeeded, so whatever a client was told survives kill -9.
+ *
+ * Data directory layout (owned by this subsystem):
+ *   state.db                 SQLite database
+ *   bundles/<digest>/        one folder per distinct bundle, content-addressed
+ *   bundles/<digest>/.mxu/   build output (`instance` for runtime c)
+ *   bundles/.tmp-*           deploys in progress (removed on open)
+ */
+#ifndef MXU_REGISTRY_H
+#define MXU_REGISTRY_H
+
+#include "core/core.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+/* ---- manifests (mxu.yaml) -------------------------------------------------- */
+
+enum mxu_runtime {
+    MXU_RUNTIME_C,    /* C sources built against the SDK into a warm instance */
+    MXU_RUNTIME_EXEC, /* any executable, one process per invocation (CGI model) */
+};
+
+/* One entry of `resources:`: local name → logical URI with an access mode. */
+typedef struct mxu_resource_decl {
+    char *name;   /* local name the function uses, e.g. "orders" */
+    char *uri;    /* "kv:orders", "svc:resize@prod" */
+    char *kind;   /* "kv" | "blob" | "queue" | "svc" */
+    char *target; /* the part after "kind:" */
+    char *access; /* kv/blob: read | write | read-write; queue: publish | consume |
+                     publish-consume; svc: invoke */
+} mxu_resource_decl;
+
+/* A parsed, validated manifest with every default filled in. Read-only after
+ * parsing: it is a value, shared by everything that looks at a version. */
+typedef struct mxu_manifest {
+    char *name;
+    char *description; /* "" if none */
+    enum mxu_runtime runtime;
+    char *executor; /* "process" (the only one today) */
+    /* runtime c */
+    char **sources;
+    size_t nsources;
+    char **cflags;
+    size_t ncflags;
+    char **libs; /* "m" → -lm */
+    size_t nlibs;
+    /* runtime exec: argv; argv[0] relative to the bundle or an absolute path */
+    char **command;
+    size_t ncommand;
+    uint64_t memory_bytes;  /* default 128 MiB; 16 MiB .. 64 GiB */
+    uint64_t timeout_ms;    /* default 30 s; 1 ms .. 15 min */
+    uint32_t concurrency;   /* default 1; 1 .. 1000; exec: always 1 */
+    uint32_t min_instances; /* default 0 */
+    uint32_t max_instances; /* default 10; >= 1 and >= min_instances; <= 1000 */
+    uint64_t keep_alive_ms; /* idle time before scale-down; default 10 min; 0 .. 24 h */
+    char **env_names;       /* manifest `env:`, in file order */
+    char **env_values;
+    size_t nenv;
+    mxu_resource_decl *resources;
+    size_t nresources;
+} mxu_manifest;
+
+/* Parse and validate YAML text. `filename` is only used in messages. On error
+ * the message names the file, line and field:
+ *   "examples/hello/mxu.yaml:4: memory: '12X' is not a size (write e.g. 128Mi ...)"
+ * and err->code is EINVAL. */
+int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_manifest **out,
+                       mxu_err *err);
+void mxu_manifest_free(mxu_manifest *m);
+/* The manifest as JSON (every field, defaults filled in); new reference. */
+json_t *mxu_manifest_to_json(const mxu_manifest *m);
+/* Inverse of mxu_manifest_to_json, for reloading stored versions. */
+int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err);
+
+/* ---- versions --------------------------------------------------------------- */
+
+/* One immutable published version. Reference-counted: the registry holds one
+ * reference while the version exists; anyone who keeps the pointer across
+ * loop turns (a pool, an in-flight invocation) takes their own. */
+typedef struct mxu_fn_version {
+    char *function;   /* name */
+    uint32_t version; /* 1, 2, ... never reused, even after deletion */
+    mxu_manifest *manifest;
+    char *digest;        /* hex sha256 of the bundle (files, modes, manifest) */
+    char *bundle_dir;    /* absolute path of the bundle folder */
+    char *exe_path;      /* runtime c: built instance program;
+                            runtime exec: absolute path of command[0] */
+    uint64_t created_ms; /* wall clock */
+    int refs;
+} mxu_fn_version;
+
+mxu_fn_version *mxu_fn_version_ref(mxu_fn_version *v);
+void mxu_fn_version_unref(mxu_fn_version *v);
+json_t *mxu_fn_version_to_json(const mxu_fn_version *v); /* new reference */
+
+/* ---- the registry ------------------------------------------------------------ */
+
+typedef struct mxu_registry mxu_registry;
+
+typedef struct mxu_registry_config {
+    const char *data_dir;        /* must exist */
+    const char *sdk_include_dir; /* for building runtime c; NULL = compiled-in default */
+    const char *sdk_lib_dir;     /* folder holding libmxufn.a; NULL = default */
+    const char *cc;              /* compiler; NULL = "cc" */
+    uint64_t build_timeout_ms;   /* 0 = 120 s */
+} mxu_registry_config;
+
+/* Open (creating if needed) the state database, load every function, version
+ * and alias into memory, and remove leftovers of interrupted deploys and
+ * bundle folders no version references. */
+int mxu_registry_open(uv_loop_t *loop, const mxu_registry_config *cfg, mxu_registry **out,
+                      mxu_err *err);
+/* Waits for a running build to finish, then frees everything. */
+void mxu_registry_close(mxu_registry *reg);
+
+/* Resolve `name` plus a reference: NULL or "" → alias latest; digits → that
+ * version; anything else → that alias. Returns a borrowed pointer (valid until
+ * the next registry mutation; take a reference to keep it), or NULL with
+ * ENOENT and a message saying which of function / version / alias is missing. */
+mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const char *ref,
+                                     mxu_err *err);
+
+/* ---- deploy ---- */
+
+typedef struct mxu_deploy_file {
+    const char *path; /* relative, '/'-separated, no "..", no leading '/' */
+    uint32_t mode;    /* permission bits; 0755 keeps a script executable */
+    const void *data;
+    size_t len;
+} mxu_deploy_file;
+
+/* Result of a deploy. On failure, err says why (EINVAL: bad manifest or
+ * files; ENOEXEC: the build failed, with the compiler's output in build_log);
+ * nothing was changed. `unchanged` means the bundle equals the latest
+ * version's, so no version was made and `version` is that latest one. */
+typedef struct mxu_deploy_result {
+    int rc; /* 0 or -1 */
+    mxu_err err;
+    mxu_fn_version *version; /* borrowed, valid during the callback */
+    bool unchanged;
+    const char *build_log; /* compiler output (may be "" ), valid during the callback */
+} mxu_deploy_result;
+
+typedef void (*mxu_deploy_cb)(void *ud, const mxu_deploy_result *res);
+
+/* Deploy a function from its manifest text and files. The manifest is parsed
+ * and the files checked at once: if that fails, returns -1 and the callback
+ * never runs. Otherwise returns 0 and the callback runs later from the loop,
+ * exactly once, after the bundle was built (off the loop thread) and, on
+ * success, the new version committed and `latest` moved to it. Deploys run
+ * one at a time in arrival order. */
+int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const char *manifest_text,
+                        size_t manifest_len, const mxu_deploy_file *files, size_t nfiles,
+                        mxu_deploy_cb cb, void *ud, mxu_err *err);
+
+/* ---- aliases, deletion ---- */
+
+/* Point `alias` at an existing version (creating or moving the alias).
+ * "latest" can't be set by hand (EINVAL); it always follows the newest version. */
+int mxu_registry_set_alias(mxu_registry *reg, const char *name, const char *alias, uint32_t version,
+                           mxu_err *err);
+int mxu_registry_delete_alias(mxu_registry *reg, const char *name, const char *alias, mxu_err *err);
+/* Delete one version. Refused (EBUSY) while an alias other than latest points
+ * at it. If it was latest, latest moves to the newest remaining version; if
+ * none remains, the function itself is deleted. */
+int mxu_registry_delete_version(mxu_registry *reg, const char *name, uint32_t version,
+                                mxu_err *err);
+/* Delete a function with all its versions and aliases. */
+int mxu_registry_delete_function(mxu_registry *reg, const char *name, mxu_err *err);
+
+/* ---- reading ---- */
+
+/* JSON for the API. Function: {"name", "created", "latest", "versions": [...],
+ * "aliases": {"latest": 3, "prod": 2}}. NULL + ENOENT if there is no such
+ * function. */
+json_t *mxu_registry_function_json(mxu_registry *reg, const char *name, mxu_err *err);
+/* Array of function objects (as above, without the full versions list:
+ * "versions" is a count), sorted by name. */
+json_t *mxu_registry_list_json(mxu_registry *reg);
+
+/* Visit every version that at least one alias points at (the versions a node
+ * keeps min_instances of), in function-name order. */
+void mxu_registry_foreach_aliased(mxu_registry *reg, void (*cb)(void *ud, mxu_fn_version *v),
+                                  void *ud);
+
+/* ---- change notification ---- */
+
+enum mxu_registry_event {
+    MXU_REG_VERSION_ADDED,   /* after a deploy committed */
+    MXU_REG_VERSION_REMOVED, /* a version (or its whole function) was deleted */
+    MXU_REG_ALIASES_CHANGED, /* some alias of the function moved or vanished */
+};
+/* One listener (the scheduler). Called synchronously after each committed
+ * change; `v` is valid during the call (take a reference to keep it). */
+void mxu_registry_set_listener(mxu_registry *reg,
+                               void (*cb)(void *ud, enum mxu_registry_event ev, mxu_fn_version *v),
+                               void *ud);
+
+#endif
