@@ -1,0 +1,340 @@
+/*
+ * The process executor: an instance is a plain child process of the node.
+ *
+ * Containment it gives (and its limits are stated in docs/isolation.md):
+ *   - its own process group, killed as a whole, so helpers it starts die too;
+ *   - PR_SET_PDEATHSIG(SIGKILL), so it dies with the node even on kill -9
+ *     (anything it started that escaped the group is found by its MXU_NODE
+ *     marker when the node starts again);
+ *   - rlimits: data segment from the manifest's memory, open files, no core
+ *     dumps, CPU seconds for one-shot processes;
+ *   - exactly the environment and file descriptors the scheduler gives it
+ *     (0/1/2 and, for warm instances, the channel on fd 3); every other
+ *     descriptor of the node is closed before exec.
+ *
+ * The child is set up between fork() and execve() with async-signal-safe
+ * calls only, in one linear sequence; if a step fails, the errno travels back
+ * on a close-on-exec pipe so spawn() fails with a real message and no exit
+ * callback.
+ */
+#include "exec-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
+
+/* What the child reports when a setup step fails. */
+struct child_failure {
+    int step; /* index into step_names */
+    int err;
+};
+
+static const char *const step_names[] = {
+    "setpgid", "prctl(PR_SET_PDEATHSIG)", "setrlimit", "dup2", "open /dev/null", "chdir", "execve",
+};
+enum { STEP_PGID, STEP_PDEATH, STEP_RLIMIT, STEP_DUP, STEP_DEVNULL, STEP_CHDIR, STEP_EXEC };
+
+/* Everything the child needs, prepared before fork so the child allocates nothing. */
+struct child_plan {
+    const mxu_exec_spec *spec;
+    pid_t parent;
+    int src[4]; /* what becomes fd 0, 1, 2, 3 (-1 = /dev/null for 0..2, none for 3) */
+    int report_fd;
+};
+
+static void __attribute__((noreturn)) child_fail(const struct child_plan *pl, int step)
+{
+    struct child_failure f = {step, errno};
+    ssize_t n = write(pl->report_fd, &f, sizeof(f));
+    MXU_UNUSED(n);
+    _exit(127);
+}
+
+static void __attribute__((noreturn)) child_run(struct child_plan *pl)
+{
+    const mxu_exec_spec *spec = pl->spec;
+
+    /* 0. Lift the report pipe above the fds we are about to fill, so that
+     *    dup2 onto 0..3 can never overwrite it. */
+    int report = fcntl(pl->report_fd, F_DUPFD_CLOEXEC, 10);
+    if (report < 0)
+        _exit(127);
+    pl->report_fd = report;
+
+    /* 1. Signals: the node ignores SIGPIPE and may block signals; a function
+     *    starts from the defaults like any program. */
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        sigaction(s, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+
+    /* 2. Own process group: the node kills the instance and all it started
+     *    with one kill(-pgid). */
+    if (setpgid(0, 0) < 0)
+        child_fail(pl, STEP_PGID);
+
+    /* 3. Die with the node. Check the parent afterwards: if the node died
+     *    before prctl, the signal would never come. */
+    if (prctl(PR_SET_PDEATHSIG, SIGKILL) < 0)
+        child_fail(pl, STEP_PDEATH);
+    if (getppid() != pl->parent)
+        _exit(127);
+
+    /* 4. Limits. RLIMIT_DATA (not RLIMIT_AS) caps what a program can
+     *    allocate without breaking runtimes that reserve large address
+     *    ranges they never touch. */
+    struct rlimit rl;
+    rl.rlim_cur = rl.rlim_max = spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY;
+    if (setrlimit(RLIMIT_DATA, &rl) < 0)
+        child_fail(pl, STEP_RLIMIT);
+    rl.rlim_cur = rl.rlim_max = 0;
+    if (setrlimit(RLIMIT_CORE, &rl) < 0)
+        child_fail(pl, STEP_RLIMIT);
+    rl.rlim_cur = rl.rlim_max = spec->max_open_files ? spec->max_open_files : 1024;
+    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+        child_fail(pl, STEP_RLIMIT);
+    if (spec->cpu_limit_s) {
+        rl.rlim_cur = spec->cpu_limit_s;
+        rl.rlim_max = spec->cpu_limit_s + 1; /* SIGXCPU first, then SIGKILL */
+        if (setrlimit(RLIMIT_CPU, &rl) < 0)
+            child_fail(pl, STEP_RLIMIT);
+    }
+
+    /* 5. File descriptors. Move every source above 10 first, so that a
+     *    source that already sits on a target number cannot be clobbered,
+     *    then dup2 onto 0..3 (dup2 clears close-on-exec), then close the rest. */
+    int moved[4];
+    for (int i = 0; i < 4; i++) {
+        moved[i] = -1;
+        if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            child_fail(pl, STEP_DUP);
+    }
+    for (int i = 0; i < 4; i++) {
+        int fd = moved[i];
+        if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            child_fail(pl, STEP_DEVNULL);
+        if (fd >= 0 && dup2(fd, i) < 0)
+            child_fail(pl, STEP_DUP);
+    }
+    /* Close everything else but the report pipe, which must survive until
+     * execve (it is close-on-exec). */
+    unsigned keep_from = pl->src[3] >= 0 ? 4 : 3;
+    if ((unsigned)pl->report_fd > keep_from)
+        syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
+    syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
+
+    /* 6. The bundle is the working directory. */
+    if (spec->cwd && chdir(spec->cwd) < 0)
+        child_fail(pl, STEP_CHDIR);
+
+    execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
+    child_fail(pl, STEP_EXEC);
+}
+
+static int nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static int process_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
+{
+    MXU_UNUSED(ex);
+    struct stat st;
+    if (spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] != '/')
+        return mxu_err_set(err, EINVAL, "%s: program path must be absolute", spec->label);
+    if (stat(spec->argv[0], &st) < 0)
+        return mxu_err_sys(err, errno, "%s: cannot run %s", spec->label, spec->argv[0]);
+    if (!S_ISREG(st.st_mode) || !(st.st_mode & 0111))
+        return mxu_err_set(err, EACCES, "%s: %s is not an executable file", spec->label,
+                           spec->argv[0]);
+    return 0;
+}
+
+static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb,
+                         void *ud, mxu_proc **out, mxu_err *err)
+{
+    /* Pairs: [0] stays with the host, [1] goes to the child. */
+    int chan[2] = {-1, -1}, in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    int report[2] = {-1, -1};
+    int rc = -1;
+    mxu_proc *p = NULL;
+
+    if (spec->channel && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0) {
+        mxu_err_sys(err, errno, "%s: socketpair", spec->label);
+        goto out;
+    }
+    if (spec->stdio) {
+        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
+            mxu_err_sys(err, errno, "%s: pipe", spec->label);
+            goto out;
+        }
+        /* For stdin the host holds the write end: swap so [0] is the host's. */
+        int t = in[0];
+        in[0] = in[1];
+        in[1] = t;
+    }
+    if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0) {
+        mxu_err_sys(err, errno, "%s: pipe", spec->label);
+        goto out;
+    }
+
+    struct child_plan plan = {
+        .spec = spec,
+        .parent = getpid(),
+        /* A warm instance's stdout is not its response: send it to the log. */
+        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], chan[1]},
+        .report_fd = report[1],
+    };
+    pid_t pid = fork();
+    if (pid < 0) {
+        mxu_err_sys(err, errno, "%s: fork", spec->label);
+        goto out;
+    }
+    if (pid == 0)
+        child_run(&plan);
+
+    /* Parent: the child's ends are the child's now. */
+    close(report[1]);
+    report[1] = -1;
+    struct child_failure f;
+    ssize_t n;
+    do {
+        n = read(report[0], &f, sizeof(f));
+    } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(f)) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        mxu_err_sys(err, f.err, "%s: starting %s failed at %s", spec->label, spec->argv[0],
+                    f.step >= 0 && (size_t)f.step < MXU_ARRAY_LEN(step_names) ? step_names[f.step]
+                                                                              : "?");
+        goto out;
+    }
+
+    p = mxu_calloc(1, sizeof(*p));
+    p->ops = &mxu_exec_process_ops;
+    p->pid = pid;
+    p->pidfd = -1;
+    p->exit_cb = exit_cb;
+    p->ud = ud;
+    p->fds.channel = mxu_steal_fd(&chan[0]);
+    p->fds.stdin_w = mxu_steal_fd(&in[0]);
+    p->fds.stdout_r = mxu_steal_fd(&outp[0]);
+    p->fds.stderr_r = mxu_steal_fd(&errp[0]);
+    int *fds[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
+        if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
+            mxu_err_sys(err, errno, "%s: fcntl", spec->label);
+            goto out_kill;
+        }
+    }
+    if (mxu_proc_watch(ex, p, err) < 0)
+        goto out_kill;
+    *out = p;
+    p = NULL;
+    rc = 0;
+    goto out;
+
+out_kill:
+    kill(-pid, SIGKILL);
+    {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (p) {
+        int *all[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r,
+                      &p->pidfd};
+        for (size_t i = 0; i < MXU_ARRAY_LEN(all); i++)
+            mxu_closep(all[i]);
+        free(p);
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        mxu_closep(&chan[i]);
+        mxu_closep(&in[i]);
+        mxu_closep(&outp[i]);
+        mxu_closep(&errp[i]);
+        mxu_closep(&report[i]);
+    }
+    return rc;
+}
+
+static void process_kill(mxu_proc *p)
+{
+    if (!p->exited)
+        kill(-p->pid, SIGKILL);
+}
+
+/* /proc/<pid>/stat fields 14 and 15 (utime, stime, in clock ticks). */
+static int read_cpu_us(pid_t pid, uint64_t *cpu_us)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    _cleanup_buf_ mxu_buf b = {0};
+    if (mxu_read_file(path, 4096, &b, NULL) < 0)
+        return -1;
+    /* The command name may contain spaces and parentheses: skip past the last ')'. */
+    char *s = strrchr(b.data, ')');
+    if (s == NULL)
+        return -1;
+    unsigned long long ut = 0, stt = 0;
+    if (sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    *cpu_us = (ut + stt) * 1000000ull / (uint64_t)(hz > 0 ? hz : 100);
+    return 0;
+}
+
+static int process_usage(mxu_proc *p, mxu_usage *u)
+{
+    if (p->exited) {
+        *u = p->exit.usage;
+        return 0;
+    }
+    memset(u, 0, sizeof(*u));
+    if (read_cpu_us(p->pid, &u->cpu_us) < 0)
+        return -1;
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
+    _cleanup_buf_ mxu_buf b = {0};
+    if (mxu_read_file(path, 65536, &b, NULL) == 0) {
+        char *hwm = strstr(b.data, "VmHWM:");
+        unsigned long long kb;
+        if (hwm && sscanf(hwm + 6, "%llu", &kb) == 1)
+            u->peak_bytes = kb * 1024;
+    }
+    return 0;
+}
+
+static void process_release(mxu_exec *ex, const mxu_exec_spec *spec)
+{
+    MXU_UNUSED(ex);
+    MXU_UNUSED(spec);
+}
+
+const mxu_executor_ops mxu_exec_process_ops = {
+    .name = "process",
+    .prepare = process_prepare,
+    .spawn = process_spawn,
+    .kill = process_kill,
+    .usage = process_usage,
+    .release = process_release,
+};

@@ -1,0 +1,259 @@
+/*
+ * The executor table, and what every executor shares: process handles that
+ * report their end through a pidfd (no SIGCHLD handler, so nothing else in the
+ * node — the registry's compiler runs, libuv — can have its children reaped
+ * from under it), and cleanup of processes a crashed node left behind.
+ */
+#include "exec-internal.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+
+static const mxu_executor_ops *const executors[] = {
+    &mxu_exec_process_ops,
+};
+
+const mxu_executor_ops *mxu_executor_find(const char *name)
+{
+    for (size_t i = 0; i < MXU_ARRAY_LEN(executors); i++) {
+        if (strcmp(executors[i]->name, name) == 0)
+            return executors[i];
+    }
+    return NULL;
+}
+
+const char *mxu_executor_names(void)
+{
+    return "process";
+}
+
+int mxu_exec_create(uv_loop_t *loop, const char *node_id, mxu_exec **out, mxu_err *err)
+{
+    MXU_UNUSED(err);
+    mxu_exec *ex = mxu_calloc(1, sizeof(*ex));
+    ex->loop = loop;
+    ex->node_id = mxu_strdup(node_id);
+    ex->node_env = mxu_asprintf("MXU_NODE=%s", node_id);
+    *out = ex;
+    return 0;
+}
+
+static void proc_unlink(mxu_proc *p)
+{
+    if (p->ex == NULL)
+        return;
+    if (p->prev)
+        p->prev->next = p->next;
+    else
+        p->ex->procs = p->next;
+    if (p->next)
+        p->next->prev = p->prev;
+    p->prev = p->next = NULL;
+}
+
+static void close_fd(int *fd)
+{
+    if (*fd >= 0) {
+        close(*fd);
+        *fd = -1;
+    }
+}
+
+static void proc_on_close(uv_handle_t *h)
+{
+    mxu_proc *p = h->data;
+    close_fd(&p->pidfd);
+    close_fd(&p->fds.channel);
+    close_fd(&p->fds.stdin_w);
+    close_fd(&p->fds.stdout_r);
+    close_fd(&p->fds.stderr_r);
+    free(p);
+}
+
+static void proc_close(mxu_proc *p)
+{
+    proc_unlink(p);
+    p->ex = NULL;
+    uv_close((uv_handle_t *)&p->poll, proc_on_close);
+}
+
+/* Reap the process (it has ended: its pidfd is readable) and report. */
+static void proc_reap(mxu_proc *p)
+{
+    int st = 0;
+    struct rusage ru;
+    memset(&ru, 0, sizeof(ru));
+    pid_t r;
+    do {
+        r = wait4(p->pid, &st, WNOHANG, &ru);
+    } while (r < 0 && errno == EINTR);
+    if (r == 0)
+        return; /* spurious: not yet */
+    uv_poll_stop(&p->poll);
+    p->exited = true;
+    if (r > 0) {
+        p->exit.signaled = WIFSIGNALED(st);
+        p->exit.signal = WIFSIGNALED(st) ? WTERMSIG(st) : 0;
+        p->exit.exit_code = WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+        p->exit.usage.cpu_us =
+            (uint64_t)ru.ru_utime.tv_sec * 1000000u + (uint64_t)ru.ru_utime.tv_usec +
+            (uint64_t)ru.ru_stime.tv_sec * 1000000u + (uint64_t)ru.ru_stime.tv_usec;
+        p->exit.usage.peak_bytes = (uint64_t)ru.ru_maxrss * 1024u;
+    } else {
+        p->exit.exit_code = -1; /* reaped elsewhere; should not happen */
+    }
+    /* The group may still hold grandchildren: an instance's end ends them. */
+    kill(-p->pid, SIGKILL);
+    if (p->freed) {
+        proc_close(p);
+        return;
+    }
+    if (p->exit_cb)
+        p->exit_cb(p, &p->exit, p->ud);
+}
+
+static void proc_on_poll(uv_poll_t *h, int status, int events)
+{
+    MXU_UNUSED(status);
+    MXU_UNUSED(events);
+    proc_reap(h->data);
+}
+
+/* Called by executors after a successful start: watch the pid. */
+int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
+int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err)
+{
+    p->ex = ex;
+    p->pidfd = (int)syscall(SYS_pidfd_open, p->pid, 0);
+    if (p->pidfd < 0)
+        return mxu_err_sys(err, errno, "pidfd_open(%d)", (int)p->pid);
+    int rc = uv_poll_init(ex->loop, &p->poll, p->pidfd);
+    if (rc < 0)
+        return mxu_err_set(err, EIO, "cannot watch process %d: %s", (int)p->pid, uv_strerror(rc));
+    p->poll.data = p;
+    uv_poll_start(&p->poll, UV_READABLE, proc_on_poll);
+    p->next = ex->procs;
+    if (ex->procs)
+        ex->procs->prev = p;
+    ex->procs = p;
+    return 0;
+}
+
+void mxu_proc_free(mxu_proc *p)
+{
+    if (p == NULL)
+        return;
+    if (!p->exited) {
+        p->freed = true;
+        kill(-p->pid, SIGKILL);
+        return; /* closed when the pidfd reports the end */
+    }
+    proc_close(p);
+}
+
+void mxu_exec_destroy(mxu_exec *ex)
+{
+    if (ex == NULL)
+        return;
+    /* Shutdown: everything still running dies now, and is reaped here so no
+     * zombie or orphan outlives the node. */
+    while (ex->procs) {
+        mxu_proc *p = ex->procs;
+        if (!p->exited) {
+            kill(-p->pid, SIGKILL);
+            int st;
+            while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
+                ;
+            p->exited = true;
+        }
+        proc_close(p);
+    }
+    free(ex->node_id);
+    free(ex->node_env);
+    free(ex);
+}
+
+const mxu_proc_fds *mxu_proc_get_fds(const mxu_proc *p)
+{
+    return &p->fds;
+}
+
+int mxu_proc_steal_fd(mxu_proc *p, int *which)
+{
+    MXU_UNUSED(p);
+    int fd = *which;
+    *which = -1;
+    return fd;
+}
+
+int mxu_proc_pid(const mxu_proc *p)
+{
+    return (int)p->pid;
+}
+bool mxu_proc_exited(const mxu_proc *p)
+{
+    return p->exited;
+}
+
+void mxu_proc_exit_describe(const mxu_proc_exit *ex, char *out, size_t outlen)
+{
+    if (ex->signaled) {
+        const char *abbrev = sigabbrev_np(ex->signal);
+        snprintf(out, outlen, "killed by signal %d (SIG%s)%s", ex->signal, abbrev ? abbrev : "?",
+                 ex->signal == SIGKILL ? ", e.g. out of memory or by the node" : "");
+    } else {
+        snprintf(out, outlen, "exited with status %d", ex->exit_code);
+    }
+}
+
+/* Does /proc/<pid>/environ contain exactly `marker` as one entry? */
+static bool proc_has_marker(const char *pid, const char *marker)
+{
+    char path[300];
+    snprintf(path, sizeof(path), "/proc/%s/environ", pid);
+    mxu_buf env = {0};
+    bool found = false;
+    if (mxu_read_file(path, 1 << 20, &env, NULL) == 0) {
+        size_t mlen = strlen(marker);
+        for (size_t off = 0; off < env.len;) {
+            size_t n = strnlen(env.data + off, env.len - off);
+            if (n == mlen && memcmp(env.data + off, marker, mlen) == 0) {
+                found = true;
+                break;
+            }
+            off += n + 1;
+        }
+    }
+    mxu_buf_free(&env);
+    return found;
+}
+
+int mxu_exec_reap_leftovers(const char *node_id)
+{
+    _cleanup_free_ char *marker = mxu_asprintf("MXU_NODE=%s", node_id);
+    DIR *d = opendir("/proc");
+    if (d == NULL)
+        return 0;
+    int killed = 0;
+    pid_t self = getpid();
+    struct dirent *de;
+    while ((de = readdir(d)) != NULL) {
+        if (!isdigit((unsigned char)de->d_name[0]))
+            continue;
+        pid_t pid = (pid_t)atoi(de->d_name);
+        if (pid == self || !proc_has_marker(de->d_name, marker))
+            continue;
+        if (kill(pid, SIGKILL) == 0)
+            killed++;
+    }
+    closedir(d);
+    return killed;
+}

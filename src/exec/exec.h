@@ -1,0 +1,111 @@
+/*
+ * exec — where instances run. An executor turns a spawn request (program,
+ * environment, limits, how to talk to it) into a running, contained process
+ * and tells its owner when it ends. Executors know nothing of functions,
+ * frames, pools or policy: the scheduler decides what to run and when, the
+ * executor only decides how it is contained.
+ *
+ * Executors are an ops table (crun's cgroup managers, Redis' ConnectionType):
+ * adding one is one file with a `static const mxu_executor_ops` at its bottom
+ * and one entry in exec.c. Today there is `process`; `sandbox` and `vm` follow.
+ */
+#ifndef MXU_EXEC_H
+#define MXU_EXEC_H
+
+#include "core/core.h"
+
+#include <uv.h>
+
+typedef struct mxu_exec mxu_exec; /* the executors' shared context */
+typedef struct mxu_proc mxu_proc; /* one running instance process */
+
+/* What to run. All strings are borrowed for the duration of the spawn call. */
+typedef struct mxu_exec_spec {
+    const char *label;       /* "hello@3", for messages */
+    const char *const *argv; /* argv[0]: absolute path of the program */
+    const char *const *envp; /* the whole environment, NULL-terminated */
+    const char *cwd;         /* working directory (the bundle) */
+    uint64_t memory_bytes;   /* RLIMIT_DATA (heap + private mappings) */
+    uint64_t cpu_limit_s;    /* RLIMIT_CPU in seconds; 0 = none */
+    uint32_t max_open_files; /* RLIMIT_NOFILE; 0 = 1024 */
+    bool channel;            /* give fd 3: a socketpair to the host */
+    bool stdio;              /* give stdin/stdout as pipes to the host */
+} mxu_exec_spec;
+
+/* Host ends of what the process was given; -1 where not asked for. All are
+ * non-blocking and close-on-exec, owned by the mxu_proc (closed when it is
+ * freed) unless taken with the steal calls below. */
+typedef struct mxu_proc_fds {
+    int channel; /* socketpair end, if spec.channel */
+    int stdin_w; /* write end of the process' stdin, if spec.stdio */
+    int stdout_r;
+    int stderr_r; /* always: the process' stderr */
+} mxu_proc_fds;
+
+/* Resource use of an instance. */
+typedef struct mxu_usage {
+    uint64_t cpu_us;     /* user + system CPU time */
+    uint64_t peak_bytes; /* peak resident memory (VmHWM); 0 if unknown */
+} mxu_usage;
+
+/* How a process ended, for messages ("killed by signal 11 (SIGSEGV)"). */
+typedef struct mxu_proc_exit {
+    int exit_code; /* if !signaled */
+    int signal;    /* if signaled */
+    bool signaled;
+    mxu_usage usage;
+} mxu_proc_exit;
+
+/* Called once from the loop when the process has ended and been reaped. The
+ * mxu_proc stays valid until mxu_proc_free(). */
+typedef void (*mxu_proc_exit_cb)(mxu_proc *p, const mxu_proc_exit *ex, void *ud);
+
+typedef struct mxu_executor_ops {
+    const char *name;
+    /* Check once per unit that it can run here (program exists, ...). */
+    int (*prepare)(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err);
+    /* Start a process. On failure returns -1 and exit_cb never runs. */
+    int (*spawn)(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb, void *ud,
+                 mxu_proc **out, mxu_err *err);
+    /* Kill the process and everything it started (SIGKILL). Idempotent. */
+    void (*kill)(mxu_proc *p);
+    /* Resource use so far (or at exit, once exited). */
+    int (*usage)(mxu_proc *p, mxu_usage *out);
+    /* Forget what prepare() set up for a unit. */
+    void (*release)(mxu_exec *ex, const mxu_exec_spec *spec);
+} mxu_executor_ops;
+
+/* `node_id` marks every process this node starts (env MXU_NODE=<id>), so a
+ * restarted node can find and kill what a crashed predecessor left. */
+int mxu_exec_create(uv_loop_t *loop, const char *node_id, mxu_exec **out, mxu_err *err);
+/* Kill every process still running (SIGKILL to their groups) and free. */
+void mxu_exec_destroy(mxu_exec *ex);
+/* Kill processes left over by an earlier node with the same node id. Returns
+ * how many were killed. */
+int mxu_exec_reap_leftovers(const char *node_id);
+
+/* The executor called `name`, or NULL. */
+const mxu_executor_ops *mxu_executor_find(const char *name);
+/* Comma-separated names of the executors available, for messages. */
+const char *mxu_executor_names(void);
+
+/* Process handle accessors (any executor). */
+const mxu_proc_fds *mxu_proc_get_fds(const mxu_proc *p);
+/* Take ownership of one host-side fd out of the proc (it will not close it). */
+int mxu_proc_steal_fd(mxu_proc *p, int *which);
+int mxu_proc_pid(const mxu_proc *p);
+bool mxu_proc_exited(const mxu_proc *p);
+/* Free the handle. If the process is still running, it is killed first and
+ * reaped in the background (the exit callback will not run). */
+void mxu_proc_free(mxu_proc *p);
+
+/* Small wrappers so callers read like prose (curl's Curl_cf_* style). */
+static inline void mxu_exec_kill(const mxu_executor_ops *ops, mxu_proc *p)
+{
+    ops->kill(p);
+}
+
+/* Describe an exit for people: "exited with status 3", "killed by signal 9 (SIGKILL)". */
+void mxu_proc_exit_describe(const mxu_proc_exit *ex, char *out, size_t outlen);
+
+#endif

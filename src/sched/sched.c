@@ -1,0 +1,743 @@
+/*
+ * The scheduler: pools, dispatch, scaling, admission and deadlines. See
+ * sched.h for the model; sched-instance.c owns what happens on one instance
+ * (channel frames, stdio for exec, process ends).
+ *
+ * Deadlines cost one timer per pool, not per invocation: every invocation of
+ * a version has the same timeout, so their deadlines are ordered like their
+ * dispatch times, and queue deadlines like their arrival. The pool timer is
+ * armed for the earlier of the two list heads.
+ */
+#include "sched-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+static const char *const error_codes[] = {
+    [MXU_INV_OK] = "ok",
+    [MXU_INV_TIMEOUT] = "function_timeout",
+    [MXU_INV_CRASHED] = "function_crashed",
+    [MXU_INV_FAILED] = "function_failed",
+    [MXU_INV_START_FAILED] = "start_failed",
+    [MXU_INV_BAD_RESPONSE] = "bad_response",
+    [MXU_INV_QUEUE_FULL] = "queue_full",
+    [MXU_INV_NO_CAPACITY] = "no_capacity",
+    [MXU_INV_QUEUE_TIMEOUT] = "queue_timeout",
+    [MXU_INV_SHUTTING_DOWN] = "shutting_down",
+};
+
+const char *mxu_inv_error_code(enum mxu_inv_error e)
+{
+    return (size_t)e < MXU_ARRAY_LEN(error_codes) ? error_codes[e] : "unknown";
+}
+
+static void pool_arm(mxu_pool *pool);
+static void pool_maybe_free(mxu_pool *pool);
+static void sched_kick_all(mxu_sched *s);
+static void shutdown_check(mxu_sched *s);
+
+/* ---- invocations ----------------------------------------------------------- */
+
+static void inv_free(mxu_invocation *inv)
+{
+    if (inv->pinned) {
+        /* mxu_sched_invoke() is still using it; it frees it on return. */
+        inv->freed_while_pinned = true;
+        return;
+    }
+    mxu_buf_free(&inv->req.body);
+    mxu_buf_free(&inv->log);
+    free(inv);
+}
+
+/* Take the invocation off whatever list it is on. */
+static void inv_detach(mxu_invocation *inv)
+{
+    mxu_pool *pool = inv->pool;
+    if (inv->state == INV_QUEUED) {
+        mxu_list_remove(&pool->queue, &inv->qlink);
+    } else if (inv->state == INV_RUNNING) {
+        mxu_list_remove(&pool->running, &inv->rlink);
+        if (inv->inst)
+            mxu_list_remove(&inv->inst->inflight, &inv->qlink);
+    }
+    inv->state = INV_DONE;
+}
+
+void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
+{
+    mxu_pool *pool = inv->pool;
+    mxu_sched *s = pool->sched;
+    mxu_instance *inst = inv->inst;
+    inv_detach(inv);
+    if (inst && inst->exec_inv == inv)
+        inst->exec_inv = NULL;
+
+    uint64_t now_ns = mxu_now_ns();
+    res->id = inv->id;
+    res->cold = inv->cold;
+    res->queued_us = ((inv->dispatched_ns ? inv->dispatched_ns : now_ns) - inv->enqueued_ns) / 1000;
+    res->run_us = inv->dispatched_ns ? (now_ns - inv->dispatched_ns) / 1000 : 0;
+
+    pool->stats.invocations++;
+    pool->stats.last_invoked_ms = mxu_wall_ms();
+    if (res->error != MXU_INV_OK)
+        pool->stats.errors++;
+    if (res->error == MXU_INV_TIMEOUT)
+        pool->stats.timeouts++;
+    if (res->error == MXU_INV_CRASHED)
+        pool->stats.crashes++;
+    if (res->error == MXU_INV_QUEUE_FULL || res->error == MXU_INV_NO_CAPACITY)
+        pool->stats.rejected++;
+    if (inv->cold)
+        pool->stats.cold_starts++;
+
+    if (inv->log.len > 0 || inv->log_truncated) {
+        if (inv->log_truncated)
+            mxu_buf_puts(&inv->log, "\n[mxu: log truncated]");
+        mxu_logstore_append(s->logs, pool->version->function, pool->version->version, inv->id,
+                            "stderr", inv->log.data, inv->log.len);
+    }
+    if (res->error != MXU_INV_OK && res->message) {
+        _cleanup_free_ char *line =
+            mxu_asprintf("%s: %s", mxu_inv_error_code(res->error), res->message);
+        mxu_logstore_append(s->logs, pool->version->function, pool->version->version, inv->id,
+                            "mxu", line, strlen(line));
+    }
+
+    if (!inv->cancelled && inv->cb)
+        inv->cb(inv->ud, res);
+    inv_free(inv);
+
+    if (inst) {
+        inst->served++;
+        inst->last_used_ms = sched_now(s);
+        if (mxu_list_empty(&inst->inflight))
+            mxu_sched_instance_idle(inst);
+    }
+    mxu_sched_pool_kick(pool);
+    if (s->shutting_down)
+        shutdown_check(s);
+}
+
+void mxu_sched_inv_fail(mxu_invocation *inv, enum mxu_inv_error e, const char *fmt, ...)
+{
+    char msg[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    mxu_invoke_res res = {.error = e, .message = msg};
+    if (e == MXU_INV_QUEUE_FULL || e == MXU_INV_NO_CAPACITY || e == MXU_INV_QUEUE_TIMEOUT)
+        res.retry_after_s = 1;
+    mxu_sched_inv_complete(inv, &res);
+    mxu_buf_free(&res.body);
+}
+
+void mxu_sched_cancel(mxu_invocation *inv)
+{
+    if (inv == NULL)
+        return;
+    inv->cancelled = true;
+    if (inv->state == INV_QUEUED) {
+        mxu_pool *pool = inv->pool;
+        inv_detach(inv);
+        inv_free(inv);
+        pool_arm(pool);
+        if (pool->sched->shutting_down)
+            shutdown_check(pool->sched);
+    }
+}
+
+void mxu_sched_requeue_front(mxu_pool *pool, mxu_invocation *inv)
+{
+    if (inv->state == INV_RUNNING) {
+        mxu_list_remove(&pool->running, &inv->rlink);
+        if (inv->inst)
+            mxu_list_remove(&inv->inst->inflight, &inv->qlink);
+    }
+    inv->inst = NULL;
+    inv->state = INV_QUEUED;
+    mxu_list_push_front(&pool->queue, &inv->qlink);
+}
+
+void mxu_sched_pool_fail_queue(mxu_pool *pool, enum mxu_inv_error e, const char *msg)
+{
+    mxu_link *l;
+    while ((l = mxu_list_first(&pool->queue)) != NULL)
+        mxu_sched_inv_fail(mxu_container_of(l, mxu_invocation, qlink), e, "%s", msg);
+}
+
+/* ---- admission ----------------------------------------------------------- */
+
+/* Stop idle instances of other pools, least recently used first, until
+ * `need` bytes will be free once they have exited. */
+static void evict_for(mxu_sched *s, mxu_pool *except, uint64_t need)
+{
+    uint64_t freeing = 0;
+    while (freeing < need) {
+        mxu_instance *victim = NULL;
+        for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
+            if (p == except || p->alive <= p->min)
+                continue;
+            mxu_list_foreach(&p->instances, it)
+            {
+                mxu_instance *in = mxu_container_of(it, mxu_instance, plink);
+                if (in->state == INST_READY && mxu_list_empty(&in->inflight) &&
+                    (victim == NULL || in->last_used_ms < victim->last_used_ms))
+                    victim = in;
+            }
+        }
+        if (victim == NULL)
+            return;
+        freeing += victim->reserved_bytes;
+        mxu_instance_stop(victim, true);
+    }
+}
+
+/* Reserve memory for one more instance of `pool`, or start freeing some. */
+static bool admit(mxu_pool *pool)
+{
+    mxu_sched *s = pool->sched;
+    uint64_t need = pool->m->memory_bytes;
+    if (s->reserved + need <= s->cfg.memory_budget) {
+        s->reserved += need;
+        return true;
+    }
+    evict_for(s, pool, s->reserved + need - s->cfg.memory_budget);
+    return false;
+}
+
+/* ---- dispatch and scaling --------------------------------------------------- */
+
+static mxu_instance *pick_instance(mxu_pool *pool)
+{
+    mxu_instance *best = NULL;
+    mxu_list_foreach(&pool->instances, it)
+    {
+        mxu_instance *in = mxu_container_of(it, mxu_instance, plink);
+        /* Exec instances never take queued work: each was started for one. */
+        if (in->state != INST_READY || in->chan == NULL || !mxu_instance_has_capacity(in))
+            continue;
+        if (best == NULL || in->inflight.len < best->inflight.len) {
+            best = in;
+            if (in->inflight.len == 0)
+                break;
+        }
+    }
+    return best;
+}
+
+/* Insert into pool->running keeping deadline order (usually at the tail). */
+static void running_insert(mxu_pool *pool, mxu_invocation *inv)
+{
+    mxu_link *at = pool->running.head.prev;
+    while (at != &pool->running.head &&
+           mxu_container_of(at, mxu_invocation, rlink)->deadline_ms > inv->deadline_ms)
+        at = at->prev;
+    mxu_list_insert_after(&pool->running, at, &inv->rlink);
+}
+
+static void dispatch(mxu_pool *pool, mxu_instance *inst, mxu_invocation *inv)
+{
+    mxu_sched *s = pool->sched;
+    mxu_list_remove(&pool->queue, &inv->qlink);
+    inv->state = INV_RUNNING;
+    inv->inst = inst;
+    if (inv->deadline_ms == 0) {
+        inv->deadline_ms = sched_now(s) + pool->m->timeout_ms;
+        inv->dispatched_ns = mxu_now_ns();
+        /* Cold: this invocation waited for the instance it runs on to start. */
+        inv->cold = inst->served == 0 && inst->inflight.len == 0 &&
+                    inst->ready_ms >= inv->enqueued_ms && inst->started_ms >= inv->enqueued_ms;
+    }
+    running_insert(pool, inv);
+    mxu_list_push_back(&inst->inflight, &inv->qlink);
+    uv_timer_stop(&inst->timer); /* not idle any more */
+    mxu_instance_send(inst, inv);
+}
+
+static void start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
+{
+    mxu_err err;
+    mxu_instance *inst;
+    if (mxu_instance_start(pool, exec_inv, &inst, &err) < 0) {
+        pool->sched->reserved -= pool->m->memory_bytes;
+        mxu_warn("%s: cannot start an instance: %s", mxu_unit_label(pool->unit), err.msg);
+        if (exec_inv) {
+            mxu_list_push_front(&pool->queue, &exec_inv->qlink); /* fail from the queue */
+            exec_inv->state = INV_QUEUED;
+            mxu_sched_inv_fail(exec_inv, MXU_INV_START_FAILED, "%s", err.msg);
+        } else if (pool->alive == 0) {
+            mxu_sched_pool_fail_queue(pool, MXU_INV_START_FAILED, err.msg);
+        }
+        return;
+    }
+    if (exec_inv) {
+        /* The process was started for exactly this invocation. */
+        mxu_list_push_front(&pool->queue, &exec_inv->qlink);
+        exec_inv->state = INV_QUEUED;
+        dispatch(pool, inst, exec_inv);
+    }
+}
+
+void mxu_sched_pool_kick(mxu_pool *pool)
+{
+    mxu_sched *s = pool->sched;
+    mxu_link *l;
+
+    /* 1. Hand queued invocations to instances with room. */
+    while ((l = mxu_list_first(&pool->queue)) != NULL) {
+        mxu_instance *inst = pick_instance(pool);
+        if (inst == NULL)
+            break;
+        dispatch(pool, inst, mxu_container_of(l, mxu_invocation, qlink));
+    }
+
+    /* 2. Scale up for what still waits, as far as max_instances and memory
+     *    allow: enough starting instances to take every waiting invocation. */
+    if (!s->stopping_instances) {
+        while (!mxu_list_empty(&pool->queue) && pool->alive < pool->m->max_instances) {
+            if (!pool->exec_runtime && pool->starting * pool->m->concurrency >= pool->queue.len)
+                break;
+            if (!admit(pool))
+                break;
+            mxu_invocation *exec_inv = NULL;
+            if (pool->exec_runtime) {
+                exec_inv = mxu_container_of(mxu_list_first(&pool->queue), mxu_invocation, qlink);
+                mxu_list_remove(&pool->queue, &exec_inv->qlink);
+            }
+            start_instance(pool, exec_inv);
+        }
+        /* 3. Keep min_instances warm (warm runtimes only). */
+        while (!pool->exec_runtime && pool->alive < pool->min && !s->shutting_down) {
+            if (!admit(pool))
+                break;
+            start_instance(pool, NULL);
+        }
+    }
+    pool_arm(pool);
+}
+
+static void sched_kick_all(mxu_sched *s)
+{
+    for (mxu_pool *p = s->pools, *next; p != NULL; p = next) {
+        next = p->hh.next;
+        if (!mxu_list_empty(&p->queue) || p->alive < p->min)
+            mxu_sched_pool_kick(p);
+    }
+}
+
+/* ---- deadlines -------------------------------------------------------------- */
+
+static void on_pool_timer(uv_timer_t *t)
+{
+    mxu_pool *pool = t->data;
+    mxu_sched *s = pool->sched;
+    uint64_t now = sched_now(s);
+    pool->timer_due = 0;
+    mxu_link *l;
+    char limit[32];
+
+    while ((l = mxu_list_first(&pool->running)) != NULL) {
+        mxu_invocation *inv = mxu_container_of(l, mxu_invocation, rlink);
+        if (inv->deadline_ms > now)
+            break;
+        mxu_instance *inst = inv->inst;
+        mxu_format_duration_ms(pool->m->timeout_ms, limit, sizeof(limit));
+        mxu_sched_inv_fail(inv, MXU_INV_TIMEOUT,
+                           "%s did not answer within its timeout of %s; the instance was "
+                           "killed and will be replaced",
+                           mxu_unit_label(pool->unit), limit);
+        if (inst)
+            mxu_instance_kill(inst, "timeout");
+    }
+    while ((l = mxu_list_first(&pool->queue)) != NULL) {
+        mxu_invocation *inv = mxu_container_of(l, mxu_invocation, qlink);
+        if (inv->queue_deadline_ms > now)
+            break;
+        mxu_format_duration_ms(now - inv->enqueued_ms, limit, sizeof(limit));
+        if (pool->alive == 0 && s->reserved + pool->m->memory_bytes > s->cfg.memory_budget) {
+            char need[32], free_[32], budget[32];
+            mxu_format_size(pool->m->memory_bytes, need, sizeof(need));
+            mxu_format_size(s->cfg.memory_budget - MXU_MIN(s->reserved, s->cfg.memory_budget),
+                            free_, sizeof(free_));
+            mxu_format_size(s->cfg.memory_budget, budget, sizeof(budget));
+            mxu_sched_inv_fail(inv, MXU_INV_NO_CAPACITY,
+                               "not enough memory to start %s: it needs %s, %s of the node's "
+                               "%s budget is free (waited %s)",
+                               mxu_unit_label(pool->unit), need, free_, budget, limit);
+        } else {
+            mxu_sched_inv_fail(inv, MXU_INV_QUEUE_TIMEOUT,
+                               "%s: no instance became free within %s (max_instances %u)",
+                               mxu_unit_label(pool->unit), limit, pool->m->max_instances);
+        }
+    }
+    pool_arm(pool);
+}
+
+static void pool_arm(mxu_pool *pool)
+{
+    uint64_t due = 0;
+    mxu_link *l;
+    if ((l = mxu_list_first(&pool->running)) != NULL)
+        due = mxu_container_of(l, mxu_invocation, rlink)->deadline_ms;
+    if ((l = mxu_list_first(&pool->queue)) != NULL) {
+        uint64_t q = mxu_container_of(l, mxu_invocation, qlink)->queue_deadline_ms;
+        if (due == 0 || q < due)
+            due = q;
+    }
+    if (due == pool->timer_due)
+        return;
+    pool->timer_due = due;
+    if (due == 0) {
+        uv_timer_stop(&pool->timer);
+        return;
+    }
+    uint64_t now = sched_now(pool->sched);
+    uv_timer_start(&pool->timer, on_pool_timer, due > now ? due - now : 0, 0);
+}
+
+/* ---- pools ------------------------------------------------------------------ */
+
+static mxu_pool *pool_find(mxu_sched *s, mxu_fn_version *v)
+{
+    mxu_pool *pool = NULL;
+    HASH_FIND_PTR(s->pools, &v, pool);
+    return pool;
+}
+
+static mxu_pool *pool_get(mxu_sched *s, mxu_fn_version *v, mxu_err *err)
+{
+    mxu_pool *pool = pool_find(s, v);
+    if (pool)
+        return pool;
+    mxu_unit *unit;
+    if (mxu_unit_create(v, s->node_env, &unit, err) < 0)
+        return NULL;
+    if (mxu_unit_executor(unit)->prepare(s->exec, mxu_unit_warm_spec(unit), err) < 0) {
+        mxu_unit_free(unit);
+        return NULL;
+    }
+    pool = mxu_calloc(1, sizeof(*pool));
+    pool->sched = s;
+    pool->version = mxu_fn_version_ref(v);
+    pool->unit = unit;
+    pool->m = v->manifest;
+    pool->exec_runtime = v->manifest->runtime == MXU_RUNTIME_EXEC;
+    mxu_list_init(&pool->instances);
+    mxu_list_init(&pool->queue);
+    mxu_list_init(&pool->running);
+    uv_timer_init(s->loop, &pool->timer);
+    pool->timer.data = pool;
+    HASH_ADD_PTR(s->pools, version, pool);
+    return pool;
+}
+
+static void pool_on_timer_closed(uv_handle_t *h)
+{
+    mxu_pool *pool = h->data;
+    mxu_unit_executor(pool->unit)->release(pool->sched->exec, mxu_unit_warm_spec(pool->unit));
+    mxu_unit_free(pool->unit);
+    mxu_fn_version_unref(pool->version);
+    free(pool);
+}
+
+static void pool_free(mxu_pool *pool)
+{
+    HASH_DEL(pool->sched->pools, pool);
+    uv_close((uv_handle_t *)&pool->timer, pool_on_timer_closed);
+}
+
+/* A deleted version's pool goes once nothing of it is left. */
+static void pool_maybe_free(mxu_pool *pool)
+{
+    if (pool->removed && mxu_list_empty(&pool->instances) && mxu_list_empty(&pool->queue) &&
+        mxu_list_empty(&pool->running))
+        pool_free(pool);
+}
+
+/* ---- instances come and go ---------------------------------------------------- */
+
+void mxu_sched_instance_idle(mxu_instance *inst)
+{
+    mxu_pool *pool = inst->pool;
+    if (pool->removed || pool->sched->shutting_down) {
+        mxu_instance_stop(inst, true);
+        return;
+    }
+    /* Idle instances above min_instances stop after keep_alive. */
+    mxu_instance_arm_idle(inst, pool->m->keep_alive_ms);
+}
+
+void mxu_sched_instance_gone(mxu_instance *inst)
+{
+    mxu_pool *pool = inst->pool;
+    mxu_sched *s = pool->sched;
+    s->reserved -= inst->reserved_bytes;
+    s->ninstances--;
+    mxu_list_remove(&pool->instances, &inst->plink);
+    /* Memory was freed: whoever waited for it may start now. */
+    sched_kick_all(s);
+    mxu_sched_pool_kick(pool);
+    pool_maybe_free(pool);
+    if (s->shutting_down)
+        shutdown_check(s);
+}
+
+/* ---- invoke ----------------------------------------------------------------- */
+
+mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req *req,
+                                 mxu_invoke_cb cb, void *ud)
+{
+    mxu_invocation *inv = mxu_calloc(1, sizeof(*inv));
+    inv->id = ++s->next_inv_id;
+    inv->sched = s;
+    inv->req = *req;
+    req->body = (mxu_buf){0};
+    inv->cb = cb;
+    inv->ud = ud;
+    inv->enqueued_ms = sched_now(s);
+    inv->enqueued_ns = mxu_now_ns();
+    inv->state = INV_DONE;
+
+    mxu_err err;
+    mxu_pool *pool = pool_get(s, v, &err);
+    if (pool == NULL) {
+        /* No pool to account it to: answer directly. */
+        mxu_invoke_res res = {.id = inv->id, .error = MXU_INV_START_FAILED, .message = err.msg};
+        cb(ud, &res);
+        inv_free(inv);
+        return NULL;
+    }
+    inv->pool = pool;
+    inv->queue_deadline_ms = inv->enqueued_ms + s->cfg.queue_timeout_ms;
+    mxu_list_push_back(&pool->queue, &inv->qlink);
+    inv->state = INV_QUEUED;
+
+    if (s->shutting_down) {
+        mxu_sched_inv_fail(inv, MXU_INV_SHUTTING_DOWN, "the node is shutting down");
+        return NULL;
+    }
+    if (pool->m->memory_bytes > s->cfg.memory_budget) {
+        char need[32], budget[32];
+        mxu_format_size(pool->m->memory_bytes, need, sizeof(need));
+        mxu_format_size(s->cfg.memory_budget, budget, sizeof(budget));
+        mxu_sched_inv_fail(inv, MXU_INV_NO_CAPACITY,
+                           "%s needs %s of memory, more than this node's whole budget of %s",
+                           mxu_unit_label(pool->unit), need, budget);
+        return NULL;
+    }
+    if (pool->queue.len > s->cfg.queue_max) {
+        mxu_sched_inv_fail(
+            inv, MXU_INV_QUEUE_FULL, "%s is at capacity (%u instances busy, %u invocations queued)",
+            mxu_unit_label(pool->unit), (unsigned)pool->alive, (unsigned)s->cfg.queue_max);
+        return NULL;
+    }
+    /* The kick may complete it at once (a failed start): pin it so that it
+     * can be told apart from a live handle afterwards. */
+    inv->pinned = true;
+    mxu_sched_pool_kick(pool);
+    inv->pinned = false;
+    if (inv->freed_while_pinned) {
+        inv_free(inv);
+        return NULL;
+    }
+    return inv;
+}
+
+/* ---- registry changes --------------------------------------------------------- */
+
+static void set_min(void *ud, mxu_fn_version *v)
+{
+    mxu_sched *s = ud;
+    mxu_err err;
+    if (v->manifest->min_instances == 0)
+        return;
+    mxu_pool *pool = pool_get(s, v, &err);
+    if (pool == NULL) {
+        mxu_warn("%s@%u: cannot keep instances warm: %s", v->function, v->version, err.msg);
+        return;
+    }
+    pool->min = v->manifest->min_instances;
+}
+
+static void recompute_min(mxu_sched *s)
+{
+    for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next)
+        p->min = 0;
+    mxu_registry_foreach_aliased(s->reg, set_min, s);
+    sched_kick_all(s);
+}
+
+static void on_registry(void *ud, enum mxu_registry_event ev, mxu_fn_version *v)
+{
+    mxu_sched *s = ud;
+    if (ev == MXU_REG_VERSION_REMOVED) {
+        mxu_pool *pool = pool_find(s, v);
+        if (pool) {
+            pool->removed = true;
+            pool->min = 0;
+            mxu_list_foreach_safe(&pool->instances, it, tmp)
+            {
+                mxu_instance *in = mxu_container_of(it, mxu_instance, plink);
+                if (mxu_list_empty(&in->inflight))
+                    mxu_instance_stop(in, true);
+            }
+            pool_maybe_free(pool);
+        }
+    }
+    if (!s->shutting_down)
+        recompute_min(s);
+}
+
+void mxu_sched_warm_all(mxu_sched *s)
+{
+    recompute_min(s);
+}
+
+/* ---- lifecycle --------------------------------------------------------------- */
+
+static uint64_t default_budget(void)
+{
+    uint64_t total = uv_get_total_memory();
+    uint64_t limit = uv_get_constrained_memory();
+    if (limit > 0 && limit < total)
+        total = limit;
+    return total / 10 * 8;
+}
+
+int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config *cfg,
+                     mxu_sched **out, mxu_err *err)
+{
+    mxu_sched *s = mxu_calloc(1, sizeof(*s));
+    s->loop = loop;
+    s->reg = reg;
+    s->cfg = *cfg;
+    if (!s->cfg.memory_budget)
+        s->cfg.memory_budget = default_budget();
+    if (!s->cfg.queue_max)
+        s->cfg.queue_max = 1000;
+    if (!s->cfg.queue_timeout_ms)
+        s->cfg.queue_timeout_ms = 30000;
+    if (!s->cfg.start_timeout_ms)
+        s->cfg.start_timeout_ms = 10000;
+    if (!s->cfg.max_response_bytes)
+        s->cfg.max_response_bytes = 6u << 20;
+    if (!s->cfg.max_log_bytes)
+        s->cfg.max_log_bytes = 64u << 10;
+    s->node_env = mxu_strdup(cfg->node_env ? cfg->node_env : "MXU_NODE=none");
+    s->cfg.node_env = s->node_env;
+    const char *id = strchr(s->node_env, '=') + 1;
+    if (mxu_exec_create(loop, id, &s->exec, err) < 0) {
+        free(s->node_env);
+        free(s);
+        return -1;
+    }
+    s->logs = mxu_logstore_open(cfg->log_dir);
+    /* Invocation ids are unique across restarts: the clock seeds the counter. */
+    s->next_inv_id = mxu_wall_ms() << 16;
+    uv_timer_init(loop, &s->shutdown_timer);
+    s->shutdown_timer.data = s;
+    if (reg)
+        mxu_registry_set_listener(reg, on_registry, s);
+    *out = s;
+    return 0;
+}
+
+static void stop_all_instances(mxu_sched *s)
+{
+    s->stopping_instances = true;
+    for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
+        mxu_list_foreach_safe(&p->instances, it, tmp)
+        {
+            mxu_instance_stop(mxu_container_of(it, mxu_instance, plink), true);
+        }
+    }
+}
+
+static void fail_everything(mxu_sched *s, const char *msg)
+{
+    for (mxu_pool *p = s->pools, *next; p != NULL; p = next) {
+        next = p->hh.next;
+        mxu_sched_pool_fail_queue(p, MXU_INV_SHUTTING_DOWN, msg);
+        mxu_link *l;
+        while ((l = mxu_list_first(&p->running)) != NULL)
+            mxu_sched_inv_fail(mxu_container_of(l, mxu_invocation, rlink), MXU_INV_SHUTTING_DOWN,
+                               "%s", msg);
+    }
+}
+
+static void on_shutdown_timer(uv_timer_t *t)
+{
+    mxu_sched *s = t->data;
+    if (!s->stopping_instances) {
+        /* Drain time is up. */
+        fail_everything(s, "the node stopped before this invocation finished");
+        stop_all_instances(s);
+        uv_timer_start(&s->shutdown_timer, on_shutdown_timer, 2000, 0);
+        shutdown_check(s);
+        return;
+    }
+    /* Grace for BYE is up: kill what is left. */
+    for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
+        mxu_list_foreach_safe(&p->instances, it, tmp)
+        {
+            mxu_instance_kill(mxu_container_of(it, mxu_instance, plink), "node shutdown");
+        }
+    }
+}
+
+static void shutdown_check(mxu_sched *s)
+{
+    if (!s->stopping_instances) {
+        for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
+            if (!mxu_list_empty(&p->queue) || !mxu_list_empty(&p->running))
+                return; /* still draining */
+        }
+        stop_all_instances(s);
+        uv_timer_start(&s->shutdown_timer, on_shutdown_timer, 2000, 0);
+    }
+    if (s->ninstances == 0 && s->shutdown_done) {
+        void (*done)(void *) = s->shutdown_done;
+        s->shutdown_done = NULL;
+        uv_timer_stop(&s->shutdown_timer);
+        done(s->shutdown_ud);
+    }
+}
+
+void mxu_sched_shutdown(mxu_sched *s, uint64_t drain_ms, void (*done)(void *ud), void *ud)
+{
+    s->shutting_down = true;
+    s->shutdown_done = done;
+    s->shutdown_ud = ud;
+    for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next)
+        p->min = 0;
+    uv_timer_start(&s->shutdown_timer, on_shutdown_timer, drain_ms, 0);
+    shutdown_check(s);
+}
+
+static void on_sched_timer_closed(uv_handle_t *h)
+{
+    mxu_sched *s = h->data;
+    free(s->node_env);
+    free(s);
+}
+
+void mxu_sched_destroy(mxu_sched *s)
+{
+    if (s == NULL)
+        return;
+    if (s->reg)
+        mxu_registry_set_listener(s->reg, NULL, NULL);
+    for (mxu_pool *p = s->pools, *next; p != NULL; p = next) {
+        next = p->hh.next;
+        p->removed = true;
+        if (mxu_list_empty(&p->instances))
+            pool_free(p);
+    }
+    mxu_exec_destroy(s->exec);
+    mxu_logstore_close(s->logs);
+    uv_close((uv_handle_t *)&s->shutdown_timer, on_sched_timer_closed);
+}

@@ -1,0 +1,129 @@
+/*
+ * sched — turns invocations into work on instances.
+ *
+ * Per unit (function version) a pool of instances: warm instances for runtime
+ * c, reused across invocations with up to `concurrency` in flight each; one
+ * process per invocation for runtime exec. Pools scale up on demand to
+ * max_instances, queue beyond that (bounded), keep min_instances warm for
+ * versions an alias points at, and scale down after keep_alive idle.
+ *
+ * Admission: the node has a memory budget; an instance starts only if its
+ * manifest memory fits next to what is already reserved. If it does not,
+ * idle instances of other functions are stopped to make room, and the
+ * invocation waits in the queue until memory is free or its wait runs out.
+ *
+ * Deadlines: the manifest's timeout runs from dispatch to the instance; when
+ * it passes, the caller gets an error and the instance is killed and
+ * replaced. Queue waits are bounded separately.
+ *
+ * Instances are single-threaded and serve pipelined invocations in order, so
+ * when one dies, the first unanswered invocation is the one that killed it and
+ * those behind it never started: they go back to the head of the queue.
+ */
+#ifndef MXU_SCHED_H
+#define MXU_SCHED_H
+
+#include "core/core.h"
+#include "registry/registry.h"
+#include "unit/frame.h"
+
+#include <jansson.h>
+#include <uv.h>
+
+typedef struct mxu_sched mxu_sched;
+typedef struct mxu_invocation mxu_invocation;
+
+typedef struct mxu_sched_config {
+    uint64_t memory_budget;    /* bytes; 0 = 80 % of the machine's (or cgroup's) memory */
+    uint32_t queue_max;        /* queued invocations per version; 0 = 1000 */
+    uint64_t queue_timeout_ms; /* longest wait for an instance; 0 = 30 s */
+    uint64_t start_timeout_ms; /* instance start to handshake; 0 = 10 s */
+    size_t max_response_bytes; /* 0 = 6 MiB */
+    size_t max_log_bytes;      /* log kept per invocation; 0 = 64 KiB */
+    const char *node_env;      /* "MXU_NODE=<id>", given to every instance */
+    const char *log_dir;       /* function logs are kept here */
+} mxu_sched_config;
+
+int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config *cfg,
+                     mxu_sched **out, mxu_err *err);
+/* Frees everything; call after mxu_sched_shutdown() completed. */
+void mxu_sched_destroy(mxu_sched *s);
+
+/* Stop taking invocations; let in-flight and queued ones finish for at most
+ * `drain_ms`, fail the rest, stop every instance (BYE, then SIGKILL after a
+ * grace period), and call done(ud) once no instance process is left. */
+void mxu_sched_shutdown(mxu_sched *s, uint64_t drain_ms, void (*done)(void *ud), void *ud);
+
+/* Start min_instances for every aliased version (call once at start). */
+void mxu_sched_warm_all(mxu_sched *s);
+
+/* ---- invoking ---- */
+
+enum mxu_inv_error {
+    MXU_INV_OK = 0,        /* the function answered (whatever its status) */
+    MXU_INV_TIMEOUT,       /* ran past its timeout; instance killed */
+    MXU_INV_CRASHED,       /* the instance died while running it */
+    MXU_INV_FAILED,        /* exec runtime: non-zero exit */
+    MXU_INV_START_FAILED,  /* no instance could be started */
+    MXU_INV_BAD_RESPONSE,  /* response too large or malformed */
+    MXU_INV_QUEUE_FULL,    /* every instance busy and the queue full */
+    MXU_INV_NO_CAPACITY,   /* no memory to start an instance */
+    MXU_INV_QUEUE_TIMEOUT, /* waited too long for an instance */
+    MXU_INV_SHUTTING_DOWN, /* node is stopping */
+};
+
+/* A stable machine-readable name: "function_timeout", "queue_full", ... */
+const char *mxu_inv_error_code(enum mxu_inv_error e);
+
+/* What to invoke. Everything is borrowed and must stay valid until the
+ * callback ran or mxu_sched_cancel() returned — except `body`, which is taken. */
+typedef struct mxu_invoke_req {
+    mxu_slice method;
+    mxu_slice path;  /* sub-path, "/" if none */
+    mxu_slice query; /* raw, without '?' */
+    const mxu_slice *hdr_names;
+    const mxu_slice *hdr_values;
+    uint32_t nhdr;
+    mxu_buf body;
+} mxu_invoke_req;
+
+typedef struct mxu_invoke_res {
+    uint64_t id;
+    enum mxu_inv_error error;
+    const char *message;     /* for errors: one sentence for people */
+    uint32_t retry_after_s;  /* for QUEUE_FULL / NO_CAPACITY */
+    int status;              /* MXU_INV_OK: the function's status */
+    mxu_header_list headers; /* MXU_INV_OK: the function's headers (valid during cb) */
+    mxu_buf body;            /* MXU_INV_OK: the body; the callback may steal it */
+    bool cold;               /* this invocation waited for an instance to start */
+    uint64_t queued_us;      /* time waiting for an instance */
+    uint64_t run_us;         /* dispatch to result */
+} mxu_invoke_res;
+
+typedef void (*mxu_invoke_cb)(void *ud, mxu_invoke_res *res);
+
+/* Invoke version `v`. Returns a handle for cancellation. The callback runs
+ * exactly once — possibly before this returns (e.g. queue full) — unless the
+ * invocation is cancelled first. */
+mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req *req,
+                                 mxu_invoke_cb cb, void *ud);
+/* The caller is gone: the callback will not run. A queued invocation is
+ * dropped; a running one finishes, but its result is discarded. */
+void mxu_sched_cancel(mxu_invocation *inv);
+
+/* ---- observing ---- */
+
+/* {"memory_budget":..,"memory_reserved":..,"memory_free":..,"instances":..,"queued":..} */
+json_t *mxu_sched_capacity_json(mxu_sched *s);
+/* Array of instances, of one function (name) or all (NULL). */
+json_t *mxu_sched_instances_json(mxu_sched *s, const char *function);
+/* Per version counters of one function: {"3": {"invocations":..,"errors":..,..}} */
+json_t *mxu_sched_stats_json(mxu_sched *s, const char *function);
+
+/* Log records of a function, oldest first, after cursor `after` (0 = from the
+ * start of what is kept), at most `limit`; sets *next to the cursor to pass
+ * next time. Records: {"time","version","invocation","stream","text"}. */
+json_t *mxu_sched_logs_json(mxu_sched *s, const char *function, uint64_t after, size_t limit,
+                            uint64_t *next);
+
+#endif

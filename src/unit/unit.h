@@ -1,0 +1,72 @@
+/*
+ * unit — what gets instantiated: a function version bound to its limits (and,
+ * from the resources issue on, its descriptor table), plus the host side of
+ * the channel protocol that instances speak (frame.h is the wire format).
+ */
+#ifndef MXU_UNIT_H
+#define MXU_UNIT_H
+
+#include "core/core.h"
+#include "exec/exec.h"
+#include "registry/registry.h"
+#include "unit/frame.h"
+
+#include <uv.h>
+
+/* ---- units ----------------------------------------------------------------- */
+
+typedef struct mxu_unit mxu_unit;
+
+/* Bind a version into a unit: the program to run, its environment (the
+ * manifest's env, a default PATH unless the manifest sets one, MXU_FUNCTION,
+ * MXU_VERSION and the node marker `node_env`), limits and executor. Takes a
+ * reference on `v`. */
+int mxu_unit_create(mxu_fn_version *v, const char *node_env, mxu_unit **out, mxu_err *err);
+void mxu_unit_free(mxu_unit *u);
+
+mxu_fn_version *mxu_unit_version(const mxu_unit *u);
+const mxu_manifest *mxu_unit_manifest(const mxu_unit *u);
+const char *mxu_unit_label(const mxu_unit *u); /* "hello@3" */
+const mxu_executor_ops *mxu_unit_executor(const mxu_unit *u);
+/* The spawn request for a warm (channel) instance of this unit. */
+const mxu_exec_spec *mxu_unit_warm_spec(const mxu_unit *u);
+/* The spawn request for one exec-runtime invocation: the unit's environment
+ * plus `extra_env` (NULL-terminated "K=V" strings, borrowed). The result
+ * lives in `scratch` (freed by the caller with mxu_unit_spec_scratch_free). */
+typedef struct mxu_unit_spec_scratch {
+    mxu_exec_spec spec;
+    const char **envp;
+} mxu_unit_spec_scratch;
+void mxu_unit_exec_spec(const mxu_unit *u, const char *const *extra_env,
+                        mxu_unit_spec_scratch *scratch);
+void mxu_unit_spec_scratch_free(mxu_unit_spec_scratch *scratch);
+
+/* ---- channels: frames over a stream socket -------------------------------- */
+
+typedef struct mxu_channel mxu_channel;
+
+typedef struct mxu_channel_cbs {
+    /* One complete, header-validated frame. `payload` is valid during the call. */
+    void (*on_frame)(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *payload, void *ud);
+    /* The stream ended (code 0) or failed (errno, or EPROTO for a bad frame).
+     * No frame follows; the owner closes the channel. */
+    void (*on_end)(mxu_channel *ch, int code, const char *why, void *ud);
+} mxu_channel_cbs;
+
+/* Take over `fd` (a non-blocking stream socket). Frames larger than
+ * `max_payload` are a protocol error. */
+int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_channel_cbs *cbs,
+                     void *ud, mxu_channel **out, mxu_err *err);
+
+/* Append a frame to the output. Writes are gathered and flushed once per loop
+ * iteration (after all I/O callbacks ran), so frames queued for one instance
+ * in one turn of the loop go out in one write(). Returns a pointer to the
+ * `len` payload bytes to fill in before returning to the loop. */
+uint8_t *mxu_channel_frame(mxu_channel *ch, uint8_t type, uint64_t id, uint32_t len);
+/* Bytes queued and not yet written. */
+size_t mxu_channel_pending(const mxu_channel *ch);
+/* Stop reading, drop pending output, close the fd, free (asynchronously).
+ * No callback runs after this. */
+void mxu_channel_close(mxu_channel *ch);
+
+#endif
