@@ -1,0 +1,152 @@
+/*
+ * What the files of src/registry share and nobody else sees:
+ *
+ *   registry-manifest.c  mxu.yaml → mxu_manifest (libyaml), and to/from JSON
+ *   registry-store.c     the SQLite store, the in-memory model (uthash), resolve,
+ *                        aliases, deletion, JSON for the API, open and close
+ *   registry-bundle.c    checking deploy files, the bundle digest, writing a
+ *                        bundle folder durably, sweeping leftovers on open
+ *   registry-build.c     compiling runtime c bundles (off the loop thread)
+ *   registry-deploy.c    the deploy FIFO: hash → compare → write + build → commit
+ *
+ * Threads: everything runs on the loop thread except the two work items of a
+ * deploy (hashing; writing + building), which only touch their own job struct.
+ */
+#ifndef MXU_REGISTRY_INTERNAL_H
+#define MXU_REGISTRY_INTERNAL_H
+
+#include "registry.h"
+
+#include <sqlite3.h>
+#include <uthash.h>
+
+/* Bounds on what one deploy may carry: enough for any real function, small
+ * enough that a deploy can't fill the node's disk or memory by accident. */
+#define MXU_BUNDLE_MAX_FILES     1000
+#define MXU_BUNDLE_MAX_BYTES     (64u * 1024 * 1024)
+#define MXU_BUNDLE_MAX_PATH      1024
+#define MXU_BUILD_LOG_MAX        (64u * 1024)
+#define MXU_BUILD_TIMEOUT_MS     120000
+#define MXU_DIGEST_HEX_LEN       64
+#define MXU_MANIFEST_MAX_BYTES   (1024u * 1024)
+#define MXU_BUNDLE_RESERVED_DIR  ".mxu"
+#define MXU_BUNDLE_INSTANCE_PATH ".mxu/instance"
+
+/* A user alias (never "latest", which is derived: the newest version). */
+typedef struct reg_alias {
+    char *name; /* hash key */
+    mxu_fn_version *version;
+    UT_hash_handle hh;
+} reg_alias;
+
+typedef struct reg_function {
+    char *name; /* hash key */
+    uint64_t created_ms;
+    mxu_fn_version **versions; /* ascending by number; the last one is latest */
+    size_t nversions, cap;
+    reg_alias *aliases; /* uthash head */
+    UT_hash_handle hh;
+} reg_function;
+
+typedef struct reg_deploy_job reg_deploy_job;
+
+struct mxu_registry {
+    uv_loop_t *loop;
+    char *data_dir;    /* absolute */
+    char *bundles_dir; /* data_dir/bundles */
+    char *sdk_include_dir;
+    char *sdk_lib_dir;
+    char *cc;
+    uint64_t build_timeout_ms;
+    sqlite3 *db;
+    reg_function *functions; /* uthash head */
+    /* Deploys run one at a time in arrival order: `running` is the one whose
+     * work is under way, `queue_head`..`queue_tail` wait behind it. */
+    reg_deploy_job *running;
+    reg_deploy_job *queue_head, *queue_tail;
+    void (*listener)(void *ud, enum mxu_registry_event ev, mxu_fn_version *v);
+    void *listener_ud;
+};
+
+/* ---- manifests (registry-manifest.c) ---- */
+
+/* NULL if `s` is a safe relative path inside a bundle (no "", ".", ".."
+ * components, not absolute, not under .mxu/), else why not. */
+const char *reg_path_problem(const char *s);
+
+/* ---- store (registry-store.c) ---- */
+
+reg_function *reg_function_find(mxu_registry *reg, const char *name);
+mxu_fn_version *reg_function_latest(const reg_function *fn);
+/* Is any version (of any function) stored with this bundle digest? */
+bool reg_digest_in_use(mxu_registry *reg, const char *digest);
+/* Commit a new version of `manifest->name` whose bundle is bundles/<digest>,
+ * then add it to the model and tell the listener. Takes ownership of
+ * `manifest` (freed on failure). */
+mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, const char *digest,
+                                   mxu_err *err);
+void reg_notify(mxu_registry *reg, enum mxu_registry_event ev, mxu_fn_version *v);
+
+/* ---- bundles (registry-bundle.c) ---- */
+
+/* A deploy's files, copied and sorted by path, so that the digest does not
+ * depend on the order the client sent them in. */
+typedef struct reg_file {
+    char *path;
+    uint32_t mode;
+    void *data;
+    size_t len;
+} reg_file;
+
+/* Check paths, modes, count and size, and that the manifest's sources (c) or
+ * command[0] (exec) are there. Copies into a sorted array (caller frees with
+ * reg_files_free). EINVAL with a message naming the file on failure. */
+int reg_files_check(const mxu_manifest *m, const mxu_deploy_file *files, size_t nfiles,
+                    reg_file **out, mxu_err *err);
+void reg_files_free(reg_file *files, size_t n);
+/* Hex sha256 over a domain tag, the manifest text and every (path, mode,
+ * data), each length-prefixed so that no two bundles hash alike by shifting
+ * bytes between fields. `hex` has room for MXU_DIGEST_HEX_LEN + 1. */
+void reg_bundle_digest(const char *manifest_text, size_t manifest_len, const reg_file *files,
+                       size_t nfiles, char *hex);
+bool reg_digest_valid(const char *s);
+/* Write files into a fresh bundles/.tmp-XXXXXX (each file and folder synced);
+ * *tmp_out is its path (caller frees). Thread-safe: touches only its args. */
+int reg_bundle_write_tmp(const char *bundles_dir, const reg_file *files, size_t nfiles,
+                         char **tmp_out, mxu_err *err);
+/* Move a finished tmp folder to bundles/<digest> and sync bundles/. If that
+ * folder already exists (same content, from another deploy), the tmp folder
+ * is removed instead and *reused is set. */
+int reg_bundle_install(const char *bundles_dir, const char *tmp, const char *digest, bool *reused,
+                       mxu_err *err);
+/* Remove bundles/<digest> (rename aside first, so a half-removed folder is
+ * never mistaken for a complete one). */
+void reg_bundle_remove(const char *bundles_dir, const char *digest);
+/* On open: remove bundles/.tmp-* and every digest folder no version uses. */
+int reg_bundle_sweep(mxu_registry *reg, mxu_err *err);
+/* Where a version's program is: bundle/.mxu/instance (c) or command[0]. */
+char *reg_exe_path(const mxu_manifest *m, const char *bundle_dir);
+
+/* ---- builds (registry-build.c) ---- */
+
+typedef struct reg_build_opts {
+    const char *cc;
+    const char *sdk_include_dir;
+    const char *sdk_lib_dir;
+    uint64_t timeout_ms;
+    /* Set from another thread to kill the compiler early (registry closing). */
+    volatile int *cancel;
+} reg_build_opts;
+
+/* Compile a runtime c bundle in `dir` into dir/.mxu/instance. Blocking: call
+ * from a work item. The compiler's stdout+stderr go to `log` (at most
+ * MXU_BUILD_LOG_MAX bytes kept). ENOEXEC with a message on failure. */
+int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *opts, mxu_buf *log,
+                mxu_err *err);
+
+/* ---- deploys (registry-deploy.c) ---- */
+
+/* Cancel queued deploys and wait for the running one's thread (registry closing). */
+void reg_deploy_shutdown(mxu_registry *reg);
+
+#endif

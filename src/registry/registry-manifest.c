@@ -1,0 +1,1354 @@
+/*
+ * Manifests: mxu.yaml → a validated mxu_manifest, and the manifest to and from
+ * JSON (how versions are stored and shown by the API).
+ *
+ * A manifest is written by a person, so every error names the file, the line
+ * and the field, says what was expected and, where it can, how to fix it:
+ *   "hello/mxu.yaml:4: memory: '12X' is not a size (write e.g. 128Mi, ...)".
+ * Nothing is guessed: unknown fields, duplicate keys, wrong types and fields
+ * that don't apply to the runtime are errors, never silently ignored, because
+ * a typo that is ignored becomes a production default nobody chose.
+ *
+ * Divisions of this file:
+ *   - messages: error formatting, quoting of values, "did you mean"
+ *   - checks shared by YAML and JSON: one value at a time (paths, names,
+ *     resource URIs) and the whole manifest (ranges, runtime rules)
+ *   - YAML: libyaml's document API; line numbers come from node marks
+ *   - JSON: to_json / from_json, and freeing
+ */
+#include "registry-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <yaml.h>
+
+#define KiB (1024ull)
+#define MiB (1024ull * 1024)
+#define GiB (1024ull * 1024 * 1024)
+
+/* Defaults and ranges (documented in registry.h). */
+#define MEMORY_DEFAULT     (128 * MiB)
+#define MEMORY_MIN         (16 * MiB)
+#define MEMORY_MAX         (64 * GiB)
+#define TIMEOUT_DEFAULT    30000ull
+#define TIMEOUT_MAX        (15 * 60 * 1000ull)
+#define CONCURRENCY_MAX    1000u
+#define INSTANCES_DEFAULT  10u
+#define INSTANCES_MAX      1000u
+#define KEEP_ALIVE_DEFAULT (10 * 60 * 1000ull)
+#define KEEP_ALIVE_MAX     (24 * 60 * 60 * 1000ull)
+
+/* Bounds on list and map sizes: far above any real manifest, low enough that
+ * a hostile one can't make checks quadratic in anything large. */
+#define MAX_SOURCES     MXU_BUNDLE_MAX_FILES
+#define MAX_CFLAGS      256
+#define MAX_LIBS        64
+#define MAX_COMMAND     256
+#define MAX_ENV         1000
+#define MAX_RESOURCES   256
+#define MAX_DESCRIPTION 4096
+#define MAX_STRING      4096
+
+enum field_id {
+    F_NAME,
+    F_DESCRIPTION,
+    F_RUNTIME,
+    F_EXECUTOR,
+    F_SOURCES,
+    F_BUILD,
+    F_COMMAND,
+    F_MEMORY,
+    F_TIMEOUT,
+    F_CONCURRENCY,
+    F_MIN_INSTANCES,
+    F_MAX_INSTANCES,
+    F_KEEP_ALIVE,
+    F_ENV,
+    F_RESOURCES,
+    F_COUNT
+};
+
+static const char *const field_names[F_COUNT] = {
+    "name",          "description",   "runtime",    "executor", "sources",
+    "build",         "command",       "memory",     "timeout",  "concurrency",
+    "min_instances", "max_instances", "keep_alive", "env",      "resources",
+};
+
+/* Where each top-level field was: its value's line in YAML, -1 when present
+ * but without a line (JSON), 0 when absent. */
+typedef struct field_lines {
+    int line[F_COUNT];
+    int root; /* line of the document's first field, for "missing" errors */
+} field_lines;
+
+/* ---- messages ------------------------------------------------------------ */
+
+/* Drop a trailing partial UTF-8 sequence left by truncation, so a message
+ * always stays valid UTF-8 (the API puts it into JSON). */
+static void utf8_trim(char *s)
+{
+    size_t n = strlen(s);
+    size_t i = n;
+    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && n - i < 3)
+        i--;
+    if (i > 0 && ((unsigned char)s[i - 1] & 0x80)) {
+        unsigned c = (unsigned char)s[i - 1];
+        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
+        if (need != n - i + 1)
+            s[i - 1] = '\0';
+    }
+}
+
+/* "FILE:LINE: FIELD: message"; the line is left out when not known (JSON),
+ * the field when there is none (empty document). Always returns -1. */
+static int fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
+    MXU_PRINTF(5, 6);
+static int fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
+{
+    char msg[800];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    utf8_trim(msg);
+    char where[160];
+    if (line > 0)
+        snprintf(where, sizeof(where), "%s:%d", file, line);
+    else
+        snprintf(where, sizeof(where), "%s", file);
+    utf8_trim(where);
+    if (field)
+        mxu_err_set(err, EINVAL, "%s: %s: %s", where, field, msg);
+    else
+        mxu_err_set(err, EINVAL, "%s: %s", where, msg);
+    if (err)
+        utf8_trim(err->msg);
+    return -1;
+}
+
+/* A value for a message: at most ~60 bytes (cut on a character boundary),
+ * control characters shown as '?', so messages stay one short line. */
+static const char *quote(const char *s, size_t len, char *buf, size_t buflen)
+{
+    size_t o = 0, max = MXU_MIN(buflen - 4, (size_t)60);
+    size_t i = 0;
+    for (; i < len && o < max; i++) {
+        unsigned char c = (unsigned char)s[i];
+        buf[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
+    }
+    if (i < len) {
+        buf[o] = '\0';
+        utf8_trim(buf);
+        o = strlen(buf);
+        memcpy(buf + o, "...", 3);
+        o += 3;
+    }
+    buf[o] = '\0';
+    utf8_trim(buf);
+    return buf;
+}
+#define Q(s)     quote((s), strlen(s), qbuf, sizeof(qbuf))
+#define QN(s, n) quote((s), (n), qbuf, sizeof(qbuf))
+
+/* Optimal string alignment distance (Levenshtein plus transpositions), for
+ * "did you mean": 'memroy' is one step from 'memory'. */
+static size_t edit_distance(const char *a, const char *b)
+{
+    size_t la = strlen(a), lb = strlen(b);
+    if (la > 32 || lb > 32)
+        return 99;
+    size_t d[33][33];
+    for (size_t i = 0; i <= la; i++)
+        d[i][0] = i;
+    for (size_t j = 0; j <= lb; j++)
+        d[0][j] = j;
+    for (size_t i = 1; i <= la; i++) {
+        for (size_t j = 1; j <= lb; j++) {
+            size_t cost = a[i - 1] != b[j - 1];
+            size_t v = MXU_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
+            v = MXU_MIN(v, d[i - 1][j - 1] + cost);
+            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
+                v = MXU_MIN(v, d[i - 2][j - 2] + 1);
+            d[i][j] = v;
+        }
+    }
+    return d[la][lb];
+}
+
+/* " (did you mean 'memory'?)" or "" into buf. */
+static const char *suggest(const char *word, const char *const *known, size_t n, char *buf,
+                           size_t buflen)
+{
+    size_t best = 3, bi = n;
+    for (size_t i = 0; i < n; i++) {
+        size_t d = edit_distance(word, known[i]);
+        if (d < best && d < strlen(known[i])) {
+            best = d;
+            bi = i;
+        }
+    }
+    if (bi == n)
+        buf[0] = '\0';
+    else
+        snprintf(buf, buflen, " (did you mean '%s'?)", known[bi]);
+    return buf;
+}
+
+/* ---- checks on single values (shared by YAML and JSON) --------------------- */
+
+/* Each returns NULL if the value is fine, or the reason it isn't, worded to
+ * follow the quoted value: "'../x.c' must stay inside the function folder". */
+
+const char *reg_path_problem(const char *s)
+{
+    size_t n = strlen(s);
+    if (n == 0)
+        return "is empty";
+    if (n > MXU_BUNDLE_MAX_PATH)
+        return "is too long";
+    if (s[0] == '/')
+        return "must be a path relative to the function folder, not an absolute one";
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f || c == '\\')
+            return "contains a control character or a backslash";
+    }
+    /* Every component must be a real name: no "", ".", "..". */
+    const char *p = s;
+    for (;;) {
+        const char *slash = strchr(p, '/');
+        size_t cl = slash ? (size_t)(slash - p) : strlen(p);
+        if (cl == 0)
+            return "has an empty path component ('//' or a trailing '/')";
+        if ((cl == 1 && p[0] == '.') || (cl == 2 && p[0] == '.' && p[1] == '.'))
+            return "must not contain '.' or '..' components (files stay inside the function "
+                   "folder)";
+        if (cl > 255)
+            return "has a path component longer than 255 bytes";
+        if (!slash)
+            break;
+        p = slash + 1;
+    }
+    if (strncmp(s, MXU_BUNDLE_RESERVED_DIR, strlen(MXU_BUNDLE_RESERVED_DIR)) == 0 &&
+        (s[4] == '/' || s[4] == '\0'))
+        return "is inside .mxu/, which is reserved for build output";
+    return NULL;
+}
+
+/* A source is a path that can't be mistaken for a compiler flag. */
+static const char *check_source(const char *s)
+{
+    if (s[0] == '-')
+        return "starts with '-', which the compiler would read as a flag";
+    return reg_path_problem(s);
+}
+
+static const char *check_cflag(const char *s)
+{
+    if (s[0] != '-')
+        return "is not a compiler flag (flags start with '-'; list source files under sources:)";
+    if (s[1] == 'o')
+        return "sets the output file, which mxu chooses itself";
+    return NULL;
+}
+
+static const char *check_lib(const char *s)
+{
+    if (s[0] == '\0' || s[0] == '-')
+        return "is not a library name (write m for -lm)";
+    for (const char *p = s; *p; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '_' || c == '-' || c == '+' || c == '.'))
+            return "is not a library name (write m for -lm)";
+    }
+    return NULL;
+}
+
+static const char *check_env_name(const char *s)
+{
+    if (!((s[0] >= 'A' && s[0] <= 'Z') || (s[0] >= 'a' && s[0] <= 'z') || s[0] == '_'))
+        return "is not a variable name (letters, digits and '_', not starting with a digit)";
+    size_t n = 0;
+    for (const char *p = s; *p; p++, n++) {
+        char c = *p;
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              c == '_'))
+            return "is not a variable name (letters, digits and '_', not starting with a digit)";
+    }
+    if (n > 255)
+        return "is too long for a variable name";
+    if (strncmp(s, "MXU_", 4) == 0)
+        return "is reserved: names starting with MXU_ are set by the platform";
+    return NULL;
+}
+
+static const char *check_command0(const char *s)
+{
+    if (s[0] == '\0')
+        return "is empty";
+    if (s[0] == '/')
+        return NULL; /* a program installed on the node; checked at deploy */
+    if (s[0] == '.' && s[1] == '/')
+        s += 2;
+    const char *why = reg_path_problem(s);
+    return why;
+}
+
+static const char *const access_kv[] = {"read", "write", "read-write"};
+static const char *const access_queue[] = {"publish", "consume", "publish-consume"};
+static const char *const access_svc[] = {"invoke"};
+static const char *const kinds[] = {"kv", "blob", "queue", "svc"};
+
+static bool in_list(const char *s, const char *const *list, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(s, list[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Fill d->kind/target/access from uri and access (NULL = not given). On error
+ * returns -1 with `why` filled and `which` set to "uri" or "access". */
+static int resource_fill(mxu_resource_decl *d, const char *uri, const char *access, char *why,
+                         size_t whylen, const char **which)
+{
+    char qbuf[80];
+    *which = "uri";
+    const char *colon = strchr(uri, ':');
+    if (colon == NULL) {
+        snprintf(why, whylen, "'%s' is not a resource URI (write kind:name, e.g. kv:orders)",
+                 Q(uri));
+        return -1;
+    }
+    char kind[16];
+    size_t kl = (size_t)(colon - uri);
+    if (kl >= sizeof(kind) || (memcpy(kind, uri, kl), kind[kl] = '\0', !in_list(kind, kinds, 4))) {
+        snprintf(why, whylen, "'%s': unknown resource kind (kinds are kv, blob, queue and svc)",
+                 Q(uri));
+        return -1;
+    }
+    const char *target = colon + 1;
+    if (strcmp(kind, "svc") == 0) {
+        /* name, name@3 or name@alias */
+        const char *at = strchr(target, '@');
+        char fname[64];
+        size_t fl = at ? (size_t)(at - target) : strlen(target);
+        bool ok = fl < sizeof(fname);
+        if (ok) {
+            memcpy(fname, target, fl);
+            fname[fl] = '\0';
+            ok = mxu_name_valid(fname);
+        }
+        if (ok && at) {
+            uint64_t num;
+            const char *ref = at + 1;
+            if (ref[0] >= '0' && ref[0] <= '9')
+                ok = mxu_parse_u64(ref, &num) == 0 && num >= 1 && num <= UINT32_MAX;
+            else
+                ok = mxu_name_valid(ref);
+        }
+        if (!ok) {
+            snprintf(why, whylen,
+                     "'%s': the target must be a function name, name@version or name@alias "
+                     "(e.g. svc:resize@prod)",
+                     Q(uri));
+            return -1;
+        }
+    } else if (!mxu_name_valid(target)) {
+        snprintf(why, whylen,
+                 "'%s': '%s' is not a valid name (lowercase letters, digits, '-' and '_', "
+                 "starting with a letter)",
+                 Q(uri), target[0] ? target : "");
+        utf8_trim(why);
+        return -1;
+    }
+    const char *const *allowed = access_kv;
+    size_t nallowed = MXU_ARRAY_LEN(access_kv);
+    const char *hint = "read, write or read-write";
+    if (strcmp(kind, "queue") == 0) {
+        allowed = access_queue, nallowed = MXU_ARRAY_LEN(access_queue);
+        hint = "publish, consume or publish-consume";
+    } else if (strcmp(kind, "svc") == 0) {
+        allowed = access_svc, nallowed = MXU_ARRAY_LEN(access_svc);
+        hint = "invoke";
+    }
+    *which = "access";
+    if (access == NULL) {
+        if (strcmp(kind, "svc") != 0) {
+            snprintf(why, whylen, "is required for %s resources (%s)", kind, hint);
+            return -1;
+        }
+        access = "invoke";
+    } else if (!in_list(access, allowed, nallowed)) {
+        snprintf(why, whylen, "'%s' is not an access mode for %s resources (use %s)", Q(access),
+                 kind, hint);
+        return -1;
+    }
+    d->uri = mxu_strdup(uri);
+    d->kind = mxu_strdup(kind);
+    d->target = mxu_strdup(target);
+    d->access = mxu_strdup(access);
+    return 0;
+}
+
+/* ---- checks on the whole manifest ------------------------------------------- */
+
+static int check_u64_range(const char *file, int line, const char *field, mxu_err *err, uint64_t v,
+                           uint64_t min, uint64_t max, bool is_size, bool is_ms)
+{
+    if (v >= min && v <= max)
+        return 0;
+    char a[32], b[32];
+    bool low = v < min;
+    uint64_t lim = low ? min : max;
+    if (is_size) {
+        mxu_format_size(v, a, sizeof(a));
+        mxu_format_size(lim, b, sizeof(b));
+    } else if (is_ms) {
+        mxu_format_duration_ms(v, a, sizeof(a));
+        mxu_format_duration_ms(lim, b, sizeof(b));
+    } else {
+        snprintf(a, sizeof(a), "%llu", (unsigned long long)v);
+        snprintf(b, sizeof(b), "%llu", (unsigned long long)lim);
+    }
+    return fail(file, line, field, err, "%s is %s the %s of %s", a, low ? "below" : "above",
+                low ? "minimum" : "maximum", b);
+}
+
+/* Everything that depends on more than one value, or that JSON and YAML must
+ * both enforce. `fl` says where each field was, for the message. */
+static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const char *file,
+                             mxu_err *err)
+{
+    char qbuf[80];
+    const int *L = fl->line;
+    if (!L[F_NAME])
+        return fail(file, fl->root, "name", err,
+                    "required field is missing (the function's name, e.g. name: hello)");
+    if (!mxu_name_valid(m->name))
+        return fail(file, L[F_NAME], "name", err,
+                    "'%s' is not a valid name (lowercase letters, digits, '-' and '_', starting "
+                    "with a letter, at most 63 characters)",
+                    Q(m->name));
+    if (strlen(m->description) > MAX_DESCRIPTION)
+        return fail(file, L[F_DESCRIPTION], "description", err, "is longer than %d bytes",
+                    MAX_DESCRIPTION);
+    if (!L[F_RUNTIME])
+        return fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
+    if (strcmp(m->executor, "sandbox") == 0 || strcmp(m->executor, "vm") == 0)
+        return fail(file, L[F_EXECUTOR], "executor", err,
+                    "the %s executor is not available yet; use process (the default)", m->executor);
+    if (strcmp(m->executor, "process") != 0)
+        return fail(file, L[F_EXECUTOR], "executor", err,
+                    "'%s' is not an executor (process; sandbox and vm are coming)", Q(m->executor));
+
+    if (m->runtime == MXU_RUNTIME_C) {
+        if (L[F_COMMAND])
+            return fail(file, L[F_COMMAND], "command", err,
+                        "only for runtime exec; a c function is built from its sources into "
+                        "its own program");
+        if (!L[F_SOURCES])
+            return fail(file, fl->root, "sources", err,
+                        "required for runtime c (the .c files to build, e.g. sources: "
+                        "[main.c])");
+        if (m->nsources == 0)
+            return fail(file, L[F_SOURCES], "sources", err, "is empty; list the .c files to build");
+    } else {
+        if (L[F_SOURCES])
+            return fail(file, L[F_SOURCES], "sources", err,
+                        "only for runtime c; an exec function runs its command as it is");
+        if (L[F_BUILD])
+            return fail(file, L[F_BUILD], "build", err,
+                        "only for runtime c; an exec function is not built");
+        if (!L[F_COMMAND])
+            return fail(file, fl->root, "command", err,
+                        "required for runtime exec (the program to run, e.g. command: "
+                        "./handler)");
+        if (m->ncommand == 0)
+            return fail(file, L[F_COMMAND], "command", err,
+                        "is empty; give the program to run, e.g. ./handler");
+        if (m->concurrency != 1)
+            return fail(file, L[F_CONCURRENCY], "concurrency", err,
+                        "must be 1 for runtime exec: each invocation runs its own process, "
+                        "which handles exactly one request (scale out with max_instances)");
+    }
+    if (check_u64_range(file, L[F_MEMORY], "memory", err, m->memory_bytes, MEMORY_MIN, MEMORY_MAX,
+                        true, false) < 0 ||
+        check_u64_range(file, L[F_TIMEOUT], "timeout", err, m->timeout_ms, 1, TIMEOUT_MAX, false,
+                        true) < 0 ||
+        check_u64_range(file, L[F_CONCURRENCY], "concurrency", err, m->concurrency, 1,
+                        CONCURRENCY_MAX, false, false) < 0 ||
+        check_u64_range(file, L[F_MAX_INSTANCES], "max_instances", err, m->max_instances, 1,
+                        INSTANCES_MAX, false, false) < 0 ||
+        check_u64_range(file, L[F_MIN_INSTANCES], "min_instances", err, m->min_instances, 0,
+                        INSTANCES_MAX, false, false) < 0 ||
+        check_u64_range(file, L[F_KEEP_ALIVE], "keep_alive", err, m->keep_alive_ms, 0,
+                        KEEP_ALIVE_MAX, false, true) < 0)
+        return -1;
+    if (m->min_instances > m->max_instances)
+        return fail(file, L[F_MIN_INSTANCES] ? L[F_MIN_INSTANCES] : L[F_MAX_INSTANCES],
+                    "min_instances", err, "%u is more than max_instances (%u)", m->min_instances,
+                    m->max_instances);
+    return 0;
+}
+
+static mxu_manifest *manifest_new(void)
+{
+    mxu_manifest *m = mxu_calloc(1, sizeof(*m));
+    m->runtime = MXU_RUNTIME_EXEC;
+    m->memory_bytes = MEMORY_DEFAULT;
+    m->timeout_ms = TIMEOUT_DEFAULT;
+    m->concurrency = 1;
+    m->min_instances = 0;
+    m->max_instances = INSTANCES_DEFAULT;
+    m->keep_alive_ms = KEEP_ALIVE_DEFAULT;
+    return m;
+}
+
+/* After parsing, fields nobody gave get their defaults. */
+static void manifest_fill_defaults(mxu_manifest *m)
+{
+    if (m->description == NULL)
+        m->description = mxu_strdup("");
+    if (m->executor == NULL)
+        m->executor = mxu_strdup("process");
+    if (m->name == NULL)
+        m->name = mxu_strdup("");
+}
+
+static void strv_free(char **v, size_t n)
+{
+    for (size_t i = 0; i < n; i++)
+        free(v[i]);
+    free(v);
+}
+
+void mxu_manifest_free(mxu_manifest *m)
+{
+    if (m == NULL)
+        return;
+    free(m->name);
+    free(m->description);
+    free(m->executor);
+    strv_free(m->sources, m->nsources);
+    strv_free(m->cflags, m->ncflags);
+    strv_free(m->libs, m->nlibs);
+    strv_free(m->command, m->ncommand);
+    strv_free(m->env_names, m->nenv);
+    strv_free(m->env_values, m->nenv);
+    for (size_t i = 0; i < m->nresources; i++) {
+        mxu_resource_decl *d = &m->resources[i];
+        free(d->name);
+        free(d->uri);
+        free(d->kind);
+        free(d->target);
+        free(d->access);
+    }
+    free(m->resources);
+    free(m);
+}
+
+static void manifest_freep(mxu_manifest **m)
+{
+    mxu_manifest_free(*m);
+}
+#define _cleanup_manifest_ __attribute__((cleanup(manifest_freep)))
+
+/* ---- YAML ------------------------------------------------------------------- */
+
+typedef struct yparse {
+    yaml_document_t *doc;
+    const char *file;
+    mxu_err *err;
+    mxu_manifest *m;
+    field_lines fl;
+} yparse;
+
+static int node_line(const yaml_node_t *n)
+{
+    return (int)n->start_mark.line + 1;
+}
+
+static bool node_is_null(const yaml_node_t *n)
+{
+    if (n->type != YAML_SCALAR_NODE)
+        return false;
+    if (n->tag && strcmp((const char *)n->tag, YAML_NULL_TAG) == 0)
+        return true;
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
+        return false;
+    const char *v = (const char *)n->data.scalar.value;
+    return n->data.scalar.length == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
+           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
+}
+
+static const char *node_what(const yaml_node_t *n)
+{
+    if (n->type == YAML_SEQUENCE_NODE)
+        return "a list";
+    if (n->type == YAML_MAPPING_NODE)
+        return "a mapping";
+    if (node_is_null(n))
+        return "nothing";
+    return "a string";
+}
+
+static yaml_node_t *node_get(yparse *p, int id)
+{
+    return yaml_document_get_node(p->doc, id);
+}
+
+/* A scalar as a new C string. Null, lists, mappings and embedded NULs are
+ * errors naming `field`. */
+static int y_string(yparse *p, yaml_node_t *n, const char *field, char **out)
+{
+    if (n->type != YAML_SCALAR_NODE || node_is_null(n)) {
+        if (node_is_null(n))
+            return fail(p->file, node_line(n), field, p->err,
+                        "has no value (write \"\" for an empty string)");
+        return fail(p->file, node_line(n), field, p->err, "expected a string, got %s",
+                    node_what(n));
+    }
+    const char *v = (const char *)n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+    if (memchr(v, '\0', len))
+        return fail(p->file, node_line(n), field, p->err, "contains a NUL character");
+    if (len > MAX_STRING && strcmp(field, "description") != 0)
+        return fail(p->file, node_line(n), field, p->err, "is longer than %d bytes", MAX_STRING);
+    *out = mxu_strndup(v, len);
+    return 0;
+}
+
+/* A whole number: a plain (unquoted) scalar of decimal digits. */
+static int y_uint(yparse *p, yaml_node_t *n, const char *field, uint64_t max, uint64_t *out)
+{
+    char qbuf[80];
+    if (n->type != YAML_SCALAR_NODE || node_is_null(n))
+        return fail(p->file, node_line(n), field, p->err, "expected a whole number, got %s",
+                    node_what(n));
+    const char *v = (const char *)n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+    bool tagged_int = n->tag && strcmp((const char *)n->tag, YAML_INT_TAG) == 0;
+    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE && !tagged_int)
+        return fail(p->file, node_line(n), field, p->err,
+                    "expected a whole number, got the string '%s' (remove the quotes)", QN(v, len));
+    if (len > 0 && v[0] == '-')
+        return fail(p->file, node_line(n), field, p->err, "must not be negative (got %s)",
+                    QN(v, len));
+    uint64_t num;
+    if (memchr(v, '\0', len) || mxu_parse_u64(v, &num) < 0)
+        return fail(p->file, node_line(n), field, p->err, "expected a whole number, got '%s'",
+                    QN(v, len));
+    if (num > max)
+        return fail(p->file, node_line(n), field, p->err, "%llu is above the maximum of %llu",
+                    (unsigned long long)num, (unsigned long long)max);
+    *out = num;
+    return 0;
+}
+
+static bool all_digits(const char *s)
+{
+    if (*s == '\0')
+        return false;
+    for (; *s; s++) {
+        if (*s < '0' || *s > '9')
+            return false;
+    }
+    return true;
+}
+
+static int y_size(yparse *p, yaml_node_t *n, const char *field, uint64_t *out)
+{
+    char qbuf[80];
+    _cleanup_free_ char *s = NULL;
+    if (n->type != YAML_SCALAR_NODE)
+        return fail(p->file, node_line(n), field, p->err, "expected a size like 128Mi, got %s",
+                    node_what(n));
+    if (y_string(p, n, field, &s) < 0)
+        return -1;
+    uint64_t v;
+    if (all_digits(s)) {
+        /* A bare number is bytes. "memory: 128" is almost always meant as
+         * MiB, and 128 bytes would never work, so small ones are refused. */
+        if (mxu_parse_u64(s, &v) < 0)
+            return fail(p->file, node_line(n), field, p->err, "'%s' is too large", Q(s));
+        if (v < MiB)
+            return fail(p->file, node_line(n), field, p->err,
+                        "a bare number is read as bytes, and %s bytes is surely not meant; "
+                        "write a unit, e.g. %sMi",
+                        s, s);
+        *out = v;
+        return 0;
+    }
+    mxu_err e;
+    if (mxu_parse_size(s, &v, &e) < 0)
+        return fail(p->file, node_line(n), field, p->err, "%s", e.msg);
+    *out = v;
+    return 0;
+}
+
+static int y_duration(yparse *p, yaml_node_t *n, const char *field, uint64_t *out)
+{
+    _cleanup_free_ char *s = NULL;
+    if (n->type != YAML_SCALAR_NODE)
+        return fail(p->file, node_line(n), field, p->err, "expected a duration like 30s, got %s",
+                    node_what(n));
+    if (y_string(p, n, field, &s) < 0)
+        return -1;
+    mxu_err e;
+    uint64_t v;
+    if (mxu_parse_duration_ms(s, &v, &e) < 0)
+        return fail(p->file, node_line(n), field, p->err, "%s", e.msg);
+    *out = v;
+    return 0;
+}
+
+/* A list of strings, each passed through `check` (may be NULL). */
+static int y_string_list(yparse *p, yaml_node_t *n, const char *field, size_t max,
+                         const char *(*check)(const char *), char ***out, size_t *nout)
+{
+    char qbuf[80];
+    if (n->type != YAML_SEQUENCE_NODE)
+        return fail(p->file, node_line(n), field, p->err, "expected a list, got %s", node_what(n));
+    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
+    if (count > max)
+        return fail(p->file, node_line(n), field, p->err, "has %zu entries; at most %zu allowed",
+                    count, max);
+    char **v = mxu_calloc(count ? count : 1, sizeof(char *));
+    size_t got = 0;
+    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
+         it++) {
+        yaml_node_t *item = node_get(p, *it);
+        const char *why;
+        if (y_string(p, item, field, &v[got]) < 0)
+            goto fail;
+        got++;
+        if (check && (why = check(v[got - 1])) != NULL) {
+            fail(p->file, node_line(item), field, p->err, "'%s' %s", Q(v[got - 1]), why);
+            goto fail;
+        }
+    }
+    *out = v;
+    *nout = got;
+    return 0;
+fail:
+    strv_free(v, got);
+    return -1;
+}
+
+/* Iterate a mapping's pairs with checks every mapping in a manifest shares:
+ * keys are non-empty strings and appear once. Returns the key as C string
+ * via `key` (borrowed from the document). */
+static int y_map_pair(yparse *p, yaml_node_t *map, yaml_node_pair_t *pair, const char *field,
+                      const char **key, yaml_node_t **val)
+{
+    char qbuf[80];
+    yaml_node_t *k = node_get(p, pair->key);
+    *val = node_get(p, pair->value);
+    if (k->type != YAML_SCALAR_NODE || node_is_null(k))
+        return fail(p->file, node_line(k), field, p->err, "keys must be strings, got %s",
+                    node_what(k));
+    const char *ks = (const char *)k->data.scalar.value;
+    size_t kl = k->data.scalar.length;
+    if (memchr(ks, '\0', kl))
+        return fail(p->file, node_line(k), field, p->err, "a key contains a NUL character");
+    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
+        yaml_node_t *k2 = node_get(p, q->key);
+        if (k2->type == YAML_SCALAR_NODE && k2->data.scalar.length == kl &&
+            memcmp(k2->data.scalar.value, ks, kl) == 0) {
+            if (field)
+                return fail(p->file, node_line(k), field, p->err,
+                            "duplicate key '%s' (first on line %d)", QN(ks, kl), node_line(k2));
+            return fail(p->file, node_line(k), ks, p->err, "duplicate key (first on line %d)",
+                        node_line(k2));
+        }
+    }
+    *key = ks;
+    return 0;
+}
+
+static size_t map_count(const yaml_node_t *n)
+{
+    return (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
+}
+
+static int y_build(yparse *p, yaml_node_t *n)
+{
+    static const char *const keys[] = {"cflags", "libs"};
+    char qbuf[80], hint[64];
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(p->file, node_line(n), "build", p->err,
+                    "expected a mapping (cflags: [...], libs: [...]), got %s", node_what(n));
+    for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
+         pair++) {
+        const char *key;
+        yaml_node_t *val;
+        if (y_map_pair(p, n, pair, "build", &key, &val) < 0)
+            return -1;
+        if (strcmp(key, "cflags") == 0) {
+            if (y_string_list(p, val, "build.cflags", MAX_CFLAGS, check_cflag, &p->m->cflags,
+                              &p->m->ncflags) < 0)
+                return -1;
+        } else if (strcmp(key, "libs") == 0) {
+            if (y_string_list(p, val, "build.libs", MAX_LIBS, check_lib, &p->m->libs,
+                              &p->m->nlibs) < 0)
+                return -1;
+        } else {
+            return fail(p->file, node_line(node_get(p, pair->key)), "build", p->err,
+                        "unknown field '%s'%s (build has cflags and libs)", Q(key),
+                        suggest(key, keys, 2, hint, sizeof(hint)));
+        }
+    }
+    return 0;
+}
+
+static int y_command(yparse *p, yaml_node_t *n)
+{
+    char qbuf[80];
+    mxu_manifest *m = p->m;
+    if (n->type == YAML_SEQUENCE_NODE) {
+        if (y_string_list(p, n, "command", MAX_COMMAND, NULL, &m->command, &m->ncommand) < 0)
+            return -1;
+    } else {
+        _cleanup_free_ char *s = NULL;
+        if (y_string(p, n, "command", &s) < 0)
+            return -1;
+        /* "./run --fast" → ["./run", "--fast"]: split on spaces, no quoting
+         * rules; write a list when an argument contains a space. */
+        m->command = mxu_calloc(MAX_COMMAND, sizeof(char *));
+        for (char *tok = s; *tok;) {
+            while (*tok == ' ' || *tok == '\t')
+                tok++;
+            if (*tok == '\0')
+                break;
+            char *end = tok;
+            while (*end && *end != ' ' && *end != '\t')
+                end++;
+            if (m->ncommand == MAX_COMMAND)
+                return fail(p->file, node_line(n), "command", p->err, "has more than %d arguments",
+                            MAX_COMMAND);
+            m->command[m->ncommand++] = mxu_strndup(tok, (size_t)(end - tok));
+            tok = end;
+        }
+    }
+    const char *why;
+    if (m->ncommand > 0 && (why = check_command0(m->command[0])) != NULL)
+        return fail(p->file, node_line(n), "command", p->err, "'%s' %s", Q(m->command[0]), why);
+    return 0;
+}
+
+static int y_env(yparse *p, yaml_node_t *n)
+{
+    char qbuf[80], field[300];
+    mxu_manifest *m = p->m;
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(p->file, node_line(n), "env", p->err,
+                    "expected a mapping of NAME: value, got %s", node_what(n));
+    size_t count = map_count(n);
+    if (count > MAX_ENV)
+        return fail(p->file, node_line(n), "env", p->err, "has %zu variables; at most %d allowed",
+                    count, MAX_ENV);
+    m->env_names = mxu_calloc(count ? count : 1, sizeof(char *));
+    m->env_values = mxu_calloc(count ? count : 1, sizeof(char *));
+    for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
+         pair++) {
+        const char *key;
+        yaml_node_t *val;
+        if (y_map_pair(p, n, pair, "env", &key, &val) < 0)
+            return -1;
+        const char *why = check_env_name(key);
+        if (why)
+            return fail(p->file, node_line(node_get(p, pair->key)), "env", p->err, "'%s' %s",
+                        Q(key), why);
+        snprintf(field, sizeof(field), "env.%s", key);
+        if (val->type != YAML_SCALAR_NODE)
+            return fail(p->file, node_line(val), field, p->err, "expected a string value, got %s",
+                        node_what(val));
+        char *value;
+        if (y_string(p, val, field, &value) < 0)
+            return -1;
+        m->env_names[m->nenv] = mxu_strdup(key);
+        m->env_values[m->nenv] = value;
+        m->nenv++;
+    }
+    return 0;
+}
+
+static int y_resources(yparse *p, yaml_node_t *n)
+{
+    static const char *const keys[] = {"uri", "access"};
+    char qbuf[80], field[120], hint[64], why[400];
+    mxu_manifest *m = p->m;
+    if (n->type != YAML_MAPPING_NODE)
+        return fail(p->file, node_line(n), "resources", p->err,
+                    "expected a mapping of name: {uri: ..., access: ...}, got %s", node_what(n));
+    size_t count = map_count(n);
+    if (count > MAX_RESOURCES)
+        return fail(p->file, node_line(n), "resources", p->err,
+                    "has %zu entries; at most %d allowed", count, MAX_RESOURCES);
+    m->resources = mxu_calloc(count ? count : 1, sizeof(mxu_resource_decl));
+    for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
+         pair++) {
+        const char *key;
+        yaml_node_t *val;
+        if (y_map_pair(p, n, pair, "resources", &key, &val) < 0)
+            return -1;
+        int kline = node_line(node_get(p, pair->key));
+        if (!mxu_name_valid(key))
+            return fail(p->file, kline, "resources", p->err,
+                        "'%s' is not a valid local name (lowercase letters, digits, '-' and "
+                        "'_', starting with a letter)",
+                        Q(key));
+        snprintf(field, sizeof(field), "resources.%s", key);
+        if (val->type != YAML_MAPPING_NODE)
+            return fail(p->file, node_line(val), field, p->err,
+                        "expected a mapping like {uri: kv:orders, access: read-write}, got %s",
+                        node_what(val));
+        yaml_node_t *uri_node = NULL, *access_node = NULL;
+        for (yaml_node_pair_t *rp = val->data.mapping.pairs.start; rp < val->data.mapping.pairs.top;
+             rp++) {
+            const char *rk;
+            yaml_node_t *rv;
+            if (y_map_pair(p, val, rp, field, &rk, &rv) < 0)
+                return -1;
+            if (strcmp(rk, "uri") == 0)
+                uri_node = rv;
+            else if (strcmp(rk, "access") == 0)
+                access_node = rv;
+            else
+                return fail(p->file, node_line(node_get(p, rp->key)), field, p->err,
+                            "unknown field '%s'%s (a resource has uri and access)", Q(rk),
+                            suggest(rk, keys, 2, hint, sizeof(hint)));
+        }
+        char sub[140];
+        if (uri_node == NULL)
+            return fail(p->file, node_line(val), field, p->err,
+                        "uri is missing (e.g. uri: kv:orders)");
+        _cleanup_free_ char *uri = NULL, *access = NULL;
+        snprintf(sub, sizeof(sub), "%s.uri", field);
+        if (y_string(p, uri_node, sub, &uri) < 0)
+            return -1;
+        snprintf(sub, sizeof(sub), "%s.access", field);
+        if (access_node && y_string(p, access_node, sub, &access) < 0)
+            return -1;
+        mxu_resource_decl *d = &m->resources[m->nresources];
+        const char *which;
+        if (resource_fill(d, uri, access, why, sizeof(why), &which) < 0) {
+            yaml_node_t *at = strcmp(which, "uri") == 0 ? uri_node : access_node;
+            snprintf(sub, sizeof(sub), "%s.%s", field, which);
+            return fail(p->file, node_line(at ? at : val), sub, p->err, "%s", why);
+        }
+        d->name = mxu_strdup(key);
+        m->nresources++;
+    }
+    return 0;
+}
+
+static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
+{
+    mxu_manifest *m = p->m;
+    char qbuf[80];
+    uint64_t v;
+    switch (id) {
+    case F_NAME:
+        return y_string(p, n, "name", &m->name);
+    case F_DESCRIPTION:
+        return y_string(p, n, "description", &m->description);
+    case F_RUNTIME: {
+        _cleanup_free_ char *s = NULL;
+        if (y_string(p, n, "runtime", &s) < 0)
+            return -1;
+        if (strcmp(s, "c") == 0)
+            m->runtime = MXU_RUNTIME_C;
+        else if (strcmp(s, "exec") == 0)
+            m->runtime = MXU_RUNTIME_EXEC;
+        else
+            return fail(p->file, node_line(n), "runtime", p->err,
+                        "'%s' is not a runtime (c or exec)", Q(s));
+        return 0;
+    }
+    case F_EXECUTOR:
+        return y_string(p, n, "executor", &m->executor);
+    case F_SOURCES:
+        return y_string_list(p, n, "sources", MAX_SOURCES, check_source, &m->sources, &m->nsources);
+    case F_BUILD:
+        return y_build(p, n);
+    case F_COMMAND:
+        return y_command(p, n);
+    case F_MEMORY:
+        return y_size(p, n, "memory", &m->memory_bytes);
+    case F_TIMEOUT:
+        return y_duration(p, n, "timeout", &m->timeout_ms);
+    case F_KEEP_ALIVE:
+        return y_duration(p, n, "keep_alive", &m->keep_alive_ms);
+    case F_CONCURRENCY:
+        if (y_uint(p, n, "concurrency", UINT32_MAX, &v) < 0)
+            return -1;
+        m->concurrency = (uint32_t)v;
+        return 0;
+    case F_MIN_INSTANCES:
+        if (y_uint(p, n, "min_instances", UINT32_MAX, &v) < 0)
+            return -1;
+        m->min_instances = (uint32_t)v;
+        return 0;
+    case F_MAX_INSTANCES:
+        if (y_uint(p, n, "max_instances", UINT32_MAX, &v) < 0)
+            return -1;
+        m->max_instances = (uint32_t)v;
+        return 0;
+    case F_ENV:
+        return y_env(p, n);
+    case F_RESOURCES:
+        return y_resources(p, n);
+    case F_COUNT:
+        break;
+    }
+    MXU_UNUSED(qbuf);
+    return -1;
+}
+
+static int y_root(yparse *p, yaml_node_t *root)
+{
+    char qbuf[80], hint[64];
+    p->fl.root = node_line(root);
+    if (root->type != YAML_MAPPING_NODE)
+        return fail(p->file, node_line(root), NULL, p->err,
+                    "a manifest is a mapping of fields (name: ..., runtime: ...), not %s",
+                    node_what(root));
+    for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
+         pair < root->data.mapping.pairs.top; pair++) {
+        const char *key;
+        yaml_node_t *val;
+        if (y_map_pair(p, root, pair, NULL, &key, &val) < 0)
+            return -1;
+        size_t id = 0;
+        while (id < F_COUNT && strcmp(field_names[id], key) != 0)
+            id++;
+        if (id == F_COUNT)
+            return fail(p->file, node_line(node_get(p, pair->key)), NULL, p->err,
+                        "unknown field '%s'%s", Q(key),
+                        suggest(key, field_names, F_COUNT, hint, sizeof(hint)));
+        p->fl.line[id] = node_line(val);
+        if (y_field(p, (enum field_id)id, val) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* libyaml's own errors: "FILE:LINE:COL: problem (context at line N)". */
+static int yaml_syntax_error(const yaml_parser_t *parser, const char *text, size_t len,
+                             const char *file, mxu_err *err)
+{
+    size_t line = 1, col = 1;
+    if (parser->error == YAML_READER_ERROR) {
+        /* Reader errors carry a byte offset, not a mark. */
+        for (size_t i = 0; i < parser->problem_offset && i < len; i++) {
+            if (text[i] == '\n')
+                line++, col = 1;
+            else
+                col++;
+        }
+    } else {
+        line = parser->problem_mark.line + 1;
+        col = parser->problem_mark.column + 1;
+    }
+    const char *problem = parser->problem ? parser->problem : "cannot parse YAML";
+    if (parser->error == YAML_MEMORY_ERROR)
+        problem = "out of memory";
+    if (parser->context && parser->error != YAML_READER_ERROR)
+        mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s (%s at line %zu)", file, line, col, problem,
+                    parser->context, (size_t)parser->context_mark.line + 1);
+    else
+        mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s", file, line, col, problem);
+    if (err)
+        utf8_trim(err->msg);
+    return -1;
+}
+
+int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_manifest **out,
+                       mxu_err *err)
+{
+    const char *file = filename ? filename : "mxu.yaml";
+    if (len > MXU_MANIFEST_MAX_BYTES)
+        return fail(file, 0, NULL, err, "the manifest is larger than %u KiB",
+                    MXU_MANIFEST_MAX_BYTES / 1024);
+    /* Check the encoding first, line by line, to point at the bad line:
+     * libyaml would only say "invalid leading UTF-8 octet" at an offset. */
+    for (size_t start = 0, line = 1; start < len; line++) {
+        const char *nl = memchr(text + start, '\n', len - start);
+        size_t end = nl ? (size_t)(nl - text) : len;
+        if (!mxu_utf8_valid(text + start, end - start))
+            return fail(file, (int)line, NULL, err,
+                        "the file is not valid UTF-8 (save it as UTF-8)");
+        start = end + 1;
+    }
+
+    yaml_parser_t parser;
+    if (!yaml_parser_initialize(&parser))
+        return mxu_err_set(err, ENOMEM, "%s: cannot initialise the YAML parser", file);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text, len);
+    yaml_parser_set_encoding(&parser, YAML_UTF8_ENCODING);
+    _cleanup_manifest_ mxu_manifest *m = NULL;
+    yaml_document_t doc;
+    if (!yaml_parser_load(&parser, &doc)) {
+        yaml_syntax_error(&parser, text, len, file, err);
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    int rc = -1;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) {
+        fail(file, 1, NULL, err, "the manifest is empty (it needs at least name: and runtime:)");
+        goto out;
+    }
+    /* One document per file: a second one would be silently ignored. */
+    yaml_document_t doc2;
+    if (!yaml_parser_load(&parser, &doc2)) {
+        yaml_syntax_error(&parser, text, len, file, err);
+        goto out;
+    }
+    yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
+    int line2 = root2 ? node_line(root2) : 0;
+    yaml_document_delete(&doc2);
+    if (root2) {
+        fail(file, line2, NULL, err,
+             "a manifest is one YAML document; remove the second one (after '---')");
+        goto out;
+    }
+
+    m = manifest_new();
+    yparse p = {.doc = &doc, .file = file, .err = err, .m = m};
+    if (y_root(&p, root) < 0)
+        goto out;
+    manifest_fill_defaults(m);
+    if (manifest_validate(m, &p.fl, file, err) < 0)
+        goto out;
+    *out = steal_pointer(&m);
+    rc = 0;
+out:
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return rc;
+}
+
+/* ---- JSON --------------------------------------------------------------------- */
+
+static json_t *strv_json(char **v, size_t n)
+{
+    json_t *a = json_array();
+    for (size_t i = 0; i < n; i++)
+        json_array_append_new(a, json_string(v[i]));
+    return a;
+}
+
+json_t *mxu_manifest_to_json(const mxu_manifest *m)
+{
+    json_t *env = json_object();
+    for (size_t i = 0; i < m->nenv; i++)
+        json_object_set_new(env, m->env_names[i], json_string(m->env_values[i]));
+    json_t *res = json_object();
+    for (size_t i = 0; i < m->nresources; i++) {
+        const mxu_resource_decl *d = &m->resources[i];
+        json_object_set_new(res, d->name,
+                            json_pack("{s:s, s:s, s:s, s:s}", "uri", d->uri, "kind", d->kind,
+                                      "target", d->target, "access", d->access));
+    }
+    return json_pack(
+        "{s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
+        "name", m->name, "description", m->description, "runtime",
+        m->runtime == MXU_RUNTIME_C ? "c" : "exec", "executor", m->executor, "sources",
+        strv_json(m->sources, m->nsources), "build", "cflags", strv_json(m->cflags, m->ncflags),
+        "libs", strv_json(m->libs, m->nlibs), "command", strv_json(m->command, m->ncommand),
+        "memory_bytes", (json_int_t)m->memory_bytes, "timeout_ms", (json_int_t)m->timeout_ms,
+        "concurrency", (json_int_t)m->concurrency, "min_instances", (json_int_t)m->min_instances,
+        "max_instances", (json_int_t)m->max_instances, "keep_alive_ms",
+        (json_int_t)m->keep_alive_ms, "env", env, "resources", res);
+}
+
+#define JFILE "manifest JSON"
+
+static int j_string(json_t *v, const char *field, char **out, mxu_err *err)
+{
+    if (!json_is_string(v))
+        return fail(JFILE, 0, field, err, "expected a string");
+    if (strlen(json_string_value(v)) != json_string_length(v))
+        return fail(JFILE, 0, field, err, "contains a NUL character");
+    *out = mxu_strdup(json_string_value(v));
+    return 0;
+}
+
+static int j_uint(json_t *v, const char *field, uint64_t max, uint64_t *out, mxu_err *err)
+{
+    if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
+        return fail(JFILE, 0, field, err, "expected a whole number from 0 to %llu",
+                    (unsigned long long)max);
+    *out = (uint64_t)json_integer_value(v);
+    return 0;
+}
+
+static int j_strv(json_t *v, const char *field, size_t max, const char *(*check)(const char *),
+                  char ***out, size_t *nout, mxu_err *err)
+{
+    char qbuf[80];
+    if (!json_is_array(v) || json_array_size(v) > max)
+        return fail(JFILE, 0, field, err, "expected a list of at most %zu strings", max);
+    size_t n = json_array_size(v);
+    *out = mxu_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        if (j_string(json_array_get(v, i), field, &(*out)[i], err) < 0)
+            return -1;
+        (*nout)++;
+        const char *why = check ? check((*out)[i]) : NULL;
+        if (why)
+            return fail(JFILE, 0, field, err, "'%s' %s", Q((*out)[i]), why);
+    }
+    return 0;
+}
+
+static int j_env(json_t *v, mxu_manifest *m, mxu_err *err)
+{
+    char qbuf[80];
+    if (!json_is_object(v) || json_object_size(v) > MAX_ENV)
+        return fail(JFILE, 0, "env", err, "expected an object of at most %d strings", MAX_ENV);
+    size_t n = json_object_size(v);
+    m->env_names = mxu_calloc(n ? n : 1, sizeof(char *));
+    m->env_values = mxu_calloc(n ? n : 1, sizeof(char *));
+    const char *key;
+    json_t *val;
+    json_object_foreach(v, key, val)
+    {
+        const char *why = check_env_name(key);
+        if (why)
+            return fail(JFILE, 0, "env", err, "'%s' %s", Q(key), why);
+        if (j_string(val, "env", &m->env_values[m->nenv], err) < 0)
+            return -1;
+        m->env_names[m->nenv++] = mxu_strdup(key);
+    }
+    return 0;
+}
+
+static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
+{
+    char qbuf[80], why[400];
+    if (!json_is_object(v) || json_object_size(v) > MAX_RESOURCES)
+        return fail(JFILE, 0, "resources", err, "expected an object of at most %d entries",
+                    MAX_RESOURCES);
+    size_t n = json_object_size(v);
+    m->resources = mxu_calloc(n ? n : 1, sizeof(mxu_resource_decl));
+    const char *key;
+    json_t *val;
+    json_object_foreach(v, key, val)
+    {
+        if (!mxu_name_valid(key))
+            return fail(JFILE, 0, "resources", err, "'%s' is not a valid local name", Q(key));
+        json_t *uri = json_object_get(val, "uri");
+        json_t *access = json_object_get(val, "access");
+        if (!json_is_object(val) || !json_is_string(uri) || !json_is_string(access) ||
+            strlen(json_string_value(uri)) != json_string_length(uri) ||
+            strlen(json_string_value(access)) != json_string_length(access))
+            return fail(JFILE, 0, "resources", err, "'%s' needs string uri and access", Q(key));
+        mxu_resource_decl *d = &m->resources[m->nresources];
+        const char *which;
+        if (resource_fill(d, json_string_value(uri), json_string_value(access), why, sizeof(why),
+                          &which) < 0)
+            return fail(JFILE, 0, "resources", err, "%s: %s", which, why);
+        d->name = mxu_strdup(key);
+        m->nresources++;
+        /* kind and target are derived from uri; if they were stored, they
+         * must agree, or the JSON was not written by to_json. */
+        json_t *kind = json_object_get(val, "kind"), *target = json_object_get(val, "target");
+        if ((kind && (!json_is_string(kind) || strcmp(json_string_value(kind), d->kind) != 0)) ||
+            (target &&
+             (!json_is_string(target) || strcmp(json_string_value(target), d->target) != 0)) ||
+            json_object_size(val) != 2u + (kind != NULL) + (target != NULL))
+            return fail(JFILE, 0, "resources", err, "'%s' has inconsistent or unknown fields",
+                        Q(key));
+    }
+    return 0;
+}
+
+int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
+{
+    char qbuf[80];
+    if (!json_is_object(j))
+        return fail(JFILE, 0, NULL, err, "a manifest must be a JSON object");
+    _cleanup_manifest_ mxu_manifest *m = manifest_new();
+    field_lines fl = {.root = 0};
+    const char *key;
+    json_t *v;
+    uint64_t u;
+    json_object_foreach(j, key, v)
+    {
+        int rc = 0;
+        if (strcmp(key, "name") == 0) {
+            rc = j_string(v, key, &m->name, err);
+            fl.line[F_NAME] = -1;
+        } else if (strcmp(key, "description") == 0) {
+            rc = j_string(v, key, &m->description, err);
+        } else if (strcmp(key, "runtime") == 0) {
+            const char *s = json_string_value(v);
+            if (s && strcmp(s, "c") == 0)
+                m->runtime = MXU_RUNTIME_C;
+            else if (s && strcmp(s, "exec") == 0)
+                m->runtime = MXU_RUNTIME_EXEC;
+            else
+                return fail(JFILE, 0, key, err, "expected \"c\" or \"exec\"");
+            fl.line[F_RUNTIME] = -1;
+        } else if (strcmp(key, "executor") == 0) {
+            rc = j_string(v, key, &m->executor, err);
+        } else if (strcmp(key, "sources") == 0) {
+            rc = j_strv(v, key, MAX_SOURCES, check_source, &m->sources, &m->nsources, err);
+        } else if (strcmp(key, "build") == 0) {
+            json_t *cf = json_object_get(v, "cflags"), *libs = json_object_get(v, "libs");
+            if (!json_is_object(v) || !cf || !libs || json_object_size(v) != 2)
+                return fail(JFILE, 0, key, err, "expected {\"cflags\": [...], \"libs\": [...]}");
+            rc = j_strv(cf, "build.cflags", MAX_CFLAGS, check_cflag, &m->cflags, &m->ncflags, err);
+            if (rc == 0)
+                rc = j_strv(libs, "build.libs", MAX_LIBS, check_lib, &m->libs, &m->nlibs, err);
+        } else if (strcmp(key, "command") == 0) {
+            rc = j_strv(v, key, MAX_COMMAND, NULL, &m->command, &m->ncommand, err);
+            const char *why = m->ncommand ? check_command0(m->command[0]) : NULL;
+            if (rc == 0 && why)
+                return fail(JFILE, 0, key, err, "'%s' %s", Q(m->command[0]), why);
+        } else if (strcmp(key, "memory_bytes") == 0) {
+            rc = j_uint(v, key, UINT64_MAX >> 1, &m->memory_bytes, err);
+        } else if (strcmp(key, "timeout_ms") == 0) {
+            rc = j_uint(v, key, UINT64_MAX >> 1, &m->timeout_ms, err);
+        } else if (strcmp(key, "keep_alive_ms") == 0) {
+            rc = j_uint(v, key, UINT64_MAX >> 1, &m->keep_alive_ms, err);
+        } else if (strcmp(key, "concurrency") == 0) {
+            rc = j_uint(v, key, UINT32_MAX, &u, err);
+            m->concurrency = (uint32_t)u;
+        } else if (strcmp(key, "min_instances") == 0) {
+            rc = j_uint(v, key, UINT32_MAX, &u, err);
+            m->min_instances = (uint32_t)u;
+        } else if (strcmp(key, "max_instances") == 0) {
+            rc = j_uint(v, key, UINT32_MAX, &u, err);
+            m->max_instances = (uint32_t)u;
+        } else if (strcmp(key, "env") == 0) {
+            rc = j_env(v, m, err);
+        } else if (strcmp(key, "resources") == 0) {
+            rc = j_resources(v, m, err);
+        } else {
+            return fail(JFILE, 0, NULL, err, "unknown field '%s'", Q(key));
+        }
+        if (rc < 0)
+            return -1;
+    }
+    /* Empty lists stand for "not given" (to_json writes every field). */
+    fl.line[F_SOURCES] = m->nsources ? -1 : 0;
+    fl.line[F_COMMAND] = m->ncommand ? -1 : 0;
+    fl.line[F_BUILD] = (m->ncflags || m->nlibs) ? -1 : 0;
+    if (m->runtime == MXU_RUNTIME_C && m->nsources == 0 && json_object_get(j, "sources"))
+        fl.line[F_SOURCES] = -1; /* present but empty: "is empty" */
+    if (m->runtime == MXU_RUNTIME_EXEC && m->ncommand == 0 && json_object_get(j, "command"))
+        fl.line[F_COMMAND] = -1;
+    manifest_fill_defaults(m);
+    if (manifest_validate(m, &fl, JFILE, err) < 0)
+        return -1;
+    *out = steal_pointer(&m);
+    return 0;
+}
