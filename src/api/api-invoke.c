@@ -1,0 +1,306 @@
+/*
+ * /fn/NAME[@REF][/sub/path] — the invocation path, the one that has to be
+ * fast. Per request: one allocation for the context (header views included),
+ * an allocation-free registry lookup, and the scheduler call; the response
+ * copies the function's headers once into a single block.
+ *
+ * The function is not trusted with the response framing: header names must
+ * be tokens and values may not contain CR, LF or NUL (that would let it
+ * inject headers or split the response); such headers are dropped, and a
+ * 1xx status is a bad response.
+ */
+#include "api-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#define MAX_FORWARDED_HEADERS 100
+
+typedef struct inv_ctx {
+    mxu_api *api;
+    mxu_http_req *req;
+    mxu_invocation *inv;
+    uint32_t version;
+    uint32_t nhdr;
+    bool in_invoke; /* inside mxu_sched_invoke(): the callback must not free */
+    bool done;
+    mxu_slice names[MAX_FORWARDED_HEADERS];
+    mxu_slice values[MAX_FORWARDED_HEADERS];
+} inv_ctx;
+
+/* Hop-by-hop headers belong to the connection with the node, not the function. */
+static bool hop_by_hop(const char *name)
+{
+    static const char *const hop[] = {"connection",
+                                      "keep-alive",
+                                      "transfer-encoding",
+                                      "te",
+                                      "upgrade",
+                                      "proxy-connection",
+                                      "proxy-authorization",
+                                      "trailer",
+                                      "content-length",
+                                      "expect"};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(hop); i++) {
+        if (strcasecmp(name, hop[i]) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool token_char(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+           strchr("!#$%&'*+-.^_`|~", c) != NULL;
+}
+
+static bool header_ok(mxu_slice name, mxu_slice value)
+{
+    if (name.len == 0)
+        return false;
+    for (uint32_t i = 0; i < name.len; i++) {
+        if (!token_char(name.ptr[i]))
+            return false;
+    }
+    for (uint32_t i = 0; i < value.len; i++) {
+        char c = value.ptr[i];
+        if (c == '\r' || c == '\n' || c == '\0')
+            return false;
+    }
+    return true;
+}
+
+static bool slice_ieq(mxu_slice s, const char *lit)
+{
+    size_t n = strlen(lit);
+    return s.len == n && strncasecmp(s.ptr, lit, n) == 0;
+}
+
+static int inv_status(enum mxu_inv_error e)
+{
+    switch (e) {
+    case MXU_INV_OK:
+        return 200;
+    case MXU_INV_TIMEOUT:
+        return 504;
+    case MXU_INV_CRASHED:
+    case MXU_INV_FAILED:
+    case MXU_INV_START_FAILED:
+    case MXU_INV_BAD_RESPONSE:
+        return 502;
+    case MXU_INV_QUEUE_FULL:
+        return 429;
+    case MXU_INV_NO_CAPACITY:
+    case MXU_INV_QUEUE_TIMEOUT:
+    case MXU_INV_SHUTTING_DOWN:
+        return 503;
+    }
+    return 500;
+}
+
+static void respond_error(inv_ctx *c, mxu_invoke_res *res)
+{
+    char id[24], retry[16];
+    snprintf(id, sizeof(id), "%016llx", (unsigned long long)res->id);
+    snprintf(retry, sizeof(retry), "%u", res->retry_after_s);
+    json_t *body = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", mxu_inv_error_code(res->error),
+                             "message", res->message ? res->message : "", "invocation", id);
+    if (body == NULL)
+        body = json_pack("{s:{s:s, s:s}}", "error", "code", mxu_inv_error_code(res->error),
+                         "invocation", id);
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    mxu_buf out = {0};
+    mxu_buf_puts(&out, s ? s : "{}");
+    mxu_buf_puts(&out, "\n");
+    free(s);
+    mxu_http_header h[3] = {{"Content-Type", "application/json"}, {"X-Mxu-Invocation-Id", id}};
+    size_t nh = 2;
+    if (res->retry_after_s)
+        h[nh++] = (mxu_http_header){"Retry-After", retry};
+    mxu_http_respond(c->req, inv_status(res->error), h, nh, &out);
+    mxu_buf_free(&out);
+}
+
+static void ctx_release(inv_ctx *c)
+{
+    if (c->in_invoke)
+        c->done = true; /* freed by api_invoke when the scheduler returns */
+    else
+        free(c);
+}
+
+static void on_result(void *ud, mxu_invoke_res *res)
+{
+    inv_ctx *c = ud;
+    c->inv = NULL;
+    if (res->error != MXU_INV_OK) {
+        respond_error(c, res);
+        ctx_release(c);
+        return;
+    }
+    if (res->status < 200) {
+        mxu_invoke_res bad = *res;
+        bad.error = MXU_INV_BAD_RESPONSE;
+        bad.message = "the function answered with a 1xx status, which cannot end a response";
+        respond_error(c, &bad);
+        ctx_release(c);
+        return;
+    }
+    /* Copy the function's headers into one block of NUL-terminated strings,
+     * keeping only well-formed ones. */
+    mxu_header_list it = res->headers;
+    size_t n = 0, bytes = 0;
+    mxu_slice name, value;
+    while (mxu_wire_next_header(&it, &name, &value)) {
+        n++;
+        bytes += (size_t)name.len + value.len + 2;
+    }
+    mxu_http_header *hdrs = mxu_malloc((n + 3) * sizeof(*hdrs));
+    char *block = mxu_malloc(bytes + 64);
+    char *w = block;
+    size_t nh = 0;
+    it = res->headers;
+    while (mxu_wire_next_header(&it, &name, &value)) {
+        if (!header_ok(name, value) || slice_ieq(name, "content-length") ||
+            slice_ieq(name, "transfer-encoding") || slice_ieq(name, "connection"))
+            continue;
+        hdrs[nh].name = w;
+        memcpy(w, name.ptr, name.len);
+        w += name.len;
+        *w++ = '\0';
+        hdrs[nh].value = w;
+        memcpy(w, value.ptr, value.len);
+        w += value.len;
+        *w++ = '\0';
+        nh++;
+    }
+    char id[24], ver[16];
+    snprintf(id, sizeof(id), "%016llx", (unsigned long long)res->id);
+    snprintf(ver, sizeof(ver), "%u", c->version);
+    hdrs[nh++] = (mxu_http_header){"X-Mxu-Invocation-Id", id};
+    hdrs[nh++] = (mxu_http_header){"X-Mxu-Version", ver};
+    if (res->cold)
+        hdrs[nh++] = (mxu_http_header){"X-Mxu-Cold", "1"};
+    if (res->status == 204 || res->status == 304)
+        mxu_buf_reset(&res->body);
+    mxu_http_respond(c->req, res->status, hdrs, nh, &res->body);
+    free(hdrs);
+    free(block);
+    ctx_release(c);
+}
+
+static void on_abort(mxu_http_req *req, void *ud)
+{
+    inv_ctx *c = ud;
+    /* The client is gone: drop the invocation (or its result) and the request. */
+    if (c->inv)
+        mxu_sched_cancel(c->inv);
+    mxu_http_respond(req, 499, NULL, 0, NULL);
+    free(c);
+}
+
+/* A reference is a version number or an alias name. */
+static bool ref_valid(const char *ref)
+{
+    uint64_t n;
+    if (ref[0] >= '0' && ref[0] <= '9')
+        return strlen(ref) <= 9 && mxu_parse_u64(ref, &n) == 0 && n > 0;
+    return mxu_name_valid(ref);
+}
+
+/* Split "name@ref/sub/path" into its parts. */
+static int parse_target(const char *target, char *name, size_t namelen, char *ref, size_t reflen,
+                        const char **sub)
+{
+    size_t i = 0;
+    while (target[i] && target[i] != '/' && target[i] != '@')
+        i++;
+    if (i == 0 || i >= namelen)
+        return -1;
+    memcpy(name, target, i);
+    name[i] = '\0';
+    ref[0] = '\0';
+    if (target[i] == '@') {
+        size_t j = i + 1, k = 0;
+        while (target[j] && target[j] != '/') {
+            if (k + 1 >= reflen)
+                return -1;
+            ref[k++] = target[j++];
+        }
+        ref[k] = '\0';
+        if (k == 0)
+            return -1;
+        i = j;
+    }
+    *sub = target[i] ? target + i : "/";
+    return 0;
+}
+
+void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
+{
+    char name[128], ref[128];
+    const char *sub;
+    if (parse_target(target, name, sizeof(name), ref, sizeof(ref), &sub) < 0 ||
+        !mxu_name_valid(name) || (ref[0] && !ref_valid(ref))) {
+        api_error(req, 400, "invalid_name", NULL,
+                  "invoke a function as /fn/NAME, /fn/NAME@VERSION or /fn/NAME@ALIAS; names "
+                  "are lowercase letters, digits, '-' and '_', starting with a letter");
+        return;
+    }
+    mxu_err err;
+    mxu_fn_version *v = mxu_registry_resolve(api->cfg.reg, name, ref, &err);
+    if (v == NULL) {
+        api_error_from(req, &err, name, ref);
+        return;
+    }
+    size_t body_len;
+    mxu_http_req_body(req, &body_len);
+    if (body_len > api->cfg.max_invoke_body) {
+        char lim[32];
+        mxu_format_size(api->cfg.max_invoke_body, lim, sizeof(lim));
+        api_error(req, 413, "body_too_large", NULL, "invocation bodies are limited to %s", lim);
+        return;
+    }
+
+    inv_ctx *c = mxu_malloc(sizeof(*c));
+    c->api = api;
+    c->req = req;
+    c->inv = NULL;
+    c->version = v->version;
+    c->nhdr = 0;
+    size_t nh = mxu_http_req_header_count(req);
+    for (size_t i = 0; i < nh && c->nhdr < MAX_FORWARDED_HEADERS; i++) {
+        const char *hn, *hv;
+        mxu_http_req_header_at(req, i, &hn, &hv);
+        if (hop_by_hop(hn))
+            continue;
+        c->names[c->nhdr] = (mxu_slice){hn, (uint32_t)strlen(hn)};
+        c->values[c->nhdr] = (mxu_slice){hv, (uint32_t)strlen(hv)};
+        c->nhdr++;
+    }
+    const char *method = mxu_http_req_method(req);
+    const char *query = mxu_http_req_query(req);
+    mxu_invoke_req ir = {
+        .method = {method, (uint32_t)strlen(method)},
+        .path = {sub, (uint32_t)strlen(sub)},
+        .query = {query, (uint32_t)strlen(query)},
+        .hdr_names = c->names,
+        .hdr_values = c->values,
+        .nhdr = c->nhdr,
+    };
+    mxu_http_req_steal_body(req, &ir.body);
+    /* on_abort must be registered before invoking: the callback may run at once. */
+    mxu_http_req_on_abort(req, on_abort, c);
+    c->in_invoke = true;
+    mxu_invocation *inv = mxu_sched_invoke(api->cfg.sched, v, &ir, on_result, c);
+    mxu_buf_free(&ir.body);
+    if (c->done) {
+        free(c);
+        return;
+    }
+    c->in_invoke = false;
+    c->inv = inv;
+}

@@ -1,0 +1,448 @@
+/*
+ * /v1/ — the management API (docs/api.md): health, functions, versions,
+ * aliases, logs, instances, and deploys. Paths are split into segments
+ * once; each handler checks its method and answers 405 with Allow otherwise.
+ */
+#include "api-internal.h"
+
+#include <errno.h>
+#include <sodium.h>
+#include <stdio.h>
+#include <string.h>
+
+#define MAX_SEGMENTS 6
+
+static void method_not_allowed(mxu_http_req *req, const char *allow)
+{
+    json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", "method_not_allowed", "message",
+                             "this path does not accept that method");
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    mxu_buf out = {0};
+    mxu_buf_puts(&out, s);
+    mxu_buf_puts(&out, "\n");
+    free(s);
+    mxu_http_header h[] = {{"Content-Type", "application/json"}, {"Allow", allow}};
+    mxu_http_respond(req, 405, h, 2, &out);
+    mxu_buf_free(&out);
+}
+
+static bool is_method(mxu_http_req *req, const char *m)
+{
+    return strcmp(mxu_http_req_method(req), m) == 0;
+}
+
+/* Parse the request body as a JSON object, or answer 400 and return NULL. */
+static json_t *body_json(mxu_http_req *req)
+{
+    size_t len;
+    const char *body = mxu_http_req_body(req, &len);
+    json_error_t jerr;
+    json_t *j = json_loadb(body ? body : "", len, 0, &jerr);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        api_error(req, 400, "bad_request", NULL, "the body must be a JSON object%s%s",
+                  j ? "" : ": ", j ? "" : jerr.text);
+        return NULL;
+    }
+    return j;
+}
+
+static bool query_u64(mxu_http_req *req, const char *key, uint64_t *out)
+{
+    const char *q = mxu_http_req_query(req);
+    size_t klen = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > klen && strncmp(q, key, klen) == 0 && q[klen] == '=') {
+            char num[32];
+            size_t n = len - klen - 1;
+            if (n == 0 || n >= sizeof(num))
+                return false;
+            memcpy(num, q + klen + 1, n);
+            num[n] = '\0';
+            return mxu_parse_u64(num, out) == 0;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+/* ---- health, instances ---- */
+
+static void get_health(mxu_api *api, mxu_http_req *req)
+{
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[s], s:o}", "status", "ok", "version",
+                          MXU_VERSION_STRING, "uptime_s",
+                          (json_int_t)((mxu_wall_ms() - api->started_ms) / 1000), "data_dir",
+                          api->data_dir, "listen", api->listen, "executors", "process", "capacity",
+                          mxu_sched_capacity_json(api->cfg.sched));
+    api_json(req, 200, j);
+}
+
+/* ---- deploy ---- */
+
+typedef struct deploy_ctx {
+    mxu_http_req *req;
+    mxu_deploy_file *files;
+    size_t nfiles;
+    char **datas;
+    char **paths;
+    char *manifest;
+    uint64_t started_ns;
+} deploy_ctx;
+
+static void deploy_ctx_free(deploy_ctx *c)
+{
+    for (size_t i = 0; i < c->nfiles; i++) {
+        free(c->datas[i]);
+        free(c->paths[i]);
+    }
+    free(c->datas);
+    free(c->paths);
+    free(c->manifest);
+    free(c->files);
+    free(c);
+}
+
+static void on_deployed(void *ud, const mxu_deploy_result *res)
+{
+    deploy_ctx *c = ud;
+    if (res->rc < 0) {
+        json_t *extra = json_pack("{s:s}", "build_log", res->build_log ? res->build_log : "");
+        if (res->err.code == ENOEXEC)
+            api_error(c->req, 422, "build_failed", extra, "%s", res->err.msg);
+        else if (res->err.code == EINVAL)
+            api_error(c->req, 400, "invalid_manifest", extra, "%s", res->err.msg);
+        else
+            api_error(c->req, 500, "internal", extra, "deploy failed: %s", res->err.msg);
+        deploy_ctx_free(c);
+        return;
+    }
+    double secs = (double)(mxu_now_ns() - c->started_ns) / 1e9;
+    json_t *j = json_pack("{s:s, s:i, s:b, s:s, s:s, s:f}", "function", res->version->function,
+                          "version", (json_int_t)res->version->version, "unchanged", res->unchanged,
+                          "digest", res->version->digest, "build_log",
+                          res->build_log ? res->build_log : "", "seconds", secs);
+    api_json(c->req, res->unchanged ? 200 : 201, j);
+    deploy_ctx_free(c);
+}
+
+static void post_function(mxu_api *api, mxu_http_req *req)
+{
+    json_t *j = body_json(req);
+    if (j == NULL)
+        return;
+    const char *manifest = NULL, *mpath = "mxu.yaml";
+    json_t *files = NULL;
+    json_error_t jerr;
+    if (json_unpack_ex(j, &jerr, 0, "{s:s, s?s, s?o}", "manifest", &manifest, "manifest_path",
+                       &mpath, "files", &files) < 0 ||
+        (files && !json_is_array(files))) {
+        api_error(req, 400, "bad_request", NULL,
+                  "a deploy is {\"manifest\": TEXT, \"manifest_path\": PATH, \"files\": "
+                  "[{\"path\", \"mode\", \"data\" (base64)}]}: %s",
+                  files && !json_is_array(files) ? "files must be an array" : jerr.text);
+        json_decref(j);
+        return;
+    }
+    deploy_ctx *c = mxu_calloc(1, sizeof(*c));
+    c->req = req;
+    c->started_ns = mxu_now_ns();
+    size_t n = files ? json_array_size(files) : 0;
+    c->files = mxu_calloc(n ? n : 1, sizeof(*c->files));
+    c->datas = mxu_calloc(n ? n : 1, sizeof(char *));
+    c->paths = mxu_calloc(n ? n : 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++) {
+        const char *path = NULL, *b64 = NULL;
+        json_int_t mode = 0644;
+        if (json_unpack_ex(json_array_get(files, i), &jerr, 0, "{s:s, s?I, s:s}", "path", &path,
+                           "mode", &mode, "data", &b64) < 0 ||
+            mode < 0 || mode > 07777) {
+            api_error(req, 400, "invalid_bundle", NULL, "files[%zu]: %s", i,
+                      mode < 0 || mode > 07777 ? "mode must be permission bits" : jerr.text);
+            deploy_ctx_free(c);
+            json_decref(j);
+            return;
+        }
+        size_t b64len = strlen(b64);
+        char *bin = mxu_malloc(b64len / 4 * 3 + 3);
+        size_t binlen = 0;
+        if (sodium_base642bin((unsigned char *)bin, b64len / 4 * 3 + 3, b64, b64len, "\n\r ",
+                              &binlen, NULL, sodium_base64_VARIANT_ORIGINAL) != 0) {
+            free(bin);
+            api_error(req, 400, "invalid_bundle", NULL, "files[%zu] (%s): data is not base64", i,
+                      path);
+            deploy_ctx_free(c);
+            json_decref(j);
+            return;
+        }
+        c->datas[i] = bin;
+        c->paths[i] = mxu_strdup(path);
+        c->files[i] = (mxu_deploy_file){
+            .path = c->paths[i], .mode = (uint32_t)mode, .data = bin, .len = binlen};
+        c->nfiles = i + 1;
+    }
+    /* Everything the registry gets stays alive in `c` until the callback. */
+    mxu_err err;
+    _cleanup_free_ char *mpath_copy = mxu_strdup(mpath);
+    c->manifest = mxu_strdup(manifest);
+    int rc = mxu_registry_deploy(api->cfg.reg, mpath, c->manifest, strlen(c->manifest), c->files,
+                                 c->nfiles, on_deployed, c, &err);
+    json_decref(j);
+    mpath = mpath_copy;
+    if (rc < 0) {
+        const char *code =
+            strncmp(err.msg, mpath, strlen(mpath)) == 0 ? "invalid_manifest" : "invalid_bundle";
+        if (err.code == EINVAL)
+            api_error(req, 400, code, NULL, "%s", err.msg);
+        else
+            api_error_from(req, &err, NULL, NULL);
+        deploy_ctx_free(c);
+    }
+}
+
+int mxu_api_deploy_local(mxu_api *api, const char *manifest_path, const char *manifest,
+                         size_t manifest_len, const mxu_deploy_file *files, size_t nfiles,
+                         mxu_deploy_cb cb, void *ud, mxu_err *err)
+{
+    return mxu_registry_deploy(api->cfg.reg, manifest_path, manifest, manifest_len, files, nfiles,
+                               cb, ud, err);
+}
+
+/* ---- functions ---- */
+
+static void get_function(mxu_api *api, mxu_http_req *req, const char *name)
+{
+    mxu_err err;
+    json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+    if (fn == NULL) {
+        api_error_from(req, &err, name, NULL);
+        return;
+    }
+    json_object_set_new(fn, "instances", mxu_sched_instances_json(api->cfg.sched, name));
+    json_object_set_new(fn, "stats", mxu_sched_stats_json(api->cfg.sched, name));
+    json_object_set_new(fn, "capacity", mxu_sched_capacity_json(api->cfg.sched));
+    api_json(req, 200, fn);
+}
+
+static bool parse_version(const char *s, uint32_t *out)
+{
+    uint64_t v;
+    if (mxu_parse_u64(s, &v) < 0 || v == 0 || v > UINT32_MAX)
+        return false;
+    *out = (uint32_t)v;
+    return true;
+}
+
+static void versions(mxu_api *api, mxu_http_req *req, const char *name, const char *ver)
+{
+    mxu_err err;
+    if (ver == NULL) {
+        if (!is_method(req, "GET")) {
+            method_not_allowed(req, "GET");
+            return;
+        }
+        json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+        if (fn == NULL) {
+            api_error_from(req, &err, name, NULL);
+            return;
+        }
+        api_json(req, 200, json_pack("{s:O}", "versions", json_object_get(fn, "versions")));
+        json_decref(fn);
+        return;
+    }
+    uint32_t v;
+    if (!parse_version(ver, &v)) {
+        api_error(req, 400, "bad_request", NULL, "a version is a positive number");
+        return;
+    }
+    if (is_method(req, "GET")) {
+        mxu_fn_version *fv = mxu_registry_resolve(api->cfg.reg, name, ver, &err);
+        if (fv == NULL) {
+            api_error_from(req, &err, name, ver);
+            return;
+        }
+        api_json(req, 200, mxu_fn_version_to_json(fv));
+    } else if (is_method(req, "DELETE")) {
+        if (mxu_registry_delete_version(api->cfg.reg, name, v, &err) < 0) {
+            api_error_from(req, &err, name, ver);
+            return;
+        }
+        char what[160];
+        snprintf(what, sizeof(what), "%s@%u", name, v);
+        api_json(req, 200, json_pack("{s:s}", "deleted", what));
+    } else {
+        method_not_allowed(req, "GET, DELETE");
+    }
+}
+
+static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const char *alias)
+{
+    mxu_err err;
+    if (alias == NULL) {
+        if (!is_method(req, "GET")) {
+            method_not_allowed(req, "GET");
+            return;
+        }
+        json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+        if (fn == NULL) {
+            api_error_from(req, &err, name, NULL);
+            return;
+        }
+        api_json(req, 200, json_pack("{s:O}", "aliases", json_object_get(fn, "aliases")));
+        json_decref(fn);
+        return;
+    }
+    if (!mxu_name_valid(alias)) {
+        api_error(req, 400, "invalid_name", NULL,
+                  "alias names are lowercase letters, digits, '-' and '_', starting with a "
+                  "letter");
+        return;
+    }
+    if (is_method(req, "PUT")) {
+        json_t *j = body_json(req);
+        if (j == NULL)
+            return;
+        json_int_t v = 0;
+        if (json_unpack(j, "{s:I}", "version", &v) < 0 || v <= 0 || v > UINT32_MAX) {
+            json_decref(j);
+            api_error(req, 400, "bad_request", NULL, "set an alias with {\"version\": N}");
+            return;
+        }
+        json_decref(j);
+        if (mxu_registry_set_alias(api->cfg.reg, name, alias, (uint32_t)v, &err) < 0) {
+            char ref[16];
+            snprintf(ref, sizeof(ref), "%u", (unsigned)v);
+            api_error_from(req, &err, name, ref);
+            return;
+        }
+        api_json(req, 200,
+                 json_pack("{s:s, s:s, s:I}", "function", name, "alias", alias, "version", v));
+    } else if (is_method(req, "DELETE")) {
+        if (mxu_registry_delete_alias(api->cfg.reg, name, alias, &err) < 0) {
+            api_error_from(req, &err, name, alias);
+            return;
+        }
+        api_json(req, 200, json_pack("{s:s}", "deleted", alias));
+    } else {
+        method_not_allowed(req, "PUT, DELETE");
+    }
+}
+
+static void logs(mxu_api *api, mxu_http_req *req, const char *name)
+{
+    mxu_err err;
+    if (!is_method(req, "GET")) {
+        method_not_allowed(req, "GET");
+        return;
+    }
+    json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+    if (fn == NULL) {
+        api_error_from(req, &err, name, NULL);
+        return;
+    }
+    json_decref(fn);
+    uint64_t after = 0, limit = 1000, next = 0;
+    query_u64(req, "after", &after);
+    if (query_u64(req, "limit", &limit) && (limit == 0 || limit > 10000))
+        limit = 10000;
+    json_t *recs = mxu_sched_logs_json(api->cfg.sched, name, after, (size_t)limit, &next);
+    api_json(req, 200, json_pack("{s:o, s:I}", "records", recs, "next", (json_int_t)next));
+}
+
+static void function_root(mxu_api *api, mxu_http_req *req, const char *name)
+{
+    mxu_err err;
+    if (is_method(req, "GET")) {
+        get_function(api, req, name);
+    } else if (is_method(req, "DELETE")) {
+        if (mxu_registry_delete_function(api->cfg.reg, name, &err) < 0) {
+            api_error_from(req, &err, name, NULL);
+            return;
+        }
+        api_json(req, 200, json_pack("{s:s}", "deleted", name));
+    } else {
+        method_not_allowed(req, "GET, DELETE");
+    }
+}
+
+void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
+{
+    /* Split "/functions/hello/aliases/prod" into segments. */
+    char buf[512];
+    const char *seg[MAX_SEGMENTS];
+    size_t nseg = 0;
+    size_t plen = strlen(path);
+    if (plen >= sizeof(buf)) {
+        api_error(req, 404, "not_found", NULL, "no such API path");
+        return;
+    }
+    memcpy(buf, path, plen + 1);
+    for (char *s = buf, *tok; (tok = strsep(&s, "/")) != NULL;) {
+        if (*tok == '\0')
+            continue;
+        if (nseg == MAX_SEGMENTS) {
+            api_error(req, 404, "not_found", NULL, "no such API path");
+            return;
+        }
+        seg[nseg++] = tok;
+    }
+    if (nseg == 1 && strcmp(seg[0], "health") == 0) {
+        if (!is_method(req, "GET"))
+            method_not_allowed(req, "GET");
+        else
+            get_health(api, req);
+        return;
+    }
+    if (nseg == 1 && strcmp(seg[0], "instances") == 0) {
+        if (!is_method(req, "GET"))
+            method_not_allowed(req, "GET");
+        else
+            api_json(
+                req, 200,
+                json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, NULL)));
+        return;
+    }
+    if (nseg == 0 || strcmp(seg[0], "functions") != 0) {
+        api_error(req, 404, "not_found", NULL,
+                  "no such API path; see docs/api.md (/v1/health, /v1/functions, /v1/instances)");
+        return;
+    }
+    if (nseg == 1) {
+        if (is_method(req, "GET"))
+            api_json(req, 200,
+                     json_pack("{s:o}", "functions", mxu_registry_list_json(api->cfg.reg)));
+        else if (is_method(req, "POST"))
+            post_function(api, req);
+        else
+            method_not_allowed(req, "GET, POST");
+        return;
+    }
+    const char *name = seg[1];
+    if (!mxu_utf8_valid(name, strlen(name)) || !mxu_name_valid(name)) {
+        api_error(req, 400, "invalid_name", NULL,
+                  "function names are lowercase letters, digits, '-' and '_', starting with a "
+                  "letter, at most 63 characters");
+        return;
+    }
+    if (nseg == 2) {
+        function_root(api, req, name);
+    } else if (strcmp(seg[2], "versions") == 0 && nseg <= 4) {
+        versions(api, req, name, nseg == 4 ? seg[3] : NULL);
+    } else if (strcmp(seg[2], "aliases") == 0 && nseg <= 4) {
+        aliases(api, req, name, nseg == 4 ? seg[3] : NULL);
+    } else if (strcmp(seg[2], "logs") == 0 && nseg == 3) {
+        logs(api, req, name);
+    } else if (strcmp(seg[2], "instances") == 0 && nseg == 3) {
+        if (!is_method(req, "GET"))
+            method_not_allowed(req, "GET");
+        else
+            api_json(
+                req, 200,
+                json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, name)));
+    } else {
+        api_error(req, 404, "not_found", NULL, "no such API path; see docs/api.md");
+    }
+}

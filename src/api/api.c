@@ -1,0 +1,120 @@
+/*
+ * Routing and the error vocabulary. Everything a client can get wrong is
+ * answered here with a 4xx and a message that says what to fix; statuses are
+ * chosen from errno-style codes only at this edge.
+ */
+#include "api-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+mxu_api *mxu_api_create(const mxu_api_config *cfg)
+{
+    mxu_api *api = mxu_calloc(1, sizeof(*api));
+    api->cfg = *cfg;
+    api->data_dir = mxu_strdup(cfg->data_dir ? cfg->data_dir : "");
+    api->listen = mxu_strdup(cfg->listen ? cfg->listen : "");
+    api->cfg.data_dir = api->data_dir;
+    api->cfg.listen = api->listen;
+    if (!api->cfg.max_invoke_body)
+        api->cfg.max_invoke_body = 6u << 20;
+    api->started_ms = mxu_wall_ms();
+    return api;
+}
+
+void mxu_api_destroy(mxu_api *api)
+{
+    if (api == NULL)
+        return;
+    free(api->data_dir);
+    free(api->listen);
+    free(api);
+}
+
+void api_json(mxu_http_req *req, int status, json_t *body)
+{
+    mxu_buf out = {0};
+    char *s = json_dumps(body, JSON_COMPACT);
+    json_decref(body);
+    if (s) {
+        mxu_buf_puts(&out, s);
+        free(s);
+    }
+    mxu_buf_puts(&out, "\n");
+    static const mxu_http_header h[] = {{"Content-Type", "application/json"}};
+    mxu_http_respond(req, status, h, 1, &out);
+    mxu_buf_free(&out);
+}
+
+void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, const char *fmt, ...)
+{
+    char msg[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    json_t *err = json_pack("{s:s, s:s}", "code", code, "message", msg);
+    if (err == NULL) /* message not UTF-8 (it quotes client input): say less */
+        err = json_pack("{s:s, s:s}", "code", code, "message", "request rejected");
+    if (extra) {
+        json_object_update(err, extra);
+        json_decref(extra);
+    }
+    api_json(req, status, json_pack("{s:o}", "error", err));
+}
+
+void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, const char *ref)
+{
+    MXU_UNUSED(name);
+    switch (err->code) {
+    case ENOENT: {
+        /* The registry's message says what is missing; pick the code to match. */
+        const char *code = "function_not_found";
+        if (strstr(err->msg, "alias"))
+            code = "alias_not_found";
+        else if (strstr(err->msg, "version") && ref && *ref)
+            code = "version_not_found";
+        api_error(req, 404, code, NULL, "%s", err->msg);
+        return;
+    }
+    case EBUSY:
+    case EEXIST:
+        api_error(req, 409, "conflict", NULL, "%s", err->msg);
+        return;
+    case E2BIG:
+    case EFBIG:
+        api_error(req, 413, "body_too_large", NULL, "%s", err->msg);
+        return;
+    case EINVAL:
+        api_error(req, 400, "bad_request", NULL, "%s", err->msg);
+        return;
+    default:
+        api_error(req, 500, "internal", NULL, "%s", err->msg);
+        return;
+    }
+}
+
+void mxu_api_handle(mxu_http_req *req, void *ud)
+{
+    mxu_api *api = ud;
+    const char *path = mxu_http_req_path(req);
+    if (strncmp(path, "/fn/", 4) == 0) {
+        api_invoke(api, req, path + 4);
+        return;
+    }
+    /* Management calls carry small JSON; only deploys are big. */
+    if (strcmp(path, "/v1") == 0 || strncmp(path, "/v1/", 4) == 0) {
+        api_v1(api, req, path + 3);
+        return;
+    }
+    if (strcmp(path, "/") == 0) {
+        api_json(req, 200,
+                 json_pack("{s:s, s:s, s:s}", "name", "mxu", "version", MXU_VERSION_STRING, "docs",
+                           "invoke functions at /fn/NAME; manage them under /v1/ "
+                           "(see docs/api.md)"));
+        return;
+    }
+    api_error(req, 404, "not_found", NULL,
+              "nothing at this path; functions are invoked at /fn/NAME and managed under /v1/");
+}

@@ -1,0 +1,174 @@
+/*
+ * `mxu serve` settings. Every setting has one key, used alike in the config
+ * file (`memory: 8Gi`) and on the command line (`--memory 8Gi`), so the file
+ * format needs no separate documentation beyond `mxu serve --help`.
+ */
+#include "serve-config.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <yaml.h>
+
+static char *default_data_dir(void)
+{
+    const char *env = getenv("MXU_DATA");
+    if (env && *env)
+        return mxu_strdup(env);
+    if (geteuid() == 0)
+        return mxu_strdup("/var/lib/mxu");
+    const char *xdg = getenv("XDG_DATA_HOME");
+    if (xdg && *xdg)
+        return mxu_asprintf("%s/mxu", xdg);
+    const char *home = getenv("HOME");
+    return mxu_asprintf("%s/.local/share/mxu", home && *home ? home : ".");
+}
+
+void mxu_serve_config_defaults(mxu_serve_config *c)
+{
+    memset(c, 0, sizeof(*c));
+    c->listen = mxu_strdup("127.0.0.1:8080");
+    c->data_dir = default_data_dir();
+    c->max_body = 6u << 20;
+    c->max_deploy_body = 96u << 20;
+    c->max_header = 32u << 10;
+    c->queue_max = 1000;
+    c->queue_timeout_ms = 30000;
+    c->drain_timeout_ms = 10000;
+    c->idle_timeout_ms = 60000;
+    c->read_timeout_ms = 30000;
+    c->log_level = mxu_strdup("info");
+}
+
+void mxu_serve_config_free(mxu_serve_config *c)
+{
+    free(c->listen);
+    free(c->data_dir);
+    free(c->log_level);
+    for (size_t i = 0; i < c->ndeploy; i++)
+        free(c->deploy[i]);
+    free(c->deploy);
+    memset(c, 0, sizeof(*c));
+}
+
+static int set_str(char **dst, const char *v)
+{
+    free(*dst);
+    *dst = mxu_strdup(v);
+    return 0;
+}
+
+int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mxu_err *err)
+{
+    uint64_t n;
+    if (strcmp(key, "listen") == 0) {
+        const char *colon = strrchr(v, ':');
+        if (colon == NULL || colon == v || mxu_parse_u64(colon + 1, &n) < 0 || n > 65535)
+            return mxu_err_set(err, EINVAL,
+                               "listen: '%s' is not ADDRESS:PORT (e.g. 127.0.0.1:8080)", v);
+        return set_str(&c->listen, v);
+    }
+    if (strcmp(key, "data") == 0)
+        return set_str(&c->data_dir, v);
+    if (strcmp(key, "log_level") == 0) {
+        if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warn") && strcmp(v, "error"))
+            return mxu_err_set(err, EINVAL, "log_level: '%s' is not debug, info, warn or error", v);
+        return set_str(&c->log_level, v);
+    }
+    if (strcmp(key, "deploy") == 0) {
+        c->deploy = mxu_realloc(c->deploy, (c->ndeploy + 1) * sizeof(char *));
+        c->deploy[c->ndeploy++] = mxu_strdup(v);
+        return 0;
+    }
+    struct {
+        const char *key;
+        uint64_t *dst;
+        int kind; /* 0 size, 1 duration */
+    } nums[] = {
+        {"memory", &c->memory_budget, 0},
+        {"max_body", &c->max_body, 0},
+        {"max_deploy_body", &c->max_deploy_body, 0},
+        {"max_header", &c->max_header, 0},
+        {"queue_timeout", &c->queue_timeout_ms, 1},
+        {"drain_timeout", &c->drain_timeout_ms, 1},
+        {"idle_timeout", &c->idle_timeout_ms, 1},
+        {"read_timeout", &c->read_timeout_ms, 1},
+    };
+    for (size_t i = 0; i < MXU_ARRAY_LEN(nums); i++) {
+        if (strcmp(key, nums[i].key) != 0)
+            continue;
+        int rc = nums[i].kind == 0 ? mxu_parse_size(v, nums[i].dst, err)
+                                   : mxu_parse_duration_ms(v, nums[i].dst, err);
+        return rc < 0 ? mxu_err_prefix(err, "%s", key) : 0;
+    }
+    if (strcmp(key, "queue_max") == 0) {
+        if (mxu_parse_u64(v, &n) < 0 || n == 0 || n > 1000000)
+            return mxu_err_set(err, EINVAL, "queue_max: '%s' is not a number from 1 to 1000000", v);
+        c->queue_max = (uint32_t)n;
+        return 0;
+    }
+    return mxu_err_set(err, EINVAL, "unknown setting '%s' (see mxu serve --help)", key);
+}
+
+int mxu_serve_config_load(mxu_serve_config *c, const char *path, mxu_err *err)
+{
+    _cleanup_buf_ mxu_buf text = {0};
+    if (mxu_read_file(path, 1 << 20, &text, err) < 0)
+        return -1;
+    yaml_parser_t parser;
+    yaml_document_t doc;
+    yaml_parser_initialize(&parser);
+    yaml_parser_set_input_string(&parser, (const unsigned char *)text.data, text.len);
+    if (!yaml_parser_load(&parser, &doc)) {
+        mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s", path, parser.problem_mark.line + 1,
+                    parser.problem_mark.column + 1, parser.problem ? parser.problem : "bad YAML");
+        yaml_parser_delete(&parser);
+        return -1;
+    }
+    int rc = 0;
+    yaml_node_t *root = yaml_document_get_root_node(&doc);
+    if (root == NULL) {
+        /* An empty file is an empty configuration. */
+    } else if (root->type != YAML_MAPPING_NODE) {
+        rc = mxu_err_set(err, EINVAL, "%s:%zu: the configuration must be a mapping of settings",
+                         path, root->start_mark.line + 1);
+    } else {
+        for (yaml_node_pair_t *p = root->data.mapping.pairs.start;
+             rc == 0 && p < root->data.mapping.pairs.top; p++) {
+            yaml_node_t *k = yaml_document_get_node(&doc, p->key);
+            yaml_node_t *v = yaml_document_get_node(&doc, p->value);
+            size_t line = k->start_mark.line + 1;
+            if (k->type != YAML_SCALAR_NODE) {
+                rc = mxu_err_set(err, EINVAL, "%s:%zu: keys must be plain names", path, line);
+                break;
+            }
+            const char *key = (const char *)k->data.scalar.value;
+            if (strcmp(key, "deploy") == 0 && v->type == YAML_SEQUENCE_NODE) {
+                for (yaml_node_item_t *it = v->data.sequence.items.start;
+                     rc == 0 && it < v->data.sequence.items.top; it++) {
+                    yaml_node_t *item = yaml_document_get_node(&doc, *it);
+                    if (item->type != YAML_SCALAR_NODE)
+                        rc = mxu_err_set(err, EINVAL, "%s:%zu: deploy: expected folder names", path,
+                                         item->start_mark.line + 1);
+                    else
+                        rc = mxu_serve_config_set(c, key, (const char *)item->data.scalar.value,
+                                                  err);
+                }
+                continue;
+            }
+            if (v->type != YAML_SCALAR_NODE) {
+                rc = mxu_err_set(err, EINVAL, "%s:%zu: %s: expected a single value", path,
+                                 v->start_mark.line + 1, key);
+                break;
+            }
+            if (mxu_serve_config_set(c, key, (const char *)v->data.scalar.value, err) < 0) {
+                /* Put the place in front of what was wrong. */
+                mxu_err_prefix(err, "%s:%zu", path, v->start_mark.line + 1);
+                rc = -1;
+            }
+        }
+    }
+    yaml_document_delete(&doc);
+    yaml_parser_delete(&parser);
+    return rc;
+}
