@@ -28,54 +28,56 @@ typedef struct mxu_test_case {
     void (*fn)(void);
 } mxu_test_case;
 
-#define TEST(f) {#f, f}
+#define TEST(f) \
+    {           \
+#f, f   \
+    }
 
-#define MXU_TEST_FAIL_(...)                                                                    \
-    do {                                                                                       \
-        fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__);                                      \
-        fprintf(stderr, __VA_ARGS__);                                                          \
-        fprintf(stderr, "\n");                                                                 \
-        exit(1);                                                                               \
+#define MXU_TEST_FAIL_(...)                               \
+    do {                                                  \
+        fprintf(stderr, "  %s:%d: ", __FILE__, __LINE__); \
+        fprintf(stderr, __VA_ARGS__);                     \
+        fprintf(stderr, "\n");                            \
+        exit(1);                                          \
     } while (0)
 
-#define CHECK(cond)                                                                            \
-    do {                                                                                       \
-        if (!(cond))                                                                           \
-            MXU_TEST_FAIL_("CHECK(%s) failed", #cond);                                         \
+#define CHECK(cond)                                    \
+    do {                                               \
+        if (!(cond))                                   \
+            MXU_TEST_FAIL_("CHECK(%s) failed", #cond); \
     } while (0)
-#define CHECK_EQ_INT(a, b)                                                                     \
-    do {                                                                                       \
-        long long a_ = (long long)(a), b_ = (long long)(b);                                    \
-        if (a_ != b_)                                                                          \
-            MXU_TEST_FAIL_("%s == %s failed: %lld != %lld", #a, #b, a_, b_);                   \
+#define CHECK_EQ_INT(a, b)                                                   \
+    do {                                                                     \
+        long long a_ = (long long)(a), b_ = (long long)(b);                  \
+        if (a_ != b_)                                                        \
+            MXU_TEST_FAIL_("%s == %s failed: %lld != %lld", #a, #b, a_, b_); \
     } while (0)
-#define CHECK_EQ_U64(a, b)                                                                     \
-    do {                                                                                       \
-        uint64_t a_ = (uint64_t)(a), b_ = (uint64_t)(b);                                       \
-        if (a_ != b_)                                                                          \
-            MXU_TEST_FAIL_("%s == %s failed: %" PRIu64 " != %" PRIu64, #a, #b, a_, b_);        \
+#define CHECK_EQ_U64(a, b)                                                              \
+    do {                                                                                \
+        uint64_t a_ = (uint64_t)(a), b_ = (uint64_t)(b);                                \
+        if (a_ != b_)                                                                   \
+            MXU_TEST_FAIL_("%s == %s failed: %" PRIu64 " != %" PRIu64, #a, #b, a_, b_); \
     } while (0)
-#define CHECK_STR(a, b)                                                                        \
-    do {                                                                                       \
-        const char *a_ = (a), *b_ = (b);                                                       \
-        if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                                   \
-            MXU_TEST_FAIL_("%s == %s failed: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)",    \
-                           b_ ? b_ : "(null)");                                                \
+#define CHECK_STR(a, b)                                                                     \
+    do {                                                                                    \
+        const char *a_ = (a), *b_ = (b);                                                    \
+        if (a_ == NULL || b_ == NULL || strcmp(a_, b_) != 0)                                \
+            MXU_TEST_FAIL_("%s == %s failed: \"%s\" != \"%s\"", #a, #b, a_ ? a_ : "(null)", \
+                           b_ ? b_ : "(null)");                                             \
     } while (0)
 /* Substring check, for error messages. */
-#define CHECK_CONTAINS(hay, needle)                                                            \
-    do {                                                                                       \
-        const char *h_ = (hay), *n_ = (needle);                                                \
-        if (h_ == NULL || strstr(h_, n_) == NULL)                                              \
-            MXU_TEST_FAIL_("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_);           \
+#define CHECK_CONTAINS(hay, needle)                                                   \
+    do {                                                                              \
+        const char *h_ = (hay), *n_ = (needle);                                       \
+        if (h_ == NULL || strstr(h_, n_) == NULL)                                     \
+            MXU_TEST_FAIL_("\"%s\" does not contain \"%s\"", h_ ? h_ : "(null)", n_); \
     } while (0)
 
-static inline int mxu_test_run_(const char *prog, const mxu_test_case *cases, size_t n,
-                                int argc, char **argv)
+static inline int mxu_test_run_(const char *prog, const mxu_test_case *cases, size_t n, int argc,
+                                char **argv)
 {
     const char *base = strrchr(prog, '/') ? strrchr(prog, '/') + 1 : prog;
-    unsigned timeout = getenv("MXU_TEST_TIMEOUT") ? (unsigned)atoi(getenv("MXU_TEST_TIMEOUT"))
-                                                  : 60;
+    unsigned timeout = getenv("MXU_TEST_TIMEOUT") ? (unsigned)atoi(getenv("MXU_TEST_TIMEOUT")) : 60;
     int failed = 0;
     for (size_t i = 0; i < n; i++) {
         if (argc > 1 && strcmp(argv[1], cases[i].name) != 0)
@@ -101,8 +103,8 @@ static inline int mxu_test_run_(const char *prog, const mxu_test_case *cases, si
         } else {
             failed++;
             if (WIFSIGNALED(st))
-                printf("FAIL %s/%s: killed by signal %d%s\n", base, cases[i].name,
-                       WTERMSIG(st), WTERMSIG(st) == SIGALRM ? " (timeout)" : "");
+                printf("FAIL %s/%s: killed by signal %d%s\n", base, cases[i].name, WTERMSIG(st),
+                       WTERMSIG(st) == SIGALRM ? " (timeout)" : "");
             else
                 printf("FAIL %s/%s: exit %d\n", base, cases[i].name, WEXITSTATUS(st));
         }

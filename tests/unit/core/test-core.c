@@ -68,9 +68,9 @@ static void test_utf8(void)
     CHECK(mxu_utf8_valid("caf\xc3\xa9", 5));
     CHECK(mxu_utf8_valid("\xf0\x9f\x98\x80", 4));
     CHECK(!mxu_utf8_valid("\xff", 1));
-    CHECK(!mxu_utf8_valid("\xc3", 1));          /* truncated */
-    CHECK(!mxu_utf8_valid("\xc0\xaf", 2));      /* overlong '/' */
-    CHECK(!mxu_utf8_valid("\xed\xa0\x80", 3));  /* surrogate */
+    CHECK(!mxu_utf8_valid("\xc3", 1));             /* truncated */
+    CHECK(!mxu_utf8_valid("\xc0\xaf", 2));         /* overlong '/' */
+    CHECK(!mxu_utf8_valid("\xed\xa0\x80", 3));     /* surrogate */
     CHECK(!mxu_utf8_valid("\xf4\x90\x80\x80", 4)); /* > U+10FFFF */
 }
 
@@ -102,5 +102,5 @@ static void test_err(void)
     CHECK_EQ_INT(err.code, ENOENT);
 }
 
-MXU_TESTS(TEST(test_sizes), TEST(test_durations), TEST(test_names), TEST(test_utf8),
-          TEST(test_buf), TEST(test_err))
+MXU_TESTS(TEST(test_sizes), TEST(test_durations), TEST(test_names), TEST(test_utf8), TEST(test_buf),
+          TEST(test_err))
