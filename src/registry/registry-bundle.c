@@ -89,8 +89,8 @@ static int check_command(const mxu_manifest *m, const reg_file *files, size_t n,
     return 0;
 }
 
-int reg_files_check(const mxu_manifest *m, const mxu_deploy_file *in, size_t nfiles, reg_file **out,
-                    mxu_err *err)
+static int files_check(const mxu_manifest *m, const mxu_deploy_file *in, size_t nfiles,
+                       reg_file **out, mxu_err *err)
 {
     if (nfiles > MXU_BUNDLE_MAX_FILES)
         return mxu_err_set(err, EINVAL, "a function may have at most %d files (got %zu)",
@@ -159,6 +159,17 @@ int reg_files_check(const mxu_manifest *m, const mxu_deploy_file *in, size_t nfi
 fail:
     reg_files_free(files, nfiles);
     return -1;
+}
+
+int reg_files_check(const mxu_manifest *m, const mxu_deploy_file *in, size_t nfiles, reg_file **out,
+                    mxu_err *err)
+{
+    if (files_check(m, in, nfiles, out, err) < 0) {
+        if (err)
+            reg_text_clean(err->msg); /* it quotes paths the client chose */
+        return -1;
+    }
+    return 0;
 }
 
 /* ---- digest ------------------------------------------------------------------------ */

@@ -73,6 +73,10 @@ struct mxu_registry {
 /* NULL if `s` is a safe relative path inside a bundle (no "", ".", ".."
  * components, not absolute, not under .mxu/), else why not. */
 const char *reg_path_problem(const char *s);
+/* Make a message one valid UTF-8 line: control characters and bytes that
+ * are not UTF-8 (from a client's path, a cut) become '?'. Messages go into
+ * JSON and logs, and quote what clients sent. */
+void reg_text_clean(char *s);
 
 /* ---- store (registry-store.c) ---- */
 

@@ -100,6 +100,20 @@ static void utf8_trim(char *s)
     }
 }
 
+void reg_text_clean(char *s)
+{
+    size_t len = strlen(s);
+    for (size_t i = 0; i < len;) {
+        unsigned char c = (unsigned char)s[i];
+        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
+        if (c < 0x20 || c == 0x7f || (c >= 0x80 && (i + n > len || !mxu_utf8_valid(s + i, n)))) {
+            s[i++] = '?';
+            continue;
+        }
+        i += n;
+    }
+}
+
 /* "FILE:LINE: FIELD: message"; the line is left out when not known (JSON),
  * the field when there is none (empty document). Always returns -1. */
 static int fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
@@ -122,8 +136,10 @@ static int fail(const char *file, int line, const char *field, mxu_err *err, con
         mxu_err_set(err, EINVAL, "%s: %s: %s", where, field, msg);
     else
         mxu_err_set(err, EINVAL, "%s: %s", where, msg);
-    if (err)
+    if (err) {
         utf8_trim(err->msg);
+        reg_text_clean(err->msg); /* values with newlines would break the line */
+    }
     return -1;
 }
 
@@ -315,7 +331,7 @@ static bool in_list(const char *s, const char *const *list, size_t n)
 static int resource_fill(mxu_resource_decl *d, const char *uri, const char *access, char *why,
                          size_t whylen, const char **which)
 {
-    char qbuf[80];
+    char qbuf[80], qbuf2[80];
     *which = "uri";
     const char *colon = strchr(uri, ':');
     if (colon == NULL) {
@@ -361,8 +377,7 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
         snprintf(why, whylen,
                  "'%s': '%s' is not a valid name (lowercase letters, digits, '-' and '_', "
                  "starting with a letter)",
-                 Q(uri), target[0] ? target : "");
-        utf8_trim(why);
+                 Q(uri), quote(target, strlen(target), qbuf2, sizeof(qbuf2)));
         return -1;
     }
     const char *const *allowed = access_kv;
@@ -1064,7 +1079,7 @@ static int yaml_syntax_error(const yaml_parser_t *parser, const char *text, size
     else
         mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s", file, line, col, problem);
     if (err)
-        utf8_trim(err->msg);
+        reg_text_clean(err->msg);
     return -1;
 }
 

@@ -27,6 +27,7 @@
 #include "mxu-config.h"
 
 #include <errno.h>
+#include <stdarg.h>
 #include <limits.h>
 #include <sodium.h>
 #include <stdio.h>
@@ -502,6 +503,22 @@ void mxu_registry_close(mxu_registry *reg)
     free(reg);
 }
 
+/* Errors that quote what a client sent (names, refs from a URL). */
+static int client_err(mxu_err *err, int code, const char *fmt, ...) MXU_PRINTF(3, 4);
+static int client_err(mxu_err *err, int code, const char *fmt, ...)
+{
+    if (err == NULL)
+        return -1;
+    va_list ap;
+    va_start(ap, fmt);
+    char msg[sizeof(err->msg)];
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    mxu_err_set(err, code, "%s", msg);
+    reg_text_clean(err->msg);
+    return -1;
+}
+
 /* ---- resolve ------------------------------------------------------------------------ */
 
 mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const char *ref,
@@ -509,7 +526,7 @@ mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const 
 {
     reg_function *fn = name ? reg_function_find(reg, name) : NULL;
     if (fn == NULL) {
-        mxu_err_set(err, ENOENT, "no function '%s'", name ? name : "");
+        client_err(err, ENOENT, "no function '%.64s'", name ? name : "");
         return NULL;
     }
     if (ref == NULL || ref[0] == '\0' || strcmp(ref, "latest") == 0)
@@ -520,14 +537,14 @@ mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const 
         if (mxu_parse_u64(ref, &n) == 0 && n <= UINT32_MAX)
             idx = function_version_index(fn, (uint32_t)n);
         if (idx < 0) {
-            mxu_err_set(err, ENOENT, "function '%s' has no version %.40s", name, ref);
+            client_err(err, ENOENT, "function '%s' has no version %.40s", name, ref);
             return NULL;
         }
         return fn->versions[idx];
     }
     reg_alias *a = alias_find(fn, ref);
     if (a == NULL) {
-        mxu_err_set(err, ENOENT, "function '%s' has no alias '%.64s'", name, ref);
+        client_err(err, ENOENT, "function '%s' has no alias '%.64s'", name, ref);
         return NULL;
     }
     return a->version;
@@ -639,10 +656,10 @@ static int alias_name_check(const char *alias, mxu_err *err)
                            "alias 'latest' always points at the newest version and can't be "
                            "set or deleted by hand");
     if (!mxu_name_valid(alias))
-        return mxu_err_set(err, EINVAL,
-                           "'%.64s' is not a valid alias (lowercase letters, digits, '-' and "
-                           "'_', starting with a letter)",
-                           alias);
+        return client_err(err, EINVAL,
+                          "'%.64s' is not a valid alias (lowercase letters, digits, '-' and "
+                          "'_', starting with a letter)",
+                          alias);
     return 0;
 }
 
@@ -650,7 +667,7 @@ static reg_function *function_or_err(mxu_registry *reg, const char *name, mxu_er
 {
     reg_function *fn = name ? reg_function_find(reg, name) : NULL;
     if (fn == NULL)
-        mxu_err_set(err, ENOENT, "no function '%.64s'", name ? name : "");
+        client_err(err, ENOENT, "no function '%.64s'", name ? name : "");
     return fn;
 }
 
