@@ -321,14 +321,18 @@ int mxu_res_header(mxu_res *res, const char *name, const char *value)
     if (res->nhdrs == res->hdrs_cap) {
         size_t cap = res->hdrs_cap ? res->hdrs_cap * 2 : 16;
         mxu_fn_res_hdr *h = realloc(res->hdrs, cap * sizeof(*h));
-        if (!h)
+        if (!h) {
+            res->failed = 1; /* a header silently missing could change the meaning */
             return -1;
+        }
         res->hdrs = h;
         res->hdrs_cap = cap;
     }
     size_t at = res->hdr_bytes.len;
-    if (mxu_fn_buf_reserve(&res->hdr_bytes, nlen + vlen) < 0)
+    if (mxu_fn_buf_reserve(&res->hdr_bytes, nlen + vlen) < 0) {
+        res->failed = 1;
         return -1;
+    }
     mxu_fn_buf_append(&res->hdr_bytes, name, nlen);
     mxu_fn_buf_append(&res->hdr_bytes, value, vlen);
     res->hdrs[res->nhdrs++] = (mxu_fn_res_hdr){at, (uint32_t)nlen, at + nlen, (uint32_t)vlen};

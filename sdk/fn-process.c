@@ -66,9 +66,11 @@ static int in_make_room(proc *p, size_t need)
     }
     if (p->cap - p->start >= need + 1)
         return 0;
-    size_t cap = p->cap ? p->cap : IN_INITIAL;
-    while (cap < need + 1)
-        cap *= 2;
+    /* Double for small frames; a big one gets exactly its size, so an 80 MiB
+     * frame costs 80 MiB, not 128. */
+    size_t cap = p->cap ? p->cap * 2 : IN_INITIAL;
+    if (cap < need + 1)
+        cap = need + 1;
     uint8_t *n = realloc(p->in, cap);
     if (!n)
         return -1;
@@ -81,7 +83,12 @@ static int in_make_room(proc *p, size_t need)
  * nothing is available on a non-blocking descriptor, -1 on error. */
 static int in_read(proc *p, size_t need)
 {
-    if (in_make_room(p, need) < 0) {
+    /* Always leave room to read something: while flushing, complete frames
+     * may still be waiting in the buffer, and a zero-length read would look
+     * like EOF. */
+    size_t have = p->len - p->start;
+    size_t want = need > have ? need : have + 4096;
+    if (in_make_room(p, want) < 0) {
         mxu_fn_rt_fatal("out of memory buffering a %zu-byte frame", need);
         return -1;
     }

@@ -27,9 +27,11 @@
  *    mxu_alloc() memory) lives until mxu_handle() returns and is then reused:
  *    copy what must outlive the invocation. Data you pass in (header values,
  *    body bytes) is copied at the call, so you may free or reuse it at once.
- *  - Errors. Calls that can fail return -1 (or NULL) and leave the request and
- *    response as they were; none of them aborts the process. Out of memory
- *    while building a response turns the whole response into a 500.
+ *  - Errors. Calls that can fail return -1 (or NULL); none of them aborts
+ *    the process. A call refused for bad arguments or a limit changes
+ *    nothing. Running out of memory while building the response turns the
+ *    whole response into a bare 500 (logged), whatever the handler does
+ *    next, so checking every call is optional.
  *  - Portability. Nothing here assumes an operating system: the same contract
  *    is served over a socket (process and sandbox executors) and over a
  *    hypercall channel inside a micro-VM with no guest OS. Use files, sockets
@@ -154,19 +156,19 @@ MXU_FN_API void *mxu_alloc(mxu_req *req, size_t n);
 MXU_FN_API int mxu_res_status(mxu_res *res, int status);
 
 /* Add a response header; repeated names produce repeated header lines, in
- * call order. Both strings are copied. Returns -1 when `name` is not an HTTP
- * token (empty, or with spaces, ':', control bytes...), when `value` holds a
- * control byte other than tab (CR and LF especially: no header injection),
- * when all headers together would pass MXU_FN_HEADER_MAX bytes, or when out
- * of memory; the header is then not added. The node owns the headers that
- * describe the framing (Content-Length, Transfer-Encoding, Connection) and
- * ignores those. */
+ * call order. Both strings are copied. Returns -1, and adds nothing, when
+ * `name` is not an HTTP token (empty, or with spaces, ':', control bytes...),
+ * when `value` holds a control byte other than tab (CR and LF especially: no
+ * header injection), when `name` is Content-Length, Transfer-Encoding or
+ * Connection (the node frames the HTTP response itself), or when all
+ * headers together would pass MXU_FN_HEADER_MAX bytes; also when out of
+ * memory, which turns the response into a 500. */
 MXU_FN_API int mxu_res_header(mxu_res *res, const char *name, const char *value);
 
 /* Replace the body with a copy of `len` bytes at `data` (`data` may be NULL
- * when `len` is 0, which empties the body). Returns 0, or -1 when `len`
- * exceeds MXU_FN_BODY_MAX or memory runs out; out of memory also turns the
- * response into a 500, since the body it meant to send is lost. */
+ * when `len` is 0, which empties the body). Returns 0; -1 when `data` is NULL
+ * with `len` > 0 or `len` exceeds MXU_FN_BODY_MAX (the body is unchanged), or
+ * when memory runs out (the response becomes a 500). */
 MXU_FN_API int mxu_res_set_body(mxu_res *res, const void *data, size_t len);
 
 /* Append `len` bytes at `data` to the body. Same errors as mxu_res_set_body(),
@@ -187,12 +189,13 @@ enum mxu_fn_log_level { MXU_DEBUG = 0, MXU_INFO = 1, MXU_WARN = 2, MXU_ERROR = 3
 
 /* Log one message at `level` (MXU_DEBUG .. MXU_ERROR; other values are
  * treated as MXU_ERROR). It becomes a LOG frame that the node files under the
- * current invocation (or under the instance when called from mxu_init()),
- * with a timestamp: do not add your own, nor a trailing newline. Messages
- * longer than MXU_FN_LOG_MAX bytes are cut. Each call sends its message at
- * once rather than batching it with responses, so that the lines written just
- * before a crash or a timeout are not lost; keep logging off hot paths.
- * Never fails visibly: when the message cannot be sent, it is dropped. */
+ * current invocation (or under the instance when called from mxu_init()) and
+ * timestamps on arrival. Trailing newlines are dropped; a message may hold
+ * several lines. Messages longer than MXU_FN_LOG_MAX bytes are cut. Each call
+ * sends its message at once rather than batching it with responses, so that
+ * the lines written just before a crash or a timeout are not lost: that costs
+ * a write per call, so keep logging off hot paths. Never fails visibly: a
+ * message that cannot be sent (out of memory, node gone) is dropped. */
 MXU_FN_API void mxu_log(int level, const char *fmt, ...) MXU_FN_PRINTF(2, 3);
 
 /* The same with a va_list. */
