@@ -81,7 +81,12 @@ static void first_error_line(const mxu_buf *log, char *out, size_t outlen)
 {
     out[0] = '\0';
     const char *p = log->data ? log->data : "";
+    /* compiler errors say "error"; the linker's first complaint is usually
+     * "undefined reference" and its "error" comes last */
     const char *hit = strstr(p, "error");
+    const char *undef = strstr(p, "undefined reference");
+    if (hit == NULL || (undef && undef < hit))
+        hit = undef;
     if (hit == NULL)
         return;
     const char *start = hit;

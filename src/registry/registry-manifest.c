@@ -1087,6 +1087,8 @@ int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_m
                        mxu_err *err)
 {
     const char *file = filename ? filename : "mxu.yaml";
+    if (text == NULL) /* libyaml asserts on a NULL input */
+        text = "", len = 0;
     if (len > MXU_MANIFEST_MAX_BYTES)
         return fail(file, 0, NULL, err, "the manifest is larger than %u KiB",
                     MXU_MANIFEST_MAX_BYTES / 1024);

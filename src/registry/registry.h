@@ -109,7 +109,8 @@ typedef struct mxu_registry_config {
     const char *data_dir;        /* must exist */
     const char *sdk_include_dir; /* for building runtime c; NULL = compiled-in default */
     const char *sdk_lib_dir;     /* folder holding libmxufn.a; NULL = default */
-    const char *cc;              /* compiler; NULL = "cc" */
+    const char *cc;              /* compiler; NULL = MXU_C_COMPILER from mxu-config.h
+                                    (the compiler mxu itself was built with) */
     uint64_t build_timeout_ms;   /* 0 = 120 s */
 } mxu_registry_config;
 
@@ -118,7 +119,10 @@ typedef struct mxu_registry_config {
  * bundle folders no version references. */
 int mxu_registry_open(uv_loop_t *loop, const mxu_registry_config *cfg, mxu_registry **out,
                       mxu_err *err);
-/* Waits for a running build to finish, then frees everything. */
+/* Waits for a running build to finish (its compiler is killed at once), then
+ * frees everything. Deploys not yet finished get their callback, with
+ * ECANCELED, before this returns. Run the loop once more afterwards: a
+ * cancelled work item still gets its (internal) after-work callback. */
 void mxu_registry_close(mxu_registry *reg);
 
 /* Resolve `name` plus a reference: NULL or "" → alias latest; digits → that
@@ -170,10 +174,14 @@ int mxu_registry_set_alias(mxu_registry *reg, const char *name, const char *alia
 int mxu_registry_delete_alias(mxu_registry *reg, const char *name, const char *alias, mxu_err *err);
 /* Delete one version. Refused (EBUSY) while an alias other than latest points
  * at it. If it was latest, latest moves to the newest remaining version; if
- * none remains, the function itself is deleted. */
+ * none remains, the function itself is deleted. Its bundle folder is removed
+ * at once if no other version shares it and nobody else holds a reference to
+ * the version (a running instance may), else at the next open. */
 int mxu_registry_delete_version(mxu_registry *reg, const char *name, uint32_t version,
                                 mxu_err *err);
-/* Delete a function with all its versions and aliases. */
+/* Delete a function with all its versions and aliases. Its version numbers
+ * stay used: deployed again, the function goes on from the next number, so a
+ * stale `name@3` never names different code. */
 int mxu_registry_delete_function(mxu_registry *reg, const char *name, mxu_err *err);
 
 /* ---- reading ---- */
@@ -187,7 +195,8 @@ json_t *mxu_registry_function_json(mxu_registry *reg, const char *name, mxu_err 
 json_t *mxu_registry_list_json(mxu_registry *reg);
 
 /* Visit every version that at least one alias points at (the versions a node
- * keeps min_instances of), in function-name order. */
+ * keeps min_instances of), in function-name order. `cb` must not change the
+ * registry. */
 void mxu_registry_foreach_aliased(mxu_registry *reg, void (*cb)(void *ud, mxu_fn_version *v),
                                   void *ud);
 
@@ -199,7 +208,11 @@ enum mxu_registry_event {
     MXU_REG_ALIASES_CHANGED, /* some alias of the function moved or vanished */
 };
 /* One listener (the scheduler). Called synchronously after each committed
- * change; `v` is valid during the call (take a reference to keep it). */
+ * change; `v` is valid during the call (take a reference to keep it). A deploy
+ * reports only VERSION_ADDED (latest moving with it is implied); deleting the
+ * latest version reports VERSION_REMOVED, then ALIASES_CHANGED with the new
+ * latest; deleting a function reports VERSION_REMOVED for each version. The
+ * listener may read the registry but not change it. */
 void mxu_registry_set_listener(mxu_registry *reg,
                                void (*cb)(void *ud, enum mxu_registry_event ev, mxu_fn_version *v),
                                void *ud);

@@ -423,6 +423,12 @@ static void test_reopen_keeps_everything(void)
     mxu_err err = {0};
     CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 2, &err), 0);
     CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 1, &err), 0);
+    const char *envy = "name: envy\nruntime: exec\ncommand: /bin/true\nenv:\n  ZED: 1\n  ALPHA: 2\n"
+                       "  MID: \"three\"\nresources:\n  zz: {uri: \"kv:z\", access: read}\n"
+                       "  aa: {uri: \"svc:x@prod\"}\n";
+    dres d = {0};
+    CHECK_EQ_INT(deploy_wait(&t, envy, NULL, 0, &d), 0);
+    free(d.log);
     json_t *before = mxu_registry_list_json(t.reg);
     json_t *hello_before = mxu_registry_function_json(t.reg, "hello", &err);
     env_close_registry(&t);
@@ -437,6 +443,15 @@ static void test_reopen_keeps_everything(void)
     expect_resolve_fails(&t, "hello", "1", "no version 1");
     mxu_fn_version *v = mxu_registry_resolve(t.reg, "hello", "3", &err);
     CHECK(exists(v->exe_path));
+    /* env and resources keep the manifest's order through the database */
+    v = mxu_registry_resolve(t.reg, "envy", NULL, &err);
+    CHECK_EQ_INT(v->manifest->nenv, 3);
+    CHECK_STR(v->manifest->env_names[0], "ZED");
+    CHECK_STR(v->manifest->env_names[1], "ALPHA");
+    CHECK_STR(v->manifest->env_values[2], "three");
+    CHECK_STR(v->manifest->resources[0].name, "zz");
+    CHECK_STR(v->manifest->resources[1].access, "invoke");
+    CHECK_STR(v->exe_path, "/bin/true");
     CHECK_EQ_INT(deploy_hello(&t, "hello", "4"), 4);
     json_decref(before);
     json_decref(after);
@@ -566,6 +581,14 @@ static void test_build_failure_changes_nothing(void)
     json_t *reopened = mxu_registry_list_json(t.reg);
     CHECK(json_equal(before, reopened));
     /* the next good deploy gets number 2: the failed one used none */
+    /* a link error: the message quotes the linker's complaint */
+    const char *unresolved = "int nowhere(void);\nint main(void) { return nowhere(); }\n";
+    files[0].data = unresolved;
+    files[0].len = strlen(unresolved);
+    CHECK_EQ_INT(deploy_wait(&t, yaml, files, 1, &d), -1);
+    CHECK_EQ_INT(d.err.code, ENOEXEC);
+    CHECK_CONTAINS(d.err.msg, "undefined reference");
+    CHECK_CONTAINS(d.err.msg, "nowhere");
     files[0].data = "int main(void) { return 1 - 1; }\n";
     files[0].len = strlen(files[0].data);
     CHECK_EQ_INT(deploy_wait(&t, yaml, files, 1, &d), 0);
@@ -802,6 +825,35 @@ static void test_deleted_in_use_keeps_bundle(void)
     env_fini(&t);
 }
 
+/* A database from a newer mxu is refused, not misread; so is a damaged one. */
+static void test_open_refuses_bad_database(void)
+{
+    tenv t;
+    env_init(&t);
+    deploy_hello(&t, "hello", "1");
+    _cleanup_free_ char *db = mxu_path_join(t.reg->data_dir, "state.db");
+    env_close_registry(&t);
+
+    sqlite3 *h;
+    CHECK_EQ_INT(sqlite3_open(db, &h), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_exec(h, "PRAGMA user_version=99", NULL, NULL, NULL), SQLITE_OK);
+    mxu_err err = {0};
+    mxu_registry *reg = NULL;
+    CHECK_EQ_INT(mxu_registry_open(&t.loop, &t.cfg, &reg, &err), -1);
+    CHECK(reg == NULL);
+    CHECK_EQ_INT(err.code, EPROTO);
+    CHECK_CONTAINS(err.msg, "schema 99");
+
+    CHECK_EQ_INT(sqlite3_exec(h, "PRAGMA user_version=1; UPDATE versions SET manifest='{\"x\":1}'",
+                              NULL, NULL, NULL),
+                 SQLITE_OK);
+    sqlite3_close(h);
+    CHECK_EQ_INT(mxu_registry_open(&t.loop, &t.cfg, &reg, &err), -1);
+    CHECK_CONTAINS(err.msg, "manifest of hello@1");
+    CHECK_CONTAINS(err.msg, "unknown field 'x'");
+    env_fini(&t);
+}
+
 static void collect(void *ud, mxu_fn_version *v)
 {
     char *s = ud;
@@ -858,4 +910,4 @@ MXU_TESTS(TEST(test_deploy_and_resolve), TEST(test_unchanged_redeploy), TEST(tes
           TEST(test_build_failure_changes_nothing), TEST(test_build_timeout), TEST(test_fifo),
           TEST(test_deploy_refused_at_once), TEST(test_commit_failure),
           TEST(test_close_cancels_pending), TEST(test_deleted_in_use_keeps_bundle),
-          TEST(test_json_and_foreach))
+          TEST(test_open_refuses_bad_database), TEST(test_json_and_foreach))
