@@ -171,10 +171,16 @@ static int run_compiler(char **argv, const char *dir, const reg_build_opts *opts
     while (!(eof && reaped)) {
         if (!reaped) {
             pid_t r = waitpid(pid, &status, WNOHANG);
-            if (r == pid)
+            if (r == pid) {
                 reaped = true;
+            } else if (r < 0 && errno == ECHILD) {
+                /* Someone set SIGCHLD to SIG_IGN: the child was reaped for
+                 * us and its status is lost. Call it a failure. */
+                reaped = true;
+                status = 127 << 8;
+            }
         }
-        bool cancel = opts->cancel && *opts->cancel;
+        bool cancel = opts->cancel && __atomic_load_n(opts->cancel, __ATOMIC_RELAXED);
         if (!killed && (cancel || now_ms() >= deadline)) {
             kill(-pid, SIGKILL);
             killed = true;
@@ -206,8 +212,11 @@ static int run_compiler(char **argv, const char *dir, const reg_build_opts *opts
         else
             log_append(log, buf, (size_t)n, &truncated);
     }
-    if (!reaped) /* only after a poll failure */
-        waitpid(pid, &status, 0);
+    if (!reaped) { /* only after a poll failure */
+        kill(-pid, SIGKILL);
+        while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+            ;
+    }
     if (truncated)
         mxu_buf_puts(log, "\n[... compiler output cut at 64 KiB]\n");
     return status;

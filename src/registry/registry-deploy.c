@@ -44,7 +44,7 @@ struct reg_deploy_job {
     char *bundles_dir;
     char *cc, *sdk_include_dir, *sdk_lib_dir;
     uint64_t build_timeout_ms;
-    volatile int cancel;
+    int cancel; /* set by close, read by the build thread (atomically) */
 
     /* Results of the write + build work item. */
     int rc;
@@ -266,7 +266,7 @@ void reg_deploy_shutdown(mxu_registry *reg)
     reg_deploy_job *job = reg->running;
     if (job) {
         reg->running = NULL;
-        job->cancel = 1;
+        __atomic_store_n(&job->cancel, 1, __ATOMIC_RELAXED);
         /* Not started yet: libuv drops it (its after-work callback still
          * runs, with UV_ECANCELED). Started: wait for the thread, which
          * kills its compiler at once on `cancel`. */

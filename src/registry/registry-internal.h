@@ -139,7 +139,7 @@ typedef struct reg_build_opts {
     const char *sdk_lib_dir;
     uint64_t timeout_ms;
     /* Set from another thread to kill the compiler early (registry closing). */
-    volatile int *cancel;
+    int *cancel; /* read with __atomic_load_n */
 } reg_build_opts;
 
 /* Compile a runtime c bundle in `dir` into dir/.mxu/instance. Blocking: call

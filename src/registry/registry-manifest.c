@@ -1021,7 +1021,6 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
     case F_COUNT:
         break;
     }
-    MXU_UNUSED(qbuf);
     return -1;
 }
 
