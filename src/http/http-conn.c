@@ -172,23 +172,24 @@ static int split_url(http_conn *c, mxu_http_req *req)
     if (ulen == 0)
         return -1;
     if (u[0] != '/') {
-        /* absolute-form (RFC 9112 3.2.2): keep only the path and query. */
+        /* absolute-form (RFC 9112 3.2.2): keep only the path and query.
+         * CONNECT's authority-form and OPTIONS' "*" have no path to give. */
         struct http_parser_url pu;
         http_parser_url_init(&pu);
         if (c->parser.method == HTTP_CONNECT || http_parser_parse_url(u, ulen, 0, &pu) != 0 ||
             !(pu.field_set & (1 << UF_HOST)))
             return -1;
-        if (!(pu.field_set & (1 << UF_PATH))) {
-            req->path_off = HTTP_NO_OFFSET;
-            path = ulen;
-        } else {
+        if (pu.field_set & (1 << UF_PATH))
             path = pu.field_data[UF_PATH].off;
-        }
+        else if (pu.field_set & (1 << UF_QUERY))
+            path = (size_t)pu.field_data[UF_QUERY].off - 1; /* at the '?' */
+        else
+            path = ulen;
     }
     for (path_end = path; path_end < ulen && u[path_end] != '?' && u[path_end] != '#'; path_end++)
         ;
-    if (path < ulen)
-        req->path_off = (uint32_t)path;
+    if (path_end > path)
+        req->path_off = (uint32_t)path; /* else "/" */
     if (path_end < ulen && u[path_end] == '?') {
         size_t q = path_end + 1, q_end = q;
         while (q_end < ulen && u[q_end] != '#')
@@ -275,7 +276,7 @@ static int on_headers_complete(http_parser *p)
         /* Reserve for what was announced, but not more than a little: the
          * client may never send it. */
         size_t want = has_length ? (size_t)p->content_length : 0;
-        mxu_buf_reserve(&req->body, MXU_MIN(want, (size_t)HTTP_KEEP_BODY_CAP));
+        mxu_buf_reserve(&req->body, MXU_MIN(want, (size_t)HTTP_KEEP_BUF_CAP));
         if (expect && !req->http10 && http_ieq(expect, "100-continue", 13)) {
             /* Answers to earlier requests are still in `out` (corked): they
              * must leave first. */
@@ -488,6 +489,8 @@ void http_conn_resume(http_conn *c)
         size_t n = parse_run(c, c->in.data, c->in.len);
         c->busy = false;
         mxu_buf_consume(&c->in, n);
+        if (c->in.len == 0)
+            mxu_buf_free(&c->in); /* reads go through the shared buffer again */
         if (c->state != HTTP_CONN_CLOSED && c->out.len)
             http_conn_flush(c, NULL);
     }

@@ -78,8 +78,10 @@ static inline void http_list_remove(http_link *n)
 /* After the final response and FIN, keep draining input at most this long so
  * the client reads our answer instead of a reset. */
 #define HTTP_LINGER_MS 2000
-/* A recycled request keeps its body buffer up to this size. */
-#define HTTP_KEEP_BODY_CAP (64 * 1024)
+/* A recycled request keeps buffers up to this size: an idle keep-alive
+ * connection should cost little memory. Also the most reserved up front for
+ * a declared Content-Length (the client may never send it). */
+#define HTTP_KEEP_BUF_CAP (4 * 1024)
 
 /* ---- the transport seam --------------------------------------------------- */
 

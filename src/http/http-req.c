@@ -42,14 +42,21 @@ mxu_http_req *http_req_new(http_conn *c)
 
 void http_req_reset(mxu_http_req *req)
 {
+    if (req->strs.cap > HTTP_KEEP_BUF_CAP)
+        mxu_buf_free(&req->strs);
     mxu_buf_reset(&req->strs);
+    if (req->hdrs_cap > 64) {
+        free(req->hdrs);
+        req->hdrs = NULL;
+        req->hdrs_cap = 0;
+    }
     req->nhdrs = 0;
     req->piece = HTTP_PIECE_NONE;
     req->url_len = 0;
     req->path_off = HTTP_NO_OFFSET;
     req->query_off = HTTP_NO_OFFSET;
     req->method = "GET";
-    if (req->body.cap > HTTP_KEEP_BODY_CAP)
+    if (req->body.cap > HTTP_KEEP_BUF_CAP)
         mxu_buf_free(&req->body);
     mxu_buf_reset(&req->body);
     req->start_ns = 0;
@@ -191,6 +198,11 @@ const char *mxu_http_req_peer(const mxu_http_req *req)
 uint64_t mxu_http_req_start_ns(const mxu_http_req *req)
 {
     return req->start_ns;
+}
+
+bool mxu_http_req_aborted(const mxu_http_req *req)
+{
+    return req->conn == NULL;
 }
 
 void mxu_http_req_on_abort(mxu_http_req *req, void (*cb)(mxu_http_req *req, void *ud), void *ud)

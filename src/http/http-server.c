@@ -232,6 +232,8 @@ int mxu_http_server_start(uv_loop_t *loop, const char *addr, int port,
     struct sockaddr_storage ss;
     int r;
 
+    if (addr == NULL || handler == NULL)
+        return mxu_err_set(err, EINVAL, "mxu_http_server_start: no address or no handler");
     if (port < 0 || port > 65535)
         return mxu_err_set(err, EINVAL, "port %d out of range", port);
     memset(&ss, 0, sizeof(ss));

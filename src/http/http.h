@@ -35,14 +35,16 @@ typedef struct mxu_http_limits {
                                  default 10000 */
 } mxu_http_limits;
 
-/* Fill with the defaults above. */
+/* Fill with the defaults above. mxu_http_server_start() also takes NULL for
+ * all defaults, and a zero field means that field's default. */
 void mxu_http_limits_default(mxu_http_limits *l);
 
 /* Called once per complete request. */
 typedef void (*mxu_http_handler)(mxu_http_req *req, void *ud);
 
 /* Bind and listen on addr:port (IPv4 or IPv6 literal). port 0 picks a free
- * port; mxu_http_server_port() tells which. */
+ * port; mxu_http_server_port() tells which. `limits` may be NULL. On failure
+ * (bad address, port in use: err->code EADDRINUSE) nothing is left to close. */
 int mxu_http_server_start(uv_loop_t *loop, const char *addr, int port,
                           const mxu_http_limits *limits, mxu_http_handler handler, void *ud,
                           mxu_http_server **out, mxu_err *err);
@@ -61,7 +63,8 @@ void mxu_http_server_close(mxu_http_server *srv, void (*done)(void *ud), void *u
 
 const char *mxu_http_req_method(const mxu_http_req *req); /* "GET", ... */
 /* Path of the URL as sent (not percent-decoded), without the query.
- * Always starts with '/' (absolute-form URLs are reduced to their path). */
+ * Always starts with '/' (absolute-form URLs are reduced to their path;
+ * requests with no path, like CONNECT or "OPTIONS *", are answered 400). */
 const char *mxu_http_req_path(const mxu_http_req *req);
 /* Raw query string without '?', "" if none. */
 const char *mxu_http_req_query(const mxu_http_req *req);
@@ -71,15 +74,21 @@ size_t mxu_http_req_header_count(const mxu_http_req *req);
 void mxu_http_req_header_at(const mxu_http_req *req, size_t i, const char **name,
                             const char **value);
 const char *mxu_http_req_body(const mxu_http_req *req, size_t *len);
-/* Take the body out of the request (no copy); the request's body is then empty. */
+/* Take the body out of the request (no copy); the request's body is then empty.
+ * `out` is overwritten, not freed: pass an empty buffer. */
 void mxu_http_req_steal_body(mxu_http_req *req, mxu_buf *out);
 /* "127.0.0.1:53422" */
 const char *mxu_http_req_peer(const mxu_http_req *req);
 /* Nanoseconds (mxu_now_ns) when the request was complete. */
 uint64_t mxu_http_req_start_ns(const mxu_http_req *req);
-/* Called at most once, if the client disconnects before the response is sent.
- * The request stays valid and must still be answered. */
+/* Called at most once, if the connection ends before the response is sent:
+ * the client disconnected (an EOF counts, even a half-close) or the server
+ * was closed. The request stays valid and must still be answered; `cb` may
+ * answer it at once. A callback set after the connection ended is not called:
+ * check mxu_http_req_aborted(). */
 void mxu_http_req_on_abort(mxu_http_req *req, void (*cb)(mxu_http_req *req, void *ud), void *ud);
+/* True once the connection of `req` is gone: its answer will be dropped. */
+bool mxu_http_req_aborted(const mxu_http_req *req);
 
 /* ---- the response -------------------------------------------------------- */
 
@@ -88,12 +97,16 @@ typedef struct mxu_http_header {
     const char *value;
 } mxu_http_header;
 
-/* Answer the request. Headers are copied; Content-Length, Date-less framing
- * and Connection are added by the server (a caller's Content-Length,
- * Transfer-Encoding or Connection header is ignored). `body` is taken over
- * (its memory is freed when written; the buf is left empty); it may be NULL
- * for an empty body. HEAD requests get headers only. After this call `req`
- * is invalid. */
+/* Answer the request. Headers are copied; Content-Length, Date (unless the
+ * caller gives one) and Connection are added by the server (a caller's
+ * Content-Length, Transfer-Encoding or Connection header is ignored; a header
+ * whose name is not a token or whose value holds CR, LF or another control
+ * byte is dropped with a warning). `body` is taken over (its memory is freed
+ * when written; the buf is left empty); it may be NULL for an empty body.
+ * HEAD requests get headers only; 204 and 304 get neither Content-Length nor
+ * body. `status` must be 200..599 (anything else is sent as 500). After this
+ * call `req` is invalid. Must be called on the loop's thread; it never calls
+ * the handler from inside (pipelined requests continue on the next loop turn). */
 void mxu_http_respond(mxu_http_req *req, int status, const mxu_http_header *headers,
                       size_t nheaders, mxu_buf *body);
 /* Convenience: copy `len` bytes. */

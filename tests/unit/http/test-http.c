@@ -175,6 +175,7 @@ static void on_abort(mxu_http_req *req, void *ud)
     tsrv *ts = ud;
     ts->aborts++;
     CHECK(req == ts->held);
+    CHECK(mxu_http_req_aborted(req));
     /* The request stays valid and must still be answered: do it later,
      * when its connection is long gone. */
     ts->held = NULL;
@@ -205,6 +206,7 @@ static void handler(mxu_http_req *req, void *ud)
         answer_later(ts, req, (uint64_t)atoi(path + 7), path);
     } else if (strcmp(path, "/hold") == 0) {
         ts->held = req;
+        CHECK(!mxu_http_req_aborted(req));
         mxu_http_req_on_abort(req, on_abort, ts);
     } else if (strncmp(path, "/big/", 5) == 0) {
         mxu_buf b = {0};
@@ -407,6 +409,15 @@ static void client_get(tsrv *ts)
     CHECK_EQ_INT(cread(&c, &r, false), 0);
     CHECK_STR(r.body.data, "GET /|-|");
     resp_free(&r);
+    csend(&c, "GET http://example.com?z=1 HTTP/1.1\r\nHost: example.com\r\n\r\n");
+    CHECK_EQ_INT(cread(&c, &r, false), 0);
+    CHECK_STR(r.body.data, "GET /?z=1|-|");
+    resp_free(&r);
+    /* an empty header value is "", not absent; bare LF line ends are accepted */
+    csend(&c, "DELETE /echo? HTTP/1.1\nHost: t\nx-test:\n\n");
+    CHECK_EQ_INT(cread(&c, &r, false), 0);
+    CHECK_STR(r.body.data, "DELETE /echo||");
+    resp_free(&r);
     cclose(&c);
 }
 
@@ -414,7 +425,7 @@ static void test_get(void)
 {
     tsrv ts;
     run(NULL, handler, client_get, &ts);
-    CHECK_EQ_INT(ts.nreq, 3);
+    CHECK_EQ_INT(ts.nreq, 5);
     CHECK_CONTAINS(ts.peers[0], "127.0.0.1:");
 }
 
@@ -738,6 +749,9 @@ static void client_400(tsrv *ts)
         "POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
         "GET / HTTP/1.1\r\nHost: t\r\nX-Fold: a\r\n b\r\n\r\n", /* obs-fold */
         "GET nopath HTTP/1.1\r\nHost: t\r\n\r\n",
+        "OPTIONS * HTTP/1.1\r\nHost: t\r\n\r\n",
+        "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n",
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Ctl: a\x01b\r\n\r\n",
         "\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03", /* TLS ClientHello */
     };
     for (size_t i = 0; i < MXU_ARRAY_LEN(cases); i++)
@@ -939,6 +953,83 @@ static void test_big_response(void)
     CHECK_EQ_INT(ts.nreq, 3);
 }
 
+static int get_nreq(tsrv *ts)
+{
+    return ts->nreq;
+}
+
+static http_conn *first_conn(tsrv *ts)
+{
+    if (http_list_empty(&ts->srv->conns))
+        return NULL;
+    return http_container_of(ts->srv->conns.next, http_conn, link);
+}
+
+static int conn_read_stopped(tsrv *ts)
+{
+    http_conn *c = first_conn(ts);
+    return c && c->read_stopped;
+}
+
+static int conn_out_blocked(tsrv *ts)
+{
+    http_conn *c = first_conn(ts);
+    return c && c->out_blocked;
+}
+
+static void client_backpressure(tsrv *ts)
+{
+    /* 3000 pipelined requests behind a slow first answer: parked input
+     * passes the high-water mark and reading stops; all are answered in
+     * order once the handler catches up. */
+    conn c = cconnect(ts->port);
+    mxu_buf b = {0};
+    mxu_buf_puts(&b, "GET /delay/200 HTTP/1.1\r\nHost: t\r\n\r\n");
+    for (int i = 0; i < 3000; i++)
+        mxu_buf_printf(&b, "GET /echo/%d HTTP/1.1\r\nHost: t\r\n\r\n", i);
+    CHECK(b.len > HTTP_IN_HIGH_WATER);
+    csend_n(&c, b.data, b.len);
+    mxu_buf_free(&b);
+    wait_for(ts, conn_read_stopped, 1);
+    resp r;
+    CHECK_EQ_INT(cread(&c, &r, false), 0);
+    CHECK_STR(r.body.data, "/delay/200");
+    resp_free(&r);
+    for (int i = 0; i < 3000; i++) {
+        char want[64];
+        CHECK_EQ_INT(cread(&c, &r, false), 0);
+        snprintf(want, sizeof(want), "GET /echo/%d|-|", i);
+        CHECK_STR(r.body.data, want);
+        resp_free(&r);
+    }
+    cclose(&c);
+
+    /* A client that asks for 64 x 256 KiB and does not read: once the
+     * kernel's buffers are full and a MiB is queued in the server, parsing
+     * stops; it goes on as the client reads. */
+    c = cconnect(ts->port);
+    for (int i = 0; i < 64; i++)
+        csend(&c, "GET /big/262144 HTTP/1.1\r\nHost: t\r\n\r\n");
+    wait_for(ts, conn_out_blocked, 1);
+    CHECK(loop_call(ts, get_nreq) < 3001 + 64); /* not all parsed yet */
+    for (int i = 0; i < 64; i++) {
+        CHECK_EQ_INT(cread(&c, &r, false), 0);
+        CHECK_EQ_U64(r.body.len, 262144);
+        CHECK(r.body.data[262143] == (char)('a' + 262143 % 26));
+        resp_free(&r);
+    }
+    CHECK_EQ_INT(loop_call(ts, conn_out_blocked), 0);
+    cclose(&c);
+}
+
+static void test_backpressure(void)
+{
+    tsrv ts;
+    run(NULL, handler, client_backpressure, &ts);
+    CHECK_EQ_INT(ts.nreq, 3001 + 64);
+    CHECK_EQ_INT(ts.max_pending, 1);
+}
+
 static void client_bad_headers(tsrv *ts)
 {
     conn c = cconnect(ts->port);
@@ -1053,11 +1144,6 @@ static void test_close_then_answer(void)
     CHECK(ts.held != NULL);
     CHECK_STR(mxu_http_req_path(ts.held), "/x");
     mxu_http_respond_bytes(ts.held, 200, "text/plain", "late", 4);
-}
-
-static int get_nreq(tsrv *ts)
-{
-    return ts->nreq;
 }
 
 static void client_stop_accepting(tsrv *ts)
@@ -1178,6 +1264,10 @@ static void mem_handler(mxu_http_req *req, void *ud)
                        mxu_http_req_header(req, "x-h") ? mxu_http_req_header(req, "x-h") : "-",
                        (int)blen, body);
     (*n)++;
+    if (strncmp(mxu_http_req_path(req), "/s/", 3) == 0) {
+        mxu_http_respond_bytes(req, atoi(mxu_http_req_path(req) + 3), NULL, "xyz", 3);
+        return;
+    }
     mxu_http_respond_bytes(req, 200, NULL, out, (size_t)len);
 }
 
@@ -1268,10 +1358,40 @@ static void test_mem_bytewise_error(void)
     mxu_buf_free(&m.out);
 }
 
+static void test_mem_statuses(void)
+{
+    /* 204/304 carry neither Content-Length nor body; a 1xx or out-of-range
+     * final answer becomes 500. */
+    const char *in = "GET /s/204 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /s/304 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /s/101 HTTP/1.1\r\nHost: t\r\n\r\n"
+                     "GET /s/404 HTTP/1.1\r\nHost: t\r\n\r\n";
+    mxu_buf out;
+    int nreq = 0;
+    mem_run(in, strlen(in), 0, 0, &out, &nreq);
+    CHECK_EQ_INT(nreq, 4);
+    const char *p = out.data;
+    CHECK(strncmp(p, "HTTP/1.1 204 No Content\r\n", 25) == 0);
+    const char *next = strstr(p, "\r\n\r\n") + 4;
+    CHECK(memmem(p, (size_t)(next - p), "Content-Length", 14) == NULL);
+    CHECK(strncmp(next, "HTTP/1.1 304 Not Modified\r\n", 27) == 0);
+    p = next;
+    next = strstr(p, "\r\n\r\n") + 4;
+    CHECK(memmem(p, (size_t)(next - p), "Content-Length", 14) == NULL);
+    CHECK(strncmp(next, "HTTP/1.1 500 Internal Server Error\r\n", 36) == 0);
+    CHECK_CONTAINS(next, "Content-Length: 0\r\n");
+    p = strstr(next, "\r\n\r\n") + 4;
+    CHECK(strncmp(p, "HTTP/1.1 404 Not Found\r\n", 24) == 0);
+    CHECK_CONTAINS(p, "Content-Length: 3\r\n");
+    CHECK(strcmp(out.data + out.len - 7, "\r\n\r\nxyz") == 0);
+    mxu_buf_free(&out);
+}
+
 MXU_TESTS(TEST(test_get), TEST(test_keepalive), TEST(test_http10), TEST(test_pipelining),
           TEST(test_pipelining_sync), TEST(test_bodies), TEST(test_expect_continue), TEST(test_413),
           TEST(test_431), TEST(test_400), TEST(test_idle_timeout), TEST(test_read_timeout),
           TEST(test_client_abort), TEST(test_head), TEST(test_big_response),
-          TEST(test_response_headers), TEST(test_max_connections), TEST(test_close_pending),
-          TEST(test_close_then_answer), TEST(test_stop_accepting), TEST(test_start_errors),
-          TEST(test_mem_splits), TEST(test_mem_bytewise_error))
+          TEST(test_backpressure), TEST(test_response_headers), TEST(test_max_connections),
+          TEST(test_close_pending), TEST(test_close_then_answer), TEST(test_stop_accepting),
+          TEST(test_start_errors), TEST(test_mem_splits), TEST(test_mem_bytewise_error),
+          TEST(test_mem_statuses))
