@@ -265,7 +265,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
         return;
     }
 
-    inv_ctx *c = mxu_malloc(sizeof(*c));
+    inv_ctx *c = mxu_calloc(1, sizeof(*c));
     c->api = api;
     c->req = req;
     c->inv = NULL;

@@ -47,6 +47,7 @@ enum { STEP_PGID, STEP_PDEATH, STEP_RLIMIT, STEP_DUP, STEP_DEVNULL, STEP_CHDIR, 
 /* Everything the child needs, prepared before fork so the child allocates nothing. */
 struct child_plan {
     const mxu_exec_spec *spec;
+    struct rlimit data, nofile; /* clamped to what the node may set */
     pid_t parent;
     int src[4]; /* what becomes fd 0, 1, 2, 3 (-1 = /dev/null for 0..2, none for 3) */
     int report_fd;
@@ -98,14 +99,12 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
      *    allocate without breaking runtimes that reserve large address
      *    ranges they never touch. */
     struct rlimit rl;
-    rl.rlim_cur = rl.rlim_max = spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY;
-    if (setrlimit(RLIMIT_DATA, &rl) < 0)
+    if (setrlimit(RLIMIT_DATA, &pl->data) < 0)
         child_fail(pl, STEP_RLIMIT);
     rl.rlim_cur = rl.rlim_max = 0;
     if (setrlimit(RLIMIT_CORE, &rl) < 0)
         child_fail(pl, STEP_RLIMIT);
-    rl.rlim_cur = rl.rlim_max = spec->max_open_files ? spec->max_open_files : 1024;
-    if (setrlimit(RLIMIT_NOFILE, &rl) < 0)
+    if (setrlimit(RLIMIT_NOFILE, &pl->nofile) < 0)
         child_fail(pl, STEP_RLIMIT);
     if (spec->cpu_limit_s) {
         rl.rlim_cur = spec->cpu_limit_s;
@@ -143,6 +142,14 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
 
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
     child_fail(pl, STEP_EXEC);
+}
+
+static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
+{
+    struct rlimit cur;
+    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
+        want = cur.rlim_max;
+    out->rlim_cur = out->rlim_max = want;
 }
 
 static int nonblock_cloexec(int fd)
@@ -202,6 +209,10 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
         .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], chan[1]},
         .report_fd = report[1],
     };
+    /* Limits can only be lowered without privileges: never ask for more
+     * than the node itself has. */
+    clamp_limit(RLIMIT_DATA, spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY, &plan.data);
+    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan.nofile);
     pid_t pid = fork();
     if (pid < 0) {
         mxu_err_sys(err, errno, "%s: fork", spec->label);

@@ -437,16 +437,20 @@ static mxu_pool *pool_get(mxu_sched *s, mxu_fn_version *v, mxu_err *err)
 
 static void pool_on_timer_closed(uv_handle_t *h)
 {
-    mxu_pool *pool = h->data;
-    mxu_unit_executor(pool->unit)->release(pool->sched->exec, mxu_unit_warm_spec(pool->unit));
-    mxu_unit_free(pool->unit);
-    mxu_fn_version_unref(pool->version);
-    free(pool);
+    free(h->data);
 }
 
+/* Everything but the timer goes now: the close callback must not reach the
+ * scheduler, which may be freed before it runs. */
 static void pool_free(mxu_pool *pool)
 {
-    HASH_DEL(pool->sched->pools, pool);
+    mxu_sched *s = pool->sched;
+    HASH_DEL(s->pools, pool);
+    mxu_unit_executor(pool->unit)->release(s->exec, mxu_unit_warm_spec(pool->unit));
+    mxu_unit_free(pool->unit);
+    mxu_fn_version_unref(pool->version);
+    pool->unit = NULL;
+    pool->version = NULL;
     uv_close((uv_handle_t *)&pool->timer, pool_on_timer_closed);
 }
 

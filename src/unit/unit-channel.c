@@ -2,10 +2,12 @@
  * The host side of the channel: frames over the socket the executor gave an
  * instance. Reading keeps one input buffer per channel and hands out every
  * complete frame in place (no copy); writing gathers frames in an output
- * buffer and flushes it from a uv_check handle, i.e. once per loop iteration
- * after all I/O callbacks: when thirty requests arrive in one turn for the
- * same instance, they cost one write() and one wake-up of the instance,
- * which is most of the cost of a warm invocation.
+ * buffer and flushes it from a uv_idle handle, i.e. once per loop iteration,
+ * before the loop next waits for I/O: when thirty requests arrive in one turn
+ * for the same instance, they cost one write() and one wake-up of the
+ * instance, which is most of the cost of a warm invocation. (An idle handle,
+ * not a check handle: an active idle handle also keeps the loop from
+ * blocking in poll with output still queued, whichever phase queued it.)
  *
  * The instance is not trusted: a header that fails validation, or a frame
  * larger than the channel's maximum, ends the channel with EPROTO.
@@ -22,7 +24,7 @@ struct mxu_channel {
     mxu_channel_cbs cbs;
     void *ud;
     uv_poll_t poll;
-    uv_check_t flush;
+    uv_idle_t flush;
     int poll_events;
     mxu_buf in;
     size_t in_off; /* parsed up to here */
@@ -60,10 +62,10 @@ static void channel_try_write(mxu_channel *ch)
     channel_update_poll(ch);
 }
 
-static void on_flush(uv_check_t *h)
+static void on_flush(uv_idle_t *h)
 {
     mxu_channel *ch = h->data;
-    uv_check_stop(&ch->flush);
+    uv_idle_stop(&ch->flush);
     ch->flush_active = false;
     if (!ch->ended)
         channel_try_write(ch);
@@ -183,7 +185,7 @@ int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_chan
         return mxu_err_set(err, EIO, "cannot watch channel: %s", uv_strerror(rc));
     }
     ch->poll.data = ch;
-    uv_check_init(loop, &ch->flush);
+    uv_idle_init(loop, &ch->flush);
     ch->flush.data = ch;
     channel_update_poll(ch);
     *out = ch;
@@ -200,7 +202,7 @@ uint8_t *mxu_channel_frame(mxu_channel *ch, uint8_t type, uint64_t id, uint32_t 
     ch->out.data[ch->out.len] = '\0';
     if (!ch->flush_active && !ch->ended && !ch->closing) {
         ch->flush_active = true;
-        uv_check_start(&ch->flush, on_flush);
+        uv_idle_start(&ch->flush, on_flush);
     }
     return p + MXU_FRAME_HEADER_SIZE;
 }

@@ -59,7 +59,7 @@ int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_chan
                      void *ud, mxu_channel **out, mxu_err *err);
 
 /* Append a frame to the output. Writes are gathered and flushed once per loop
- * iteration (after all I/O callbacks ran), so frames queued for one instance
+ * iteration (before the loop waits for I/O again), so frames queued for one instance
  * in one turn of the loop go out in one write(). Returns a pointer to the
  * `len` payload bytes to fill in before returning to the loop. */
 uint8_t *mxu_channel_frame(mxu_channel *ch, uint8_t type, uint64_t id, uint32_t len);

@@ -87,7 +87,7 @@ def test_exec_orphans_die_with_node():
         n = Node()
         try:
             make_function(tmp, "forker", "name: forker\nruntime: exec\ncommand: ./f.sh\n",
-                          {"f.sh": ("#!/bin/sh\nsetsid sleep 300 >/dev/null 2>&1 &\necho started\n",
+                          {"f.sh": ("#!/bin/sh\nsetsid sleep 300 >/dev/null 2>&1 &\nsleep 0.3\necho started\n",
                                     0o755)})
             n.deploy(os.path.join(tmp, "forker"))
             eq(n.get("/fn/forker").text, "started\n")
