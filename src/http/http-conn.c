@@ -521,11 +521,11 @@ void http_conn_answered(http_conn *c, bool keep_alive)
 {
     if (c->state == HTTP_CONN_CLOSED)
         return;
+    c->state = HTTP_CONN_IDLE; /* nothing is out with the handler any more */
     if (!keep_alive) {
         http_conn_finish(c);
         return;
     }
-    c->state = HTTP_CONN_IDLE;
     conn_arm(c, c->srv->limits.idle_timeout_ms);
     if (c->tp->queued(c) > HTTP_OUT_HIGH_WATER)
         c->out_blocked = true;
@@ -566,8 +566,13 @@ void http_conn_finish(http_conn *c)
 {
     if (c->state == HTTP_CONN_LINGER || c->state == HTTP_CONN_CLOSED)
         return;
-    if (c->req) {
-        /* finish() is never called with a request out with the handler. */
+    if (c->state == HTTP_CONN_WAITING) {
+        /* A request out with the handler must be detached, never recycled
+         * under it (callers answer first, so this is only a safety net). */
+        http_conn_close(c);
+        return;
+    }
+    if (c->req) { /* a request being parsed: it will not be */
         http_req_recycle(c, c->req);
         c->req = NULL;
     }
