@@ -378,7 +378,9 @@ int mxu_cmd_serve(int argc, char **argv)
     }
     mxu_http_limits limits;
     mxu_http_limits_default(&limits);
-    limits.max_body_bytes = MXU_MAX(n.cfg.max_body, n.cfg.max_deploy_body);
+    limits.max_body_bytes = n.cfg.max_body;
+    limits.large_body_prefix = "/v1/";
+    limits.max_large_body_bytes = n.cfg.max_deploy_body;
     limits.max_header_bytes = n.cfg.max_header;
     limits.idle_timeout_ms = n.cfg.idle_timeout_ms;
     limits.read_timeout_ms = n.cfg.read_timeout_ms;

@@ -270,7 +270,11 @@ static int on_headers_complete(http_parser *p)
 
     bool chunked = (p->flags & F_CHUNKED) != 0;
     bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
-    if (has_length && p->content_length > lim->max_body_bytes)
+    req->body_limit = lim->max_body_bytes;
+    if (lim->large_body_prefix && strncmp(mxu_http_req_path(req), lim->large_body_prefix,
+                                          strlen(lim->large_body_prefix)) == 0)
+        req->body_limit = lim->max_large_body_bytes;
+    if (has_length && p->content_length > req->body_limit)
         return fail_with(c, 413);
     if (chunked || (has_length && p->content_length > 0)) {
         /* Reserve for what was announced, but not more than a little: the
@@ -295,7 +299,7 @@ static int on_body(http_parser *p, const char *at, size_t len)
     mxu_http_req *req = c->req;
     if (c->state != HTTP_CONN_READING)
         return -1;
-    if (req->body.len + len > c->srv->limits.max_body_bytes)
+    if (req->body.len + len > req->body_limit)
         return fail_with(c, 413);
     mxu_buf_append(&req->body, at, len);
     return 0;

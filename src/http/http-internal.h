@@ -110,6 +110,7 @@ typedef struct http_transport {
 struct mxu_http_server {
     uv_loop_t *loop;
     mxu_http_limits limits;
+    char *large_body_prefix; /* owned copy of limits.large_body_prefix */
     mxu_http_handler handler;
     void *ud;
 
@@ -263,6 +264,7 @@ struct mxu_http_req {
 
     const char *method;
     mxu_buf body;
+    size_t body_limit; /* max_body_bytes, or the large limit for its path */
     uint64_t start_ns;
     void (*abort_cb)(mxu_http_req *req, void *ud);
     void *abort_ud;

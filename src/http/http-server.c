@@ -75,6 +75,7 @@ static void server_free(mxu_http_server *srv)
         req->srv = NULL;
     }
     free(srv->rbuf);
+    free(srv->large_body_prefix);
     free(srv);
     if (done)
         done(done_ud);
@@ -130,6 +131,11 @@ mxu_http_server *http_server_new(uv_loop_t *loop, const mxu_http_limits *limits,
             srv->limits.read_timeout_ms = limits->read_timeout_ms;
         if (limits->max_connections)
             srv->limits.max_connections = limits->max_connections;
+        if (limits->large_body_prefix && limits->max_large_body_bytes) {
+            srv->large_body_prefix = mxu_strdup(limits->large_body_prefix);
+            srv->limits.large_body_prefix = srv->large_body_prefix;
+            srv->limits.max_large_body_bytes = limits->max_large_body_bytes;
+        }
     }
     raise_parser_header_limit(srv->limits.max_header_bytes);
     srv->handler = handler;

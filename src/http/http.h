@@ -33,6 +33,11 @@ typedef struct mxu_http_limits {
                                  this; default 30 s; 408 and close */
     size_t max_connections;   /* further connections are accepted and closed at once;
                                  default 10000 */
+    /* Requests whose path starts with this prefix (e.g. "/v1/") may carry up
+     * to max_large_body_bytes instead: uploads to an API can be larger than
+     * invocations without letting every request be. NULL/0: no exception. */
+    const char *large_body_prefix;
+    size_t max_large_body_bytes;
 } mxu_http_limits;
 
 /* Fill with the defaults above. mxu_http_server_start() also takes NULL for

@@ -66,6 +66,13 @@ def test_oversized_body_gets_413():
         r = n.post("/fn/echo", body=b"x" * (1024 * 1024))
         eq(r.status, 200)
         eq(len(r.body), 1024 * 1024)
+        # Deploys may be larger than invocations (the /v1/ limit is separate).
+        import base64
+        r = n.post("/v1/functions", body={
+            "manifest": "name: bigfiles\nruntime: exec\ncommand: /bin/cat\n",
+            "files": [{"path": "data.bin", "mode": 420,
+                       "data": base64.b64encode(b"y" * (3 << 20)).decode()}]})
+        eq(r.status, 201)
 
 
 def test_oversized_headers_get_431():
