@@ -100,3 +100,32 @@ def test_exec_orphans_die_with_node():
         finally:
             if n.proc:
                 n.proc.kill()
+
+
+def test_config_file_and_flags():
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "node.yaml")
+        with open(cfg, "w") as f:
+            f.write("# a node for tests\nmemory: 300Mi\nqueue_max: 5\nlog_level: warn\n")
+        with Node("--config", cfg) as n:
+            eq(n.get("/v1/health").json()["capacity"]["memory_budget"], 300 << 20)
+        # Flags win over the file.
+        with Node("--config", cfg, "--memory", "200Mi") as n:
+            eq(n.get("/v1/health").json()["capacity"]["memory_budget"], 200 << 20)
+        with open(cfg, "w") as f:
+            f.write("memory: 300Mi\nqueue_timeout: soon\n")
+        p = subprocess.run([MXU, "serve", "--config", cfg, "--data", tmp], capture_output=True,
+                           timeout=10)
+        eq(p.returncode, 2)
+        check(f"{cfg}:2".encode() in p.stderr and b"queue_timeout" in p.stderr, p.stderr)
+        with open(cfg, "w") as f:
+            f.write("memroy: 300Mi\n")
+        p = subprocess.run([MXU, "serve", "--config", cfg, "--data", tmp], capture_output=True,
+                           timeout=10)
+        eq(p.returncode, 2)
+        check(b"unknown setting 'memroy'" in p.stderr, p.stderr)
+        p = subprocess.run([MXU, "serve", "--help"], capture_output=True, timeout=10)
+        eq(p.returncode, 0)
+        for opt in (b"--listen", b"--data", b"--config", b"--memory", b"--drain-timeout"):
+            check(opt in p.stdout, opt)
