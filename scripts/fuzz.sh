@@ -14,7 +14,7 @@ fi
 ninja -C "$dir" >/dev/null || { echo "FAIL fuzz/build"; exit 1; }
 rc=0
 for t in "$dir"/fuzz/fuzz-*; do
-    [ -x "$t" ] || continue
+    [ -f "$t" ] && [ -x "$t" ] || continue
     name=$(basename "$t")
     [ -n "$only" ] && [ "$name" != "$only" ] && continue
     mkdir -p "$dir/corpus-$name"
