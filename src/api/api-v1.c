@@ -236,21 +236,29 @@ static bool parse_version(const char *s, uint32_t *out)
     return true;
 }
 
+/* GET of one part of a function's JSON, e.g. {"aliases": {...}}. */
+static void get_function_field(mxu_api *api, mxu_http_req *req, const char *name,
+                               const char *field)
+{
+    mxu_err err;
+    if (!is_method(req, "GET")) {
+        method_not_allowed(req, "GET");
+        return;
+    }
+    json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+    if (fn == NULL) {
+        api_error_from(req, &err, name, NULL);
+        return;
+    }
+    api_json(req, 200, json_pack("{s:O}", field, json_object_get(fn, field)));
+    json_decref(fn);
+}
+
 static void versions(mxu_api *api, mxu_http_req *req, const char *name, const char *ver)
 {
     mxu_err err;
     if (ver == NULL) {
-        if (!is_method(req, "GET")) {
-            method_not_allowed(req, "GET");
-            return;
-        }
-        json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
-        if (fn == NULL) {
-            api_error_from(req, &err, name, NULL);
-            return;
-        }
-        api_json(req, 200, json_pack("{s:O}", "versions", json_object_get(fn, "versions")));
-        json_decref(fn);
+        get_function_field(api, req, name, "versions");
         return;
     }
     uint32_t v;
@@ -282,17 +290,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const cha
 {
     mxu_err err;
     if (alias == NULL) {
-        if (!is_method(req, "GET")) {
-            method_not_allowed(req, "GET");
-            return;
-        }
-        json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
-        if (fn == NULL) {
-            api_error_from(req, &err, name, NULL);
-            return;
-        }
-        api_json(req, 200, json_pack("{s:O}", "aliases", json_object_get(fn, "aliases")));
-        json_decref(fn);
+        get_function_field(api, req, name, "aliases");
         return;
     }
     if (!mxu_name_valid(alias)) {
