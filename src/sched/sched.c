@@ -258,7 +258,8 @@ static void dispatch(mxu_pool *pool, mxu_instance *inst, mxu_invocation *inv)
     mxu_instance_send(inst, inv);
 }
 
-static void start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
+/* Returns false if no instance could be started (the caller stops trying). */
+static bool start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
 {
     mxu_err err;
     mxu_instance *inst;
@@ -269,10 +270,11 @@ static void start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
             mxu_list_push_front(&pool->queue, &exec_inv->qlink); /* fail from the queue */
             exec_inv->state = INV_QUEUED;
             mxu_sched_inv_fail(exec_inv, MXU_INV_START_FAILED, "%s", err.msg);
-        } else if (pool->alive == 0) {
-            mxu_sched_pool_fail_queue(pool, MXU_INV_START_FAILED, err.msg);
         }
-        return;
+        /* Nothing runs that could take the queue later: answer it now. */
+        if (pool->alive == 0)
+            mxu_sched_pool_fail_queue(pool, MXU_INV_START_FAILED, err.msg);
+        return false;
     }
     if (exec_inv) {
         /* The process was started for exactly this invocation. */
@@ -280,6 +282,7 @@ static void start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
         exec_inv->state = INV_QUEUED;
         dispatch(pool, inst, exec_inv);
     }
+    return true;
 }
 
 void mxu_sched_pool_kick(mxu_pool *pool)
@@ -308,13 +311,13 @@ void mxu_sched_pool_kick(mxu_pool *pool)
                 exec_inv = mxu_container_of(mxu_list_first(&pool->queue), mxu_invocation, qlink);
                 mxu_list_remove(&pool->queue, &exec_inv->qlink);
             }
-            start_instance(pool, exec_inv);
+            if (!start_instance(pool, exec_inv))
+                break;
         }
         /* 3. Keep min_instances warm (warm runtimes only). */
         while (!pool->exec_runtime && pool->alive < pool->min && !s->shutting_down) {
-            if (!admit(pool))
+            if (!admit(pool) || !start_instance(pool, NULL))
                 break;
-            start_instance(pool, NULL);
         }
     }
     pool_arm(pool);
@@ -344,14 +347,15 @@ static void on_pool_timer(uv_timer_t *t)
         mxu_invocation *inv = mxu_container_of(l, mxu_invocation, rlink);
         if (inv->deadline_ms > now)
             break;
-        mxu_instance *inst = inv->inst;
+        /* Kill first, so that answering this one cannot hand the dying
+         * instance new work. */
+        if (inv->inst)
+            mxu_instance_kill(inv->inst, "timeout");
         mxu_format_duration_ms(pool->m->timeout_ms, limit, sizeof(limit));
         mxu_sched_inv_fail(inv, MXU_INV_TIMEOUT,
                            "%s did not answer within its timeout of %s; the instance was "
                            "killed and will be replaced",
                            mxu_unit_label(pool->unit), limit);
-        if (inst)
-            mxu_instance_kill(inst, "timeout");
     }
     while ((l = mxu_list_first(&pool->queue)) != NULL) {
         mxu_invocation *inv = mxu_container_of(l, mxu_invocation, qlink);
