@@ -140,15 +140,15 @@ struct mxu_pool {
     const mxu_manifest *m;
     bool exec_runtime;
     mxu_list instances;
-    size_t starting;    /* instances in INST_STARTING */
-    size_t alive;       /* instances not DEAD/STOPPING */
-    uint32_t min;       /* min_instances if an alias points here, else 0 */
-    mxu_list queue;     /* waiting invocations */
-    mxu_list running;   /* dispatched, by deadline */
-    uv_timer_t timer;   /* next deadline of running or queue */
-    uint64_t timer_due; /* 0 = not armed */
-    bool removed;       /* version deleted: drain and free */
-    bool start_failed_recently;
+    size_t starting;          /* instances in INST_STARTING */
+    size_t alive;             /* instances not DEAD/STOPPING */
+    uint32_t min;             /* min_instances if an alias points here, else 0 */
+    mxu_list queue;           /* waiting invocations */
+    mxu_list running;         /* dispatched, by deadline */
+    uv_timer_t timer;         /* next deadline of running or queue */
+    uint64_t timer_due;       /* 0 = not armed */
+    bool removed;             /* version deleted: drain and free */
+    bool kicking, kick_again; /* see mxu_sched_pool_kick */
     mxu_pool_stats stats;
     UT_hash_handle hh;
 };

@@ -285,7 +285,7 @@ static bool start_instance(mxu_pool *pool, mxu_invocation *exec_inv)
     return true;
 }
 
-void mxu_sched_pool_kick(mxu_pool *pool)
+static void pool_kick_once(mxu_pool *pool)
 {
     mxu_sched *s = pool->sched;
     mxu_link *l;
@@ -320,6 +320,23 @@ void mxu_sched_pool_kick(mxu_pool *pool)
                 break;
         }
     }
+}
+
+/* Completing an invocation kicks its pool, and kicking can complete
+ * invocations (a failed start answers the queue): a kick that arrives while
+ * one runs is folded into it instead of recursing once per queued item. */
+void mxu_sched_pool_kick(mxu_pool *pool)
+{
+    if (pool->kicking) {
+        pool->kick_again = true;
+        return;
+    }
+    pool->kicking = true;
+    do {
+        pool->kick_again = false;
+        pool_kick_once(pool);
+    } while (pool->kick_again);
+    pool->kicking = false;
     pool_arm(pool);
 }
 
