@@ -110,8 +110,8 @@ int cli_target_parse(const char *s, cli_target *out, mxu_err *err);
 void cli_target_free(cli_target *t);
 
 /* `-H 'Name: value'` → name and value (surrounding blanks trimmed). Refuses
- * a name that is not an HTTP token, CR/LF in the value, and the framing
- * headers curl must own (Content-Length, Transfer-Encoding, Host). */
+ * a name that is not an HTTP token, CR/LF in the value, and the
+ * framing headers curl must own (Content-Length, Transfer-Encoding). */
 int cli_header_parse(const char *s, char **name, char **value, mxu_err *err);
 
 /* Append `s` percent-encoding every byte that may not appear literally in a
