@@ -15,6 +15,9 @@ struct mxu_api {
 
 /* Answer with JSON (the reference is stolen). */
 void api_json(mxu_http_req *req, int status, json_t *body);
+/* The same with extra headers (at most 3). */
+void api_json_with(mxu_http_req *req, int status, json_t *body, const mxu_http_header *extra,
+                   size_t nextra);
 /* Answer with {"error":{"code","message"}} plus optional extra fields
  * (stolen, may be NULL). */
 void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, const char *fmt, ...)

@@ -116,8 +116,10 @@ static void respond_error(inv_ctx *c, mxu_invoke_res *res)
     mxu_buf_puts(&out, s ? s : "{}");
     mxu_buf_puts(&out, "\n");
     free(s);
-    mxu_http_header h[3] = {{"Content-Type", "application/json"}, {"X-Mxu-Invocation-Id", id}};
-    size_t nh = 2;
+    mxu_http_header h[4] = {{"Content-Type", "application/json"},
+                            {"X-Mxu-Invocation-Id", id},
+                            {"X-Mxu-Error", mxu_inv_error_code(res->error)}};
+    size_t nh = 3;
     if (res->retry_after_s)
         h[nh++] = (mxu_http_header){"Retry-After", retry};
     mxu_http_respond(c->req, inv_status(res->error), h, nh, &out);

@@ -22,8 +22,10 @@ static void method_not_allowed(mxu_http_req *req, const char *allow)
     mxu_buf_puts(&out, s);
     mxu_buf_puts(&out, "\n");
     free(s);
-    mxu_http_header h[] = {{"Content-Type", "application/json"}, {"Allow", allow}};
-    mxu_http_respond(req, 405, h, 2, &out);
+    mxu_http_header h[] = {{"Content-Type", "application/json"},
+                           {"Allow", allow},
+                           {"X-Mxu-Error", "method_not_allowed"}};
+    mxu_http_respond(req, 405, h, 3, &out);
     mxu_buf_free(&out);
 }
 
@@ -237,8 +239,7 @@ static bool parse_version(const char *s, uint32_t *out)
 }
 
 /* GET of one part of a function's JSON, e.g. {"aliases": {...}}. */
-static void get_function_field(mxu_api *api, mxu_http_req *req, const char *name,
-                               const char *field)
+static void get_function_field(mxu_api *api, mxu_http_req *req, const char *name, const char *field)
 {
     mxu_err err;
     if (!is_method(req, "GET")) {

@@ -32,7 +32,8 @@ void mxu_api_destroy(mxu_api *api)
     free(api);
 }
 
-void api_json(mxu_http_req *req, int status, json_t *body)
+void api_json_with(mxu_http_req *req, int status, json_t *body, const mxu_http_header *extra,
+                   size_t nextra)
 {
     mxu_buf out = {0};
     char *s = json_dumps(body, JSON_COMPACT);
@@ -42,9 +43,17 @@ void api_json(mxu_http_req *req, int status, json_t *body)
         free(s);
     }
     mxu_buf_puts(&out, "\n");
-    static const mxu_http_header h[] = {{"Content-Type", "application/json"}};
-    mxu_http_respond(req, status, h, 1, &out);
+    mxu_http_header h[4] = {{"Content-Type", "application/json"}};
+    size_t n = 1;
+    for (size_t i = 0; i < nextra && n < MXU_ARRAY_LEN(h); i++)
+        h[n++] = extra[i];
+    mxu_http_respond(req, status, h, n, &out);
     mxu_buf_free(&out);
+}
+
+void api_json(mxu_http_req *req, int status, json_t *body)
+{
+    api_json_with(req, status, body, NULL, 0);
 }
 
 void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, const char *fmt, ...)
@@ -61,7 +70,9 @@ void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, c
         json_object_update(err, extra);
         json_decref(extra);
     }
-    api_json(req, status, json_pack("{s:o}", "error", err));
+    /* The header tells a node's own error from a function's JSON answer. */
+    mxu_http_header h = {"X-Mxu-Error", code};
+    api_json_with(req, status, json_pack("{s:o}", "error", err), &h, 1);
 }
 
 void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, const char *ref)

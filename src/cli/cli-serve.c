@@ -215,6 +215,8 @@ static void deploy_at_start(node *n, const char *dir)
         free(d);
         return;
     }
+    for (size_t i = 0; i < d->bundle.nwarnings; i++)
+        fprintf(stderr, "mxu: warning: %s: %s\n", dir, d->bundle.warnings[i]);
     d->files = mxu_calloc(d->bundle.nfiles + 1, sizeof(*d->files));
     for (size_t i = 0; i < d->bundle.nfiles; i++)
         d->files[i] = (mxu_deploy_file){.path = d->bundle.files[i].path,

@@ -19,7 +19,8 @@ char *mxu_path_join(const char *a, const char *b)
         b++;
     mxu_buf out = {0};
     mxu_buf_append(&out, a, la);
-    mxu_buf_puts(&out, "/");
+    if (!(la == 1 && a[0] == '/'))
+        mxu_buf_puts(&out, "/");
     mxu_buf_puts(&out, b);
     return mxu_buf_steal(&out, NULL);
 }

@@ -198,7 +198,10 @@ json_t *mxu_logstore_read(mxu_logstore *ls, const char *function, uint64_t after
         char *nl = memchr(buf, '\n', (size_t)got);
         pos = nl ? (size_t)(nl - buf) + 1 : (size_t)got;
     }
-    while (pos < (size_t)got && json_array_size(arr) < limit) {
+    /* With a cursor: the oldest `limit` records after it (a follower pages
+     * forward). Without: the newest `limit` records of the window. */
+    bool newest = after == 0 || after > size;
+    while (pos < (size_t)got && (newest || json_array_size(arr) < limit)) {
         char *nl = memchr(buf + pos, '\n', (size_t)got - pos);
         if (nl == NULL)
             break; /* a record being written: next time */
@@ -207,6 +210,8 @@ json_t *mxu_logstore_read(mxu_logstore *ls, const char *function, uint64_t after
             json_array_append_new(arr, rec);
         pos = (size_t)(nl - buf) + 1;
     }
+    while (newest && json_array_size(arr) > limit)
+        json_array_remove(arr, 0);
     *next = from + pos;
     return arr;
 }

@@ -86,6 +86,7 @@ def test_unknown_function_and_paths():
         r = n.get("/fn/nothing")
         eq(r.status, 404)
         eq(r.json()["error"]["code"], "function_not_found")
+        eq(r.headers.get("x-mxu-error"), "function_not_found")
         check("nothing" in r.json()["error"]["message"], r.text)
         eq(n.get("/v2/whatever").status, 404)
         eq(n.get("/v1/nope").json()["error"]["code"], "not_found")

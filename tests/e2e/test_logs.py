@@ -54,3 +54,17 @@ def test_logs_follow():
         finally:
             p.terminate()
             p.wait()
+
+
+def test_logs_limit_gives_newest_and_cursor_pages_forward():
+    with Node() as n:
+        n.deploy("probe")
+        for i in range(5):
+            n.get(f"/fn/probe?stderr=line-{i}")
+        recs = n.get("/v1/functions/probe/logs?limit=2").json()["records"]
+        eq(sorted(r["text"] for r in recs), ["[info] logged line-4", "line-4"], "newest two")
+        first = n.get("/v1/functions/probe/logs").json()
+        n.get("/fn/probe?stderr=after-cursor")
+        more = n.get(f"/v1/functions/probe/logs?after={first['next']}").json()["records"]
+        check(any("after-cursor" in r["text"] for r in more), more)
+        check(not any("line-4" in r["text"] for r in more), "only what came after the cursor")
