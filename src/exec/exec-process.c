@@ -12,7 +12,7 @@
  *     (0/1/2 and, for warm instances, the channel on fd 3); every other
  *     descriptor of the node is closed before exec.
  *
- * The child is set up between fork() and execve() with async-signal-safe
+ * The child is set up between clone() and execve() with async-signal-safe
  * calls only, in one linear sequence; if a step fails, the errno travels back
  * on a close-on-exec pipe so spawn() fails with a real message and no exit
  * callback.
@@ -24,6 +24,8 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <pthread.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
@@ -47,7 +49,7 @@ enum { STEP_PGID, STEP_PDEATH, STEP_RLIMIT, STEP_DUP, STEP_DEVNULL, STEP_CHDIR, 
 /* Everything the child needs, prepared before fork so the child allocates nothing. */
 struct child_plan {
     const mxu_exec_spec *spec;
-    struct rlimit data, nofile; /* clamped to what the node may set */
+    struct rlimit data, nofile, cpu; /* clamped to what the node may set */
     pid_t parent;
     int src[4]; /* what becomes fd 0, 1, 2, 3 (-1 = /dev/null for 0..2, none for 3) */
     int report_fd;
@@ -106,12 +108,8 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
         child_fail(pl, STEP_RLIMIT);
     if (setrlimit(RLIMIT_NOFILE, &pl->nofile) < 0)
         child_fail(pl, STEP_RLIMIT);
-    if (spec->cpu_limit_s) {
-        rl.rlim_cur = spec->cpu_limit_s;
-        rl.rlim_max = spec->cpu_limit_s + 1; /* SIGXCPU first, then SIGKILL */
-        if (setrlimit(RLIMIT_CPU, &rl) < 0)
-            child_fail(pl, STEP_RLIMIT);
-    }
+    if (spec->cpu_limit_s && setrlimit(RLIMIT_CPU, &pl->cpu) < 0)
+        child_fail(pl, STEP_RLIMIT);
 
     /* 5. File descriptors. Move every source above 10 first, so that a
      *    source that already sits on a target number cannot be clobbered,
@@ -143,6 +141,63 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
     child_fail(pl, STEP_EXEC);
 }
+
+/*
+ * fork() would mark every page of the node copy-on-write, and the node would
+ * pay for it in page faults long after the child has exec'd — on every
+ * invocation of an exec function. A CLONE_VM | CLONE_VFORK child borrows the
+ * node's memory instead, on a stack of its own, and the node is suspended
+ * until the child has exec'd or failed (this is how posix_spawn works, but
+ * posix_spawn cannot set rlimits or the parent-death signal).
+ *
+ * The child must then not run anything that takes locks or allocates, which
+ * child_run() honours, and no signal handler of the node may run in it: all
+ * signals are blocked around clone(), and the child resets every handler
+ * before it unblocks them. Sanitizer runtimes cannot follow code into such a
+ * child, so sanitizer builds use fork().
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SPAWN_WITH_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define SPAWN_WITH_FORK 1
+#endif
+#endif
+
+#ifndef SPAWN_WITH_FORK
+#define CHILD_STACK_SIZE (256u * 1024u)
+
+static int child_entry(void *arg)
+{
+    child_run(arg);
+}
+
+static pid_t start_child(struct child_plan *plan)
+{
+    /* Spawns happen on the loop thread only, one at a time: one stack does. */
+    static char *stack;
+    if (stack == NULL)
+        stack = mxu_malloc(CHILD_STACK_SIZE);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t pid =
+        clone(child_entry, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, plan);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
+#else
+static pid_t start_child(struct child_plan *plan)
+{
+    pid_t pid = fork();
+    if (pid == 0)
+        child_run(plan);
+    return pid;
+}
+#endif
 
 static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
 {
@@ -213,13 +268,15 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
      * than the node itself has. */
     clamp_limit(RLIMIT_DATA, spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY, &plan.data);
     clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan.nofile);
-    pid_t pid = fork();
+    /* CPU: SIGXCPU at the soft limit, SIGKILL a second later. */
+    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
+    if (plan.cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
+        plan.cpu.rlim_cur = spec->cpu_limit_s;
+    pid_t pid = start_child(&plan);
     if (pid < 0) {
-        mxu_err_sys(err, errno, "%s: fork", spec->label);
+        mxu_err_sys(err, errno, "%s: cannot create a process", spec->label);
         goto out;
     }
-    if (pid == 0)
-        child_run(&plan);
 
     /* Parent: the child's ends are the child's now. */
     close(report[1]);

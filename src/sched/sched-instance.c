@@ -119,6 +119,7 @@ void mxu_instance_kill(mxu_instance *inst, const char *reason)
         return;
     mxu_debug("%s: killing instance %llu: %s", mxu_unit_label(inst->pool->unit),
               (unsigned long long)inst->id, reason);
+    inst->condemned = true; /* whatever it still sends is not listened to */
     inst_set_state(inst, INST_STOPPING);
     uv_timer_stop(&inst->timer);
     mxu_unit_executor(inst->pool->unit)->kill(inst->proc);
@@ -128,6 +129,7 @@ void mxu_instance_stop(mxu_instance *inst, bool graceful)
 {
     if (inst->state == INST_DEAD || inst->state == INST_STOPPING)
         return;
+    inst->stopped = true; /* the node's decision, not a failure of the instance */
     if (!graceful || inst->state == INST_STARTING || inst->chan == NULL) {
         mxu_instance_kill(inst, "stopped");
         return;
@@ -203,6 +205,8 @@ static void handle_result(mxu_instance *inst, const mxu_frame_hdr *h, const uint
 {
     mxu_sched *s = inst->pool->sched;
     mxu_invocation *inv = inst_find(inst, h->id);
+    if (inv == NULL && inst->state == INST_STOPPING)
+        return; /* the node gave up on it (shutdown past the drain time) */
     if (inv == NULL) {
         inst_protocol_error(inst, "RESULT for an invocation it was not given");
         return;
@@ -225,6 +229,8 @@ static void handle_result(mxu_instance *inst, const mxu_frame_hdr *h, const uint
     }
     mxu_invoke_res res = {.error = MXU_INV_OK, .status = (int)msg.status, .headers = msg.headers};
     mxu_buf_append(&res.body, msg.body.ptr, msg.body.len);
+    inst->answered = true;
+    inst->pool->start_failures = 0;
     mxu_sched_inv_complete(inv, &res);
     mxu_buf_free(&res.body);
 }
@@ -263,7 +269,7 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
 {
     MXU_UNUSED(ch);
     mxu_instance *inst = ud;
-    if (inst->state == INST_DEAD)
+    if (inst->state == INST_DEAD || inst->condemned)
         return;
     switch (h->type) {
     case MXU_FRAME_RESULT:
@@ -286,6 +292,7 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
             return;
         }
         send_init(inst);
+        inst->became_ready = true;
         inst_set_state(inst, INST_READY);
         inst->ready_ms = sched_now(inst->pool->sched);
         uv_timer_stop(&inst->timer);
@@ -301,7 +308,11 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
             snprintf(inst->crash_reason, sizeof(inst->crash_reason), "reported: %.*s", n,
                      msg.text.ptr);
         }
-        inst->blame_head = true;
+        /* Before any answer, FATAL is mxu_init() failing: the start failed. */
+        if (!inst->answered && h->id == 0)
+            inst->init_failed = true;
+        else
+            inst->blame_head = true;
         return; /* its exit follows */
     }
     default:
@@ -323,11 +334,17 @@ static void on_channel_end(mxu_channel *ch, int code, const char *why, void *ud)
 
 /* ---- exec instances: stdio ----------------------------------------------------- */
 
+static void on_inst_handle_closed(uv_handle_t *h);
+
 static void close_stdin(mxu_instance *inst)
 {
-    if (inst->stdin_polling) {
-        uv_poll_stop(&inst->stdin_poll);
-        inst->stdin_polling = false;
+    inst->stdin_polling = false;
+    /* uv_close, not just a stop: closing a poll handle later takes its fd
+     * number out of epoll, and by then the number may belong to another
+     * instance's channel. The handle goes first, then the fd. */
+    if (inst->stdin_polling_ever && !inst->stdin_poll_closed) {
+        inst->stdin_poll_closed = true;
+        uv_close((uv_handle_t *)&inst->stdin_poll, on_inst_handle_closed);
     }
     if (inst->stdin_fd >= 0) {
         close(inst->stdin_fd);
@@ -467,7 +484,10 @@ void mxu_instance_send(mxu_instance *inst, mxu_invocation *inv)
 {
     mxu_sched *s = inst->pool->sched;
     uint64_t now = sched_now(s);
-    uint64_t left = inv->deadline_ms > now ? inv->deadline_ms - now : 0;
+    /* Queued behind others on this instance, its clock has not started. */
+    uint64_t left = !inv->timed              ? inst->pool->m->timeout_ms
+                    : inv->deadline_ms > now ? inv->deadline_ms - now
+                                             : 0;
     if (inst->chan == NULL) {
         /* Exec: the process was started for this invocation; feed it. */
         inst->exec_inv = inv;
@@ -512,8 +532,6 @@ static void on_proc_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
     MXU_UNUSED(p);
     mxu_instance *inst = ud;
     mxu_pool *pool = inst->pool;
-    bool was_starting = inst->state == INST_STARTING;
-    bool node_ended_it = inst->state == INST_STOPPING && !inst->blame_head;
     drain_stderr(inst);
 
     if (inst->chan == NULL) {
@@ -522,13 +540,18 @@ static void on_proc_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
         inst_end(inst);
         return;
     }
+    /* A start failed if the instance never became ready, or its mxu_init()
+     * failed, unless the node itself stopped it (idle, eviction, shutdown). */
+    bool start_failed = (!inst->became_ready || inst->init_failed) && !inst->stopped;
+    bool node_ended_it = inst->state == INST_STOPPING && !inst->blame_head;
     inst_set_state(inst, INST_DEAD);
     char how[128];
     mxu_proc_exit_describe(ex, how, sizeof(how));
     const char *label = mxu_unit_label(pool->unit);
+    mxu_link *l;
 
-    if (was_starting) {
-        /* It never became ready: say why, with what it printed. */
+    if (start_failed) {
+        /* Say why, with what it printed; what was sent to it never ran. */
         _cleanup_buf_ mxu_buf msg = {0};
         mxu_buf_printf(&msg, "an instance of %s failed to start: %s", label,
                        inst->crash_reason[0] ? inst->crash_reason : how);
@@ -538,8 +561,16 @@ static void on_proc_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
             mxu_buf_append(&msg, inst->start_log.data + inst->start_log.len - n, n);
         }
         mxu_warn("%s", msg.data);
+        pool->start_failures++;
+        pool->retry_at_ms = sched_now(pool->sched) +
+                            MXU_MIN(100ull << MXU_MIN(pool->start_failures - 1, 9u), 30000ull);
+        while ((l = mxu_list_first(&inst->inflight)) != NULL)
+            mxu_sched_inv_fail(mxu_container_of(l, mxu_invocation, qlink), MXU_INV_START_FAILED,
+                               "%s", msg.data);
         if (pool->alive == 0)
             mxu_sched_pool_fail_queue(pool, MXU_INV_START_FAILED, msg.data);
+        inst_end(inst);
+        return;
     }
 
     /* In-flight invocations: the head takes the blame unless the node ended
@@ -553,7 +584,6 @@ static void on_proc_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
                                "%s crashed while handling this invocation: %s%s%s", label, how,
                                inst->crash_reason[0] ? "; " : "", inst->crash_reason);
     }
-    mxu_link *l;
     while ((l = inst->inflight.head.prev) != &inst->inflight.head)
         mxu_sched_requeue_front(pool, mxu_container_of(l, mxu_invocation, qlink));
     inst_end(inst);
@@ -577,8 +607,7 @@ static void inst_end(mxu_instance *inst)
         uv_close((uv_handle_t *)&inst->stderr_poll, on_inst_handle_closed);
     if (inst->stdout_fd >= 0)
         uv_close((uv_handle_t *)&inst->stdout_poll, on_inst_handle_closed);
-    if (inst->stdin_polling_ever)
-        uv_close((uv_handle_t *)&inst->stdin_poll, on_inst_handle_closed);
+    /* close_stdin() above closed the stdin poll handle, if there was one. */
     /* The polls are closed: now their fds may go, with the process handle. */
     mxu_proc_free(inst->proc);
     inst->proc = NULL;

@@ -82,10 +82,11 @@ struct mxu_invocation {
     bool pinned, freed_while_pinned;
     uint64_t enqueued_ms; /* loop time */
     uint64_t queue_deadline_ms;
-    uint64_t deadline_ms; /* set at first dispatch */
+    uint64_t deadline_ms; /* set when it starts running (see start_clock) */
+    bool timed;           /* on pool->running: its timeout is counting */
     uint64_t enqueued_ns, dispatched_ns;
     mxu_link qlink; /* pool->queue or inst->inflight */
-    mxu_link rlink; /* pool->running, ordered by deadline */
+    mxu_link rlink; /* pool->running, by deadline, while timed */
     mxu_buf log;    /* stderr + LOG frames while it ran */
     bool log_truncated;
 };
@@ -121,7 +122,13 @@ struct mxu_instance {
     uint64_t started_ms, ready_ms, last_used_ms;
     uint64_t served;
     uint64_t reserved_bytes;
-    bool blame_head;         /* its end is the head invocation's fault */
+    bool blame_head;   /* its end is the head invocation's fault */
+    bool became_ready; /* it completed the handshake */
+    bool answered;     /* it sent at least one RESULT */
+    bool init_failed;  /* FATAL before any answer: mxu_init() failed */
+    bool stopped;      /* the node stopped it (idle, eviction, shutdown) */
+    bool condemned;    /* killed: its frames are ignored */
+    bool stdin_poll_closed;
     bool stdin_polling_ever; /* stdin_poll was initialised */
     char crash_reason[160];
     int pending_closes;
@@ -144,11 +151,14 @@ struct mxu_pool {
     size_t alive;             /* instances not DEAD/STOPPING */
     uint32_t min;             /* min_instances if an alias points here, else 0 */
     mxu_list queue;           /* waiting invocations */
-    mxu_list running;         /* dispatched, by deadline */
+    mxu_list running;         /* running now (instances' heads), by deadline */
+    size_t ninflight;         /* dispatched to an instance, not answered */
     uv_timer_t timer;         /* next deadline of running or queue */
     uint64_t timer_due;       /* 0 = not armed */
     bool removed;             /* version deleted: drain and free */
     bool kicking, kick_again; /* see mxu_sched_pool_kick */
+    uint32_t start_failures;  /* in a row; reset by an answer */
+    uint64_t retry_at_ms;     /* no warm-up start before this after failures */
     mxu_pool_stats stats;
     UT_hash_handle hh;
 };

@@ -5,8 +5,11 @@
  *
  * Deadlines cost one timer per pool, not per invocation: every invocation of
  * a version has the same timeout, so their deadlines are ordered like their
- * dispatch times, and queue deadlines like their arrival. The pool timer is
- * armed for the earlier of the two list heads.
+ * start times, and queue deadlines like their arrival. The pool timer is
+ * armed for the earlier of the two list heads. An invocation's timeout runs
+ * from when it starts running — when it reaches the head of its instance's
+ * in-flight list, since instances serve in order — not from when it was
+ * handed over behind others (pool->running holds only those heads).
  */
 #include "sched-internal.h"
 
@@ -58,11 +61,32 @@ static void inv_detach(mxu_invocation *inv)
     if (inv->state == INV_QUEUED) {
         mxu_list_remove(&pool->queue, &inv->qlink);
     } else if (inv->state == INV_RUNNING) {
-        mxu_list_remove(&pool->running, &inv->rlink);
+        if (inv->timed)
+            mxu_list_remove(&pool->running, &inv->rlink);
+        inv->timed = false;
         if (inv->inst)
             mxu_list_remove(&inv->inst->inflight, &inv->qlink);
+        pool->ninflight--;
     }
     inv->state = INV_DONE;
+}
+
+static void running_insert(mxu_pool *pool, mxu_invocation *inv);
+
+/* The head of an instance's in-flight list is the one it is running: its
+ * timeout starts now. */
+static void start_clock(mxu_instance *inst)
+{
+    mxu_link *l = mxu_list_first(&inst->inflight);
+    if (l == NULL)
+        return;
+    mxu_invocation *head = mxu_container_of(l, mxu_invocation, qlink);
+    if (head->timed)
+        return;
+    mxu_pool *pool = inst->pool;
+    head->deadline_ms = sched_now(pool->sched) + pool->m->timeout_ms;
+    head->timed = true;
+    running_insert(pool, head);
 }
 
 void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
@@ -115,6 +139,8 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
         inst->last_used_ms = sched_now(s);
         if (mxu_list_empty(&inst->inflight))
             mxu_sched_instance_idle(inst);
+        else if (inst->state == INST_READY || inst->state == INST_STOPPING)
+            start_clock(inst);
     }
     mxu_sched_pool_kick(pool);
     if (s->shutting_down)
@@ -153,10 +179,15 @@ void mxu_sched_cancel(mxu_invocation *inv)
 void mxu_sched_requeue_front(mxu_pool *pool, mxu_invocation *inv)
 {
     if (inv->state == INV_RUNNING) {
-        mxu_list_remove(&pool->running, &inv->rlink);
+        if (inv->timed)
+            mxu_list_remove(&pool->running, &inv->rlink);
         if (inv->inst)
             mxu_list_remove(&inv->inst->inflight, &inv->qlink);
+        pool->ninflight--;
     }
+    /* It never started: it gets its whole timeout on the next instance. */
+    inv->timed = false;
+    inv->deadline_ms = 0;
     inv->inst = NULL;
     inv->state = INV_QUEUED;
     mxu_list_push_front(&pool->queue, &inv->qlink);
@@ -175,7 +206,17 @@ void mxu_sched_pool_fail_queue(mxu_pool *pool, enum mxu_inv_error e, const char 
  * `need` bytes will be free once they have exited. */
 static void evict_for(mxu_sched *s, mxu_pool *except, uint64_t need)
 {
+    /* Instances already stopping will give their memory back: count it, or
+     * every failed admission would stop one more. */
     uint64_t freeing = 0;
+    for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
+        mxu_list_foreach(&p->instances, it)
+        {
+            mxu_instance *in = mxu_container_of(it, mxu_instance, plink);
+            if (in->state == INST_STOPPING)
+                freeing += in->reserved_bytes;
+        }
+    }
     while (freeing < need) {
         mxu_instance *victim = NULL;
         for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
@@ -241,19 +282,18 @@ static void running_insert(mxu_pool *pool, mxu_invocation *inv)
 
 static void dispatch(mxu_pool *pool, mxu_instance *inst, mxu_invocation *inv)
 {
-    mxu_sched *s = pool->sched;
     mxu_list_remove(&pool->queue, &inv->qlink);
     inv->state = INV_RUNNING;
     inv->inst = inst;
-    if (inv->deadline_ms == 0) {
-        inv->deadline_ms = sched_now(s) + pool->m->timeout_ms;
+    pool->ninflight++;
+    if (inv->dispatched_ns == 0) {
         inv->dispatched_ns = mxu_now_ns();
         /* Cold: this invocation waited for the instance it runs on to start. */
         inv->cold = inst->served == 0 && inst->inflight.len == 0 &&
                     inst->ready_ms >= inv->enqueued_ms && inst->started_ms >= inv->enqueued_ms;
     }
-    running_insert(pool, inv);
     mxu_list_push_back(&inst->inflight, &inv->qlink);
+    start_clock(inst);
     uv_timer_stop(&inst->timer); /* not idle any more */
     mxu_instance_send(inst, inv);
 }
@@ -316,6 +356,10 @@ static void pool_kick_once(mxu_pool *pool)
         }
         /* 3. Keep min_instances warm (warm runtimes only). */
         while (!pool->exec_runtime && pool->alive < pool->min && !s->shutting_down) {
+            /* A version whose instances keep failing to start is retried
+             * with a growing pause, not in a loop. */
+            if (pool->start_failures && sched_now(s) < pool->retry_at_ms)
+                break;
             if (!admit(pool) || !start_instance(pool, NULL))
                 break;
         }
@@ -395,7 +439,10 @@ static void on_pool_timer(uv_timer_t *t)
                                mxu_unit_label(pool->unit), limit, pool->m->max_instances);
         }
     }
-    pool_arm(pool);
+    if (pool->alive < pool->min)
+        mxu_sched_pool_kick(pool); /* a warm-up retry may be due */
+    else
+        pool_arm(pool);
 }
 
 static void pool_arm(mxu_pool *pool)
@@ -409,6 +456,8 @@ static void pool_arm(mxu_pool *pool)
         if (due == 0 || q < due)
             due = q;
     }
+    if (pool->alive < pool->min && pool->start_failures && (due == 0 || pool->retry_at_ms < due))
+        due = pool->retry_at_ms;
     if (due == pool->timer_due)
         return;
     pool->timer_due = due;
@@ -479,7 +528,7 @@ static void pool_free(mxu_pool *pool)
 static void pool_maybe_free(mxu_pool *pool)
 {
     if (pool->removed && mxu_list_empty(&pool->instances) && mxu_list_empty(&pool->queue) &&
-        mxu_list_empty(&pool->running))
+        pool->ninflight == 0)
         pool_free(pool);
 }
 
@@ -687,10 +736,14 @@ static void fail_everything(mxu_sched *s, const char *msg)
     for (mxu_pool *p = s->pools, *next; p != NULL; p = next) {
         next = p->hh.next;
         mxu_sched_pool_fail_queue(p, MXU_INV_SHUTTING_DOWN, msg);
-        mxu_link *l;
-        while ((l = mxu_list_first(&p->running)) != NULL)
-            mxu_sched_inv_fail(mxu_container_of(l, mxu_invocation, rlink), MXU_INV_SHUTTING_DOWN,
-                               "%s", msg);
+        mxu_list_foreach(&p->instances, it)
+        {
+            mxu_instance *in = mxu_container_of(it, mxu_instance, plink);
+            mxu_link *l;
+            while ((l = mxu_list_first(&in->inflight)) != NULL)
+                mxu_sched_inv_fail(mxu_container_of(l, mxu_invocation, qlink),
+                                   MXU_INV_SHUTTING_DOWN, "%s", msg);
+        }
     }
 }
 
@@ -718,7 +771,7 @@ static void shutdown_check(mxu_sched *s)
 {
     if (!s->stopping_instances) {
         for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
-            if (!mxu_list_empty(&p->queue) || !mxu_list_empty(&p->running))
+            if (!mxu_list_empty(&p->queue) || p->ninflight > 0)
                 return; /* still draining */
         }
         stop_all_instances(s);
