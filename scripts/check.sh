@@ -24,7 +24,7 @@ step() {
     out=$("$@" 2>&1)
     rc=$?
     printf '%s\n' "$out" >>"$LOG"
-    printf '%s\n' "$out" | grep -E '^(PASS|FAIL) ' | sed "s|^\(PASS\|FAIL\) |\1 $PREFIX|" | tee -a "$LOG.lines"
+    printf '%s\n' "$out" | grep -E '^(PASS|FAIL) ' | sed -E "s#^(PASS|FAIL) #\\1 $PREFIX#" | tee -a "$LOG.lines"
     if [ $rc -ne 0 ] && ! printf '%s\n' "$out" | grep -q '^FAIL '; then
         # It failed without saying which test: count the step itself.
         echo "FAIL $PREFIX$name (exit $rc; see $LOG)" | tee -a "$LOG.lines"

@@ -7,6 +7,7 @@
 
 void mxu_http_limits_default(mxu_http_limits *l)
 {
+    *l = (mxu_http_limits){0}; /* fields added later default to "none" */
     l->max_header_bytes = 32 * 1024;
     l->max_body_bytes = 6 * 1024 * 1024;
     l->idle_timeout_ms = 60 * 1000;

@@ -602,6 +602,40 @@ static void test_bodies(void)
     CHECK_EQ_INT(ts.nreq, 4);
 }
 
+/* Paths under the large-body prefix may carry more than max_body_bytes. */
+static void client_large_prefix(tsrv *ts)
+{
+    char body[2001];
+    memset(body, 'b', 2000);
+    body[2000] = '\0';
+    conn c = cconnect(ts->port);
+    resp r;
+    mxu_buf req = {0};
+    mxu_buf_printf(&req, "POST /v1/deploy HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n%s",
+                   body);
+    csend(&c, req.data);
+    CHECK_EQ_INT(cread(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 200);
+    resp_free(&r);
+    mxu_buf_reset(&req);
+    mxu_buf_printf(&req, "POST /fn/x HTTP/1.1\r\nHost: t\r\nContent-Length: 2000\r\n\r\n%s", body);
+    csend(&c, req.data);
+    CHECK_EQ_INT(cread(&c, &r, false), 0);
+    CHECK_EQ_INT(r.status, 413);
+    resp_free(&r);
+    mxu_buf_free(&req);
+    cclose(&c);
+}
+
+static void test_large_body_prefix(void)
+{
+    tsrv ts;
+    mxu_http_limits l = {
+        .max_body_bytes = 1024, .large_body_prefix = "/v1/", .max_large_body_bytes = 4096};
+    run(&l, handler, client_large_prefix, &ts);
+    CHECK_EQ_INT(ts.nreq, 1);
+}
+
 static void client_expect(tsrv *ts)
 {
     conn c = cconnect(ts->port);
@@ -1388,10 +1422,10 @@ static void test_mem_statuses(void)
 }
 
 MXU_TESTS(TEST(test_get), TEST(test_keepalive), TEST(test_http10), TEST(test_pipelining),
-          TEST(test_pipelining_sync), TEST(test_bodies), TEST(test_expect_continue), TEST(test_413),
-          TEST(test_431), TEST(test_400), TEST(test_idle_timeout), TEST(test_read_timeout),
-          TEST(test_client_abort), TEST(test_head), TEST(test_big_response),
-          TEST(test_backpressure), TEST(test_response_headers), TEST(test_max_connections),
-          TEST(test_close_pending), TEST(test_close_then_answer), TEST(test_stop_accepting),
-          TEST(test_start_errors), TEST(test_mem_splits), TEST(test_mem_bytewise_error),
-          TEST(test_mem_statuses))
+          TEST(test_pipelining_sync), TEST(test_bodies), TEST(test_expect_continue),
+          TEST(test_large_body_prefix), TEST(test_413), TEST(test_431), TEST(test_400),
+          TEST(test_idle_timeout), TEST(test_read_timeout), TEST(test_client_abort),
+          TEST(test_head), TEST(test_big_response), TEST(test_backpressure),
+          TEST(test_response_headers), TEST(test_max_connections), TEST(test_close_pending),
+          TEST(test_close_then_answer), TEST(test_stop_accepting), TEST(test_start_errors),
+          TEST(test_mem_splits), TEST(test_mem_bytewise_error), TEST(test_mem_statuses))
