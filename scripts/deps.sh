@@ -11,7 +11,7 @@ pkgs="build-essential pkg-config meson ninja-build clang clang-format libclang-r
       libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev
       libsodium-dev libcurl4-openssl-dev uthash-dev python3 curl procps"
 if [ "${1:-}" = "--bench" ]; then
-    pkgs="$pkgs wrk nginx fcgiwrap hyperfine"
+    pkgs="$pkgs wrk nginx fcgiwrap hyperfine musl-tools"
 fi
 
 missing=""

@@ -216,8 +216,6 @@ static void handle_result(mxu_instance *inst, const mxu_frame_hdr *h, const uint
         inst_protocol_error(inst, "malformed RESULT frame");
         return;
     }
-    /* Everything written to stderr before answering belongs to this one. */
-    drain_stderr(inst);
     if (msg.body.len > s->cfg.max_response_bytes) {
         char got[32], lim[32];
         mxu_format_size(msg.body.len, got, sizeof(got));
@@ -319,6 +317,16 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
         inst_protocol_error(inst, "unexpected frame type");
         return;
     }
+}
+
+/* Before the frames of one read are handled: whatever the instance wrote to
+ * stderr before sending them is in the pipe by now, and belongs to the
+ * invocation at the head, the one that was running. One read per batch, not
+ * one per RESULT: with pipelined invocations a batch holds many. */
+static void on_batch(mxu_channel *ch, void *ud)
+{
+    MXU_UNUSED(ch);
+    drain_stderr(ud);
 }
 
 static void on_channel_end(mxu_channel *ch, int code, const char *why, void *ud)
@@ -672,7 +680,7 @@ int mxu_instance_start(mxu_pool *pool, mxu_invocation *exec_inv, mxu_instance **
         inst_set_state(inst, INST_READY);
         inst->ready_ms = inst->started_ms;
     } else {
-        static const mxu_channel_cbs cbs = {on_frame, on_channel_end};
+        static const mxu_channel_cbs cbs = {on_frame, on_channel_end, on_batch};
         int fd = mxu_proc_steal_fd(inst->proc, &fds->channel);
         if (mxu_channel_open(s->loop, fd, s->cfg.max_response_bytes + (1u << 20), &cbs, inst,
                              &inst->chan, err) < 0) {

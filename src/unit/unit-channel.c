@@ -71,8 +71,22 @@ static void on_flush(uv_idle_t *h)
         channel_try_write(ch);
 }
 
+/* Is there at least one complete frame (or a bad header) to hand out? */
+static bool channel_has_frame(const mxu_channel *ch)
+{
+    size_t avail = ch->in.len - ch->in_off;
+    mxu_frame_hdr h;
+    if (avail < MXU_FRAME_HEADER_SIZE)
+        return false;
+    if (mxu_frame_hdr_decode((const uint8_t *)ch->in.data + ch->in_off, &h) < 0)
+        return true;
+    return avail >= MXU_FRAME_HEADER_SIZE + (size_t)h.len;
+}
+
 static void channel_parse(mxu_channel *ch)
 {
+    if (ch->cbs.on_batch && channel_has_frame(ch))
+        ch->cbs.on_batch(ch, ch->ud);
     ch->in_callback++;
     while (!ch->ended && !ch->closing) {
         size_t avail = ch->in.len - ch->in_off;

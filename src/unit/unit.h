@@ -51,6 +51,9 @@ typedef struct mxu_channel_cbs {
     /* The stream ended (code 0) or failed (errno, or EPROTO for a bad frame).
      * No frame follows; the owner closes the channel. */
     void (*on_end)(mxu_channel *ch, int code, const char *why, void *ud);
+    /* Optional: called once per read that brought at least one complete
+     * frame, before those frames are handed out. */
+    void (*on_batch)(mxu_channel *ch, void *ud);
 } mxu_channel_cbs;
 
 /* Take over `fd` (a non-blocking stream socket). Frames larger than
