@@ -51,7 +51,7 @@ int mxu_fsync_dir(const char *path, mxu_err *err)
     return 0;
 }
 
-static int write_all(int fd, const void *data, size_t len)
+int mxu_write_all(int fd, const void *data, size_t len)
 {
     const char *p = data;
     while (len > 0) {
@@ -74,7 +74,7 @@ int mxu_write_file_atomic(const char *path, const void *data, size_t len, unsign
     _cleanup_close_ int fd = open(tmp, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
     if (fd < 0)
         return mxu_err_sys(err, errno, "cannot create %s", tmp);
-    if (write_all(fd, data, len) < 0 || fsync(fd) < 0) {
+    if (mxu_write_all(fd, data, len) < 0 || fsync(fd) < 0) {
         int e = errno;
         unlink(tmp);
         return mxu_err_sys(err, e, "cannot write %s", tmp);

@@ -146,6 +146,8 @@ bool mxu_name_valid(const char *s);
 /* ---- files ---------------------------------------------------------------- */
 
 int mxu_mkdir_p(const char *path, unsigned mode, mxu_err *err);
+/* write() all of it, retrying after EINTR and short writes; -1 with errno. */
+int mxu_write_all(int fd, const void *data, size_t len);
 /* Write a whole file durably: temp file, fsync, rename, fsync directory. */
 int mxu_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                           mxu_err *err);

@@ -217,22 +217,6 @@ bool reg_digest_valid(const char *s)
 
 /* ---- writing ----------------------------------------------------------------------- */
 
-static int write_all(int fd, const void *data, size_t len)
-{
-    const char *p = data;
-    while (len > 0) {
-        ssize_t n = write(fd, p, len);
-        if (n < 0) {
-            if (errno == EINTR)
-                continue;
-            return -1;
-        }
-        p += n;
-        len -= (size_t)n;
-    }
-    return 0;
-}
-
 static int write_one(const char *root, const reg_file *f, mxu_err *err)
 {
     _cleanup_free_ char *path = mxu_path_join(root, f->path);
@@ -245,7 +229,7 @@ static int write_one(const char *root, const reg_file *f, mxu_err *err)
     if (fd < 0)
         return mxu_err_sys(err, errno, "cannot create %s", path);
     /* fchmod after writing: the mode given is what the file gets, umask or not. */
-    if (write_all(fd, f->data, f->len) < 0 || fchmod(fd, f->mode) < 0 || fsync(fd) < 0)
+    if (mxu_write_all(fd, f->data, f->len) < 0 || fchmod(fd, f->mode) < 0 || fsync(fd) < 0)
         return mxu_err_sys(err, errno, "cannot write %s", path);
     return 0;
 }
