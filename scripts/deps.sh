@@ -9,7 +9,8 @@ set -eu
 
 pkgs="build-essential pkg-config meson ninja-build clang clang-format libclang-rt-14-dev
       libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev
-      libsodium-dev libcurl4-openssl-dev uthash-dev python3 curl procps"
+      libsodium-dev libcurl4-openssl-dev uthash-dev libhiredis-dev redis-server
+      python3 curl procps"
 if [ "${1:-}" = "--bench" ]; then
     pkgs="$pkgs wrk nginx fcgiwrap hyperfine musl-tools"
 fi

@@ -40,7 +40,9 @@ enum mxu_frame_type {
     MXU_FRAME_LOG = 5,    /* instance → host: a log line (id = invocation, or 0) */
     MXU_FRAME_BYE = 6,    /* host → instance: finish in-flight work, then exit 0 */
     MXU_FRAME_FATAL = 7,  /* instance → host: unrecoverable error, message; then exit */
-    /* 16..31 are reserved for descriptor operations (RES_OP / RES_REPLY). */
+    MXU_FRAME_RES_OP = 16,    /* instance → host: an operation on a descriptor */
+    MXU_FRAME_RES_REPLY = 17, /* host → instance: its outcome (same call id) */
+    /* 18..31 are reserved for more descriptor traffic. */
 };
 
 typedef struct mxu_frame_hdr {
@@ -169,5 +171,105 @@ int mxu_init_decode(const void *payload, size_t len, mxu_init_msg *m);
 int mxu_invoke_decode(const void *payload, size_t len, mxu_invoke_msg *m);
 int mxu_result_decode(const void *payload, size_t len, mxu_result_msg *m);
 int mxu_log_decode(const void *payload, size_t len, mxu_log_msg *m);
+
+/* ---- descriptor operations ----------------------------------------------------
+ * A function reaches its resources only through these two frames. RES_OP's
+ * frame id is the invocation it is made for (so the host applies that
+ * invocation's deadline and policy); RES_REPLY's frame id is the same. An
+ * instance has at most one operation outstanding (the SDK call blocks), but
+ * the call id lets the host drop a stale reply.
+ *
+ * Every operation has the same generic shape — a descriptor name, an op code,
+ * up to MXU_RES_MAX_ARGS byte runs and two numbers — so one decoder (and one
+ * fuzz target) covers them all; what each op puts where is in the table
+ * below and in docs/protocol.md.
+ *
+ *   op                args (byte runs)           n1 / n2 in            vals out                  n1 / n2 out
+ *   KV_GET            key                        -                     value                     revision
+ *   KV_PUT            key, value                 -                     -                         new revision
+ *   KV_DELETE         key                        -                     -                         -
+ *   KV_CAS            key, value                 expected revision     -                         new revision
+ *                                                (0: must not exist)
+ *   KV_LIST           prefix, cursor             limit                 key..., next cursor       count
+ *   BLOB_READ         key                        offset / length       data                      object size
+ *   BLOB_WRITE        key, data                  offset / flags        -                         bytes so far
+ *                     (flags: 1 = first chunk, 2 = last chunk; the object appears when the
+ *                      last chunk is written; chunks arrive in order, offsets contiguous)
+ *   BLOB_STAT         key                        -                     -                         size / mtime (ms)
+ *   BLOB_LIST         prefix, cursor             limit                 key..., next cursor       count
+ *   BLOB_DELETE       key                        -                     -                         -
+ *   QUEUE_PUBLISH     message                    -                     -                         message id
+ *   QUEUE_CONSUME     -                          lease (ms)            message, receipt          attempts / id
+ *   QUEUE_ACK         receipt                    -                     -                         -
+ *   SVC_CALL          method, path, query, body, header name/value pairs...
+ *                                                -                     body, header name/value pairs...
+ *                                                                                                HTTP status
+ */
+enum mxu_res_op {
+    MXU_RES_KV_GET = 1,
+    MXU_RES_KV_PUT = 2,
+    MXU_RES_KV_DELETE = 3,
+    MXU_RES_KV_CAS = 4,
+    MXU_RES_KV_LIST = 5,
+    MXU_RES_BLOB_READ = 16,
+    MXU_RES_BLOB_WRITE = 17,
+    MXU_RES_BLOB_STAT = 18,
+    MXU_RES_BLOB_LIST = 19,
+    MXU_RES_BLOB_DELETE = 20,
+    MXU_RES_QUEUE_PUBLISH = 32,
+    MXU_RES_QUEUE_CONSUME = 33,
+    MXU_RES_QUEUE_ACK = 34,
+    MXU_RES_SVC_CALL = 48,
+};
+
+#define MXU_RES_BLOB_FIRST 1u
+#define MXU_RES_BLOB_LAST 2u
+
+/* Outcomes; the SDK returns them negated as its error codes (fn.h). */
+enum mxu_res_status {
+    MXU_RES_OK = 0,
+    MXU_RES_DENIED = 1,      /* undeclared descriptor, or beyond its access */
+    MXU_RES_NOT_FOUND = 2,   /* no such key / object / message */
+    MXU_RES_CONFLICT = 3,    /* compare-and-set lost */
+    MXU_RES_TOO_LARGE = 4,   /* key, value or chunk over its limit */
+    MXU_RES_UNAVAILABLE = 5, /* backend down or unreachable */
+    MXU_RES_DEADLINE = 6,    /* the invocation's deadline passed */
+    MXU_RES_INVALID = 7,     /* malformed: bad key, bad op for the kind, ... */
+    MXU_RES_RATE_LIMITED = 8, /* the descriptor's operations-per-second budget */
+    MXU_RES_CALL_FAILED = 9, /* svc: the callee failed (crash, timeout, ...) */
+};
+
+#define MXU_RES_MAX_ARGS 64u /* byte runs in one op or reply (svc headers) */
+
+typedef struct mxu_res_op_msg {
+    uint32_t call_id;
+    mxu_slice name; /* the descriptor's local name */
+    uint32_t op;    /* enum mxu_res_op (unknown values decode; the host refuses them) */
+    uint64_t n1, n2;
+    uint32_t nargs;
+    mxu_slice args[MXU_RES_MAX_ARGS];
+} mxu_res_op_msg;
+
+typedef struct mxu_res_reply_msg {
+    uint32_t call_id;
+    uint32_t status;    /* enum mxu_res_status */
+    mxu_slice message;  /* for people; may be empty */
+    uint64_t n1, n2;
+    uint32_t nvals;
+    mxu_slice vals[MXU_RES_MAX_ARGS];
+} mxu_res_reply_msg;
+
+/* Payload layout: u32 call_id, bytes name, u32 op, u64 n1, u64 n2, u32 nargs,
+ * nargs × bytes. Reply: u32 call_id, u32 status, bytes message, u64 n1,
+ * u64 n2, u32 nvals, nvals × bytes. */
+size_t mxu_res_op_encode(void *buf, size_t cap, uint32_t call_id, mxu_slice name, uint32_t op,
+                         uint64_t n1, uint64_t n2, const mxu_slice *args, uint32_t nargs);
+size_t mxu_res_reply_encode(void *buf, size_t cap, uint32_t call_id, uint32_t status,
+                            mxu_slice message, uint64_t n1, uint64_t n2, const mxu_slice *vals,
+                            uint32_t nvals);
+/* Validate fully (nargs/nvals <= MXU_RES_MAX_ARGS, every length in bounds, no
+ * trailing bytes, name non-empty and at most 63 bytes); 0 or -1. */
+int mxu_res_op_decode(const void *payload, size_t len, mxu_res_op_msg *m);
+int mxu_res_reply_decode(const void *payload, size_t len, mxu_res_reply_msg *m);
 
 #endif
