@@ -53,13 +53,15 @@ typedef struct mxu_res_result {
 typedef void (*mxu_res_cb)(void *ud, const mxu_res_result *r);
 
 /* A backend instance: one driver bound to one logical resource at one place.
- * Opaque to everyone but its driver; the first member of every driver's own
- * struct, so drivers can downcast. */
+ * The first member of every driver's own struct, so drivers can downcast.
+ * A driver's open() sets `driver` and leaves the rest zero; the resolver
+ * owns the other fields (fills them after open, frees its strings before
+ * calling close). */
 typedef struct mxu_backend {
     const struct mxu_driver *driver;
     char *resource; /* "default/kv/orders" */
     char *location; /* "embedded", "redis://127.0.0.1:6379/0" */
-    int refs;       /* owned by the resolver (see mxu_backend_ref) */
+    int refs;       /* the binding's, plus one per operation in flight */
 } mxu_backend;
 
 /* What a driver needs to open a backend. */
@@ -89,8 +91,8 @@ typedef struct mxu_driver {
                    void *ud);
     void (*kv_delete)(mxu_backend *b, const char *key, mxu_res_cb cb, void *ud);
     /* expected 0: only if the key does not exist. CONFLICT if it lost. */
-    void (*kv_cas)(mxu_backend *b, const char *key, uint64_t expected, const void *val,
-                   size_t len, mxu_res_cb cb, void *ud);
+    void (*kv_cas)(mxu_backend *b, const char *key, uint64_t expected, const void *val, size_t len,
+                   mxu_res_cb cb, void *ud);
     /* Keys starting with prefix, in byte order, after `cursor` ("" = from the
      * start), at most `limit`. */
     void (*kv_list)(mxu_backend *b, const char *prefix, const char *cursor, size_t limit,
@@ -101,8 +103,8 @@ typedef struct mxu_driver {
 
     /* blob: keys as kv, plus '/' allowed as a separator ("img/a.png"); no
      * "." or ".." segments, no leading '/'. */
-    void (*blob_read)(mxu_backend *b, const char *key, uint64_t offset, size_t len,
-                      mxu_res_cb cb, void *ud);
+    void (*blob_read)(mxu_backend *b, const char *key, uint64_t offset, size_t len, mxu_res_cb cb,
+                      void *ud);
     /* Chunks of one upload arrive in order with contiguous offsets; the
      * object is visible (atomically replacing an older one) after the chunk
      * flagged MXU_RES_BLOB_LAST. A chunk flagged FIRST starts over. */
@@ -147,8 +149,7 @@ int mxu_resource_parse(const char *uri, char *kind, size_t kindlen, char *name, 
 /* The binding of `tenant`'s resource `uri`, created on first use from the map
  * (or the kind's default). Reference-counted; release with
  * mxu_binding_unref. Fails if the map's location cannot be opened. */
-mxu_binding *mxu_resolver_bind(mxu_resolver *r, const char *tenant, const char *uri,
-                               mxu_err *err);
+mxu_binding *mxu_resolver_bind(mxu_resolver *r, const char *tenant, const char *uri, mxu_err *err);
 void mxu_binding_unref(mxu_binding *b);
 
 /* One operation on a resource, as it came from a function (frame.h's table). */
