@@ -406,6 +406,10 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
     d->kind = mxu_strdup(kind);
     d->target = mxu_strdup(target);
     d->access = mxu_strdup(access);
+    d->max_value = strcmp(kind, "kv") == 0      ? MiB
+                   : strcmp(kind, "queue") == 0 ? 256 * 1024
+                   : strcmp(kind, "blob") == 0  ? 1024 * MiB
+                                                : 6 * MiB;
     return 0;
 }
 
@@ -894,7 +898,7 @@ static int y_env(yparse *p, yaml_node_t *n)
 
 static int y_resources(yparse *p, yaml_node_t *n)
 {
-    static const char *const keys[] = {"uri", "access"};
+    static const char *const keys[] = {"uri", "access", "max_value", "ops_per_second"};
     char qbuf[80], field[120], hint[64], why[400];
     mxu_manifest *m = p->m;
     if (n->type != YAML_MAPPING_NODE)
@@ -922,7 +926,7 @@ static int y_resources(yparse *p, yaml_node_t *n)
             return fail(p->file, node_line(val), field, p->err,
                         "expected a mapping like {uri: kv:orders, access: read-write}, got %s",
                         node_what(val));
-        yaml_node_t *uri_node = NULL, *access_node = NULL;
+        yaml_node_t *uri_node = NULL, *access_node = NULL, *max_node = NULL, *ops_node = NULL;
         for (yaml_node_pair_t *rp = val->data.mapping.pairs.start; rp < val->data.mapping.pairs.top;
              rp++) {
             const char *rk;
@@ -933,10 +937,15 @@ static int y_resources(yparse *p, yaml_node_t *n)
                 uri_node = rv;
             else if (strcmp(rk, "access") == 0)
                 access_node = rv;
+            else if (strcmp(rk, "max_value") == 0)
+                max_node = rv;
+            else if (strcmp(rk, "ops_per_second") == 0)
+                ops_node = rv;
             else
                 return fail(p->file, node_line(node_get(p, rp->key)), field, p->err,
-                            "unknown field '%s'%s (a resource has uri and access)", Q(rk),
-                            suggest(rk, keys, 2, hint, sizeof(hint)));
+                            "unknown field '%s'%s (a resource has uri, access, max_value and "
+                            "ops_per_second)",
+                            Q(rk), suggest(rk, keys, MXU_ARRAY_LEN(keys), hint, sizeof(hint)));
         }
         char sub[140];
         if (uri_node == NULL)
@@ -958,6 +967,18 @@ static int y_resources(yparse *p, yaml_node_t *n)
         }
         d->name = mxu_strdup(key);
         m->nresources++;
+        if (max_node) {
+            snprintf(sub, sizeof(sub), "%s.max_value", field);
+            if (y_size(p, max_node, sub, &d->max_value) < 0)
+                return -1;
+        }
+        if (ops_node) {
+            uint64_t ops;
+            snprintf(sub, sizeof(sub), "%s.ops_per_second", field);
+            if (y_uint(p, ops_node, sub, 1000000, &ops) < 0)
+                return -1;
+            d->ops_per_second = (uint32_t)ops;
+        }
     }
     return 0;
 }
@@ -1169,8 +1190,10 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
     for (size_t i = 0; i < m->nresources; i++) {
         const mxu_resource_decl *d = &m->resources[i];
         json_object_set_new(res, d->name,
-                            json_pack("{s:s, s:s, s:s, s:s}", "uri", d->uri, "kind", d->kind,
-                                      "target", d->target, "access", d->access));
+                            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "uri", d->uri, "kind",
+                                      d->kind, "target", d->target, "access", d->access,
+                                      "max_value", (json_int_t)d->max_value, "ops_per_second",
+                                      (json_int_t)d->ops_per_second));
     }
     return json_pack(
         "{s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
@@ -1273,13 +1296,25 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
             return fail(JFILE, 0, "resources", err, "%s: %s", which, why);
         d->name = mxu_strdup(key);
         m->nresources++;
+        /* Limits are optional in stored JSON (versions stored before they existed). */
+        json_t *maxv = json_object_get(val, "max_value"),
+               *ops = json_object_get(val, "ops_per_second");
+        if ((maxv && (!json_is_integer(maxv) || json_integer_value(maxv) <= 0)) ||
+            (ops && (!json_is_integer(ops) || json_integer_value(ops) < 0 ||
+                     json_integer_value(ops) > 1000000)))
+            return fail(JFILE, 0, "resources", err, "'%s' has bad limits", Q(key));
+        if (maxv)
+            d->max_value = (uint64_t)json_integer_value(maxv);
+        if (ops)
+            d->ops_per_second = (uint32_t)json_integer_value(ops);
         /* kind and target are derived from uri; if they were stored, they
          * must agree, or the JSON was not written by to_json. */
         json_t *kind = json_object_get(val, "kind"), *target = json_object_get(val, "target");
         if ((kind && (!json_is_string(kind) || strcmp(json_string_value(kind), d->kind) != 0)) ||
             (target &&
              (!json_is_string(target) || strcmp(json_string_value(target), d->target) != 0)) ||
-            json_object_size(val) != 2u + (kind != NULL) + (target != NULL))
+            json_object_size(val) !=
+                2u + (kind != NULL) + (target != NULL) + (maxv != NULL) + (ops != NULL))
             return fail(JFILE, 0, "resources", err, "'%s' has inconsistent or unknown fields",
                         Q(key));
     }

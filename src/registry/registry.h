@@ -30,12 +30,15 @@ enum mxu_runtime {
 
 /* One entry of `resources:`: local name → logical URI with an access mode. */
 typedef struct mxu_resource_decl {
-    char *name;   /* local name the function uses, e.g. "orders" */
-    char *uri;    /* "kv:orders", "svc:resize@prod" */
-    char *kind;   /* "kv" | "blob" | "queue" | "svc" */
-    char *target; /* the part after "kind:" */
-    char *access; /* kv/blob: read | write | read-write; queue: publish | consume |
-                     publish-consume; svc: invoke */
+    char *name;              /* local name the function uses, e.g. "orders" */
+    char *uri;               /* "kv:orders", "svc:resize@prod" */
+    char *kind;              /* "kv" | "blob" | "queue" | "svc" */
+    char *target;            /* the part after "kind:" */
+    char *access;            /* kv/blob: read | write | read-write; queue: publish | consume |
+                                publish-consume; svc: invoke */
+    uint64_t max_value;      /* largest value / message / object / svc body in bytes;
+                                default kv 1 MiB, queue 256 KiB, blob 1 GiB, svc 6 MiB */
+    uint32_t ops_per_second; /* operations budget of this descriptor per unit; 0 = none */
 } mxu_resource_decl;
 
 /* A parsed, validated manifest with every default filled in. Read-only after

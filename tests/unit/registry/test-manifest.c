@@ -370,6 +370,36 @@ static void test_err_env(void)
     EXPECT_ERR(y, FILE_NAME ":5: env.A: ", "has no value");
 }
 
+static void test_resource_limits(void)
+{
+    mxu_manifest *m = parse_ok("name: a\nruntime: exec\ncommand: x\nresources:\n"
+                               "  db: {uri: \"kv:db\", access: read}\n"
+                               "  q: {uri: \"queue:q\", access: publish}\n"
+                               "  big: {uri: \"kv:big\", access: write, max_value: 4Mi,"
+                               " ops_per_second: 50}\n");
+    CHECK_EQ_U64(m->resources[0].max_value, 1u << 20);
+    CHECK_EQ_INT(m->resources[0].ops_per_second, 0);
+    CHECK_EQ_U64(m->resources[1].max_value, 256u << 10);
+    CHECK_EQ_U64(m->resources[2].max_value, 4u << 20);
+    CHECK_EQ_INT(m->resources[2].ops_per_second, 50);
+    /* Limits survive storage. */
+    json_t *j = mxu_manifest_to_json(m);
+    mxu_manifest *back = NULL;
+    mxu_err err;
+    CHECK_EQ_INT(mxu_manifest_from_json(j, &back, &err), 0);
+    CHECK_EQ_U64(back->resources[2].max_value, 4u << 20);
+    CHECK_EQ_INT(back->resources[2].ops_per_second, 50);
+    json_decref(j);
+    mxu_manifest_free(back);
+    mxu_manifest_free(m);
+    EXPECT_ERR("name: a\nruntime: exec\ncommand: x\nresources:\n"
+               "  db: {uri: \"kv:db\", access: read, max_value: lots}\n",
+               FILE_NAME ":5: resources.db.max_value: ", "is not a size");
+    EXPECT_ERR("name: a\nruntime: exec\ncommand: x\nresources:\n"
+               "  db: {uri: \"kv:db\", access: read, ops_per_second: -3}\n",
+               FILE_NAME ":5: resources.db.ops_per_second: ", "negative");
+}
+
 static void test_err_resources(void)
 {
     const char *head = "name: a\nruntime: exec\ncommand: x\nresources:\n";
@@ -517,5 +547,6 @@ MXU_TESTS(TEST(test_full_c), TEST(test_defaults_exec), TEST(test_command_forms),
           TEST(test_err_durations_and_numbers), TEST(test_err_required),
           TEST(test_err_runtime_rules), TEST(test_err_executor), TEST(test_err_unknown_field),
           TEST(test_err_duplicate_key), TEST(test_err_syntax), TEST(test_err_encoding_and_empty),
-          TEST(test_err_types), TEST(test_err_env), TEST(test_err_resources),
-          TEST(test_err_paths_and_flags), TEST(test_json_roundtrip), TEST(test_json_errors))
+          TEST(test_err_types), TEST(test_err_env), TEST(test_resource_limits),
+          TEST(test_err_resources), TEST(test_err_paths_and_flags), TEST(test_json_roundtrip),
+          TEST(test_json_errors))
