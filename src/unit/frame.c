@@ -482,3 +482,109 @@ int mxu_log_decode(const void *payload, size_t len, mxu_log_msg *m)
         return -1;
     return 0;
 }
+
+/* ---- descriptor operations ---------------------------------------------------
+ * One generic shape for every op (see the table in frame.h), so that one
+ * decoder and one fuzz target cover them all. What a given op must carry
+ * (how many args, which numbers) is checked by the side that acts on it: the
+ * host per op before calling a driver, the SDK per op when it reads a reply.
+ * Here only the framing is checked, which is what keeps the readers safe. */
+
+/* A descriptor name as the manifest allows it is far shorter; 63 bytes is the
+ * wire's bound, so that a host can keep names in fixed 64-byte buffers. */
+#define RES_NAME_MAX 63u
+
+static void put_slices(mxu_wire_w *w, const mxu_slice *s, uint32_t n)
+{
+    mxu_wire_put_u32(w, n);
+    for (uint32_t i = 0; i < n; i++)
+        put_slice(w, s[i]);
+}
+
+/* Read a u32 count and that many byte runs into out[]. The count is bounded
+ * by the array before anything loops over it; on a bad count *n is 0. */
+static void get_slices(mxu_wire_r *r, mxu_slice *out, uint32_t *n)
+{
+    uint32_t count = mxu_wire_get_u32(r);
+    if (r->bad || count > MXU_RES_MAX_ARGS) {
+        r->bad = 1;
+        *n = 0;
+        return;
+    }
+    for (uint32_t i = 0; i < count; i++)
+        out[i] = mxu_wire_get_bytes(r);
+    *n = r->bad ? 0 : count;
+}
+
+size_t mxu_res_op_encode(void *buf, size_t cap, uint32_t call_id, mxu_slice name, uint32_t op,
+                         uint64_t n1, uint64_t n2, const mxu_slice *args, uint32_t nargs)
+{
+    /* More runs than any decoder accepts cannot be encoded: answer like any
+     * other unencodable request (see the writer), so a caller that checks the
+     * size against the buffer or MXU_FRAME_MAX_PAYLOAD refuses it. */
+    if (nargs > MXU_RES_MAX_ARGS)
+        return SIZE_MAX;
+    mxu_wire_w w;
+    mxu_wire_w_init(&w, buf, cap);
+    mxu_wire_put_u32(&w, call_id);
+    put_slice(&w, name);
+    mxu_wire_put_u32(&w, op);
+    mxu_wire_put_u64(&w, n1);
+    mxu_wire_put_u64(&w, n2);
+    put_slices(&w, args, nargs);
+    return w.len;
+}
+
+int mxu_res_op_decode(const void *payload, size_t len, mxu_res_op_msg *m)
+{
+    mxu_wire_r r;
+    mxu_wire_r_init(&r, payload, len);
+    m->call_id = mxu_wire_get_u32(&r);
+    m->name = mxu_wire_get_bytes(&r);
+    m->op = mxu_wire_get_u32(&r);
+    m->n1 = mxu_wire_get_u64(&r);
+    m->n2 = mxu_wire_get_u64(&r);
+    get_slices(&r, m->args, &m->nargs);
+    if (!mxu_wire_r_done(&r) || m->name.len == 0 || m->name.len > RES_NAME_MAX) {
+        m->nargs = 0; /* a caller that ignores the result still loops over nothing */
+        return -1;
+    }
+    return 0;
+}
+
+size_t mxu_res_reply_encode(void *buf, size_t cap, uint32_t call_id, uint32_t status,
+                            mxu_slice message, uint64_t n1, uint64_t n2, const mxu_slice *vals,
+                            uint32_t nvals)
+{
+    if (nvals > MXU_RES_MAX_ARGS)
+        return SIZE_MAX;
+    mxu_wire_w w;
+    mxu_wire_w_init(&w, buf, cap);
+    mxu_wire_put_u32(&w, call_id);
+    mxu_wire_put_u32(&w, status);
+    put_slice(&w, message);
+    mxu_wire_put_u64(&w, n1);
+    mxu_wire_put_u64(&w, n2);
+    put_slices(&w, vals, nvals);
+    return w.len;
+}
+
+/* The status is not range-checked: a newer host may know outcomes this code
+ * does not, and the SDK reads an unknown one as UNAVAILABLE rather than
+ * killing the instance over it (docs/protocol.md). */
+int mxu_res_reply_decode(const void *payload, size_t len, mxu_res_reply_msg *m)
+{
+    mxu_wire_r r;
+    mxu_wire_r_init(&r, payload, len);
+    m->call_id = mxu_wire_get_u32(&r);
+    m->status = mxu_wire_get_u32(&r);
+    m->message = mxu_wire_get_bytes(&r);
+    m->n1 = mxu_wire_get_u64(&r);
+    m->n2 = mxu_wire_get_u64(&r);
+    get_slices(&r, m->vals, &m->nvals);
+    if (!mxu_wire_r_done(&r)) {
+        m->nvals = 0;
+        return -1;
+    }
+    return 0;
+}

@@ -51,6 +51,16 @@ static int dec_log(const void *p, size_t n)
     mxu_log_msg m;
     return mxu_log_decode(p, n, &m);
 }
+static int dec_res_op(const void *p, size_t n)
+{
+    mxu_res_op_msg m;
+    return mxu_res_op_decode(p, n, &m);
+}
+static int dec_res_reply(const void *p, size_t n)
+{
+    mxu_res_reply_msg m;
+    return mxu_res_reply_decode(p, n, &m);
+}
 
 /* Decode a copy of buf[0..n) in a block of exactly n bytes. */
 static int decode_exact(decode_fn dec, const uint8_t *buf, size_t n)
@@ -621,8 +631,305 @@ static void test_mutations(void)
     free(buf);
 }
 
+/* ---- descriptor operations ------------------------------------------------------------ */
+
+static uint8_t *make_res_op(size_t *n, uint32_t call_id, mxu_slice name, uint32_t op, uint64_t n1,
+                            uint64_t n2, const mxu_slice *args, uint32_t nargs)
+{
+    size_t len = mxu_res_op_encode(NULL, 0, call_id, name, op, n1, n2, args, nargs);
+    uint8_t *buf = malloc(len ? len : 1);
+    CHECK_EQ_U64(mxu_res_op_encode(buf, len, call_id, name, op, n1, n2, args, nargs), len);
+    *n = len;
+    return buf;
+}
+
+static uint8_t *make_res_reply(size_t *n, uint32_t call_id, uint32_t status, mxu_slice message,
+                               uint64_t n1, uint64_t n2, const mxu_slice *vals, uint32_t nvals)
+{
+    size_t len = mxu_res_reply_encode(NULL, 0, call_id, status, message, n1, n2, vals, nvals);
+    uint8_t *buf = malloc(len ? len : 1);
+    CHECK_EQ_U64(mxu_res_reply_encode(buf, len, call_id, status, message, n1, n2, vals, nvals),
+                 len);
+    *n = len;
+    return buf;
+}
+
+static void test_res_op_layout(void)
+{
+    /* The byte layout docs/protocol.md promises, field by field. */
+    mxu_slice args[2] = {S("k1"), S("val")};
+    size_t len;
+    uint8_t *buf = make_res_op(&len, 0x01020304, S("orders"), MXU_RES_KV_CAS, 0x1122334455667788ull,
+                               9, args, 2);
+    /* clang-format off */
+    static const uint8_t want[] = {
+        0x04, 0x03, 0x02, 0x01,                         /* call id */
+        6, 0, 0, 0, 'o', 'r', 'd', 'e', 'r', 's',       /* name */
+        4, 0, 0, 0,                                     /* op */
+        0x88, 0x77, 0x66, 0x55, 0x44, 0x33, 0x22, 0x11, /* n1 */
+        9, 0, 0, 0, 0, 0, 0, 0,                         /* n2 */
+        2, 0, 0, 0,                                     /* nargs */
+        2, 0, 0, 0, 'k', '1',                           /* args[0] */
+        3, 0, 0, 0, 'v', 'a', 'l',                      /* args[1] */
+    };
+    /* clang-format on */
+    CHECK_EQ_U64(len, sizeof(want));
+    CHECK(memcmp(buf, want, len) == 0);
+    free(buf);
+
+    mxu_slice vals[1] = {S("x")};
+    buf = make_res_reply(&len, 7, MXU_RES_CONFLICT, S("lost"), 1, 2, vals, 1);
+    /* clang-format off */
+    static const uint8_t rwant[] = {
+        7, 0, 0, 0,                      /* call id */
+        3, 0, 0, 0,                      /* status */
+        4, 0, 0, 0, 'l', 'o', 's', 't',  /* message */
+        1, 0, 0, 0, 0, 0, 0, 0,          /* n1 */
+        2, 0, 0, 0, 0, 0, 0, 0,          /* n2 */
+        1, 0, 0, 0,                      /* nvals */
+        1, 0, 0, 0, 'x',                 /* vals[0] */
+    };
+    /* clang-format on */
+    CHECK_EQ_U64(len, sizeof(rwant));
+    CHECK(memcmp(buf, rwant, len) == 0);
+    free(buf);
+}
+
+static void test_res_op_roundtrip(void)
+{
+    /* Args with every byte value, empty ones, and the full 64. */
+    char bin[256];
+    for (int i = 0; i < 256; i++)
+        bin[i] = (char)i;
+    mxu_slice args[MXU_RES_MAX_ARGS];
+    for (uint32_t i = 0; i < MXU_RES_MAX_ARGS; i++)
+        args[i] = (mxu_slice){bin, i * 4 % 257};
+    args[3] = (mxu_slice){"", 0};
+    uint32_t counts[] = {0, 1, 2, 5, MXU_RES_MAX_ARGS};
+    for (size_t c = 0; c < ARRAY_LEN(counts); c++) {
+        size_t len;
+        uint8_t *buf =
+            make_res_op(&len, 42, S("orders"), MXU_RES_SVC_CALL, UINT64_MAX, 0, args, counts[c]);
+        mxu_res_op_msg m;
+        CHECK_EQ_INT(mxu_res_op_decode(buf, len, &m), 0);
+        CHECK_EQ_U64(m.call_id, 42);
+        CHECK(slice_is(m.name, "orders"));
+        CHECK_EQ_U64(m.op, MXU_RES_SVC_CALL);
+        CHECK_EQ_U64(m.n1, UINT64_MAX);
+        CHECK_EQ_U64(m.n2, 0);
+        CHECK_EQ_U64(m.nargs, counts[c]);
+        for (uint32_t i = 0; i < m.nargs; i++)
+            CHECK(m.args[i].len == args[i].len &&
+                  (args[i].len == 0 || memcmp(m.args[i].ptr, args[i].ptr, args[i].len) == 0));
+        uint8_t *again = malloc(len);
+        CHECK_EQ_U64(
+            mxu_res_op_encode(again, len, m.call_id, m.name, m.op, m.n1, m.n2, m.args, m.nargs),
+            len);
+        CHECK(memcmp(again, buf, len) == 0);
+        free(again);
+        if (counts[c] <= 5) /* every truncation; the 64-arg one is long */
+            check_strict(dec_res_op, buf, len);
+        free(buf);
+    }
+
+    /* An op code the codec does not know still decodes: refusing it is the
+     * host's business, with an error the function sees (INVALID). */
+    size_t len;
+    uint8_t *buf = make_res_op(&len, 1, S("q"), 999, 0, 0, NULL, 0);
+    mxu_res_op_msg m;
+    CHECK_EQ_INT(mxu_res_op_decode(buf, len, &m), 0);
+    CHECK_EQ_U64(m.op, 999);
+    check_strict(dec_res_op, buf, len);
+    free(buf);
+}
+
+static void test_res_reply_roundtrip(void)
+{
+    mxu_slice vals[4] = {S("k1"), S(""), S("k3"), S("cursor")};
+    uint32_t counts[] = {0, 1, 4};
+    for (size_t c = 0; c < ARRAY_LEN(counts); c++) {
+        size_t len;
+        uint8_t *buf =
+            make_res_reply(&len, 9, MXU_RES_OK, S(""), 3, 1700000000000ull, vals, counts[c]);
+        mxu_res_reply_msg m;
+        CHECK_EQ_INT(mxu_res_reply_decode(buf, len, &m), 0);
+        CHECK_EQ_U64(m.call_id, 9);
+        CHECK_EQ_U64(m.status, MXU_RES_OK);
+        CHECK_EQ_U64(m.message.len, 0);
+        CHECK_EQ_U64(m.n1, 3);
+        CHECK_EQ_U64(m.n2, 1700000000000ull);
+        CHECK_EQ_U64(m.nvals, counts[c]);
+        for (uint32_t i = 0; i < m.nvals; i++)
+            CHECK(m.vals[i].len == vals[i].len &&
+                  memcmp(m.vals[i].ptr, vals[i].ptr, vals[i].len) == 0);
+        uint8_t *again = malloc(len);
+        CHECK_EQ_U64(mxu_res_reply_encode(again, len, m.call_id, m.status, m.message, m.n1, m.n2,
+                                          m.vals, m.nvals),
+                     len);
+        CHECK(memcmp(again, buf, len) == 0);
+        free(again);
+        check_strict(dec_res_reply, buf, len);
+        free(buf);
+    }
+
+    /* Every status, known or not, decodes (a newer host may add some); the
+     * message is any bytes. */
+    uint32_t statuses[] = {MXU_RES_OK, MXU_RES_DENIED, MXU_RES_CALL_FAILED, 10, UINT32_MAX};
+    for (size_t i = 0; i < ARRAY_LEN(statuses); i++) {
+        size_t len;
+        uint8_t *buf = make_res_reply(&len, 1, statuses[i], S("backend down\r\n"), 0, 0, NULL, 0);
+        mxu_res_reply_msg m;
+        CHECK_EQ_INT(mxu_res_reply_decode(buf, len, &m), 0);
+        CHECK_EQ_U64(m.status, statuses[i]);
+        CHECK(slice_is(m.message, "backend down\r\n"));
+        check_strict(dec_res_reply, buf, len);
+        free(buf);
+    }
+}
+
+static void test_res_sizing_pass(void)
+{
+    mxu_slice args[3] = {S("key"), S("a value"), S("")};
+    size_t len = mxu_res_op_encode(NULL, 0, 5, S("kv"), MXU_RES_KV_PUT, 1, 2, args, 3);
+    CHECK_EQ_U64(len, 4 + 6 + 4 + 8 + 8 + 4 + 7 + 11 + 4);
+    for (size_t cap = 0; cap <= len; cap++) {
+        uint8_t *b = malloc(cap ? cap : 1);
+        CHECK_EQ_U64(mxu_res_op_encode(b, cap, 5, S("kv"), MXU_RES_KV_PUT, 1, 2, args, 3), len);
+        if (cap == len)
+            CHECK_EQ_INT(mxu_res_op_decode(b, len, &(mxu_res_op_msg){0}), 0);
+        free(b);
+    }
+    size_t rlen = mxu_res_reply_encode(NULL, 0, 5, 0, S("m"), 0, 0, args, 3);
+    CHECK_EQ_U64(rlen, 4 + 4 + 5 + 8 + 8 + 4 + 7 + 11 + 4);
+    for (size_t cap = 0; cap < rlen; cap++) {
+        uint8_t *b = malloc(cap ? cap : 1);
+        CHECK_EQ_U64(mxu_res_reply_encode(b, cap, 5, 0, S("m"), 0, 0, args, 3), rlen);
+        free(b);
+    }
+    CHECK_EQ_U64(mxu_res_reply_encode(NULL, 0, 0, 0, S(""), 0, 0, NULL, 0), 32);
+
+    /* More runs than a decoder accepts cannot be encoded at all. */
+    mxu_slice many[MXU_RES_MAX_ARGS + 1];
+    for (size_t i = 0; i < ARRAY_LEN(many); i++)
+        many[i] = S("x");
+    CHECK_EQ_U64(mxu_res_op_encode(NULL, 0, 1, S("kv"), 1, 0, 0, many, MXU_RES_MAX_ARGS + 1),
+                 SIZE_MAX);
+    CHECK_EQ_U64(mxu_res_reply_encode(NULL, 0, 1, 0, S(""), 0, 0, many, MXU_RES_MAX_ARGS + 1),
+                 SIZE_MAX);
+}
+
+static void test_res_bad_counts(void)
+{
+    mxu_slice args[2] = {S("ab"), S("c")};
+    size_t len;
+    uint8_t *buf = make_res_op(&len, 1, S("kv"), MXU_RES_KV_PUT, 0, 0, args, 2);
+    /* nargs is after call id(4) + name(6) + op(4) + n1(8) + n2(8). */
+    size_t at = 4 + 6 + 4 + 8 + 8;
+    CHECK_EQ_U64(get32(buf + at), 2);
+    uint32_t counts[] = {0, 1, 3, MXU_RES_MAX_ARGS, MXU_RES_MAX_ARGS + 1, 1000, UINT32_MAX};
+    for (size_t i = 0; i < ARRAY_LEN(counts); i++) {
+        put32(buf + at, counts[i]);
+        mxu_res_op_msg m;
+        m.nargs = 12345;
+        if (mxu_res_op_decode(buf, len, &m) != -1)
+            MXU_TEST_FAIL_("nargs %u decoded", counts[i]);
+        CHECK_EQ_U64(m.nargs, 0); /* never a count past the array */
+    }
+    put32(buf + at, 2);
+    CHECK_EQ_INT(decode_exact(dec_res_op, buf, len), 0);
+    /* An arg length past the end, or short of it (trailing bytes). */
+    size_t arg0 = at + 4;
+    uint32_t lens[] = {3, 4, 100, UINT32_MAX, 1};
+    for (size_t i = 0; i < ARRAY_LEN(lens); i++) {
+        put32(buf + arg0, lens[i]);
+        if (decode_exact(dec_res_op, buf, len) != -1)
+            MXU_TEST_FAIL_("arg length %u decoded", lens[i]);
+    }
+    free(buf);
+
+    /* A reply with 65 runs, built by hand (the encoder refuses). */
+    uint8_t reply[4 + 4 + 4 + 8 + 8 + 4 + 65 * 4];
+    memset(reply, 0, sizeof(reply));
+    put32(reply + 28, MXU_RES_MAX_ARGS + 1);
+    CHECK_EQ_INT(decode_exact(dec_res_reply, reply, sizeof(reply)), -1);
+    put32(reply + 28, MXU_RES_MAX_ARGS);
+    CHECK_EQ_INT(decode_exact(dec_res_reply, reply, sizeof(reply) - 4), 0);
+    CHECK_EQ_INT(decode_exact(dec_res_reply, reply, sizeof(reply)), -1); /* 4 trailing bytes */
+    put32(reply + 28, UINT32_MAX);
+    mxu_res_reply_msg rm;
+    CHECK_EQ_INT(mxu_res_reply_decode(reply, sizeof(reply), &rm), -1);
+    CHECK_EQ_U64(rm.nvals, 0);
+    /* Message length past the end. */
+    put32(reply + 28, 0);
+    put32(reply + 8, 1000);
+    CHECK_EQ_INT(decode_exact(dec_res_reply, reply, 32), -1);
+}
+
+static void test_res_op_names(void)
+{
+    char name[70];
+    memset(name, 'a', sizeof(name));
+    for (uint32_t n = 0; n <= 66; n++) {
+        size_t len;
+        uint8_t *buf = make_res_op(&len, 1, (mxu_slice){name, n}, MXU_RES_KV_GET, 0, 0, NULL, 0);
+        int want = n >= 1 && n <= 63 ? 0 : -1;
+        if (decode_exact(dec_res_op, buf, len) != want)
+            MXU_TEST_FAIL_("a %u-byte name: decode did not return %d", n, want);
+        free(buf);
+    }
+}
+
+/* Flip each byte of a valid op and reply: the decoders may accept or refuse,
+ * but never read out of bounds, and what they accept re-encodes exactly. */
+static void test_res_mutations(void)
+{
+    mxu_slice args[3] = {S("key"), S("value"), S("")};
+    size_t olen, rlen;
+    uint8_t *op = make_res_op(&olen, 3, S("orders"), MXU_RES_KV_PUT, 1, 2, args, 3);
+    uint8_t *rep = make_res_reply(&rlen, 3, MXU_RES_OK, S("ok"), 1, 2, args, 3);
+    static const uint8_t repl[] = {0x00, 0x01, 0x03, 0x40, 0x41, 0x7f, 0xff};
+    for (size_t i = 0; i < olen; i++) {
+        for (size_t k = 0; k < sizeof(repl); k++) {
+            uint8_t *mb = malloc(olen);
+            memcpy(mb, op, olen);
+            mb[i] = repl[k];
+            mxu_res_op_msg m;
+            if (mxu_res_op_decode(mb, olen, &m) == 0) {
+                uint8_t *again = malloc(olen);
+                CHECK_EQ_U64(mxu_res_op_encode(again, olen, m.call_id, m.name, m.op, m.n1, m.n2,
+                                               m.args, m.nargs),
+                             olen);
+                CHECK(memcmp(again, mb, olen) == 0);
+                free(again);
+            }
+            free(mb);
+        }
+    }
+    for (size_t i = 0; i < rlen; i++) {
+        for (size_t k = 0; k < sizeof(repl); k++) {
+            uint8_t *mb = malloc(rlen);
+            memcpy(mb, rep, rlen);
+            mb[i] = repl[k];
+            mxu_res_reply_msg m;
+            if (mxu_res_reply_decode(mb, rlen, &m) == 0) {
+                uint8_t *again = malloc(rlen);
+                CHECK_EQ_U64(mxu_res_reply_encode(again, rlen, m.call_id, m.status, m.message, m.n1,
+                                                  m.n2, m.vals, m.nvals),
+                             rlen);
+                CHECK(memcmp(again, mb, rlen) == 0);
+                free(again);
+            }
+            free(mb);
+        }
+    }
+    free(op);
+    free(rep);
+}
+
 MXU_TESTS(TEST(test_header_layout), TEST(test_header_rejects), TEST(test_writer_sizing),
           TEST(test_reader_bounds), TEST(test_hello_roundtrip), TEST(test_init_roundtrip),
           TEST(test_invoke_roundtrip), TEST(test_result_roundtrip), TEST(test_log_roundtrip),
           TEST(test_sizing_pass), TEST(test_lengths_past_end), TEST(test_huge_counts),
-          TEST(test_bad_fields), TEST(test_mutations))
+          TEST(test_bad_fields), TEST(test_mutations), TEST(test_res_op_layout),
+          TEST(test_res_op_roundtrip), TEST(test_res_reply_roundtrip), TEST(test_res_sizing_pass),
+          TEST(test_res_bad_counts), TEST(test_res_op_names), TEST(test_res_mutations))
