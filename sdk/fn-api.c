@@ -289,13 +289,20 @@ static int is_tchar(unsigned char c)
     return c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL;
 }
 
-static int valid_header(const char *name, size_t nlen, const char *value, size_t vlen)
+int mxu_fn_is_token(const char *s, size_t n)
 {
-    if (nlen == 0)
+    if (n == 0)
         return 0;
-    for (size_t i = 0; i < nlen; i++)
-        if (!is_tchar((unsigned char)name[i]))
+    for (size_t i = 0; i < n; i++)
+        if (!is_tchar((unsigned char)s[i]))
             return 0;
+    return 1;
+}
+
+int mxu_fn_header_ok(const char *name, size_t nlen, const char *value, size_t vlen)
+{
+    if (!mxu_fn_is_token(name, nlen))
+        return 0;
     for (size_t i = 0; i < vlen; i++) {
         unsigned char c = (unsigned char)value[i];
         if ((c < 0x20 && c != '\t') || c == 0x7f)
@@ -314,7 +321,7 @@ int mxu_res_header(mxu_res *res, const char *name, const char *value)
     if (!name || !value)
         return -1;
     size_t nlen = strlen(name), vlen = strlen(value);
-    if (!valid_header(name, nlen, value, vlen))
+    if (!mxu_fn_header_ok(name, nlen, value, vlen))
         return -1;
     if (nlen + vlen > MXU_FN_HEADER_MAX || res->hdr_bytes.len > MXU_FN_HEADER_MAX - nlen - vlen)
         return -1;
@@ -407,10 +414,12 @@ void mxu_fn_api_begin(void)
     res->body.len = 0;
     res->hdr_bytes.len = 0;
     res->nhdrs = 0;
+    mxu_fn_res_begin();
 }
 
 void mxu_fn_api_end(void)
 {
+    mxu_fn_res_end(); /* before the arena goes: open writers live in it */
     mxu_fn_arena_reset(&mxu_fn_rt_g.arena);
 }
 

@@ -3,18 +3,22 @@
  *
  * The SDK is split along the line a micro-VM port will cut:
  *
- *   fn-api.c      the calls of <mxu/fn.h>: request accessors, response
- *                 building, the per-invocation arena, logging, config.
- *   fn-runtime.c  the instance side of the protocol: HELLO, INIT, INVOKE →
- *                 mxu_handle() → RESULT, BYE; frames are encoded into one
- *                 output buffer.
- *   fn-process.c  the transport for the process and sandbox executors: main(),
- *                 a socket, batched reads and writes.
+ *   fn-api.c       the calls of <mxu/fn.h>: request accessors, response
+ *                  building, the per-invocation arena, logging, config.
+ *   fn-resource.c  the resource calls of <mxu/fn.h> (kv, blob, queue, svc):
+ *                  arguments in, RES_OP out, RES_REPLY checked and copied
+ *                  into the arena.
+ *   fn-runtime.c   the instance side of the protocol: HELLO, INIT, INVOKE →
+ *                  mxu_handle() → RESULT, BYE; the RES_OP → RES_REPLY round
+ *                  trip; frames are encoded into one output buffer.
+ *   fn-process.c   the transport for the process and sandbox executors:
+ *                  main(), a socket, batched reads and writes, and the
+ *                  blocking wait for a reply.
  *
- * The first two use nothing but the C library's malloc/realloc/free,
- * vsnprintf and memcpy, so they run unchanged on a freestanding guest
- * runtime; everything that knows about file descriptors is in the transport,
- * which the runtime reaches only through mxu_fn_transport.
+ * The first three use nothing but the C library's malloc/realloc/free,
+ * vsnprintf, memcpy and friends, so they run unchanged on a freestanding
+ * guest runtime; everything that knows about file descriptors is in the
+ * transport, which the runtime reaches only through mxu_fn_transport.
  */
 #ifndef MXU_FN_INTERNAL_H
 #define MXU_FN_INTERNAL_H
@@ -115,6 +119,33 @@ typedef struct mxu_fn_transport {
     int (*flush)(void *ctx);
     /* Milliseconds on a monotonic clock. */
     uint64_t (*now_ms)(void *ctx);
+
+    /* The blocking half of a descriptor operation, used only while a frame
+     * is being handled (so the frame being handled, and the request that
+     * points into it, must not move).
+     *
+     * Send everything in the output buffer (the RES_OP just queued, and any
+     * RESULTs batched before it, which must not wait behind the call), then
+     * block until one more whole frame has arrived that has not been handed
+     * out yet, and hand it out: its header in *h, its payload at *payload,
+     * valid until the next transport call. Frames that were already buffered
+     * when the handler started are never handed out here: they arrived
+     * before the operation was sent, so none can be its reply.
+     *
+     * Every frame handed out is kept, and replayed through mxu_fn_rt_frame()
+     * after the frame being handled, in arrival order, unless the runtime
+     * calls drop_frame() for it. That is how INVOKEs and a BYE that arrive
+     * during a call wait their turn.
+     *
+     * Returns 1 with a frame; 0 when the host is gone (EOF, or the send
+     * failed); -1 on a malformed frame header or when out of memory, with a
+     * FATAL already queued. */
+    int (*wait_frame)(void *ctx, mxu_frame_hdr *h, uint8_t **payload);
+    /* Forget the frame wait_frame() handed out last (a consumed RES_REPLY). */
+    void (*drop_frame)(void *ctx);
+    /* Send what is queued (if the host still listens) and end the instance
+     * with `code`. For errors found in the middle of a handler. */
+    void (*exit)(void *ctx, int code) __attribute__((noreturn));
 } mxu_fn_transport;
 
 /* ---- runtime --------------------------------------------------------------- */
@@ -150,6 +181,13 @@ typedef struct mxu_fn_rt {
     mxu_slice *enc_names; /* scratch for encoding RESULT headers */
     mxu_slice *enc_values;
     size_t enc_cap;
+
+    /* Descriptor operations (fn-resource.c). */
+    uint32_t call_id;                /* of the last RES_OP; 0 is never used */
+    char last_error[512];            /* mxu_last_error(); "" until a call fails */
+    struct mxu_blob_writer *writers; /* open in this invocation */
+    uint8_t *spare_chunk;            /* a writer's chunk buffer, kept for the next one */
+    size_t spare_chunk_cap;
 } mxu_fn_rt;
 
 /* The one runtime of this instance. */
@@ -175,9 +213,30 @@ mxu_fn_buf *mxu_fn_rt_out(void);
 /* Called by the transport when a batch is done: give back oversized buffers. */
 void mxu_fn_rt_idle(void);
 
+/* One descriptor operation, as a round trip: queue a RES_OP for the
+ * invocation being handled, send it, and wait for the RES_REPLY with its call
+ * id (INVOKE and BYE frames that arrive meanwhile are kept for later; any
+ * other frame, or a reply that is not for this call, is a protocol error
+ * that ends the instance). Returns 0 with the decoded reply in *rep,
+ * whatever its status; its slices point into the transport's buffer, so copy
+ * what you need, then call mxu_fn_rt_call_done(). Returns MXU_E_TOO_LARGE
+ * when the op cannot be encoded in one frame and MXU_E_NOMEM when it cannot
+ * be queued (nothing was sent). Does not return when the channel breaks. */
+int mxu_fn_rt_call(mxu_slice desc, uint32_t op, uint64_t n1, uint64_t n2, const mxu_slice *args,
+                   uint32_t nargs, mxu_res_reply_msg *rep);
+void mxu_fn_rt_call_done(void);
+/* A reply that does not fit its op: FATAL, and the instance ends. */
+void mxu_fn_rt_bad_reply(const char *fmt, ...) MXU_FN_PRINTF(1, 2) __attribute__((noreturn));
+
 /* fn-api.c: start and finish one invocation's request/response state. */
 void mxu_fn_api_begin(void);
 void mxu_fn_api_end(void);
+/* fn-resource.c: the same for resource state (writers, the last error). */
+void mxu_fn_res_begin(void);
+void mxu_fn_res_end(void);
+/* fn-api.c: the header rules of mxu_res_header(), shared with svc calls. */
+int mxu_fn_is_token(const char *s, size_t n);
+int mxu_fn_header_ok(const char *name, size_t nlen, const char *value, size_t vlen);
 /* fn-api.c: queue one LOG or FATAL frame for the current invocation, text
  * formatted in place into the output buffer. Returns 0, or -1 if it could not
  * be queued. */

@@ -13,14 +13,24 @@
  *   3. when no complete frame is left, send the whole output in one write.
  *
  * So a burst of N requests costs one read and one write, not N of each. The
- * exceptions: mxu_log() sends at once (see fn.h), and output beyond
- * FLUSH_AT is sent early so that it does not pile up.
+ * exceptions: mxu_log() sends at once (see fn.h), a descriptor operation
+ * sends its RES_OP (and everything queued before it) at once, and output
+ * beyond FLUSH_AT is sent early so that it does not pile up.
+ *
+ * While a frame is being handled, the request points into the input buffer,
+ * so that buffer must not move or change. Input read during that time — the
+ * RES_REPLY a handler waits for, and the INVOKEs and BYE the host pipelines
+ * meanwhile — goes to a second buffer, `aside`, which begins with the partial
+ * frame that was at the end of the input buffer (moved there once). The
+ * runtime consumes replies out of `aside`; when the frame is done, whatever
+ * is left goes back behind the input buffer's data, so the stream is whole
+ * again, in order, minus the replies. The common case (only the reply came)
+ * leaves `aside` empty and copies nothing.
  *
  * Writes never wait blindly: when the socket is full, the loop polls for
- * both directions and keeps reading input meanwhile, so a host that writes
- * without reading cannot deadlock against us. The only write that does not
- * read meanwhile is the one made while a handler runs (mxu_log()), because
- * the request being handled points into the input buffer, which must not move.
+ * both directions and keeps reading input meanwhile (into `aside` while a
+ * frame is handled), so a host that writes without reading cannot deadlock
+ * against us.
  */
 #include "fn-internal.h"
 
@@ -45,6 +55,15 @@ typedef struct proc {
     size_t len;
     size_t cap;
     uint64_t recv_ms; /* when the last read() returned */
+
+    /* While a frame is handled (see the top of the file). */
+    int busy;        /* inside mxu_fn_rt_frame(): `in` must not move */
+    size_t busy_end; /* where the frame being handled ends in `in` */
+    int split;       /* the partial tail of `in` has moved to `aside` */
+    uint8_t *aside;  /* [0, aside_len) is input read while busy */
+    size_t aside_len, aside_cap;
+    size_t aside_seen;         /* bytes of `aside` handed out as whole frames */
+    size_t last_at, last_size; /* the frame handed out last, for drop_frame */
 } proc;
 
 static uint64_t proc_now_ms(void *ctx)
@@ -112,6 +131,112 @@ static int in_read(proc *p, size_t need)
     }
 }
 
+/* ---- input while a frame is handled ------------------------------------------------- */
+
+static int aside_reserve(proc *p, size_t n)
+{
+    if (p->aside_cap - p->aside_len >= n)
+        return 0;
+    if (n > SIZE_MAX / 2 - p->aside_len)
+        return -1;
+    size_t cap = p->aside_cap ? p->aside_cap : IN_INITIAL;
+    while (cap < p->aside_len + n)
+        cap *= 2;
+    uint8_t *a = realloc(p->aside, cap);
+    if (!a)
+        return -1;
+    p->aside = a;
+    p->aside_cap = cap;
+    return 0;
+}
+
+/* Before the first read while busy: move the partial frame at the end of
+ * `in` (after the whole frames already buffered behind the one being
+ * handled) to `aside`, so that reads continue it there. Truncating `in`
+ * moves nothing the request points to. */
+static int aside_split(proc *p)
+{
+    if (p->split)
+        return 0;
+    size_t at = p->busy_end;
+    for (;;) {
+        mxu_frame_hdr h;
+        if (p->len - at < MXU_FRAME_HEADER_SIZE || mxu_frame_hdr_decode(p->in + at, &h) < 0 ||
+            p->len - at < MXU_FRAME_HEADER_SIZE + (size_t)h.len)
+            break; /* partial, or a bad header that wait_frame will report */
+        at += MXU_FRAME_HEADER_SIZE + (size_t)h.len;
+    }
+    size_t tail = p->len - at;
+    if (aside_reserve(p, tail) < 0) {
+        mxu_fn_rt_fatal("out of memory buffering input during a call");
+        return -1;
+    }
+    if (tail > 0)
+        memcpy(p->aside, p->in + at, tail);
+    p->aside_len = tail;
+    p->aside_seen = 0;
+    p->len = at;
+    p->split = 1;
+    return 0;
+}
+
+/* One read of whatever is available, into `aside`. 1 when bytes arrived, 0
+ * at EOF or when nothing is available, -1 on error (reported). */
+static int aside_read(proc *p)
+{
+    if (aside_split(p) < 0)
+        return -1;
+    /* Room for the rest of the frame being received, and at least a page. */
+    size_t want = 4096, avail = p->aside_len - p->aside_seen;
+    mxu_frame_hdr h;
+    if (avail >= MXU_FRAME_HEADER_SIZE && mxu_frame_hdr_decode(p->aside + p->aside_seen, &h) == 0 &&
+        MXU_FRAME_HEADER_SIZE + (size_t)h.len - avail > want)
+        want = MXU_FRAME_HEADER_SIZE + (size_t)h.len - avail;
+    if (aside_reserve(p, want) < 0) {
+        mxu_fn_rt_fatal("out of memory buffering a %zu-byte frame during a call", want);
+        return -1;
+    }
+    for (;;) {
+        ssize_t n = read(p->fd, p->aside + p->aside_len, p->aside_cap - p->aside_len);
+        if (n > 0) {
+            p->aside_len += (size_t)n;
+            p->recv_ms = proc_now_ms(p);
+            return 1;
+        }
+        if (n == 0) {
+            p->eof = 1;
+            return 0;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            return 0;
+        fprintf(stderr, "mxu: channel read failed: %s\n", strerror(errno));
+        return -1;
+    }
+}
+
+/* After the frame: put what is left of `aside` back behind the data in `in`
+ * (which may move now), so the main loop sees the rest of the stream in
+ * order. */
+static int aside_rejoin(proc *p)
+{
+    if (!p->split)
+        return 0;
+    size_t n = p->aside_len;
+    p->split = 0;
+    p->aside_len = p->aside_seen = p->last_size = 0;
+    if (n == 0)
+        return 0;
+    if (in_make_room(p, p->len - p->start + n) < 0) {
+        mxu_fn_rt_fatal("out of memory buffering %zu bytes of input", n);
+        return -1;
+    }
+    memcpy(p->in + p->len, p->aside, n);
+    p->len += n;
+    return 0;
+}
+
 /* Bytes the frame at `start` needs in total: the header size while its
  * header is not complete, header + payload after; SIZE_MAX when the header is
  * invalid. */
@@ -146,7 +271,10 @@ static int flush_out(proc *p, int may_read)
                 pfd.events |= POLLIN;
             if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
                 return -1;
-            if ((pfd.revents & POLLIN) && may_read) {
+            if ((pfd.revents & POLLIN) && may_read && p->busy) {
+                if (aside_read(p) < 0)
+                    return -1;
+            } else if ((pfd.revents & POLLIN) && may_read) {
                 mxu_frame_hdr h;
                 size_t need = pending_need(p, &h);
                 if (need == SIZE_MAX)
@@ -164,13 +292,71 @@ static int flush_out(proc *p, int may_read)
 
 static int runtime_flush(void *ctx)
 {
-    return flush_out(ctx, 0);
+    return flush_out(ctx, 1); /* reads go to `aside`: called only while busy */
+}
+
+/* See mxu_fn_transport.wait_frame. */
+static int runtime_wait_frame(void *ctx, mxu_frame_hdr *h, uint8_t **payload)
+{
+    proc *p = ctx;
+    if (flush_out(p, 1) < 0)
+        return 0; /* the host is gone */
+    if (aside_split(p) < 0)
+        return -1;
+    for (;;) {
+        size_t avail = p->aside_len - p->aside_seen;
+        if (avail >= MXU_FRAME_HEADER_SIZE) {
+            if (mxu_frame_hdr_decode(p->aside + p->aside_seen, h) < 0) {
+                mxu_fn_rt_fatal("malformed frame header");
+                return -1;
+            }
+            size_t need = MXU_FRAME_HEADER_SIZE + (size_t)h->len;
+            if (avail >= need) {
+                p->last_at = p->aside_seen;
+                p->last_size = need;
+                *payload = p->aside + p->aside_seen + MXU_FRAME_HEADER_SIZE;
+                p->aside_seen += need;
+                return 1;
+            }
+        }
+        if (p->eof)
+            return 0;
+        int r = aside_read(p);
+        if (r < 0)
+            return -1;
+        if (r == 0 && !p->eof) {
+            struct pollfd pfd = {.fd = p->fd, .events = POLLIN};
+            poll(&pfd, 1, -1);
+        }
+    }
+}
+
+static void runtime_drop_frame(void *ctx)
+{
+    proc *p = ctx;
+    if (p->last_size == 0)
+        return;
+    size_t after = p->last_at + p->last_size;
+    memmove(p->aside + p->last_at, p->aside + after, p->aside_len - after);
+    p->aside_len -= p->last_size;
+    p->aside_seen -= p->last_size;
+    p->last_size = 0;
+}
+
+static void finish(proc *p, int code) __attribute__((noreturn));
+
+static __attribute__((noreturn)) void runtime_exit(void *ctx, int code)
+{
+    finish(ctx, code);
 }
 
 static const mxu_fn_transport process_transport = {
     .name = "process",
     .flush = runtime_flush,
     .now_ms = proc_now_ms,
+    .wait_frame = runtime_wait_frame,
+    .drop_frame = runtime_drop_frame,
+    .exit = runtime_exit,
 };
 
 static int channel_fd(void)
@@ -221,9 +407,14 @@ int main(void)
             }
             if (p.len - p.start < need)
                 break;
+            p.busy = 1;
+            p.busy_end = p.start + need;
             enum mxu_fn_step step =
                 mxu_fn_rt_frame(&h, p.in + p.start + MXU_FRAME_HEADER_SIZE, p.recv_ms);
+            p.busy = 0;
             p.start += need;
+            if (aside_rejoin(&p) < 0)
+                finish(&p, 1);
             if (step == MXU_FN_EXIT_OK)
                 finish(&p, 0);
             if (step == MXU_FN_EXIT_FAIL)
@@ -242,6 +433,11 @@ int main(void)
             free(p.in);
             p.in = NULL;
             p.start = p.len = p.cap = 0;
+        }
+        if (p.aside_cap > MXU_FN_KEEP_BUF) { /* empty between frames */
+            free(p.aside);
+            p.aside = NULL;
+            p.aside_cap = 0;
         }
         if (p.eof)
             exit(0); /* the node closed the channel: no more work will come */

@@ -10,7 +10,10 @@
  *   AWAIT_INIT  HELLO is queued; only INIT is acceptable. INIT stores the
  *               identity and configuration, runs mxu_init() → READY.
  *   READY       INVOKE → mxu_handle() → RESULT, strictly one at a time;
- *               BYE → DONE (the transport flushes and exits 0).
+ *               BYE → DONE (the transport flushes and exits 0). While the
+ *               handler runs it may make descriptor operations: each is a
+ *               RES_OP sent at once and a wait for its RES_REPLY, during
+ *               which INVOKEs and BYE are left for after the handler.
  *   DONE        after BYE or a fatal error; nothing more is sent but what is
  *               already queued.
  *
@@ -288,7 +291,89 @@ static const char *type_name(uint8_t type)
 {
     static const char *const names[] = {"?",      "HELLO", "INIT", "INVOKE",
                                         "RESULT", "LOG",   "BYE",  "FATAL"};
+    if (type == MXU_FRAME_RES_OP)
+        return "RES_OP";
+    if (type == MXU_FRAME_RES_REPLY)
+        return "RES_REPLY";
     return type < sizeof(names) / sizeof(names[0]) ? names[type] : "reserved";
+}
+
+/* ---- descriptor operations ---------------------------------------------------------
+ * The one place where the instance waits for the host in the middle of a
+ * handler. The transport does the waiting (and keeps whatever else arrives);
+ * this side decides what each arriving frame means. */
+
+static __attribute__((noreturn)) void rt_exit(int code)
+{
+    mxu_fn_rt *rt = &mxu_fn_rt_g;
+    rt->tp->exit(rt->tp_ctx, code);
+}
+
+void mxu_fn_rt_bad_reply(const char *fmt, ...)
+{
+    mxu_fn_rt *rt = &mxu_fn_rt_g;
+    va_list ap;
+    va_start(ap, fmt);
+    mxu_fn_queue_text(MXU_FRAME_FATAL, 0, MXU_ERROR, fmt, ap);
+    va_end(ap);
+    rt->state = MXU_FN_DONE;
+    rt_exit(1);
+}
+
+int mxu_fn_rt_call(mxu_slice desc, uint32_t op, uint64_t n1, uint64_t n2, const mxu_slice *args,
+                   uint32_t nargs, mxu_res_reply_msg *rep)
+{
+    mxu_fn_rt *rt = &mxu_fn_rt_g;
+    if (rt->host_gone)
+        rt_exit(0); /* nobody would answer: as at EOF */
+
+    /* Call ids only have to tell this call from a stale reply; they wrap
+     * after 2^32 calls, skipping 0 so that 0 never names a call. */
+    uint32_t call_id = rt->call_id == UINT32_MAX ? 1 : rt->call_id + 1;
+    size_t len = mxu_res_op_encode(NULL, 0, call_id, desc, op, n1, n2, args, nargs);
+    if (len > MXU_FRAME_MAX_PAYLOAD)
+        return MXU_E_TOO_LARGE;
+    uint8_t *p = queue_frame(MXU_FRAME_RES_OP, rt->cur_id, len);
+    if (!p && rt->tp->flush(rt->tp_ctx) == 0)
+        p = queue_frame(MXU_FRAME_RES_OP, rt->cur_id, len); /* the buffer is empty now */
+    if (!p)
+        return MXU_E_NOMEM;
+    mxu_res_op_encode(p, len, call_id, desc, op, n1, n2, args, nargs);
+    rt->call_id = call_id;
+
+    for (;;) {
+        mxu_frame_hdr h;
+        uint8_t *payload;
+        int r = rt->tp->wait_frame(rt->tp_ctx, &h, &payload);
+        if (r == 0)
+            rt_exit(0); /* the host closed the channel: nobody is left to answer */
+        if (r < 0)
+            rt_exit(1); /* the transport queued FATAL */
+        switch (h.type) {
+        case MXU_FRAME_INVOKE:
+        case MXU_FRAME_BYE:
+            /* Pipelined work, or the end of it: handled in order once this
+             * handler returns (and judged then, like any other frame). */
+            continue;
+        case MXU_FRAME_RES_REPLY:
+            if (h.id != rt->cur_id || mxu_res_reply_decode(payload, h.len, rep) < 0)
+                mxu_fn_rt_bad_reply("malformed RES_REPLY frame (id %llu, %u bytes)",
+                                    (unsigned long long)h.id, h.len);
+            if (rep->call_id != call_id)
+                mxu_fn_rt_bad_reply("RES_REPLY for call %u, but call %u is the one waiting",
+                                    rep->call_id, call_id);
+            return 0;
+        default:
+            mxu_fn_rt_bad_reply("unexpected %s frame (type %u) while waiting for RES_REPLY",
+                                type_name(h.type), h.type);
+        }
+    }
+}
+
+void mxu_fn_rt_call_done(void)
+{
+    mxu_fn_rt *rt = &mxu_fn_rt_g;
+    rt->tp->drop_frame(rt->tp_ctx);
 }
 
 enum mxu_fn_step mxu_fn_rt_frame(const mxu_frame_hdr *h, uint8_t *payload, uint64_t recv_ms)

@@ -27,16 +27,20 @@
  *    mxu_alloc() memory) lives until mxu_handle() returns and is then reused:
  *    copy what must outlive the invocation. Data you pass in (header values,
  *    body bytes) is copied at the call, so you may free or reuse it at once.
- *  - Errors. Calls that can fail return -1 (or NULL); none of them aborts
- *    the process. A call refused for bad arguments or a limit changes
- *    nothing. Running out of memory while building the response turns the
- *    whole response into a bare 500 (logged), whatever the handler does
- *    next, so checking every call is optional.
+ *  - Errors. Request and response calls that can fail return -1 (or NULL);
+ *    none of them aborts the process. A call refused for bad arguments or a
+ *    limit changes nothing. Running out of memory while building the
+ *    response turns the whole response into a bare 500 (logged), whatever
+ *    the handler does next, so checking every call is optional. Resource
+ *    calls (kv, blob, queue, svc) return 0 or a negative MXU_E_* code that
+ *    says what went wrong, so the function can act on it; see "resources".
  *  - Portability. Nothing here assumes an operating system: the same contract
  *    is served over a socket (process and sandbox executors) and over a
  *    hypercall channel inside a micro-VM with no guest OS. Use files, sockets
  *    or environment variables in your own code if you must, but they may not
- *    exist under every executor; configuration comes from mxu_config().
+ *    exist under every executor; configuration comes from mxu_config(), and
+ *    stores, queues and other functions are reached through the resource
+ *    calls, by the names the manifest gives them.
  */
 #ifndef MXU_FN_H
 #define MXU_FN_H
@@ -200,6 +204,319 @@ MXU_FN_API void mxu_log(int level, const char *fmt, ...) MXU_FN_PRINTF(2, 3);
 
 /* The same with a va_list. */
 MXU_FN_API void mxu_vlog(int level, const char *fmt, va_list ap) MXU_FN_PRINTF(2, 0);
+
+/* ==== resources ============================================================
+ *
+ * A function reaches key-value stores, blob stores, queues and other
+ * functions only through the *descriptors* its manifest declares, by their
+ * local name:
+ *
+ *     resources:
+ *       orders: {uri: "kv:orders", access: read-write}
+ *       thumbs: {uri: "blob:thumbnails", access: write}
+ *       jobs:   {uri: "queue:jobs", access: publish}
+ *       resize: {uri: "svc:resize@prod"}
+ *
+ *     mxu_kv_put(req, "orders", "o-17", json, len, NULL);
+ *
+ * The function never learns where a resource lives: the node binds each
+ * descriptor to a backend, and may move it while the function runs.
+ *
+ * How every resource call behaves:
+ *
+ *  - It blocks until the node has answered, then returns 0 or one of the
+ *    negative MXU_E_* codes below. Nothing is retried behind your back: the
+ *    code says whether retrying can help (UNAVAILABLE, RATE_LIMITED,
+ *    CONFLICT after re-reading) or not (DENIED, INVALID, TOO_LARGE).
+ *  - A failed call (other than MXU_E_NOMEM after the node answered, where
+ *    noted) changed nothing, and left its output parameters untouched.
+ *  - The node applies the invocation's deadline to the call: a call still
+ *    waiting for a backend when the deadline passes returns MXU_E_DEADLINE.
+ *  - Everything a call returns (values, keys, bodies, receipts) is copied
+ *    into the invocation's arena (see mxu_alloc()): it stays valid until
+ *    mxu_handle() returns, and is then reused. Byte results are followed by
+ *    a NUL that is not counted in their length, so text can be used as a C
+ *    string; trust the length, since the bytes may contain NULs.
+ *  - Everything you pass in is sent at the call; you may reuse it at once.
+ *  - Calls work only inside mxu_handle(), with its `req`; from mxu_init() or
+ *    with a stale `req` they return MXU_E_INVALID.
+ *  - Keys are C strings of 1 to 512 bytes (the node enforces the limit and
+ *    any per-descriptor ones from the manifest: `max_value`,
+ *    `ops_per_second`).
+ *  - `desc` is the descriptor's local name: 1 to MXU_FN_DESC_MAX bytes. A
+ *    name the manifest does not declare, or an operation its `access` does
+ *    not allow, gives MXU_E_DENIED (and a policy log line on the node).
+ *
+ * A call costs one round trip to the node (tens of microseconds on the same
+ * machine), so batch work where the API allows it (list pages, whole-object
+ * writes). */
+
+/* What a resource call returns on failure. The values are fixed (they are
+ * the negated outcome codes of the channel protocol, docs/protocol.md). */
+enum mxu_fn_error {
+    MXU_OK = 0,
+    MXU_E_DENIED = -1,       /* undeclared descriptor, or beyond its declared access */
+    MXU_E_NOT_FOUND = -2,    /* no such key / object / message / callee */
+    MXU_E_CONFLICT = -3,     /* compare-and-set lost; an object changed while read */
+    MXU_E_TOO_LARGE = -4,    /* key, value, message, body or header count over a limit */
+    MXU_E_UNAVAILABLE = -5,  /* backend down or unreachable: retrying later may help */
+    MXU_E_DEADLINE = -6,     /* the invocation's deadline passed */
+    MXU_E_INVALID = -7,      /* malformed arguments, or an operation the kind lacks */
+    MXU_E_RATE_LIMITED = -8, /* the descriptor's operations-per-second budget is spent */
+    MXU_E_CALL_FAILED = -9,  /* svc: the callee crashed, timed out or could not start */
+    MXU_E_NOMEM = -32,       /* the SDK ran out of memory */
+};
+
+#define MXU_FN_DESC_MAX    63u        /* bytes in a descriptor name */
+#define MXU_FN_LIST_MAX    63u        /* keys in one list page */
+#define MXU_FN_BLOB_CHUNK  (1u << 20) /* bytes per blob chunk on the wire */
+#define MXU_FN_SVC_HEADERS 30u        /* request headers in one svc call */
+
+/* A short English description of an MXU_E_* code ("not found", ...); "ok"
+ * for 0 and "unknown error" for anything else. A static string. */
+MXU_FN_API const char *mxu_strerror(int code);
+
+/* The message that came with the last resource call of this invocation that
+ * failed: the node's own words when it gave any ("key 'o-17' is 700 KiB,
+ * the limit is 512 KiB"), else mxu_strerror() of the code. "" when no call
+ * has failed in this invocation. Never NULL. Owned by the SDK; valid until
+ * the next resource call or until mxu_handle() returns. */
+MXU_FN_API const char *mxu_last_error(mxu_req *req);
+
+/* ---- kv: small values by key, with revisions ------------------------------
+ * Every key has a revision: a number > 0 that grows with every write of the
+ * key (never reused while the key exists). Use it with mxu_kv_cas() for
+ * read-modify-write without lost updates. Access: get and list need `read`,
+ * put, delete and cas need `write` (`read-write` has both). */
+
+/* Read the value of `key`. On success sets `*val` (never NULL: an empty
+ * value is "" with length 0) and, when not NULL, `*len` and `*rev` (the
+ * key's current revision). The value lives in the arena.
+ * Errors: MXU_E_NOT_FOUND when the key does not exist; DENIED, INVALID,
+ * UNAVAILABLE, DEADLINE, RATE_LIMITED; MXU_E_NOMEM when the value does not
+ * fit in memory. */
+MXU_FN_API int mxu_kv_get(mxu_req *req, const char *desc, const char *key, const void **val,
+                          size_t *len, uint64_t *rev);
+
+/* Write `len` bytes at `val` (NULL is fine when `len` is 0) as the value of
+ * `key`, creating or replacing it unconditionally. Sets `*rev` (may be NULL)
+ * to the new revision. Durable when it returns 0.
+ * Errors: MXU_E_TOO_LARGE when key or value is over the limit (the
+ * descriptor's `max_value`, 1 MiB by default); DENIED, INVALID, UNAVAILABLE,
+ * DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_kv_put(mxu_req *req, const char *desc, const char *key, const void *val,
+                          size_t len, uint64_t *rev);
+
+/* Delete `key`. Errors: MXU_E_NOT_FOUND when it did not exist (nothing
+ * changed; treat as success if you only want it gone); DENIED, INVALID,
+ * UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_kv_delete(mxu_req *req, const char *desc, const char *key);
+
+/* Compare-and-set: write `val` as the value of `key` only if the key's
+ * revision is still `expected`; `expected` 0 means "only if the key does not
+ * exist" (create). Sets `*new_rev` (may be NULL) to the new revision.
+ * Errors: MXU_E_CONFLICT when the revision is not `expected` (someone wrote
+ * in between, or the key exists / does not exist): read again and retry;
+ * TOO_LARGE, DENIED, INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED.
+ * docs/sdk.md has a complete retry loop. */
+MXU_FN_API int mxu_kv_cas(mxu_req *req, const char *desc, const char *key, uint64_t expected,
+                          const void *val, size_t len, uint64_t *new_rev);
+
+/* One page of a listing, filled by mxu_kv_list() and mxu_blob_list(). All of
+ * it lives in the arena. */
+typedef struct mxu_page {
+    const char *const *keys; /* `count` NUL-terminated keys in byte order; keys[count] is NULL */
+    size_t count;
+    const char *next; /* the cursor for the next page; "" when this page is the last */
+} mxu_page;
+typedef mxu_page mxu_kv_page;
+typedef mxu_page mxu_blob_page;
+
+/* List keys that start with `prefix` (NULL or "" for all), in byte order,
+ * starting after `cursor` (NULL or "" for the beginning; else a `next` from
+ * an earlier page), at most `limit` of them (0 or more than
+ * MXU_FN_LIST_MAX means MXU_FN_LIST_MAX). A page may hold fewer keys than
+ * `limit` even when more follow: only `page->next` being "" says the listing
+ * is complete. Keys written or deleted while you page may or may not show.
+ *
+ *     mxu_kv_page pg = {0};
+ *     do {
+ *         if (mxu_kv_list(req, "orders", "o-", pg.next, 0, &pg) < 0)
+ *             break;
+ *         for (size_t i = 0; i < pg.count; i++) use(pg.keys[i]);
+ *     } while (*pg.next);
+ *
+ * Errors: DENIED, INVALID (a malformed cursor), UNAVAILABLE, DEADLINE,
+ * RATE_LIMITED, MXU_E_NOMEM. */
+MXU_FN_API int mxu_kv_list(mxu_req *req, const char *desc, const char *prefix, const char *cursor,
+                           size_t limit, mxu_kv_page *page);
+
+/* ---- blob: objects, read and written in chunks -----------------------------
+ * Objects may be far larger than a frame (up to the descriptor's
+ * `max_value`, 1 GiB by default): the SDK moves them in chunks of at most
+ * MXU_FN_BLOB_CHUNK bytes, one round trip each. Keys are like kv keys, plus
+ * '/' as a separator ("img/a.png"); no "." or ".." segments, no leading '/'.
+ * Access: read and stat and list need `read`; write and delete need `write`. */
+
+/* Read up to `len` bytes of object `key` from byte `offset` on. On success
+ * sets `*data` (in the arena, never NULL) and `*got` to the bytes read:
+ * fewer than `len` only at the end of the object, 0 when `offset` is at or
+ * past the end. `*size` (may be NULL) gets the object's whole size, so
+ * `mxu_blob_read(req, d, key, 0, SIZE_MAX, &p, &n, NULL)` reads a whole
+ * object. A read longer than MXU_FN_BLOB_CHUNK takes several round trips;
+ * if the object is replaced meanwhile the call fails with MXU_E_CONFLICT
+ * rather than return a mix of two versions (a change that keeps the size
+ * is not detected).
+ * Errors: MXU_E_NOT_FOUND when there is no such object; CONFLICT; DENIED,
+ * INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED; MXU_E_NOMEM when the bytes
+ * do not fit in memory (read in ranges instead). */
+MXU_FN_API int mxu_blob_read(mxu_req *req, const char *desc, const char *key, uint64_t offset,
+                             size_t len, const void **data, size_t *got, uint64_t *size);
+
+/* Create or replace object `key` with `len` bytes at `data` (NULL is fine
+ * when `len` is 0). The bytes go in chunks; the object appears, atomically
+ * replacing any older one, only once the last chunk is stored, so readers
+ * never see half of it. On any error the object is unchanged.
+ * Errors: MXU_E_TOO_LARGE over the descriptor's `max_value`; DENIED,
+ * INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_blob_write(mxu_req *req, const char *desc, const char *key, const void *data,
+                              size_t len);
+
+/* A streaming writer, for objects produced piece by piece or larger than
+ * memory. It holds at most one chunk (MXU_FN_BLOB_CHUNK bytes) at a time and
+ * sends each full chunk as soon as more data follows it.
+ *
+ *     mxu_blob_writer *w = mxu_blob_writer_open(req, "thumbs", "big.bin");
+ *     if (!w) ... mxu_last_error(req) says why
+ *     while (more) if (mxu_blob_writer_write(w, piece, n) < 0) break;
+ *     int rc = mxu_blob_writer_close(w);  // 0: the object is there
+ *
+ * Like mxu_blob_write(), the object appears only when close succeeds. A
+ * writer neither closed nor aborted when mxu_handle() returns is aborted.
+ * Opening sends nothing, so an undeclared descriptor or a missing `write`
+ * access shows up at the first write that sends a chunk, or at close. Do
+ * not keep two writers open on the same descriptor and key. */
+typedef struct mxu_blob_writer mxu_blob_writer;
+
+/* Start writing object `key`. Returns the writer (in the arena; never free
+ * it), or NULL when the arguments are invalid (NULL/empty key, bad `desc`,
+ * outside mxu_handle()) or memory runs out; mxu_last_error() says which. */
+MXU_FN_API mxu_blob_writer *mxu_blob_writer_open(mxu_req *req, const char *desc, const char *key);
+
+/* Append `len` bytes at `data`. Returns 0, or the error of the chunk that
+ * failed (the codes of mxu_blob_write(), or MXU_E_NOMEM); after an error the
+ * writer is dead: every later write returns the same code, and close returns
+ * it too (the object is unchanged). MXU_E_INVALID for a NULL writer, NULL
+ * data with len > 0, or a writer already closed or aborted. */
+MXU_FN_API int mxu_blob_writer_write(mxu_blob_writer *w, const void *data, size_t len);
+
+/* Send what is left and commit: returns 0 once the object is stored, or the
+ * writer's error. The writer is finished either way: do not use it again
+ * (calls on it return MXU_E_INVALID until mxu_handle() returns). */
+MXU_FN_API int mxu_blob_writer_close(mxu_blob_writer *w);
+
+/* Give up: nothing more is sent and the object stays as it was (the node
+ * drops chunks already sent). The writer is finished, as after close.
+ * NULL is ignored. */
+MXU_FN_API void mxu_blob_writer_abort(mxu_blob_writer *w);
+
+/* The size in bytes and last-modified time (milliseconds since the Unix
+ * epoch) of object `key`; either pointer may be NULL.
+ * Errors: MXU_E_NOT_FOUND; DENIED, INVALID, UNAVAILABLE, DEADLINE,
+ * RATE_LIMITED. */
+MXU_FN_API int mxu_blob_stat(mxu_req *req, const char *desc, const char *key, uint64_t *size,
+                             uint64_t *mtime_ms);
+
+/* List object keys, exactly like mxu_kv_list(). */
+MXU_FN_API int mxu_blob_list(mxu_req *req, const char *desc, const char *prefix, const char *cursor,
+                             size_t limit, mxu_blob_page *page);
+
+/* Delete object `key`. Errors: MXU_E_NOT_FOUND when there was none; DENIED,
+ * INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_blob_delete(mxu_req *req, const char *desc, const char *key);
+
+/* ---- queue: durable messages with leases ------------------------------------
+ * Publish appends a message. Consume leases the oldest visible one: it is
+ * hidden from other consumers for `lease_ms`, and comes back (with its
+ * attempts count grown) unless it is acked in time: at-least-once delivery,
+ * so make handling a message idempotent. Access: publish needs `publish`;
+ * consume and ack need `consume` (`publish-consume` has both). */
+
+/* Append `len` bytes at `msg` (NULL is fine when `len` is 0). Durable when it
+ * returns 0; `*id` (may be NULL) gets the message's id.
+ * Errors: MXU_E_TOO_LARGE over `max_value` (256 KiB by default); DENIED,
+ * INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_queue_publish(mxu_req *req, const char *desc, const void *msg, size_t len,
+                                 uint64_t *id);
+
+/* A leased message. All of it lives in the arena. */
+typedef struct mxu_queue_msg {
+    const void *data; /* the message, followed by an uncounted NUL */
+    size_t len;
+    const char *receipt; /* pass to mxu_queue_ack() */
+    uint64_t attempts;   /* 1 the first time it is consumed, then 2, ... */
+    uint64_t id;         /* as mxu_queue_publish() returned it */
+} mxu_queue_msg;
+
+/* Lease the oldest visible message for `lease_ms` milliseconds (≥ 1; the
+ * node may cap it) and fill `*out`. Returns at once: it does not wait for a
+ * message to arrive.
+ * Errors: MXU_E_NOT_FOUND when no message is visible (the queue is empty or
+ * all are leased); DENIED, INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED,
+ * MXU_E_NOMEM (the message stays leased and comes back after the lease). */
+MXU_FN_API int mxu_queue_consume(mxu_req *req, const char *desc, uint64_t lease_ms,
+                                 mxu_queue_msg *out);
+
+/* Acknowledge a consumed message: it is deleted for good.
+ * Errors: MXU_E_NOT_FOUND when the receipt is no longer valid (the lease ran
+ * out, so the message may be delivered again, or it was acked already);
+ * DENIED, INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+MXU_FN_API int mxu_queue_ack(mxu_req *req, const char *desc, const char *receipt);
+
+/* ---- svc: call another function ----------------------------------------------
+ * An HTTP-shaped request to the function a `svc:` descriptor names
+ * (`resize: {uri: "svc:resize@prod"}`), run synchronously: the callee gets
+ * this invocation's remaining deadline (or its own timeout, if shorter), and
+ * the call returns when it has answered. */
+
+/* The callee's answer. All of it lives in the arena. */
+typedef struct mxu_svc_reply {
+    int status;       /* the callee's HTTP status, 100..599 */
+    const void *body; /* followed by an uncounted NUL */
+    size_t len;
+    struct {
+        size_t count;
+        const char *const *names; /* as the callee spelled them, in its order */
+        const char *const *values;
+    } headers;
+} mxu_svc_reply;
+
+/* Call the function behind `desc` with `method` ("GET", "POST", ...),
+ * `path_and_query` (the callee's sub-path and query, as in a URL:
+ * "/thumb?w=100"; NULL means "/"), and `len` bytes of body at `body` (NULL is
+ * fine when `len` is 0); fill `*out` with its answer.
+ *
+ * Returns 0 whenever the callee answered, whatever its status: a 404 or 500
+ * from the callee is out->status, not an error. The errors are about
+ * reaching it: MXU_E_NOT_FOUND when the callee (or its version/alias) does
+ * not exist; MXU_E_CALL_FAILED when it crashed, failed to start or answered
+ * with a broken response; MXU_E_DEADLINE when it did not answer in time;
+ * MXU_E_TOO_LARGE when the body or headers are over a limit; DENIED,
+ * INVALID (bad method, path or header), UNAVAILABLE, RATE_LIMITED,
+ * MXU_E_NOMEM. mxu_last_error() has the node's account of what happened. */
+MXU_FN_API int mxu_svc_call(mxu_req *req, const char *desc, const char *method,
+                            const char *path_and_query, const void *body, size_t len,
+                            mxu_svc_reply *out);
+
+/* The same with request headers: `nhdr` (at most MXU_FN_SVC_HEADERS) pairs
+ * from `hdr_names` / `hdr_values`. Names must be HTTP tokens and values must
+ * not hold control bytes other than tab; Content-Length, Transfer-Encoding
+ * and Connection are refused (MXU_E_INVALID), since the node frames the
+ * request itself. */
+MXU_FN_API int mxu_svc_call_ex(mxu_req *req, const char *desc, const char *method,
+                               const char *path_and_query, const char *const *hdr_names,
+                               const char *const *hdr_values, size_t nhdr, const void *body,
+                               size_t len, mxu_svc_reply *out);
 
 /* ==== configuration and identity =========================================== */
 
