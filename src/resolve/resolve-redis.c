@@ -18,6 +18,11 @@
  *     with the reply, or with NULL when the context goes away (error, or our
  *     own redisAsyncFree); commands it refuses (context disconnecting) never
  *     reach it, and we answer those ourselves, before returning.
+ *   - a libuv adapter that sees socket errors. hiredis 0.14's own
+ *     (adapters/libuv.h) ignores a poll callback with an error status, which
+ *     is how libuv reports POLLERR (a connection reset, as when Redis is
+ *     killed with requests in flight): the connection then hangs until a
+ *     timeout instead of failing at once. Ours hands the error to hiredis.
  *   - scripts: EVALSHA with the SHA1 that SCRIPT LOAD gave, EVAL until then
  *     and again on NOSCRIPT (Redis restarted without its script cache).
  *
@@ -37,7 +42,6 @@
 #include "resolve-internal.h"
 
 #include <hiredis/async.h>
-#include <hiredis/adapters/libuv.h>
 
 #include <errno.h>
 #include <stdio.h>
@@ -401,6 +405,94 @@ void mxu_redis_eval(mxu_redis *c, mxu_redis_script *s, int nkeys, int argc, cons
     req_send(c, q);
 }
 
+/* ---- the libuv adapter -------------------------------------------------------------------------
+ * The same shape as hiredis' adapters/libuv.h (one uv_poll_t per context,
+ * hiredis asks to add/remove read and write interest), plus error handling:
+ * see the top of this file. */
+
+typedef struct redis_uv {
+    redisAsyncContext *ac; /* NULL once hiredis let go of it */
+    uv_poll_t poll;
+    int events;
+} redis_uv;
+
+static void uvr_poll(uv_poll_t *h, int status, int events)
+{
+    redis_uv *p = h->data;
+    if (p->ac == NULL)
+        return;
+    if (status < 0) {
+        /* libuv stopped the handle; the read or write that hiredis now
+         * tries fails with the socket's error and disconnects. */
+        events = p->events ? p->events : UV_READABLE;
+    }
+    if (events & UV_READABLE)
+        redisAsyncHandleRead(p->ac);
+    if (p->ac != NULL && (events & UV_WRITABLE))
+        redisAsyncHandleWrite(p->ac);
+}
+
+static void uvr_update(redis_uv *p, int add, int del)
+{
+    p->events = (p->events | add) & ~del;
+    if (p->events)
+        uv_poll_start(&p->poll, p->events, uvr_poll);
+    else
+        uv_poll_stop(&p->poll);
+}
+
+static void uvr_add_read(void *d)
+{
+    uvr_update(d, UV_READABLE, 0);
+}
+
+static void uvr_del_read(void *d)
+{
+    uvr_update(d, 0, UV_READABLE);
+}
+
+static void uvr_add_write(void *d)
+{
+    uvr_update(d, UV_WRITABLE, 0);
+}
+
+static void uvr_del_write(void *d)
+{
+    uvr_update(d, 0, UV_WRITABLE);
+}
+
+static void uvr_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+static void uvr_cleanup(void *d)
+{
+    redis_uv *p = d;
+    p->ac = NULL;
+    uv_close((uv_handle_t *)&p->poll, uvr_closed);
+}
+
+static int uvr_attach(redisAsyncContext *ac, uv_loop_t *loop)
+{
+    if (ac->ev.data != NULL)
+        return REDIS_ERR;
+    redis_uv *p = mxu_calloc(1, sizeof(*p));
+    if (uv_poll_init(loop, &p->poll, ac->c.fd) != 0) {
+        free(p);
+        return REDIS_ERR;
+    }
+    p->ac = ac;
+    p->poll.data = p;
+    ac->ev.data = p;
+    ac->ev.addRead = uvr_add_read;
+    ac->ev.delRead = uvr_del_read;
+    ac->ev.addWrite = uvr_add_write;
+    ac->ev.delWrite = uvr_del_write;
+    ac->ev.cleanup = uvr_cleanup;
+    return REDIS_OK;
+}
+
 /* ---- connecting ------------------------------------------------------------------------------ */
 
 static void selected(void *ud, redisReply *reply, const char *unavailable)
@@ -432,7 +524,7 @@ static void conn_connect(mxu_redis *c)
         mark_down(c, why);
         return;
     }
-    if (redisLibuvAttach(ac, c->loop) != REDIS_OK) {
+    if (uvr_attach(ac, c->loop) != REDIS_OK) {
         redisAsyncFree(ac);
         mark_down(c, "cannot watch the socket");
         return;
