@@ -57,10 +57,11 @@ typedef struct proc {
     uint64_t recv_ms; /* when the last read() returned */
 
     /* While a frame is handled (see the top of the file). */
-    int busy;        /* inside mxu_fn_rt_frame(): `in` must not move */
-    size_t busy_end; /* where the frame being handled ends in `in` */
-    int split;       /* the partial tail of `in` has moved to `aside` */
-    uint8_t *aside;  /* [0, aside_len) is input read while busy */
+    int busy;          /* inside mxu_fn_rt_frame(): `in` must not move */
+    size_t busy_end;   /* where the frame being handled ends in `in` */
+    uint8_t busy_byte; /* in[busy_end] before the runtime put a NUL there */
+    int split;         /* the partial tail of `in` has moved to `aside` */
+    uint8_t *aside;    /* [0, aside_len) is input read while busy */
     size_t aside_len, aside_cap;
     size_t aside_seen;         /* bytes of `aside` handed out as whole frames */
     size_t last_at, last_size; /* the frame handed out last, for drop_frame */
@@ -160,9 +161,17 @@ static int aside_split(proc *p)
         return 0;
     size_t at = p->busy_end;
     for (;;) {
+        /* The runtime NUL-terminates the body in place, on the byte after
+         * the frame, until the handler returns: read the header of the frame
+         * that starts there with its real first byte. */
+        uint8_t hb[MXU_FRAME_HEADER_SIZE];
         mxu_frame_hdr h;
-        if (p->len - at < MXU_FRAME_HEADER_SIZE || mxu_frame_hdr_decode(p->in + at, &h) < 0 ||
-            p->len - at < MXU_FRAME_HEADER_SIZE + (size_t)h.len)
+        if (p->len - at < MXU_FRAME_HEADER_SIZE)
+            break;
+        memcpy(hb, p->in + at, sizeof(hb));
+        if (at == p->busy_end)
+            hb[0] = p->busy_byte;
+        if (mxu_frame_hdr_decode(hb, &h) < 0 || p->len - at < MXU_FRAME_HEADER_SIZE + (size_t)h.len)
             break; /* partial, or a bad header that wait_frame will report */
         at += MXU_FRAME_HEADER_SIZE + (size_t)h.len;
     }
@@ -173,6 +182,9 @@ static int aside_split(proc *p)
     }
     if (tail > 0)
         memcpy(p->aside, p->in + at, tail);
+    /* That byte now lives here; the runtime's restore lands past p->len. */
+    if (tail > 0 && at == p->busy_end)
+        p->aside[0] = p->busy_byte;
     p->aside_len = tail;
     p->aside_seen = 0;
     p->len = at;
@@ -190,7 +202,7 @@ static int aside_read(proc *p)
     size_t want = 4096, avail = p->aside_len - p->aside_seen;
     mxu_frame_hdr h;
     if (avail >= MXU_FRAME_HEADER_SIZE && mxu_frame_hdr_decode(p->aside + p->aside_seen, &h) == 0 &&
-        MXU_FRAME_HEADER_SIZE + (size_t)h.len - avail > want)
+        MXU_FRAME_HEADER_SIZE + (size_t)h.len > avail + want)
         want = MXU_FRAME_HEADER_SIZE + (size_t)h.len - avail;
     if (aside_reserve(p, want) < 0) {
         mxu_fn_rt_fatal("out of memory buffering a %zu-byte frame during a call", want);
@@ -409,6 +421,7 @@ int main(void)
                 break;
             p.busy = 1;
             p.busy_end = p.start + need;
+            p.busy_byte = p.in[p.busy_end]; /* the spare byte when nothing follows */
             enum mxu_fn_step step =
                 mxu_fn_rt_frame(&h, p.in + p.start + MXU_FRAME_HEADER_SIZE, p.recv_ms);
             p.busy = 0;
