@@ -8,6 +8,7 @@
  * The host side here reads while it writes (like the node's libuv loop), so
  * a 5 MiB body can go both ways without either side blocking the other.
  */
+#include "registry/registry.h"
 #include "test.h"
 #include "unit/frame.h"
 
@@ -1450,7 +1451,10 @@ static void test_res_round_trip_cost(void)
 {
     host h;
     start(&h);
-    enum { N = 20000 };
+    /* MXU_RES_BENCH_CALLS changes the count, e.g. to compare allocation
+     * counts of two runs (the steady state should not allocate). */
+    const char *env = getenv("MXU_RES_BENCH_CALLS");
+    int N = env && atoi(env) > 1000 ? atoi(env) : 20000;
     char q[32];
     snprintf(q, sizeof(q), "n=%d", N);
     invoke(&h, 1, "/calls", q);
@@ -1571,6 +1575,78 @@ static void test_example_json_transform(void)
     unlink(bin);
 }
 
+/* The kv counter of examples/counter: its manifest is valid and declares
+ * the descriptor it uses, and one increment that loses a race retries with
+ * the revision it read again. Built with the node's deploy command line. */
+static void test_example_counter(void)
+{
+    FILE *mf = fopen(MXU_TEST_SOURCE_ROOT "/examples/counter/mxu.yaml", "r");
+    CHECK(mf != NULL);
+    char text[4096];
+    size_t tlen = fread(text, 1, sizeof(text), mf);
+    fclose(mf);
+    mxu_manifest *man = NULL;
+    mxu_err err = {0};
+    if (mxu_manifest_parse(text, tlen, "examples/counter/mxu.yaml", &man, &err) < 0)
+        MXU_TEST_FAIL_("manifest: %s", err.msg);
+    CHECK_EQ_U64(man->nresources, 1);
+    CHECK_STR(man->resources[0].name, "counter");
+    CHECK_STR(man->resources[0].uri, "kv:counters");
+    CHECK_STR(man->resources[0].access, "read-write");
+    mxu_manifest_free(man);
+
+    char *bin = deploy_build(MXU_TEST_SOURCE_ROOT "/examples/counter/counter.c");
+    host h;
+    spawn_with(&h, bin, SOCK_STREAM, 0);
+    hello_and_init(&h, NULL, NULL, 0);
+
+    /* A new counter: get says not found, create (expected 0) loses to a
+     * concurrent creator, get again, CAS on that revision wins. */
+    invoke(&h, 1, "/", "name=visits");
+    op *o = expect_op(&h, 1, MXU_RES_KV_GET, "counter", 1);
+    CHECK(arg_is(o, 0, "visits"));
+    reply(&h, o, MXU_RES_NOT_FOUND, "", 0, 0, NULL, 0);
+    free_op(o);
+    o = expect_op(&h, 1, MXU_RES_KV_CAS, "counter", 2);
+    CHECK(arg_is(o, 0, "visits") && arg_is(o, 1, "1"));
+    CHECK_EQ_U64(o->m.n1, 0);
+    reply(&h, o, MXU_RES_CONFLICT, "revision is 1", 0, 0, NULL, 0);
+    free_op(o);
+    o = expect_op(&h, 1, MXU_RES_KV_GET, "counter", 1);
+    mxu_slice v = S("1");
+    reply(&h, o, MXU_RES_OK, "", 1, 0, &v, 1);
+    free_op(o);
+    o = expect_op(&h, 1, MXU_RES_KV_CAS, "counter", 2);
+    CHECK(arg_is(o, 1, "2"));
+    CHECK_EQ_U64(o->m.n1, 1);
+    reply(&h, o, MXU_RES_OK, "", 2, 0, NULL, 0);
+    free_op(o);
+    result *r = expect_result(&h, 1);
+    CHECK_EQ_INT(r->status, 200);
+    CHECK_STR(r->body, "{\"name\":\"visits\",\"value\":2}\n");
+    free_result(r);
+
+    /* A bad name costs no call; a backend outage is a 503 with a log line. */
+    invoke(&h, 2, "/", "name=a%22b");
+    r = expect_result(&h, 2);
+    CHECK_EQ_INT(r->status, 400);
+    free_result(r);
+    invoke(&h, 3, "/", "name=x");
+    o = expect_op(&h, 3, MXU_RES_KV_GET, "counter", 1);
+    reply(&h, o, MXU_RES_UNAVAILABLE, "redis is down", 0, 0, NULL, 0);
+    free_op(o);
+    frame f = expect(&h, MXU_FRAME_LOG, 3);
+    f.payload[f.h.len] = '\0';
+    CHECK_CONTAINS((char *)f.payload + 8, "counter store: redis is down");
+    free(f.payload);
+    r = expect_result(&h, 3);
+    CHECK_EQ_INT(r->status, 503);
+    CHECK_STR(r->body, "{\"error\":\"backend unavailable\"}\n");
+    free_result(r);
+    bye(&h);
+    unlink(bin);
+}
+
 MXU_TESTS(TEST(test_handshake_and_bye), TEST(test_pipelined_invokes),
           TEST(test_results_are_batched), TEST(test_handler_errors), TEST(test_log_frames),
           TEST(test_log_is_not_delayed), TEST(test_config_and_identity), TEST(test_query_params),
@@ -1584,4 +1660,5 @@ MXU_TESTS(TEST(test_handshake_and_bye), TEST(test_pipelined_invokes),
           TEST(test_res_blob_write_chunks), TEST(test_res_blob_writer), TEST(test_res_queue),
           TEST(test_res_svc), TEST(test_res_call_ids), TEST(test_res_pipelined_during_call),
           TEST(test_res_bye_during_call), TEST(test_res_protocol_errors),
-          TEST(test_res_eof_during_call), TEST(test_res_round_trip_cost))
+          TEST(test_res_eof_during_call), TEST(test_res_round_trip_cost),
+          TEST(test_example_counter))
