@@ -1262,6 +1262,27 @@ static void test_redis_down_at_open(void)
     close_loop();
 }
 
+/* Backends closed while their connection is still being made, with the
+ * queue's XGROUP CREATE still out: nothing leaks, nothing crashes. */
+static void test_redis_close_at_once(void)
+{
+    setup();
+    redis_start(0);
+    mxu_backend *k = open_be("kv", "redis", "default/kv/x", redis_loc());
+    mxu_backend *q = open_be("queue", "redis", "default/queue/x", redis_loc());
+    close_be(k);
+    close_be(q);
+    loop_for(50);
+    /* and once more after it is up, with a reply about to arrive */
+    k = open_be("kv", "redis", "default/kv/x", redis_loc());
+    CHECK_STATUS(kv_puts(k, "a", "1"), MXU_RES_OK);
+    q = open_be("queue", "redis", "default/queue/x", redis_loc());
+    close_be(q);
+    close_be(k);
+    close_loop();
+    redis_kill();
+}
+
 static void test_redis_bad_location(void)
 {
     setup();
@@ -1393,5 +1414,6 @@ MXU_TESTS(TEST(test_driver_find), TEST(test_kv_embedded), TEST(test_kv_redis),
           TEST(test_queue_embedded), TEST(test_queue_redis), TEST(test_blob_fs),
           TEST(test_blob_fs_embedded_location), TEST(test_blob_fs_abandoned),
           TEST(test_embedded_durable), TEST(test_kv_redis_outage), TEST(test_queue_redis_outage),
-          TEST(test_redis_hang), TEST(test_redis_down_at_open), TEST(test_redis_bad_location),
-          TEST(test_redis_restart_empty), TEST(test_kv_embedded_get_latency))
+          TEST(test_redis_hang), TEST(test_redis_down_at_open), TEST(test_redis_close_at_once),
+          TEST(test_redis_bad_location), TEST(test_redis_restart_empty),
+          TEST(test_kv_embedded_get_latency))
