@@ -228,8 +228,12 @@ MXU_FN_API void mxu_vlog(int level, const char *fmt, va_list ap) MXU_FN_PRINTF(2
  *    negative MXU_E_* codes below. Nothing is retried behind your back: the
  *    code says whether retrying can help (UNAVAILABLE, RATE_LIMITED,
  *    CONFLICT after re-reading) or not (DENIED, INVALID, TOO_LARGE).
- *  - A failed call (other than MXU_E_NOMEM after the node answered, where
- *    noted) changed nothing, and left its output parameters untouched.
+ *  - A failed call leaves its output parameters untouched and changed
+ *    nothing, with two exceptions: after MXU_E_DEADLINE or
+ *    MXU_E_UNAVAILABLE a write may or may not have happened (the backend
+ *    stopped answering; read back, or write with mxu_kv_cas(), when it
+ *    matters), and where a call says so (MXU_E_NOMEM after the node
+ *    answered).
  *  - The node applies the invocation's deadline to the call: a call still
  *    waiting for a backend when the deadline passes returns MXU_E_DEADLINE.
  *  - Everything a call returns (values, keys, bodies, receipts) is copied
@@ -238,8 +242,8 @@ MXU_FN_API void mxu_vlog(int level, const char *fmt, va_list ap) MXU_FN_PRINTF(2
  *    a NUL that is not counted in their length, so text can be used as a C
  *    string; trust the length, since the bytes may contain NULs.
  *  - Everything you pass in is sent at the call; you may reuse it at once.
- *  - Calls work only inside mxu_handle(), with its `req`; from mxu_init() or
- *    with a stale `req` they return MXU_E_INVALID.
+ *  - Calls work only while mxu_handle() runs, with its `req`; from
+ *    mxu_init() they return MXU_E_INVALID.
  *  - Keys are C strings of 1 to 512 bytes (the node enforces the limit and
  *    any per-descriptor ones from the manifest: `max_value`,
  *    `ops_per_second`).
@@ -247,9 +251,11 @@ MXU_FN_API void mxu_vlog(int level, const char *fmt, va_list ap) MXU_FN_PRINTF(2
  *    name the manifest does not declare, or an operation its `access` does
  *    not allow, gives MXU_E_DENIED (and a policy log line on the node).
  *
- * A call costs one round trip to the node (tens of microseconds on the same
- * machine), so batch work where the API allows it (list pages, whole-object
- * writes). */
+ * A call costs one round trip to the node (about 12 us on the same machine
+ * over the process executor's socket, plus the backend's own time), so do
+ * more per call where the API allows it (list pages, whole-object writes).
+ * While a call waits, requests the node sends meanwhile wait for this one,
+ * so a slow backend delays this instance's later requests too. */
 
 /* What a resource call returns on failure. The values are fixed (they are
  * the negated outcome codes of the channel protocol, docs/protocol.md). */
@@ -415,9 +421,10 @@ MXU_FN_API int mxu_blob_writer_write(mxu_blob_writer *w, const void *data, size_
  * (calls on it return MXU_E_INVALID until mxu_handle() returns). */
 MXU_FN_API int mxu_blob_writer_close(mxu_blob_writer *w);
 
-/* Give up: nothing more is sent and the object stays as it was (the node
- * drops chunks already sent). The writer is finished, as after close.
- * NULL is ignored. */
+/* Give up: nothing more is sent and the object stays as it was (chunks
+ * already sent are dropped by the node when the invocation ends, or when a
+ * new upload of the same key starts). The writer is finished, as after
+ * close. NULL is ignored. */
 MXU_FN_API void mxu_blob_writer_abort(mxu_blob_writer *w);
 
 /* The size in bytes and last-modified time (milliseconds since the Unix
@@ -486,8 +493,8 @@ typedef struct mxu_svc_reply {
     size_t len;
     struct {
         size_t count;
-        const char *const *names; /* as the callee spelled them, in its order */
-        const char *const *values;
+        const char *const *names;  /* as the callee spelled them, in its order; */
+        const char *const *values; /* names[count] and values[count] are NULL */
     } headers;
 } mxu_svc_reply;
 
@@ -502,8 +509,10 @@ typedef struct mxu_svc_reply {
  * not exist; MXU_E_CALL_FAILED when it crashed, failed to start or answered
  * with a broken response; MXU_E_DEADLINE when it did not answer in time;
  * MXU_E_TOO_LARGE when the body or headers are over a limit; DENIED,
- * INVALID (bad method, path or header), UNAVAILABLE, RATE_LIMITED,
- * MXU_E_NOMEM. mxu_last_error() has the node's account of what happened. */
+ * INVALID (bad method, path or header), UNAVAILABLE, RATE_LIMITED;
+ * MXU_E_NOMEM when the answer does not fit in memory (the callee did run).
+ * mxu_last_error() has the node's account of what happened. The path and
+ * query are passed on as written (percent-encode them yourself). */
 MXU_FN_API int mxu_svc_call(mxu_req *req, const char *desc, const char *method,
                             const char *path_and_query, const void *body, size_t len,
                             mxu_svc_reply *out);
