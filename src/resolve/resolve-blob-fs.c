@@ -191,8 +191,7 @@ static void bfs_close(mxu_backend *b)
     free(f);
 }
 
-/* ---- helpers -----------------------------------------------------------------------------------
- */
+/* ---- helpers -------------------------------------------------------------------------------- */
 
 static char *obj_path(blob_fs *f, const char *key)
 {
@@ -271,8 +270,22 @@ static void prune_folders(blob_fs *f, const char *key)
     }
 }
 
-/* ---- write ------------------------------------------------------------------------------------
- */
+/* ---- write ---------------------------------------------------------------------------------- */
+
+/* An answer kept for later: the callback may close the backend (the resolver
+ * drops its last reference from there), so it must come after the cleanup
+ * that still needs the backend. */
+typedef struct held_answer {
+    enum mxu_res_status status;
+    char msg[512];
+} held_answer;
+
+static void hold_answer(void *ud, const mxu_res_result *r)
+{
+    held_answer *h = ud;
+    h->status = r->status;
+    snprintf(h->msg, sizeof(h->msg), "%s", r->message ? r->message : "");
+}
 
 static upload *upload_start(blob_fs *f, const char *key, mxu_res_cb cb, void *ud)
 {
@@ -386,17 +399,20 @@ static void bfs_write(mxu_backend *b, const char *key, uint64_t offset, unsigned
     u->last_ns = mxu_now_ns();
     uint64_t written = u->written;
     if (flags & MXU_RES_BLOB_LAST) {
-        int rc = upload_finish(f, u, cb, ud);
+        held_answer h;
+        int rc = upload_finish(f, u, hold_answer, &h);
         upload_drop(f, u, rc < 0);
-        if (rc < 0)
+        if (rc < 0) {
+            mxu_res_result r = {.status = h.status, .message = h.msg};
+            cb(ud, &r);
             return;
+        }
     }
     mxu_res_result r = {.status = MXU_RES_OK, .n1 = written};
     cb(ud, &r);
 }
 
-/* ---- read, stat, delete
- * --------------------------------------------------------------------------- */
+/* ---- read, stat, delete --------------------------------------------------------------------- */
 
 static void bfs_read(mxu_backend *b, const char *key, uint64_t offset, size_t len, mxu_res_cb cb,
                      void *ud)
@@ -484,8 +500,7 @@ static void bfs_delete(mxu_backend *b, const char *key, mxu_res_cb cb, void *ud)
     cb(ud, &r);
 }
 
-/* ---- list -------------------------------------------------------------------------------------
- */
+/* ---- list ----------------------------------------------------------------------------------- */
 
 typedef struct walk {
     const char *prefix, *cursor;

@@ -123,8 +123,7 @@ size_t mxu_res_list_limit(size_t limit)
     return limit > MXU_RES_LIST_MAX ? MXU_RES_LIST_MAX : limit;
 }
 
-/* ---- the table --------------------------------------------------------------------------------
- */
+/* ---- the table ------------------------------------------------------------------------------ */
 
 static const mxu_driver *const drivers[] = {
     &mxu_driver_kv_embedded,    &mxu_driver_kv_redis,    &mxu_driver_blob_fs,

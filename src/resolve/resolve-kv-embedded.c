@@ -294,9 +294,13 @@ static void kve_get(mxu_backend *b, const char *key, mxu_res_cb cb, void *ud)
                  key, cb, ud);
     if (st == NULL)
         return;
+    /* The row must stay valid during cb, so the statement goes back after
+     * it; cb may close this backend (and with it the last reference to the
+     * database), so hold one of our own until then. */
+    mxu_edb *db = k->db;
+    db->refs++;
     int rc = sqlite3_step(st);
     if (rc == SQLITE_ROW) {
-        /* The row stays valid until the statement is handed back, after cb. */
         const void *v = sqlite3_column_blob(st, 0);
         mxu_res_result r = {.status = MXU_RES_OK,
                             .data = v ? v : "",
@@ -308,7 +312,8 @@ static void kve_get(mxu_backend *b, const char *key, mxu_res_cb cb, void *ud)
     } else {
         kve_db_fail(k, cb, ud);
     }
-    mxu_edb_stmt_done(k->db, MXU_EDB_KV_GET, st);
+    mxu_edb_stmt_done(db, MXU_EDB_KV_GET, st);
+    mxu_edb_close(db);
 }
 
 /* Step a write whose RETURNING gives the new revision; answer it. */

@@ -60,8 +60,7 @@ static mxu_redis_script import_script = {
            "redis.call('ZADD', KEYS[2], 0, ARGV[2])\n"
            "return tonumber(ARGV[3])\n"};
 
-/* ---- open / close ------------------------------------------------------------------------------
- */
+/* ---- open / close --------------------------------------------------------------------------- */
 
 static int kvr_open(const mxu_backend_config *cfg, mxu_backend **out, mxu_err *err)
 {

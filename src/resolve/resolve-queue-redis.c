@@ -43,8 +43,7 @@ typedef struct queue_redis {
     char display[96];
 } queue_redis;
 
-/* ---- scripts ----------------------------------------------------------------------------------
- */
+/* ---- scripts -------------------------------------------------------------------------------- */
 
 /* KEYS: stream, seq. ARGV[1]: the message. Returns the id. */
 static mxu_redis_script publish_script = {
@@ -103,8 +102,7 @@ static mxu_redis_script ack_script = {
            "redis.call('ZREM', KEYS[2], ARGV[1])\n"
            "return 1\n"};
 
-/* ---- open / close -----------------------------------------------------------------------------
- */
+/* ---- open / close --------------------------------------------------------------------------- */
 
 static void group_created(void *ud, redisReply *reply, const char *unavailable)
 {

@@ -146,8 +146,7 @@ int mxu_redis_parse(const char *location, char *host, size_t hostlen, int *port,
     return 0;
 }
 
-/* ---- state ------------------------------------------------------------------------------------
- */
+/* ---- state ---------------------------------------------------------------------------------- */
 
 static void timer_kick(mxu_redis *c)
 {
@@ -238,8 +237,7 @@ static void tick(uv_timer_t *t)
         uv_timer_stop(&c->timer);
 }
 
-/* ---- hiredis callbacks ------------------------------------------------------------------------
- */
+/* ---- hiredis callbacks ---------------------------------------------------------------------- */
 
 static void on_connect(const redisAsyncContext *ac, int status)
 {

@@ -192,6 +192,7 @@ static void close_loop(void)
             MXU_TEST_FAIL_("status %d, expected %s (%d): %s", c_->status, #st, (int)(st), \
                            c_->msg ? c_->msg : "(no message)");                           \
     } while (0)
+#define CHECK_STATUS_V(v, st) CHECK_EQ_INT((v), (st))
 #define CHECK_DATA(c, s, n)                                              \
     do {                                                                 \
         const cap *c_ = (c);                                             \
@@ -222,8 +223,7 @@ static void close_be(mxu_backend *b)
     b->driver->close(b);
 }
 
-/* ---- redis-server -------------------------------------------------------------------------------
- */
+/* ---- redis-server --------------------------------------------------------------------------- */
 
 static pid_t g_redis_pid;
 static int g_redis_port;
@@ -314,8 +314,7 @@ static const char *redis_loc(void)
     return g_redis_loc;
 }
 
-/* ---- operations ---------------------------------------------------------------------------------
- */
+/* ---- operations ----------------------------------------------------------------------------- */
 
 static cap *kv_get(mxu_backend *b, const char *key)
 {
@@ -440,8 +439,7 @@ static void check_page(const cap *c, const char *const *want, size_t n, const ch
     CHECK_STR(c->cursor, cursor);
 }
 
-/* ---- kv suite
- * ------------------------------------------------------------------------------------- */
+/* ---- kv suite ------------------------------------------------------------------------------- */
 
 static void kv_suite(mxu_backend *b, mxu_backend *other)
 {
@@ -623,8 +621,7 @@ static void test_kv_redis(void)
     redis_kill();
 }
 
-/* ---- queue suite
- * ------------------------------------------------------------------------------------ */
+/* ---- queue suite ---------------------------------------------------------------------------- */
 
 static void queue_suite(mxu_backend *b)
 {
@@ -736,8 +733,7 @@ static void test_queue_redis(void)
     redis_kill();
 }
 
-/* ---- blob suite
- * ------------------------------------------------------------------------------------ */
+/* ---- blob suite ----------------------------------------------------------------------------- */
 
 static unsigned char pattern(uint64_t i)
 {
@@ -986,8 +982,7 @@ static void test_blob_fs_abandoned(void)
     close_loop();
 }
 
-/* ---- durability
- * ------------------------------------------------------------------------------------ */
+/* ---- durability ----------------------------------------------------------------------------- */
 
 /* Reopening the embedded database finds everything; so does a node killed
  * with SIGKILL right after its writes were answered. */
@@ -1055,8 +1050,7 @@ static void test_embedded_durable(void)
     close_loop();
 }
 
-/* ---- Redis outages
- * ------------------------------------------------------------------------------------ */
+/* ---- Redis outages -------------------------------------------------------------------------- */
 
 /* A load: one operation per millisecond, each a cap. */
 typedef struct load {
@@ -1332,8 +1326,176 @@ static void test_redis_restart_empty(void)
     redis_kill();
 }
 
-/* ---- the table, latency
- * ------------------------------------------------------------------------------ */
+/* ---- closing from a callback ----------------------------------------------------------------- */
+
+/* The resolver drops its last reference to a backend from inside the
+ * callback of the backend's last operation, and so closes it there: no
+ * driver may touch the backend after calling back. ASan checks. */
+
+typedef struct closer {
+    mxu_backend *b;
+    cap *c;
+} closer;
+
+static void close_in_cb(void *ud, const mxu_res_result *r)
+{
+    closer *x = ud;
+    on_cap(x->c, r);
+    close_be(x->b);
+}
+
+enum cop {
+    C_GET,
+    C_GET_MISSING,
+    C_PUT,
+    C_CAS_CONFLICT,
+    C_DELETE,
+    C_LIST,
+    C_IMPORT,
+    C_BAD_KEY,
+    C_WRITE,
+    C_WRITE_FAILS_AT_LAST,
+    C_READ,
+    C_STAT,
+    C_BLIST,
+    C_BDELETE,
+    C_PUBLISH,
+    C_CONSUME,
+    C_CONSUME_EMPTY,
+    C_ACK
+};
+
+/* Open a backend, prepare, run `op` with a callback that closes it. */
+static enum mxu_res_status close_during(const char *kind, const char *scheme, const char *loc,
+                                        enum cop op)
+{
+    static int n;
+    char res[64];
+    snprintf(res, sizeof(res), "default/%s/c%d", kind, n++);
+    mxu_backend *b = open_be(kind, scheme, res, loc);
+    const mxu_driver *d = b->driver;
+    closer x = {.b = b, .c = cap_new()};
+    cap *rc = NULL;
+    if (op == C_GET || op == C_CAS_CONFLICT || op == C_DELETE || op == C_LIST)
+        CHECK_STATUS(kv_puts(b, "k", "v"), MXU_RES_OK);
+    if (op == C_READ || op == C_STAT || op == C_BLIST || op == C_BDELETE)
+        CHECK_STATUS(blob_put(b, "k", "v"), MXU_RES_OK);
+    if (op == C_CONSUME)
+        CHECK_STATUS(q_publish(b, "m", 1), MXU_RES_OK);
+    if (op == C_ACK) {
+        CHECK_STATUS(q_publish(b, "m", 1), MXU_RES_OK);
+        rc = q_consume(b, 60000);
+        CHECK_STATUS(rc, MXU_RES_OK);
+    }
+    if (op == C_WRITE_FAILS_AT_LAST) {
+        /* An object appears where the upload's folder was. */
+        CHECK_STATUS(blob_write(b, "m/n", 0, MXU_RES_BLOB_FIRST, "ab", 2), MXU_RES_OK);
+        char path[512];
+        snprintf(path, sizeof(path), "%s/%s/m", loc + 5, res);
+        CHECK_EQ_INT(rmdir(path), 0);
+        mxu_err err;
+        CHECK_EQ_INT(mxu_write_file_atomic(path, "x", 1, 0600, &err), 0);
+    }
+    switch (op) {
+    case C_GET:
+    case C_GET_MISSING:
+        d->kv_get(b, "k", close_in_cb, &x);
+        break;
+    case C_PUT:
+        d->kv_put(b, "k", "v", 1, close_in_cb, &x);
+        break;
+    case C_CAS_CONFLICT:
+        d->kv_cas(b, "k", 0, "v", 1, close_in_cb, &x);
+        break;
+    case C_DELETE:
+        d->kv_delete(b, "k", close_in_cb, &x);
+        break;
+    case C_LIST:
+        d->kv_list(b, "", "", 10, close_in_cb, &x);
+        break;
+    case C_IMPORT:
+        d->kv_import(b, "k", "v", 1, 9, close_in_cb, &x);
+        break;
+    case C_BAD_KEY:
+        if (strcmp(kind, "kv") == 0)
+            d->kv_get(b, "", close_in_cb, &x);
+        else if (strcmp(kind, "blob") == 0)
+            d->blob_read(b, "../x", 0, 1, close_in_cb, &x);
+        else
+            d->queue_ack(b, "bad", close_in_cb, &x);
+        break;
+    case C_WRITE:
+        d->blob_write(b, "w", 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "v", 1, close_in_cb, &x);
+        break;
+    case C_WRITE_FAILS_AT_LAST:
+        d->blob_write(b, "m/n", 2, MXU_RES_BLOB_LAST, "cd", 2, close_in_cb, &x);
+        break;
+    case C_READ:
+        d->blob_read(b, "k", 0, 10, close_in_cb, &x);
+        break;
+    case C_STAT:
+        d->blob_stat(b, "k", close_in_cb, &x);
+        break;
+    case C_BLIST:
+        d->blob_list(b, "", "", 10, close_in_cb, &x);
+        break;
+    case C_BDELETE:
+        d->blob_delete(b, "k", close_in_cb, &x);
+        break;
+    case C_PUBLISH:
+        d->queue_publish(b, "m", 1, close_in_cb, &x);
+        break;
+    case C_CONSUME:
+    case C_CONSUME_EMPTY:
+        d->queue_consume(b, 1000, close_in_cb, &x);
+        break;
+    case C_ACK:
+        d->queue_ack(b, rc->receipt, close_in_cb, &x);
+        break;
+    }
+    wait_cap(x.c);
+    loop_for(5); /* closing handles */
+    return x.c->status;
+}
+
+static void test_close_in_callback(void)
+{
+    setup();
+    redis_start(0);
+    char blobs[128], down[64];
+    snprintf(blobs, sizeof(blobs), "fs://%s/cb", g_dir);
+    snprintf(down, sizeof(down), "redis://127.0.0.1:%d", free_port());
+    const char *scheme[] = {"embedded", "redis"};
+    for (int i = 0; i < 2; i++) {
+        const char *sc = scheme[i], *loc = i ? redis_loc() : "embedded";
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_GET), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_GET_MISSING), MXU_RES_NOT_FOUND);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_PUT), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_CAS_CONFLICT), MXU_RES_CONFLICT);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_DELETE), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_LIST), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_IMPORT), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("kv", sc, loc, C_BAD_KEY), MXU_RES_INVALID);
+        CHECK_STATUS_V(close_during("queue", sc, loc, C_PUBLISH), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("queue", sc, loc, C_CONSUME), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("queue", sc, loc, C_CONSUME_EMPTY), MXU_RES_NOT_FOUND);
+        CHECK_STATUS_V(close_during("queue", sc, loc, C_ACK), MXU_RES_OK);
+        CHECK_STATUS_V(close_during("queue", sc, loc, C_BAD_KEY), MXU_RES_INVALID);
+    }
+    CHECK_STATUS_V(close_during("kv", "redis", down, C_GET_MISSING), MXU_RES_UNAVAILABLE);
+    CHECK_STATUS_V(close_during("queue", "redis", down, C_PUBLISH), MXU_RES_UNAVAILABLE);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_WRITE), MXU_RES_OK);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_WRITE_FAILS_AT_LAST), MXU_RES_INVALID);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_READ), MXU_RES_OK);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_STAT), MXU_RES_OK);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_BLIST), MXU_RES_OK);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_BDELETE), MXU_RES_OK);
+    CHECK_STATUS_V(close_during("blob", "fs", blobs, C_BAD_KEY), MXU_RES_INVALID);
+    close_loop();
+    redis_kill();
+}
+
+/* ---- the table, latency --------------------------------------------------------------------- */
 
 static void test_driver_find(void)
 {
@@ -1416,4 +1578,4 @@ MXU_TESTS(TEST(test_driver_find), TEST(test_kv_embedded), TEST(test_kv_redis),
           TEST(test_embedded_durable), TEST(test_kv_redis_outage), TEST(test_queue_redis_outage),
           TEST(test_redis_hang), TEST(test_redis_down_at_open), TEST(test_redis_close_at_once),
           TEST(test_redis_bad_location), TEST(test_redis_restart_empty),
-          TEST(test_kv_embedded_get_latency))
+          TEST(test_close_in_callback), TEST(test_kv_embedded_get_latency))
