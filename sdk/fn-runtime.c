@@ -334,8 +334,11 @@ int mxu_fn_rt_call(mxu_slice desc, uint32_t op, uint64_t n1, uint64_t n2, const 
     if (len > MXU_FRAME_MAX_PAYLOAD)
         return MXU_E_TOO_LARGE;
     uint8_t *p = queue_frame(MXU_FRAME_RES_OP, rt->cur_id, len);
-    if (!p && rt->tp->flush(rt->tp_ctx) == 0)
+    if (!p) {
+        if (rt->tp->flush(rt->tp_ctx) < 0)
+            rt_exit(0);                                     /* the host is gone: as at EOF */
         p = queue_frame(MXU_FRAME_RES_OP, rt->cur_id, len); /* the buffer is empty now */
+    }
     if (!p)
         return MXU_E_NOMEM;
     mxu_res_op_encode(p, len, call_id, desc, op, n1, n2, args, nargs);
