@@ -12,7 +12,7 @@ pkgs="build-essential pkg-config meson ninja-build clang clang-format libclang-r
       libsodium-dev libcurl4-openssl-dev uthash-dev libhiredis-dev redis-server
       python3 curl procps"
 if [ "${1:-}" = "--bench" ]; then
-    pkgs="$pkgs wrk nginx fcgiwrap hyperfine musl-tools"
+    pkgs="$pkgs wrk nginx fcgiwrap hyperfine musl-tools bubblewrap crun runc"
 fi
 
 missing=""

@@ -4,6 +4,7 @@
  * once; each handler checks its method and answers 405 with Allow otherwise.
  */
 #include "api-internal.h"
+#include "exec/exec.h"
 
 #include <errno.h>
 #include <sodium.h>
@@ -75,10 +76,15 @@ static bool query_u64(mxu_http_req *req, const char *key, uint64_t *out)
 
 static void get_health(mxu_api *api, mxu_http_req *req)
 {
-    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:[s], s:o}", "status", "ok", "version",
+    /* Executors that can run units on this node (the sandbox needs cgroups, ...). */
+    json_t *executors = json_array();
+    for (size_t i = 0; mxu_executor_at(i); i++)
+        if (!mxu_executor_unavailable(mxu_executor_at(i)->name))
+            json_array_append_new(executors, json_string(mxu_executor_at(i)->name));
+    json_t *j = json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o}", "status", "ok", "version",
                           MXU_VERSION_STRING, "uptime_s",
                           (json_int_t)((mxu_wall_ms() - api->started_ms) / 1000), "data_dir",
-                          api->data_dir, "listen", api->listen, "executors", "process", "capacity",
+                          api->data_dir, "listen", api->listen, "executors", executors, "capacity",
                           mxu_sched_capacity_json(api->cfg.sched));
     api_json(req, 200, j);
 }

@@ -67,6 +67,8 @@ static void usage(FILE *out)
             "  --drain-timeout DUR     how long SIGTERM waits for invocations (default 10s)\n"
             "  --idle-timeout DUR      close idle keep-alive connections after (default 60s)\n"
             "  --read-timeout DUR      a started request must arrive within (default 30s)\n"
+            "  --executor NAME         for manifests that name none: process (default) or\n"
+            "                          sandbox (namespaces, cgroups, seccomp; docs/isolation.md)\n"
             "  --deploy DIR            deploy the function in DIR at start (repeatable)\n"
             "  --log-level LEVEL       debug, info, warn or error (default info)\n"
             "  -h, --help              this help\n"
@@ -373,6 +375,7 @@ int mxu_cmd_serve(int argc, char **argv)
         .max_response_bytes = 6u << 20,
         .node_env = node_env,
         .log_dir = log_dir,
+        .default_executor = n.cfg.executor,
     };
     if (mxu_sched_create(&n.loop, n.reg, &scfg, &n.sched, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);
@@ -419,6 +422,12 @@ int mxu_cmd_serve(int argc, char **argv)
     printf("  data:      %s\n", n.cfg.data_dir);
     printf("  memory:    %s budget for instances\n", budget);
     printf("  executors: %s\n", mxu_executor_names());
+    const char *no_sandbox = mxu_executor_unavailable("sandbox");
+    if (no_sandbox)
+        printf("  sandbox:   unavailable: %s\n", no_sandbox);
+    if (n.cfg.executor && mxu_executor_unavailable(n.cfg.executor))
+        mxu_warn("the default executor '%s' cannot run units here: %s", n.cfg.executor,
+                 mxu_executor_unavailable(n.cfg.executor));
     fflush(stdout);
 
     mxu_sched_warm_all(n.sched);

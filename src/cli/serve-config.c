@@ -45,6 +45,7 @@ void mxu_serve_config_free(mxu_serve_config *c)
     free(c->listen);
     free(c->data_dir);
     free(c->log_level);
+    free(c->executor);
     for (size_t i = 0; i < c->ndeploy; i++)
         free(c->deploy[i]);
     free(c->deploy);
@@ -74,6 +75,11 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         if (strcmp(v, "debug") && strcmp(v, "info") && strcmp(v, "warn") && strcmp(v, "error"))
             return mxu_err_set(err, EINVAL, "log_level: '%s' is not debug, info, warn or error", v);
         return set_str(&c->log_level, v);
+    }
+    if (strcmp(key, "executor") == 0) {
+        if (strcmp(v, "process") != 0 && strcmp(v, "sandbox") != 0)
+            return mxu_err_set(err, EINVAL, "executor: '%s' is not process or sandbox", v);
+        return set_str(&c->executor, v);
     }
     if (strcmp(key, "deploy") == 0) {
         c->deploy = mxu_realloc(c->deploy, (c->ndeploy + 1) * sizeof(char *));

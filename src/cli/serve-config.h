@@ -17,6 +17,8 @@ typedef struct mxu_serve_config {
     uint64_t idle_timeout_ms;
     uint64_t read_timeout_ms;
     char *log_level;
+    /* The executor of manifests that name none; NULL = process. */
+    char *executor;
     char **deploy; /* folders to deploy at start */
     size_t ndeploy;
 } mxu_serve_config;

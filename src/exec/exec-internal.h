@@ -16,16 +16,33 @@ struct mxu_proc {
     mxu_proc_exit exit;
     bool exited;
     bool freed; /* owner let go; free once reaped and closed */
+    /* Executor hooks: on_reaped runs once the process is reaped, before the
+     * exit callback (the sandbox reads its cgroup's OOM count and removes the
+     * cgroup); on_free runs when the handle is freed. xdata is theirs. */
+    void (*on_reaped)(mxu_proc *p);
+    void (*on_free)(mxu_proc *p);
+    void *xdata;
     struct mxu_proc *prev, *next;
 };
 
 struct mxu_exec {
     uv_loop_t *loop;
     char *node_id;
-    char *node_env;  /* "MXU_NODE=<id>" */
-    mxu_proc *procs; /* every proc not yet closed, for destroy */
+    char *node_env;              /* "MXU_NODE=<id>" */
+    mxu_proc *procs;             /* every proc not yet closed, for destroy */
+    struct mxu_sandbox *sandbox; /* exec-sandbox.c's per-node state */
 };
 
 extern const mxu_executor_ops mxu_exec_process_ops;
+extern const mxu_executor_ops mxu_exec_sandbox_ops;
+
+/* Called by executors after a successful start: watch the pid. */
+int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
+
+/* exec-sandbox.c: probe and set up the per-node sandbox state (never fails:
+ * an unusable sandbox records why), and tear it down. */
+void mxu_sandbox_init(mxu_exec *ex);
+void mxu_sandbox_fini(mxu_exec *ex);
+const char *mxu_sandbox_unavailable(void);
 
 #endif

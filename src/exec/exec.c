@@ -19,6 +19,7 @@
 
 static const mxu_executor_ops *const executors[] = {
     &mxu_exec_process_ops,
+    &mxu_exec_sandbox_ops,
 };
 
 const mxu_executor_ops *mxu_executor_find(const char *name)
@@ -32,7 +33,19 @@ const mxu_executor_ops *mxu_executor_find(const char *name)
 
 const char *mxu_executor_names(void)
 {
-    return "process";
+    return mxu_sandbox_unavailable() ? "process" : "process, sandbox";
+}
+
+const mxu_executor_ops *mxu_executor_at(size_t i)
+{
+    return i < MXU_ARRAY_LEN(executors) ? executors[i] : NULL;
+}
+
+const char *mxu_executor_unavailable(const char *name)
+{
+    if (strcmp(name, "sandbox") == 0)
+        return mxu_sandbox_unavailable();
+    return mxu_executor_find(name) ? NULL : "no such executor";
 }
 
 int mxu_exec_create(uv_loop_t *loop, const char *node_id, mxu_exec **out, mxu_err *err)
@@ -42,6 +55,7 @@ int mxu_exec_create(uv_loop_t *loop, const char *node_id, mxu_exec **out, mxu_er
     ex->loop = loop;
     ex->node_id = mxu_strdup(node_id);
     ex->node_env = mxu_asprintf("MXU_NODE=%s", node_id);
+    mxu_sandbox_init(ex);
     *out = ex;
     return 0;
 }
@@ -75,6 +89,8 @@ static void proc_on_close(uv_handle_t *h)
     close_fd(&p->fds.stdin_w);
     close_fd(&p->fds.stdout_r);
     close_fd(&p->fds.stderr_r);
+    if (p->on_free)
+        p->on_free(p);
     free(p);
 }
 
@@ -112,6 +128,8 @@ static void proc_reap(mxu_proc *p)
     }
     /* The group may still hold grandchildren: an instance's end ends them. */
     kill(-p->pid, SIGKILL);
+    if (p->on_reaped)
+        p->on_reaped(p);
     if (p->freed) {
         proc_close(p);
         return;
@@ -127,8 +145,6 @@ static void proc_on_poll(uv_poll_t *h, int status, int events)
     proc_reap(h->data);
 }
 
-/* Called by executors after a successful start: watch the pid. */
-int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err)
 {
     p->ex = ex;
@@ -173,9 +189,12 @@ void mxu_exec_destroy(mxu_exec *ex)
             while (waitpid(p->pid, &st, 0) < 0 && errno == EINTR)
                 ;
             p->exited = true;
+            if (p->on_reaped)
+                p->on_reaped(p);
         }
         proc_close(p);
     }
+    mxu_sandbox_fini(ex);
     free(ex->node_id);
     free(ex->node_env);
     free(ex);
@@ -205,7 +224,11 @@ bool mxu_proc_exited(const mxu_proc *p)
 
 void mxu_proc_exit_describe(const mxu_proc_exit *ex, char *out, size_t outlen)
 {
-    if (ex->signaled) {
+    if (ex->oom) {
+        char lim[32];
+        mxu_format_size(ex->memory_limit, lim, sizeof(lim));
+        snprintf(out, outlen, "killed: out of memory (limit %s)", lim);
+    } else if (ex->signaled) {
         const char *abbrev = sigabbrev_np(ex->signal);
         snprintf(out, outlen, "killed by signal %d (SIG%s)%s", ex->signal, abbrev ? abbrev : "?",
                  ex->signal == SIGKILL ? ", e.g. out of memory or by the node" : "");

@@ -7,7 +7,8 @@
  *
  * Executors are an ops table (crun's cgroup managers, Redis' ConnectionType):
  * adding one is one file with a `static const mxu_executor_ops` at its bottom
- * and one entry in exec.c. Today there is `process`; `sandbox` and `vm` follow.
+ * and one entry in exec.c. Today there are `process` and `sandbox`
+ * (exec-sandbox*.c: namespaces, cgroups, seccomp); `vm` follows.
  */
 #ifndef MXU_EXEC_H
 #define MXU_EXEC_H
@@ -54,6 +55,10 @@ typedef struct mxu_proc_exit {
     int signal;    /* if signaled */
     bool signaled;
     mxu_usage usage;
+    /* Set by executors that enforce memory with a cgroup (sandbox) when the
+     * kernel's OOM killer ended the instance; memory_limit is that limit. */
+    bool oom;
+    uint64_t memory_limit;
 } mxu_proc_exit;
 
 /* Called once from the loop when the process has ended and been reaped. The
@@ -88,6 +93,12 @@ int mxu_exec_reap_leftovers(const char *node_id);
 const mxu_executor_ops *mxu_executor_find(const char *name);
 /* Comma-separated names of the executors available, for messages. */
 const char *mxu_executor_names(void);
+/* Every executor in the table, by index (NULL past the end), and why one
+ * cannot run units on this machine (NULL if it can). The sandbox's answer is
+ * known once an mxu_exec has been created (it probes cgroups, namespaces and
+ * seccomp then); before that it is "not probed yet". */
+const mxu_executor_ops *mxu_executor_at(size_t i);
+const char *mxu_executor_unavailable(const char *name);
 
 /* Process handle accessors (any executor). */
 const mxu_proc_fds *mxu_proc_get_fds(const mxu_proc *p);
@@ -105,7 +116,8 @@ static inline void mxu_exec_kill(const mxu_executor_ops *ops, mxu_proc *p)
     ops->kill(p);
 }
 
-/* Describe an exit for people: "exited with status 3", "killed by signal 9 (SIGKILL)". */
+/* Describe an exit for people: "exited with status 3", "killed by signal 9 (SIGKILL)",
+ * "killed: out of memory (limit 64 MiB)". */
 void mxu_proc_exit_describe(const mxu_proc_exit *ex, char *out, size_t outlen);
 
 #endif

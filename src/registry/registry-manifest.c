@@ -457,12 +457,14 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
                     MAX_DESCRIPTION);
     if (!L[F_RUNTIME])
         return fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
-    if (strcmp(m->executor, "sandbox") == 0 || strcmp(m->executor, "vm") == 0)
+    if (strcmp(m->executor, "vm") == 0)
         return fail(file, L[F_EXECUTOR], "executor", err,
-                    "the %s executor is not available yet; use process (the default)", m->executor);
-    if (strcmp(m->executor, "process") != 0)
+                    "the vm executor is not available yet; use process or sandbox");
+    /* "" = not given: the node's default executor (mxu serve --executor). */
+    if (strcmp(m->executor, "process") != 0 && strcmp(m->executor, "sandbox") != 0 &&
+        m->executor[0] != '\0')
         return fail(file, L[F_EXECUTOR], "executor", err,
-                    "'%s' is not an executor (process; sandbox and vm are coming)", Q(m->executor));
+                    "'%s' is not an executor (process or sandbox; vm is coming)", Q(m->executor));
 
     if (m->runtime == MXU_RUNTIME_C) {
         if (L[F_COMMAND])
@@ -533,7 +535,7 @@ static void manifest_fill_defaults(mxu_manifest *m)
     if (m->description == NULL)
         m->description = mxu_strdup("");
     if (m->executor == NULL)
-        m->executor = mxu_strdup("process");
+        m->executor = mxu_strdup(""); /* the node's default */
     if (m->name == NULL)
         m->name = mxu_strdup("");
 }

@@ -47,7 +47,7 @@ typedef struct mxu_manifest {
     char *name;
     char *description; /* "" if none */
     enum mxu_runtime runtime;
-    char *executor; /* "process" (the only one today) */
+    char *executor; /* "process", "sandbox", or "" = the node's default */
     /* runtime c */
     char **sources;
     size_t nsources;

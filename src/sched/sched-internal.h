@@ -169,6 +169,7 @@ struct mxu_sched {
     mxu_exec *exec;
     mxu_sched_config cfg;
     char *node_env;
+    char *default_executor; /* for manifests that name none */
     mxu_logstore *logs;
     mxu_pool *pools; /* uthash by version pointer */
     uint64_t reserved;

@@ -484,7 +484,7 @@ static mxu_pool *pool_get(mxu_sched *s, mxu_fn_version *v, mxu_err *err)
     if (pool)
         return pool;
     mxu_unit *unit;
-    if (mxu_unit_create(v, s->node_env, &unit, err) < 0)
+    if (mxu_unit_create(v, s->node_env, s->default_executor, &unit, err) < 0)
         return NULL;
     if (mxu_unit_executor(unit)->prepare(s->exec, mxu_unit_warm_spec(unit), err) < 0) {
         mxu_unit_free(unit);
@@ -702,10 +702,13 @@ int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config 
     if (!s->cfg.max_log_bytes)
         s->cfg.max_log_bytes = 64u << 10;
     s->node_env = mxu_strdup(cfg->node_env ? cfg->node_env : "MXU_NODE=none");
+    s->default_executor = mxu_strdup(cfg->default_executor ? cfg->default_executor : "process");
+    s->cfg.default_executor = s->default_executor;
     s->cfg.node_env = s->node_env;
     const char *id = strchr(s->node_env, '=') + 1;
     if (mxu_exec_create(loop, id, &s->exec, err) < 0) {
         free(s->node_env);
+        free(s->default_executor);
         free(s);
         return -1;
     }
@@ -800,6 +803,7 @@ static void on_sched_timer_closed(uv_handle_t *h)
 {
     mxu_sched *s = h->data;
     free(s->node_env);
+    free(s->default_executor);
     free(s);
 }
 

@@ -42,6 +42,8 @@ typedef struct mxu_sched_config {
     size_t max_log_bytes;      /* log kept per invocation; 0 = 64 KiB */
     const char *node_env;      /* "MXU_NODE=<id>", given to every instance */
     const char *log_dir;       /* function logs are kept here */
+    /* The executor of manifests that name none; NULL = "process". */
+    const char *default_executor;
 } mxu_sched_config;
 
 int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config *cfg,

@@ -20,13 +20,18 @@ struct mxu_unit {
 
 static const char default_path[] = "PATH=/usr/local/bin:/usr/bin:/bin";
 
-int mxu_unit_create(mxu_fn_version *v, const char *node_env, mxu_unit **out, mxu_err *err)
+int mxu_unit_create(mxu_fn_version *v, const char *node_env, const char *default_executor,
+                    mxu_unit **out, mxu_err *err)
 {
     const mxu_manifest *m = v->manifest;
-    const mxu_executor_ops *ops = mxu_executor_find(m->executor);
+    /* A manifest that names no executor ("") runs on the node's default. */
+    const char *name = m->executor && m->executor[0] ? m->executor
+                       : default_executor            ? default_executor
+                                                     : "process";
+    const mxu_executor_ops *ops = mxu_executor_find(name);
     if (ops == NULL)
         return mxu_err_set(err, EINVAL, "%s@%u: executor '%s' is not available (have: %s)",
-                           v->function, v->version, m->executor, mxu_executor_names());
+                           v->function, v->version, name, mxu_executor_names());
     mxu_unit *u = mxu_calloc(1, sizeof(*u));
     u->version = mxu_fn_version_ref(v);
     u->label = mxu_asprintf("%s@%u", v->function, v->version);

@@ -19,9 +19,11 @@ typedef struct mxu_unit mxu_unit;
 
 /* Bind a version into a unit: the program to run, its environment (the
  * manifest's env, a default PATH unless the manifest sets one, MXU_FUNCTION,
- * MXU_VERSION and the node marker `node_env`), limits and executor. Takes a
- * reference on `v`. */
-int mxu_unit_create(mxu_fn_version *v, const char *node_env, mxu_unit **out, mxu_err *err);
+ * MXU_VERSION and the node marker `node_env`), limits and executor (the
+ * manifest's, else `default_executor`, else "process"). Takes a reference on
+ * `v`. */
+int mxu_unit_create(mxu_fn_version *v, const char *node_env, const char *default_executor,
+                    mxu_unit **out, mxu_err *err);
 void mxu_unit_free(mxu_unit *u);
 
 mxu_fn_version *mxu_unit_version(const mxu_unit *u);

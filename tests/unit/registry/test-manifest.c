@@ -118,7 +118,7 @@ static void test_defaults_exec(void)
     CHECK_STR(m->name, "hello");
     CHECK_STR(m->description, "");
     CHECK_EQ_INT(m->runtime, MXU_RUNTIME_EXEC);
-    CHECK_STR(m->executor, "process");
+    CHECK_STR(m->executor, ""); /* not given: the node's default */
     CHECK_EQ_INT(m->ncommand, 1);
     CHECK_STR(m->command[0], "./run.sh");
     CHECK_EQ_INT(m->nsources, 0);
@@ -270,7 +270,7 @@ static void test_err_executor(void)
     const char *head = "name: a\nruntime: exec\ncommand: x\n";
     char y[256];
     snprintf(y, sizeof(y), "%sexecutor: sandbox\n", head);
-    EXPECT_ERR(y, FILE_NAME ":4: executor: ", "the sandbox executor is not available yet");
+    mxu_manifest_free(parse_ok(y));
     snprintf(y, sizeof(y), "%sexecutor: vm\n", head);
     EXPECT_ERR(y, FILE_NAME ":4: executor: ", "the vm executor is not available yet");
     snprintf(y, sizeof(y), "%sexecutor: docker\n", head);

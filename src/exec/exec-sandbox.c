@@ -1,0 +1,893 @@
+/*
+ * The sandbox executor: an instance runs in its own namespaces, cgroups and
+ * minimal root, as an unprivileged user, without capabilities, under a
+ * seccomp allowlist. It runs the same program with the same descriptors,
+ * environment and exit reporting as the process executor (the scheduler
+ * cannot tell them apart); only the containment differs. What it does and
+ * does not isolate is written down in docs/isolation.md.
+ *
+ * Setup is one linear sequence, in the manner of bubblewrap's main(). The
+ * node (the parent):
+ *   P1. validates the spawn request and finds the program inside the sandbox;
+ *   P2. makes the instance's cgroups (memory, pids, cpu) and opens them;
+ *   P3. clones the child with new pid, mount, network, ipc, uts and cgroup
+ *       namespaces in one call (plus a user namespace when the node has no
+ *       privileges of its own), and waits until it has exec'd or failed.
+ * The child, between clone and execve (async-signal-safe calls only, every
+ * failure reported on a close-on-exec pipe):
+ *   C1.  resets signals, takes its own process group, dies with the node;
+ *   C2.  (user namespace) maps its one uid and gid;
+ *   C3.  joins its cgroups — before it allocates anything the limits should
+ *        count;
+ *   C4.  makes every mount private, so nothing below reaches the host, and
+ *        builds the new root on a small tmpfs: /usr (and /bin, /lib*, /sbin,
+ *        as links or read-only binds like the host has them), the bundle
+ *        read-only at /fn, a generated /etc, a size-limited private /tmp, a
+ *        minimal /dev, its own /proc with /proc/sys read-only;
+ *   C5.  pivot_root into it and detaches the host's tree; remounts / read-only;
+ *   C6.  sets its host name and brings up loopback, the only network it has;
+ *   C7.  sets rlimits and moves the descriptors it was given onto 0..3,
+ *        closing every other one;
+ *   C8.  drops privileges: bounding set, securebits, groups, gid, uid (to the
+ *        sandbox user), every capability set;
+ *   C9.  re-arms the parent-death signal (a uid change clears it) and checks
+ *        the node is still there;
+ *   C10. no_new_privs, then the seccomp filter — last, so that everything
+ *        above may use what the filter forbids;
+ *   C11. execve.
+ * Every mount lives in the child's mount namespace: when its last process
+ * dies the kernel drops them all, so a node that is killed leaves no mount
+ * behind. The child is pid 1 of its pid namespace: when it dies, the kernel
+ * kills everything it started. Its cgroups are removed when it has been
+ * reaped, and by the next node with the same id if this one was killed.
+ */
+#include "exec-sandbox.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <grp.h>
+#include <limits.h>
+#include <linux/seccomp.h>
+#include <linux/capability.h>
+#include <net/if.h>
+#include <poll.h>
+#include <pthread.h>
+#include <sched.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mount.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#ifndef SECBIT_NOROOT
+#include <linux/securebits.h>
+#endif
+
+/* Where things are inside the sandbox. */
+#define SBX_BUNDLE   "/fn"
+#define SBX_UID      65534u /* nobody: the host's own "owns nothing" user */
+#define SBX_GID      65534u
+#define SBX_HOSTNAME "mxu"
+/* Defaults, overridable per node with MXU_SANDBOX_PIDS / MXU_SANDBOX_CPUS. */
+#define SBX_PIDS_DEFAULT  256u
+#define SBX_CPU_PERIOD_US 100000u
+
+/* The system directories a program needs, mirrored from the host: a symlink
+ * on the host (merged /usr) is the same symlink inside; a directory is bound
+ * read-only. */
+static const char *const sys_dirs[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
+enum { SYS_ABSENT, SYS_LINK, SYS_DIR };
+
+struct mxu_sandbox {
+    bool ok;
+    bool userns; /* no privileges of our own: a user namespace does the mounts */
+    uid_t host_uid;
+    gid_t host_gid;
+    char uid_map[64], gid_map[64];
+    sbx_cgroups cg;
+    sbx_limits defaults;
+    struct sock_fprog prog;
+    int last_cap;
+    int sys_kind[MXU_ARRAY_LEN(sys_dirs)];
+    char sys_link[MXU_ARRAY_LEN(sys_dirs)][64];
+    bool have_alternatives, have_ldcache;
+    uint64_t next_id;
+    /* Instance cgroups that were still busy when their process was reaped. */
+    uint64_t *pending;
+    size_t npending, cap_pending;
+    uv_timer_t retry;
+    bool retry_init;
+};
+
+/* Why the sandbox cannot run units on this machine (NULL once it can). */
+static char unavailable_buf[512] = "not probed yet";
+static const char *unavailable = unavailable_buf;
+
+const char *mxu_sandbox_unavailable(void)
+{
+    return unavailable;
+}
+
+/* The generated /etc: the sandbox user and localhost, nothing of the host's. */
+static const char etc_passwd[] = "root:x:0:0:root:/:/bin/false\n"
+                                 "nobody:x:65534:65534:mxu sandbox:/tmp:/bin/false\n";
+static const char etc_group[] = "root:x:0:\nnogroup:x:65534:\n";
+static const char etc_hosts[] = "127.0.0.1\tlocalhost " SBX_HOSTNAME "\n::1\tlocalhost\n";
+static const char etc_nsswitch[] = "passwd: files\ngroup: files\nhosts: files\n";
+
+/* ---- the child ------------------------------------------------------------------- */
+
+struct child_failure {
+    int step;
+    int err;
+};
+
+#define STEPS(X)                                                                                   \
+    X(SIGNALS, "signals")                                                                          \
+    X(PGID, "setpgid") X(PDEATH, "prctl(PR_SET_PDEATHSIG)") X(NODE_GONE, "the node went away")     \
+        X(IDMAP, "writing the user namespace's id maps") X(CGROUP, "joining its cgroup")           \
+            X(PRIVATE, "making mounts private") X(OPEN_BUNDLE, "opening the bundle")               \
+                X(ROOT, "mounting the new root") X(MKDIR, "creating mount points")                 \
+                    X(BIND_SYS, "binding /usr and /lib*") X(                                       \
+                        BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE) X(TMP, "mounting /tmp")  \
+                        X(DEV, "setting up /dev") X(PROC, "mounting /proc") X(ETC, "writing /etc") \
+                            X(PIVOT, "pivot_root") X(RDONLY_ROOT, "remounting / ro")               \
+                                X(HOSTNAME, "sethostname") X(LOOPBACK, "loopback up")              \
+                                    X(RLIMIT, "setrlimit") X(DUP, "dup2")                          \
+                                        X(DEVNULL, "open /dev/null") X(CHDIR, "chdir " SBX_BUNDLE) \
+                                            X(CAPS, "dropping capabilities")                       \
+                                                X(SETID, "setting uid/gid") X(NNP, "no_new_privs") \
+                                                    X(SECCOMP, "seccomp") X(EXEC, "execve")
+#define STEP_ENUM(name, text) STEP_##name,
+#define STEP_TEXT(name, text) text,
+enum { STEPS(STEP_ENUM) STEP_N_ };
+static const char *const step_names[] = {STEPS(STEP_TEXT)};
+
+/* Everything the child needs, prepared before clone so the child allocates
+ * nothing and calls nothing that takes a lock. */
+struct child_plan {
+    const mxu_sandbox *sb;
+    const mxu_exec_spec *spec;
+    const char *exe; /* argv[0] as seen inside */
+    int cg_fd[SBX_CG_N];
+    struct rlimit nofile, cpu;
+    int src[4]; /* what becomes fd 0..3 (-1 = /dev/null for 0..2, none for 3) */
+    int report_fd;
+    char tmp_opts[64];
+};
+
+static void __attribute__((noreturn)) child_fail(const struct child_plan *pl, int step)
+{
+    struct child_failure f = {step, errno};
+    ssize_t n = write(pl->report_fd, &f, sizeof(f));
+    MXU_UNUSED(n);
+    _exit(127);
+}
+
+#define TRY(step, call)                  \
+    do {                                 \
+        if ((call) < 0)                  \
+            child_fail(pl, STEP_##step); \
+    } while (0)
+
+/* The node holds the read end of the report pipe: if it has died, the pipe
+ * is broken. (getppid() cannot tell: in a new pid namespace it is 0.) */
+static bool node_alive(const struct child_plan *pl)
+{
+    struct pollfd pfd = {pl->report_fd, 0, 0};
+    return poll(&pfd, 1, 0) == 0 || !(pfd.revents & (POLLERR | POLLHUP));
+}
+
+static int write_file_at(int dirfd, const char *path, const char *data, mode_t mode)
+{
+    int fd = openat(dirfd, path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, mode);
+    if (fd < 0)
+        return -1;
+    size_t len = strlen(data);
+    ssize_t n = write(fd, data, len);
+    close(fd);
+    return n == (ssize_t)len ? 0 : -1;
+}
+
+/* Bind `src` at `dst` (created as a directory or an empty file like `src`)
+ * and make it, and everything below it, read-only, nosuid and nodev. */
+static int bind_ro(const char *src, const char *dst, bool is_dir, bool allow_dev)
+{
+    if (is_dir) {
+        if (mkdir(dst, 0755) < 0 && errno != EEXIST)
+            return -1;
+    } else {
+        int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0444);
+        if (fd < 0)
+            return -1;
+        close(fd);
+    }
+    if (mount(src, dst, NULL, MS_BIND | MS_REC, NULL) < 0)
+        return -1;
+    struct mount_attr attr = {.attr_set = MOUNT_ATTR_RDONLY | MOUNT_ATTR_NOSUID |
+                                          (allow_dev ? 0 : MOUNT_ATTR_NODEV)};
+    if (mount_setattr(AT_FDCWD, dst, AT_RECURSIVE, &attr, sizeof(attr)) < 0) {
+        /* Kernels before 5.12: the top mount at least. */
+        unsigned long fl =
+            MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | (allow_dev ? 0 : MS_NODEV);
+        return mount(NULL, dst, NULL, fl, NULL);
+    }
+    return 0;
+}
+
+static void __attribute__((noreturn)) child_run(struct child_plan *pl)
+{
+    const mxu_sandbox *sb = pl->sb;
+    const mxu_exec_spec *spec = pl->spec;
+
+    /* C1. Lift the report pipe above the fds we will fill; default signals
+     *     (the node ignores SIGPIPE and may block some); our own process
+     *     group (the node kills -pgid); die with the node. */
+    int report = fcntl(pl->report_fd, F_DUPFD_CLOEXEC, 10);
+    if (report < 0)
+        _exit(127);
+    pl->report_fd = report;
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        sigaction(s, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    TRY(PGID, setpgid(0, 0));
+    TRY(PDEATH, prctl(PR_SET_PDEATHSIG, SIGKILL));
+    if (!node_alive(pl))
+        _exit(127);
+
+    /* C2. In a user namespace we are nobody until our one id is mapped; a
+     *     process may map its own uid without privileges. setgroups must be
+     *     denied before an unprivileged gid_map. */
+    if (sb->userns) {
+        TRY(IDMAP, write_file_at(AT_FDCWD, "/proc/self/setgroups", "deny", 0));
+        TRY(IDMAP, write_file_at(AT_FDCWD, "/proc/self/uid_map", sb->uid_map, 0));
+        TRY(IDMAP, write_file_at(AT_FDCWD, "/proc/self/gid_map", sb->gid_map, 0));
+    }
+
+    /* C3. Cgroups. The node opened cgroup.procs; "0" means the writer. */
+    for (int i = 0; i < SBX_CG_N; i++)
+        if (pl->cg_fd[i] >= 0)
+            TRY(CGROUP, write(pl->cg_fd[i], "0", 1));
+
+    /* C4. The new root. First: no mount event of ours may propagate to the
+     *     host's namespace (and none of the host's into ours). */
+    TRY(PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
+    /* The bundle may live under /tmp, which the new root is about to cover:
+     * hold it by descriptor and bind it through /proc/self/fd. */
+    int bundle = open(spec->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    if (bundle < 0)
+        child_fail(pl, STEP_OPEN_BUNDLE);
+    char bundle_src[64];
+    snprintf(bundle_src, sizeof(bundle_src), "/proc/self/fd/%d", bundle);
+    /* The root is a tiny tmpfs mounted over /tmp in our namespace only. */
+    TRY(ROOT,
+        mount("tmpfs", "/tmp", "tmpfs", MS_NOSUID | MS_NODEV, "size=256k,nr_inodes=512,mode=0755"));
+    TRY(ROOT, chdir("/tmp"));
+    static const char *const dirs[] = {"usr", "fn", "tmp", "dev", "proc", "etc"};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(dirs); i++)
+        TRY(MKDIR, mkdir(dirs[i], 0755));
+    TRY(BIND_SYS, bind_ro("/usr", "usr", true, false));
+    for (size_t i = 0; i < MXU_ARRAY_LEN(sys_dirs); i++) {
+        char host[32];
+        snprintf(host, sizeof(host), "/%s", sys_dirs[i]);
+        if (sb->sys_kind[i] == SYS_LINK)
+            TRY(MKDIR, symlink(sb->sys_link[i], sys_dirs[i]));
+        else if (sb->sys_kind[i] == SYS_DIR)
+            TRY(BIND_SYS, bind_ro(host, sys_dirs[i], true, false));
+    }
+    TRY(BIND_BUNDLE, bind_ro(bundle_src, "fn", true, false));
+    close(bundle);
+    /* /tmp: private, size-limited (its pages count against the memory cgroup too). */
+    TRY(TMP, mount("tmpfs", "tmp", "tmpfs", MS_NOSUID | MS_NODEV, pl->tmp_opts));
+    /* /dev: a read-only tmpfs with the harmless devices bound from the host. */
+    TRY(DEV,
+        mount("tmpfs", "dev", "tmpfs", MS_NOSUID | MS_NOEXEC, "size=16k,nr_inodes=64,mode=0755"));
+    static const char *const devs[] = {"null", "zero", "full", "random", "urandom"};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(devs); i++) {
+        char src[32], dst[32];
+        snprintf(src, sizeof(src), "/dev/%s", devs[i]);
+        snprintf(dst, sizeof(dst), "dev/%s", devs[i]);
+        int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
+        if (fd < 0)
+            child_fail(pl, STEP_DEV);
+        close(fd);
+        TRY(DEV, mount(src, dst, NULL, MS_BIND, NULL));
+        TRY(DEV, mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL));
+    }
+    TRY(DEV, symlink("/proc/self/fd", "dev/fd"));
+    TRY(DEV, symlink("/proc/self/fd/0", "dev/stdin"));
+    TRY(DEV, symlink("/proc/self/fd/1", "dev/stdout"));
+    TRY(DEV, symlink("/proc/self/fd/2", "dev/stderr"));
+    TRY(DEV,
+        mount(NULL, "dev", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NOEXEC, NULL));
+    /* /proc of its own pid namespace; what it could change system-wide is
+     * read-only on top (it has no capability to write it anyway). */
+    TRY(PROC, mount("proc", "proc", "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    static const char *const proc_ro[] = {"proc/sys", "proc/sysrq-trigger", "proc/irq", "proc/bus"};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(proc_ro); i++) {
+        struct stat st;
+        if (lstat(proc_ro[i], &st) < 0)
+            continue;
+        TRY(PROC, mount(proc_ro[i], proc_ro[i], NULL, MS_BIND | MS_REC, NULL));
+        TRY(PROC, mount(NULL, proc_ro[i], NULL,
+                        MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV | MS_NOEXEC, NULL));
+    }
+    /* /etc: generated, plus two harmless host pieces that programs need to
+     * start quickly and find their tools (library cache, alternatives links). */
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/passwd", etc_passwd, 0644));
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/group", etc_group, 0644));
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/hosts", etc_hosts, 0644));
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/nsswitch.conf", etc_nsswitch, 0644));
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/hostname", SBX_HOSTNAME "\n", 0644));
+    TRY(ETC, write_file_at(AT_FDCWD, "etc/resolv.conf", "", 0644));
+    if (sb->have_ldcache)
+        TRY(ETC, bind_ro("/etc/ld.so.cache", "etc/ld.so.cache", false, false));
+    if (sb->have_alternatives)
+        TRY(ETC, bind_ro("/etc/alternatives", "etc/alternatives", true, false));
+
+    /* C5. Enter the new root; the old one is stacked under it by
+     *     pivot_root(".", ".") and detached at once. Then / itself goes
+     *     read-only: only /tmp is writable. */
+    TRY(PIVOT, syscall(SYS_pivot_root, ".", "."));
+    TRY(PIVOT, umount2(".", MNT_DETACH));
+    TRY(PIVOT, chdir("/"));
+    TRY(RDONLY_ROOT,
+        mount(NULL, "/", NULL, MS_REMOUNT | MS_BIND | MS_RDONLY | MS_NOSUID | MS_NODEV, NULL));
+
+    /* C6. Its own host name, and loopback up: the only interface in its
+     *     network namespace, so it can talk to itself and nothing else. */
+    TRY(HOSTNAME, sethostname(SBX_HOSTNAME, strlen(SBX_HOSTNAME)));
+    int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    if (s < 0)
+        child_fail(pl, STEP_LOOPBACK);
+    struct ifreq ifr;
+    memset(&ifr, 0, sizeof(ifr));
+    memcpy(ifr.ifr_name, "lo", 3);
+    ifr.ifr_flags = IFF_UP | IFF_RUNNING | IFF_LOOPBACK;
+    TRY(LOOPBACK, ioctl(s, SIOCSIFFLAGS, &ifr));
+    close(s);
+
+    /* C7. Limits (memory and processes are the cgroup's job), then the
+     *     descriptors: sources above 10 first so none is clobbered, dup2 onto
+     *     0..3 (dup2 clears close-on-exec), close everything else but the
+     *     report pipe, which goes at execve. */
+    struct rlimit zero = {0, 0};
+    TRY(RLIMIT, setrlimit(RLIMIT_CORE, &zero));
+    TRY(RLIMIT, setrlimit(RLIMIT_NOFILE, &pl->nofile));
+    if (spec->cpu_limit_s)
+        TRY(RLIMIT, setrlimit(RLIMIT_CPU, &pl->cpu));
+    int moved[4];
+    for (int i = 0; i < 4; i++) {
+        moved[i] = -1;
+        if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            child_fail(pl, STEP_DUP);
+    }
+    for (int i = 0; i < 4; i++) {
+        int fd = moved[i];
+        if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            child_fail(pl, STEP_DEVNULL);
+        if (fd >= 0)
+            TRY(DUP, dup2(fd, i));
+    }
+    unsigned keep_from = pl->src[3] >= 0 ? 4 : 3;
+    if ((unsigned)pl->report_fd > keep_from)
+        syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
+    syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
+    TRY(CHDIR, chdir(SBX_BUNDLE));
+
+    /* C8. Privileges. The bounding set and securebits need CAP_SETPCAP, so
+     *     they go first; then groups, gid, uid (setuid away from root clears
+     *     the permitted and effective sets); then every set explicitly,
+     *     ambient included, so nothing is left to regain at execve. */
+    for (int cap = 0; cap <= sb->last_cap; cap++)
+        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+            child_fail(pl, STEP_CAPS);
+    TRY(CAPS, prctl(PR_SET_SECUREBITS,
+                    SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
+                        SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
+                        SECBIT_NO_CAP_AMBIENT_RAISE | SECBIT_NO_CAP_AMBIENT_RAISE_LOCKED,
+                    0, 0, 0));
+    if (!sb->userns) {
+        gid_t g = SBX_GID;
+        TRY(SETID, setgroups(1, &g));
+    }
+    TRY(SETID, setresgid(SBX_GID, SBX_GID, SBX_GID));
+    TRY(SETID, setresuid(SBX_UID, SBX_UID, SBX_UID));
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    memset(data, 0, sizeof(data));
+    TRY(CAPS, syscall(SYS_capset, &hdr, data));
+    TRY(CAPS, prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0));
+
+    /* C9. Changing credentials cleared the parent-death signal. */
+    TRY(PDEATH, prctl(PR_SET_PDEATHSIG, SIGKILL));
+    if (!node_alive(pl))
+        _exit(127);
+
+    /* C10. No privileges through execve ever again (setuid binaries, file
+     *      capabilities), which also lets an unprivileged process install
+     *      the filter; the filter is the last thing before execve, which it
+     *      allows. */
+    TRY(NNP, prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0));
+    TRY(SECCOMP, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sb->prog));
+
+    /* C11. */
+    execve(pl->exe, (char *const *)spec->argv, (char *const *)spec->envp);
+    child_fail(pl, STEP_EXEC);
+}
+
+/* See exec-process.c: CLONE_VM | CLONE_VFORK borrows the node's memory (no
+ * copy of its page tables) and suspends the node until the child has exec'd;
+ * sanitizer builds clone like fork. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SPAWN_WITH_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define SPAWN_WITH_FORK 1
+#endif
+#endif
+
+#ifndef SPAWN_WITH_FORK
+#define CHILD_STACK_SIZE (256u * 1024u)
+
+static int child_entry(void *arg)
+{
+    child_run(arg);
+}
+
+static pid_t start_child(struct child_plan *plan, int ns_flags)
+{
+    static char *stack;
+    if (stack == NULL)
+        stack = mxu_malloc(CHILD_STACK_SIZE);
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t pid = clone(child_entry, stack + CHILD_STACK_SIZE,
+                      CLONE_VM | CLONE_VFORK | ns_flags | SIGCHLD, plan);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
+#else
+static pid_t start_child(struct child_plan *plan, int ns_flags)
+{
+    /* fork semantics (own copy of memory, same stack) with namespaces. */
+    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | SIGCHLD), NULL, NULL, NULL, 0);
+    if (pid == 0)
+        child_run(plan);
+    return pid;
+}
+#endif
+
+/* ---- the node's side ---------------------------------------------------------------- */
+
+/* Per process: which cgroup is its. */
+typedef struct sbx_proc {
+    mxu_sandbox *sb;
+    uint64_t id;
+    uint64_t memory;
+} sbx_proc;
+
+static void retry_pending(uv_timer_t *t)
+{
+    mxu_sandbox *sb = t->data;
+    size_t keep = 0;
+    for (size_t i = 0; i < sb->npending; i++)
+        if (sbx_cg_remove(&sb->cg, sb->pending[i]) < 0)
+            sb->pending[keep++] = sb->pending[i];
+    sb->npending = keep;
+    if (keep == 0)
+        uv_timer_stop(t);
+}
+
+static void sbx_on_reaped(mxu_proc *p)
+{
+    sbx_proc *sp = p->xdata;
+    mxu_sandbox *sb = sp->sb;
+    uint64_t peak = 0;
+    bool oom = false;
+    sbx_cg_exit_info(&sb->cg, sp->id, &oom, &peak);
+    p->exit.oom = oom && p->exit.signaled && p->exit.signal == SIGKILL;
+    p->exit.memory_limit = sp->memory;
+    if (peak > p->exit.usage.peak_bytes)
+        p->exit.usage.peak_bytes = peak;
+    /* The pid namespace died with its init; tasks still dying keep the
+     * cgroup busy for a moment: retry from a timer. */
+    if (sbx_cg_remove(&sb->cg, sp->id) < 0) {
+        if (sb->npending == sb->cap_pending) {
+            sb->cap_pending = sb->cap_pending ? sb->cap_pending * 2 : 16;
+            sb->pending = mxu_realloc(sb->pending, sb->cap_pending * sizeof(uint64_t));
+        }
+        sb->pending[sb->npending++] = sp->id;
+        if (sb->retry_init && !uv_is_active((uv_handle_t *)&sb->retry))
+            uv_timer_start(&sb->retry, retry_pending, 20, 50);
+    }
+    sp->id = 0;
+}
+
+static void sbx_on_free(mxu_proc *p)
+{
+    free(p->xdata);
+    p->xdata = NULL;
+}
+
+/* The program's path inside the sandbox: the bundle is at /fn; system
+ * directories are where they are on the host. */
+static int inside_path(const mxu_exec_spec *spec, char *out, size_t outlen)
+{
+    const char *exe = spec->argv[0];
+    size_t bl = spec->cwd ? strlen(spec->cwd) : 0;
+    if (bl && strncmp(exe, spec->cwd, bl) == 0 && exe[bl] == '/') {
+        snprintf(out, outlen, "%s%s", SBX_BUNDLE, exe + bl);
+        return 0;
+    }
+    static const char *const visible[] = {"/usr/", "/bin/", "/sbin/", "/lib/", "/lib64/"};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(visible); i++) {
+        if (strncmp(exe, visible[i], strlen(visible[i])) == 0) {
+            snprintf(out, outlen, "%s", exe);
+            return 0;
+        }
+    }
+    return -1;
+}
+
+static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    if (sb == NULL || !sb->ok)
+        return mxu_err_set(err, ENOTSUP,
+                           "%s: the sandbox executor is not available on this node: %s",
+                           spec->label, unavailable ? unavailable : "?");
+    if (spec->argv == NULL || spec->argv[0] == NULL || spec->argv[0][0] != '/')
+        return mxu_err_set(err, EINVAL, "%s: program path must be absolute", spec->label);
+    if (spec->cwd == NULL || spec->cwd[0] != '/')
+        return mxu_err_set(err, EINVAL, "%s: the sandbox needs the bundle folder", spec->label);
+    char inside[PATH_MAX];
+    if (inside_path(spec, inside, sizeof(inside)) < 0)
+        return mxu_err_set(err, EACCES,
+                           "%s: %s is neither in the function's bundle nor in /usr, /bin or "
+                           "/lib: the sandbox cannot see it",
+                           spec->label, spec->argv[0]);
+    struct stat st;
+    if (stat(spec->argv[0], &st) < 0)
+        return mxu_err_sys(err, errno, "%s: cannot run %s", spec->label, spec->argv[0]);
+    if (!S_ISREG(st.st_mode) || !(st.st_mode & 0001))
+        return mxu_err_set(err, EACCES,
+                           "%s: %s is not a file everyone may execute (the sandbox runs it as "
+                           "an unprivileged user)",
+                           spec->label, spec->argv[0]);
+    return 0;
+}
+
+static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
+{
+    struct rlimit cur;
+    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
+        want = cur.rlim_max;
+    out->rlim_cur = out->rlim_max = want;
+}
+
+static int nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb,
+                         void *ud, mxu_proc **out, mxu_err *err)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    int chan[2] = {-1, -1}, in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    int report[2] = {-1, -1};
+    int cg_fd[SBX_CG_N] = {-1, -1, -1};
+    int rc = -1;
+    uint64_t id = 0;
+    mxu_proc *p = NULL;
+
+    /* P1. Validate; find the program inside. */
+    if (sandbox_prepare(ex, spec, err) < 0)
+        return -1;
+    char exe[PATH_MAX];
+    inside_path(spec, exe, sizeof(exe));
+
+    /* P2. The instance's cgroups, made and limited before it exists. */
+    sbx_limits lim = sb->defaults;
+    lim.memory_bytes = spec->memory_bytes ? spec->memory_bytes : (128u << 20);
+    id = ++sb->next_id;
+    if (sbx_cg_create(&sb->cg, id, &lim, cg_fd, err) < 0) {
+        mxu_err_prefix(err, "%s: sandbox", spec->label);
+        return -1;
+    }
+
+    /* The same descriptors as the process executor gives. */
+    if (spec->channel && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0) {
+        mxu_err_sys(err, errno, "%s: socketpair", spec->label);
+        goto out;
+    }
+    if (spec->stdio) {
+        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
+            mxu_err_sys(err, errno, "%s: pipe", spec->label);
+            goto out;
+        }
+        int t = in[0];
+        in[0] = in[1];
+        in[1] = t;
+    }
+    if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0) {
+        mxu_err_sys(err, errno, "%s: pipe", spec->label);
+        goto out;
+    }
+    struct child_plan plan = {
+        .sb = sb,
+        .spec = spec,
+        .exe = exe,
+        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], chan[1]},
+        .report_fd = report[1],
+    };
+    memcpy(plan.cg_fd, cg_fd, sizeof(cg_fd));
+    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan.nofile);
+    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
+    if (plan.cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
+        plan.cpu.rlim_cur = spec->cpu_limit_s;
+    /* /tmp: half the memory, at most 256 MiB; its pages are charged to the
+     * instance's memory cgroup as well. */
+    uint64_t tmp = MXU_MIN(lim.memory_bytes / 2, 256ull << 20);
+    snprintf(plan.tmp_opts, sizeof(plan.tmp_opts), "size=%llu,nr_inodes=4096,mode=1777",
+             (unsigned long long)tmp);
+
+    /* P3. Clone into new namespaces, all in one call. */
+    int ns = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+             CLONE_NEWCGROUP | (sb->userns ? CLONE_NEWUSER : 0);
+    pid_t pid = start_child(&plan, ns);
+    if (pid < 0) {
+        mxu_err_sys(err, errno, "%s: cannot create a sandboxed process", spec->label);
+        goto out;
+    }
+    close(report[1]);
+    report[1] = -1;
+    struct child_failure f;
+    ssize_t n;
+    do {
+        n = read(report[0], &f, sizeof(f));
+    } while (n < 0 && errno == EINTR);
+    if (n == (ssize_t)sizeof(f)) {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+        mxu_err_sys(err, f.err, "%s: starting %s in the sandbox failed at %s", spec->label, exe,
+                    f.step >= 0 && f.step < STEP_N_ ? step_names[f.step] : "?");
+        goto out;
+    }
+
+    p = mxu_calloc(1, sizeof(*p));
+    p->ops = &mxu_exec_sandbox_ops;
+    p->pid = pid;
+    p->pidfd = -1;
+    p->exit_cb = exit_cb;
+    p->ud = ud;
+    p->on_reaped = sbx_on_reaped;
+    p->on_free = sbx_on_free;
+    sbx_proc *sp = mxu_calloc(1, sizeof(*sp));
+    *sp = (sbx_proc){.sb = sb, .id = id, .memory = lim.memory_bytes};
+    p->xdata = sp;
+    id = 0; /* the proc owns the cgroup now */
+    p->fds.channel = mxu_steal_fd(&chan[0]);
+    p->fds.stdin_w = mxu_steal_fd(&in[0]);
+    p->fds.stdout_r = mxu_steal_fd(&outp[0]);
+    p->fds.stderr_r = mxu_steal_fd(&errp[0]);
+    int *fds[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
+        if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
+            mxu_err_sys(err, errno, "%s: fcntl", spec->label);
+            goto out_kill;
+        }
+    }
+    if (mxu_proc_watch(ex, p, err) < 0)
+        goto out_kill;
+    *out = p;
+    p = NULL;
+    rc = 0;
+    goto out;
+
+out_kill:
+    kill(pid, SIGKILL);
+    {
+        int st;
+        while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+            ;
+    }
+    if (p) {
+        int *all[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r,
+                      &p->pidfd};
+        for (size_t i = 0; i < MXU_ARRAY_LEN(all); i++)
+            mxu_closep(all[i]);
+        id = sp->id;
+        free(sp);
+        free(p);
+    }
+out:
+    for (int i = 0; i < 2; i++) {
+        mxu_closep(&chan[i]);
+        mxu_closep(&in[i]);
+        mxu_closep(&outp[i]);
+        mxu_closep(&errp[i]);
+        mxu_closep(&report[i]);
+    }
+    for (int i = 0; i < SBX_CG_N; i++)
+        mxu_closep(&cg_fd[i]);
+    if (id)
+        sbx_cg_remove(&sb->cg, id);
+    return rc;
+}
+
+static void sandbox_kill(mxu_proc *p)
+{
+    /* Killing pid 1 of its namespace kills everything in it. */
+    if (!p->exited)
+        kill(p->pid, SIGKILL);
+}
+
+static int sandbox_usage(mxu_proc *p, mxu_usage *u)
+{
+    if (p->exited) {
+        *u = p->exit.usage;
+        return 0;
+    }
+    memset(u, 0, sizeof(*u));
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)p->pid);
+    _cleanup_buf_ mxu_buf b = {0};
+    if (sbx_read_file(path, 4096, &b) < 0)
+        return -1;
+    char *s = strrchr(b.data, ')');
+    unsigned long long ut = 0, stt = 0;
+    if (s == NULL ||
+        sscanf(s + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &stt) != 2)
+        return -1;
+    long hz = sysconf(_SC_CLK_TCK);
+    u->cpu_us = (ut + stt) * 1000000ull / (uint64_t)(hz > 0 ? hz : 100);
+    sbx_proc *sp = p->xdata;
+    if (sp && sp->id)
+        sbx_cg_peak(&sp->sb->cg, sp->id, &u->peak_bytes);
+    return 0;
+}
+
+static void sandbox_release(mxu_exec *ex, const mxu_exec_spec *spec)
+{
+    MXU_UNUSED(ex);
+    MXU_UNUSED(spec);
+}
+
+/* ---- probing at node start ------------------------------------------------------------ */
+
+static bool have_cap(int cap)
+{
+    struct __user_cap_header_struct hdr = {_LINUX_CAPABILITY_VERSION_3, 0};
+    struct __user_cap_data_struct data[2];
+    if (syscall(SYS_capget, &hdr, data) < 0)
+        return false;
+    return (data[cap / 32].effective >> (cap % 32)) & 1u;
+}
+
+static int probe(mxu_sandbox *sb, const char *node_id, char *why, size_t whylen)
+{
+    /* Privileges: a root node mounts as root in its children's namespaces
+     * and then drops to the sandbox user; any other node uses a user
+     * namespace, where a process may map its own uid. */
+    bool privileged = geteuid() == 0 && have_cap(CAP_SYS_ADMIN) && have_cap(CAP_SETUID) &&
+                      have_cap(CAP_SETGID) && have_cap(CAP_SETPCAP);
+    sb->userns = !privileged;
+    sb->host_uid = geteuid();
+    sb->host_gid = getegid();
+    if (sb->userns) {
+        _cleanup_buf_ mxu_buf b = {0};
+        if (sbx_read_file("/proc/sys/user/max_user_namespaces", 64, &b) == 0 && atoi(b.data) == 0) {
+            snprintf(why, whylen, "not root, and user namespaces are disabled");
+            return -1;
+        }
+        snprintf(sb->uid_map, sizeof(sb->uid_map), "%u %u 1", SBX_UID, (unsigned)sb->host_uid);
+        snprintf(sb->gid_map, sizeof(sb->gid_map), "%u %u 1", SBX_GID, (unsigned)sb->host_gid);
+    }
+    /* Limits; without memory and pids cgroups the sandbox refuses to run
+     * (see docs/isolation.md: a sandbox that a fork bomb can take down is
+     * not one). */
+    if (sbx_cg_init(&sb->cg, node_id, why, whylen) < 0)
+        return -1;
+    if (sbx_seccomp_build(&sb->prog, why, whylen) < 0)
+        return -1;
+    sb->defaults.pids_max = SBX_PIDS_DEFAULT;
+    sb->defaults.cpu_period_us = SBX_CPU_PERIOD_US;
+    sb->defaults.cpu_quota_us = SBX_CPU_PERIOD_US; /* one CPU per instance */
+    const char *env = getenv("MXU_SANDBOX_PIDS");
+    if (env && atoi(env) > 0)
+        sb->defaults.pids_max = (uint64_t)atoi(env);
+    env = getenv("MXU_SANDBOX_CPUS");
+    if (env && atof(env) >= 0)
+        sb->defaults.cpu_quota_us = (uint64_t)(atof(env) * SBX_CPU_PERIOD_US);
+    if (!sb->cg.cpu_ok)
+        mxu_info("sandbox: no cpu cgroup controller: instances get no CPU quota");
+    /* What the host's root looks like. */
+    for (size_t i = 0; i < MXU_ARRAY_LEN(sys_dirs); i++) {
+        char path[32];
+        struct stat st;
+        snprintf(path, sizeof(path), "/%s", sys_dirs[i]);
+        if (lstat(path, &st) < 0) {
+            sb->sys_kind[i] = SYS_ABSENT;
+        } else if (S_ISLNK(st.st_mode)) {
+            ssize_t n = readlink(path, sb->sys_link[i], sizeof(sb->sys_link[i]) - 1);
+            sb->sys_kind[i] = n > 0 ? SYS_LINK : SYS_ABSENT;
+            sb->sys_link[i][n > 0 ? n : 0] = '\0';
+        } else {
+            sb->sys_kind[i] = S_ISDIR(st.st_mode) ? SYS_DIR : SYS_ABSENT;
+        }
+    }
+    struct stat st;
+    sb->have_ldcache = stat("/etc/ld.so.cache", &st) == 0 && S_ISREG(st.st_mode);
+    sb->have_alternatives = stat("/etc/alternatives", &st) == 0 && S_ISDIR(st.st_mode);
+    _cleanup_buf_ mxu_buf lc = {0};
+    sb->last_cap = CAP_LAST_CAP;
+    if (sbx_read_file("/proc/sys/kernel/cap_last_cap", 64, &lc) == 0 && atoi(lc.data) > 0)
+        sb->last_cap = atoi(lc.data);
+    return 0;
+}
+
+void mxu_sandbox_init(mxu_exec *ex)
+{
+    mxu_sandbox *sb = mxu_calloc(1, sizeof(*sb));
+    ex->sandbox = sb;
+    uv_timer_init(ex->loop, &sb->retry);
+    sb->retry.data = sb;
+    sb->retry_init = true;
+    if (probe(sb, ex->node_id, unavailable_buf, sizeof(unavailable_buf)) == 0) {
+        sb->ok = true;
+        unavailable = NULL;
+    } else {
+        unavailable = unavailable_buf;
+    }
+}
+
+static void on_retry_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void mxu_sandbox_fini(mxu_exec *ex)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    if (sb == NULL)
+        return;
+    ex->sandbox = NULL;
+    sbx_cg_fini(&sb->cg);
+    free(sb->prog.filter);
+    free(sb->pending);
+    uv_timer_stop(&sb->retry);
+    /* The timer's memory is sb: freed when the loop has closed it. */
+    uv_close((uv_handle_t *)&sb->retry, on_retry_closed);
+}
+
+const mxu_executor_ops mxu_exec_sandbox_ops = {
+    .name = "sandbox",
+    .prepare = sandbox_prepare,
+    .spawn = sandbox_spawn,
+    .kill = sandbox_kill,
+    .usage = sandbox_usage,
+    .release = sandbox_release,
+};
