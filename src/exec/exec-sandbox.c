@@ -132,7 +132,8 @@ struct child_failure {
 
 #define STEPS(X)                                                                                   \
     X(SIGNALS, "signals")                                                                          \
-    X(PGID, "setpgid") X(PDEATH, "prctl(PR_SET_PDEATHSIG)") X(NODE_GONE, "the node went away")     \
+    X(PGID, "setpgid")                                                                             \
+    X(PDEATH, "prctl(PR_SET_PDEATHSIG)") X(NODE_GONE, "the node went away")                        \
         X(IDMAP, "writing the user namespace's id maps") X(CGROUP, "joining its cgroup")           \
             X(PRIVATE, "making mounts private") X(OPEN_BUNDLE, "opening the bundle")               \
                 X(ROOT, "mounting the new root") X(MKDIR, "creating mount points")                 \
