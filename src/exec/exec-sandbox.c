@@ -84,28 +84,7 @@
  * on the host (merged /usr) is the same symlink inside; a directory is bound
  * read-only. */
 static const char *const sys_dirs[] = {"bin", "sbin", "lib", "lib32", "lib64", "libx32"};
-enum { SYS_ABSENT, SYS_LINK, SYS_DIR };
-
-struct mxu_sandbox {
-    bool ok;
-    bool userns; /* no privileges of our own: a user namespace does the mounts */
-    uid_t host_uid;
-    gid_t host_gid;
-    char uid_map[64], gid_map[64];
-    sbx_cgroups cg;
-    sbx_limits defaults;
-    struct sock_fprog prog;
-    int last_cap;
-    int sys_kind[MXU_ARRAY_LEN(sys_dirs)];
-    char sys_link[MXU_ARRAY_LEN(sys_dirs)][64];
-    bool have_alternatives, have_ldcache;
-    uint64_t next_id;
-    /* Instance cgroups that were still busy when their process was reaped. */
-    uint64_t *pending;
-    size_t npending, cap_pending;
-    uv_timer_t retry;
-    bool retry_init;
-};
+_Static_assert(MXU_ARRAY_LEN(sys_dirs) == SBX_NSYS, "SBX_NSYS");
 
 /* Why the sandbox cannot run units on this machine (NULL once it can). */
 static char unavailable_buf[512] = "not probed yet";
@@ -125,20 +104,15 @@ static const char etc_nsswitch[] = "passwd: files\ngroup: files\nhosts: files\n"
 
 /* ---- the child ------------------------------------------------------------------- */
 
-struct child_failure {
-    int step;
-    int err;
-};
-
 #define STEPS(X)                                                                                   \
     X(SIGNALS, "signals")                                                                          \
     X(PGID, "setpgid")                                                                             \
-    X(PDEATH, "prctl(PR_SET_PDEATHSIG)") X(NODE_GONE, "the node went away")                        \
-        X(IDMAP, "writing the user namespace's id maps") X(CGROUP, "joining its cgroup")           \
-            X(PRIVATE, "making mounts private") X(OPEN_BUNDLE, "opening the bundle")               \
-                X(ROOT, "mounting the new root") X(MKDIR, "creating mount points")                 \
-                    X(BIND_SYS, "binding /usr and /lib*") X(                                       \
-                        BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE) X(TMP, "mounting /tmp")  \
+    X(PDEATH, "prctl(PR_SET_PDEATHSIG)")                                                           \
+    X(NODE_GONE, "the node went away") X(IDMAP, "writing the user namespace's id maps")            \
+        X(CGROUP, "joining its cgroup") X(PRIVATE, "making mounts private")                        \
+            X(OPEN_BUNDLE, "opening the bundle") X(ROOT, "mounting the new root")                  \
+                X(MKDIR, "creating mount points") X(BIND_SYS, "binding /usr and /lib*")            \
+                    X(BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE) X(TMP, "mounting /tmp")    \
                         X(DEV, "setting up /dev") X(PROC, "mounting /proc") X(ETC, "writing /etc") \
                             X(PIVOT, "pivot_root") X(RDONLY_ROOT, "remounting / ro")               \
                                 X(HOSTNAME, "sethostname") X(LOOPBACK, "loopback up")              \
@@ -152,36 +126,34 @@ struct child_failure {
 enum { STEPS(STEP_ENUM) STEP_N_ };
 static const char *const step_names[] = {STEPS(STEP_TEXT)};
 
-/* Everything the child needs, prepared before clone so the child allocates
- * nothing and calls nothing that takes a lock. */
-struct child_plan {
-    const mxu_sandbox *sb;
-    const mxu_exec_spec *spec;
-    const char *exe; /* argv[0] as seen inside */
-    int cg_fd[SBX_CG_N];
-    struct rlimit nofile, cpu;
-    int src[4]; /* what becomes fd 0..3 (-1 = /dev/null for 0..2, none for 3) */
-    int report_fd;
-    char tmp_opts[64];
-};
-
-static void __attribute__((noreturn)) child_fail(const struct child_plan *pl, int step)
+const char *sbx_step_name(int step)
 {
-    struct child_failure f = {step, errno};
+    return step >= 0 && step < STEP_N_ ? step_names[step] : "?";
+}
+
+int sbx_clone_flags(const mxu_sandbox *sb)
+{
+    return CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
+           CLONE_NEWCGROUP | (sb->userns ? CLONE_NEWUSER : 0);
+}
+
+void __attribute__((noreturn)) sbx_child_fail(const sbx_plan *pl, int step)
+{
+    sbx_failure f = {step, errno};
     ssize_t n = write(pl->report_fd, &f, sizeof(f));
     MXU_UNUSED(n);
     _exit(127);
 }
 
-#define TRY(step, call)                  \
-    do {                                 \
-        if ((call) < 0)                  \
-            child_fail(pl, STEP_##step); \
+#define TRY(step, call)                      \
+    do {                                     \
+        if ((call) < 0)                      \
+            sbx_child_fail(pl, STEP_##step); \
     } while (0)
 
 /* The node holds the read end of the report pipe: if it has died, the pipe
  * is broken. (getppid() cannot tell: in a new pid namespace it is 0.) */
-static bool node_alive(const struct child_plan *pl)
+bool sbx_node_alive(const sbx_plan *pl)
 {
     struct pollfd pfd = {pl->report_fd, 0, 0};
     return poll(&pfd, 1, 0) == 0 || !(pfd.revents & (POLLERR | POLLHUP));
@@ -224,10 +196,9 @@ static int bind_ro(const char *src, const char *dst, bool is_dir, bool allow_dev
     return 0;
 }
 
-static void __attribute__((noreturn)) child_run(struct child_plan *pl)
+void sbx_child_setup(sbx_plan *pl)
 {
     const mxu_sandbox *sb = pl->sb;
-    const mxu_exec_spec *spec = pl->spec;
 
     /* C1. Lift the report pipe above the fds we will fill; default signals
      *     (the node ignores SIGPIPE and may block some); our own process
@@ -246,7 +217,7 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     sigprocmask(SIG_SETMASK, &none, NULL);
     TRY(PGID, setpgid(0, 0));
     TRY(PDEATH, prctl(PR_SET_PDEATHSIG, SIGKILL));
-    if (!node_alive(pl))
+    if (!sbx_node_alive(pl))
         _exit(127);
 
     /* C2. In a user namespace we are nobody until our one id is mapped; a
@@ -268,9 +239,9 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     TRY(PRIVATE, mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL));
     /* The bundle may live under /tmp, which the new root is about to cover:
      * hold it by descriptor and bind it through /proc/self/fd. */
-    int bundle = open(spec->cwd, O_PATH | O_DIRECTORY | O_CLOEXEC);
+    int bundle = open(pl->bundle, O_PATH | O_DIRECTORY | O_CLOEXEC);
     if (bundle < 0)
-        child_fail(pl, STEP_OPEN_BUNDLE);
+        sbx_child_fail(pl, STEP_OPEN_BUNDLE);
     char bundle_src[64];
     snprintf(bundle_src, sizeof(bundle_src), "/proc/self/fd/%d", bundle);
     /* The root is a tiny tmpfs mounted over /tmp in our namespace only. */
@@ -303,7 +274,7 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
         snprintf(dst, sizeof(dst), "dev/%s", devs[i]);
         int fd = open(dst, O_WRONLY | O_CREAT | O_CLOEXEC, 0666);
         if (fd < 0)
-            child_fail(pl, STEP_DEV);
+            sbx_child_fail(pl, STEP_DEV);
         close(fd);
         TRY(DEV, mount(src, dst, NULL, MS_BIND, NULL));
         TRY(DEV, mount(NULL, dst, NULL, MS_REMOUNT | MS_BIND | MS_NOSUID | MS_NOEXEC, NULL));
@@ -353,13 +324,19 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     TRY(HOSTNAME, sethostname(SBX_HOSTNAME, strlen(SBX_HOSTNAME)));
     int s = socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     if (s < 0)
-        child_fail(pl, STEP_LOOPBACK);
+        sbx_child_fail(pl, STEP_LOOPBACK);
     struct ifreq ifr;
     memset(&ifr, 0, sizeof(ifr));
     memcpy(ifr.ifr_name, "lo", 3);
     ifr.ifr_flags = IFF_UP | IFF_RUNNING | IFF_LOOPBACK;
     TRY(LOOPBACK, ioctl(s, SIOCSIFFLAGS, &ifr));
     close(s);
+}
+
+/* The part of the sequence that depends on what is run: C7 to C11. */
+void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl)
+{
+    const mxu_sandbox *sb = pl->sb;
 
     /* C7. Limits (memory and processes are the cgroup's job), then the
      *     descriptors: sources above 10 first so none is clobbered, dup2 onto
@@ -368,18 +345,18 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     struct rlimit zero = {0, 0};
     TRY(RLIMIT, setrlimit(RLIMIT_CORE, &zero));
     TRY(RLIMIT, setrlimit(RLIMIT_NOFILE, &pl->nofile));
-    if (spec->cpu_limit_s)
+    if (pl->set_cpu)
         TRY(RLIMIT, setrlimit(RLIMIT_CPU, &pl->cpu));
     int moved[4];
     for (int i = 0; i < 4; i++) {
         moved[i] = -1;
         if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
-            child_fail(pl, STEP_DUP);
+            sbx_child_fail(pl, STEP_DUP);
     }
     for (int i = 0; i < 4; i++) {
         int fd = moved[i];
         if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            child_fail(pl, STEP_DEVNULL);
+            sbx_child_fail(pl, STEP_DEVNULL);
         if (fd >= 0)
             TRY(DUP, dup2(fd, i));
     }
@@ -395,7 +372,7 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
      *     ambient included, so nothing is left to regain at execve. */
     for (int cap = 0; cap <= sb->last_cap; cap++)
         if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
-            child_fail(pl, STEP_CAPS);
+            sbx_child_fail(pl, STEP_CAPS);
     TRY(CAPS, prctl(PR_SET_SECUREBITS,
                     SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
@@ -415,7 +392,7 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
 
     /* C9. Changing credentials cleared the parent-death signal. */
     TRY(PDEATH, prctl(PR_SET_PDEATHSIG, SIGKILL));
-    if (!node_alive(pl))
+    if (!sbx_node_alive(pl))
         _exit(127);
 
     /* C10. No privileges through execve ever again (setuid binaries, file
@@ -426,8 +403,14 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     TRY(SECCOMP, prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, &sb->prog));
 
     /* C11. */
-    execve(pl->exe, (char *const *)spec->argv, (char *const *)spec->envp);
-    child_fail(pl, STEP_EXEC);
+    execve(pl->exe, (char *const *)pl->argv, (char *const *)pl->envp);
+    sbx_child_fail(pl, STEP_EXEC);
+}
+
+static void __attribute__((noreturn)) child_run(sbx_plan *pl)
+{
+    sbx_child_setup(pl);
+    sbx_child_finish(pl);
 }
 
 /* See exec-process.c: CLONE_VM | CLONE_VFORK borrows the node's memory (no
@@ -450,7 +433,7 @@ static int child_entry(void *arg)
     child_run(arg);
 }
 
-static pid_t start_child(struct child_plan *plan, int ns_flags)
+static pid_t start_child(sbx_plan *plan, int ns_flags)
 {
     static char *stack;
     if (stack == NULL)
@@ -466,7 +449,7 @@ static pid_t start_child(struct child_plan *plan, int ns_flags)
     return pid;
 }
 #else
-static pid_t start_child(struct child_plan *plan, int ns_flags)
+static pid_t start_child(sbx_plan *plan, int ns_flags)
 {
     /* fork semantics (own copy of memory, same stack) with namespaces. */
     pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | SIGCHLD), NULL, NULL, NULL, 0);
@@ -508,18 +491,23 @@ static void sbx_on_reaped(mxu_proc *p)
     p->exit.memory_limit = sp->memory;
     if (peak > p->exit.usage.peak_bytes)
         p->exit.usage.peak_bytes = peak;
-    /* The pid namespace died with its init; tasks still dying keep the
-     * cgroup busy for a moment: retry from a timer. */
-    if (sbx_cg_remove(&sb->cg, sp->id) < 0) {
-        if (sb->npending == sb->cap_pending) {
-            sb->cap_pending = sb->cap_pending ? sb->cap_pending * 2 : 16;
-            sb->pending = mxu_realloc(sb->pending, sb->cap_pending * sizeof(uint64_t));
-        }
-        sb->pending[sb->npending++] = sp->id;
-        if (sb->retry_init && !uv_is_active((uv_handle_t *)&sb->retry))
-            uv_timer_start(&sb->retry, retry_pending, 20, 50);
-    }
+    sbx_cg_release(sb, sp->id);
     sp->id = 0;
+}
+
+/* The pid namespace died with its init; tasks still dying keep a cgroup busy
+ * for a moment: retry from a timer. */
+void sbx_cg_release(mxu_sandbox *sb, uint64_t id)
+{
+    if (sbx_cg_remove(&sb->cg, id) == 0)
+        return;
+    if (sb->npending == sb->cap_pending) {
+        sb->cap_pending = sb->cap_pending ? sb->cap_pending * 2 : 16;
+        sb->pending = mxu_realloc(sb->pending, sb->cap_pending * sizeof(uint64_t));
+    }
+    sb->pending[sb->npending++] = id;
+    if (sb->retry_init && !uv_is_active((uv_handle_t *)&sb->retry))
+        uv_timer_start(&sb->retry, retry_pending, 20, 50);
 }
 
 static void sbx_on_free(mxu_proc *p)
@@ -548,7 +536,7 @@ static int inside_path(const mxu_exec_spec *spec, char *out, size_t outlen)
     return -1;
 }
 
-static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
+static int sandbox_check(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
 {
     mxu_sandbox *sb = ex->sandbox;
     if (sb == NULL || !sb->ok)
@@ -576,6 +564,31 @@ static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err
     return 0;
 }
 
+static sbx_unit *unit_find(mxu_sandbox *sb, const char *label);
+static uint64_t spec_memory(const mxu_exec_spec *spec);
+static void unit_refill(mxu_sandbox *sb, sbx_unit *u);
+
+/* Check the unit can run here, and start keeping a spare sandbox ready for
+ * it, so that even its first cold start finds one. */
+static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
+{
+    if (sandbox_check(ex, spec, err) < 0)
+        return -1;
+    mxu_sandbox *sb = ex->sandbox;
+    sbx_unit *u = unit_find(sb, spec->label);
+    if (u == NULL) {
+        u = mxu_calloc(1, sizeof(*u));
+        u->label = mxu_strdup(spec->label);
+        u->bundle = mxu_strdup(spec->cwd);
+        u->memory = spec_memory(spec);
+        u->next = sb->units;
+        sb->units = u;
+    }
+    u->refs++;
+    unit_refill(sb, u);
+    return 0;
+}
+
 static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
 {
     struct rlimit cur;
@@ -592,79 +605,121 @@ static int nonblock_cloexec(int fd)
     return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
-static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb,
-                         void *ud, mxu_proc **out, mxu_err *err)
+static sbx_unit *unit_find(mxu_sandbox *sb, const char *label)
 {
-    mxu_sandbox *sb = ex->sandbox;
-    int chan[2] = {-1, -1}, in[2] = {-1, -1}, outp[2] = {-1, -1}, errp[2] = {-1, -1};
+    for (sbx_unit *u = sb->units; u; u = u->next)
+        if (strcmp(u->label, label) == 0)
+            return u;
+    return NULL;
+}
+
+static uint64_t spec_memory(const mxu_exec_spec *spec)
+{
+    return spec->memory_bytes ? spec->memory_bytes : (128u << 20);
+}
+
+/* Keep a spare ready for the unit (when the node has a zygote). */
+static void unit_refill(mxu_sandbox *sb, sbx_unit *u)
+{
+    if (sb->zygote_fd < 0 || sb->spares == 0 || u->spare.pid > 0)
+        return;
+    mxu_err err = {0};
+    if (sbx_spare_make(sb, u->bundle, u->memory, &u->spare, &err) < 0) {
+        mxu_warn("sandbox: %s: cannot prepare a spare sandbox: %s", u->label, err.msg);
+        memset(&u->spare, 0, sizeof(u->spare));
+    }
+}
+
+/* Refill every unit whose spare was used. */
+static void refill_all(uv_timer_t *t)
+{
+    mxu_sandbox *sb = t->data;
+    for (sbx_unit *u = sb->units; u; u = u->next)
+        unit_refill(sb, u);
+}
+
+/* The same descriptors the process executor gives: a socketpair for the
+ * channel, pipes for stdio and stderr. [0] stays with the host. */
+typedef struct host_fds {
+    int chan[2], in[2], outp[2], errp[2];
+} host_fds;
+
+static void host_fds_close(host_fds *h)
+{
+    for (int i = 0; i < 2; i++) {
+        mxu_closep(&h->chan[i]);
+        mxu_closep(&h->in[i]);
+        mxu_closep(&h->outp[i]);
+        mxu_closep(&h->errp[i]);
+    }
+}
+
+static int host_fds_make(const mxu_exec_spec *spec, host_fds *h, mxu_err *err)
+{
+    *h = (host_fds){{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
+    if (spec->channel && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h->chan) < 0)
+        return mxu_err_sys(err, errno, "%s: socketpair", spec->label);
+    if (spec->stdio) {
+        if (pipe2(h->in, O_CLOEXEC) < 0 || pipe2(h->outp, O_CLOEXEC) < 0)
+            return mxu_err_sys(err, errno, "%s: pipe", spec->label);
+        int t = h->in[0];
+        h->in[0] = h->in[1];
+        h->in[1] = t;
+    }
+    if (pipe2(h->errp, O_CLOEXEC) < 0)
+        return mxu_err_sys(err, errno, "%s: pipe", spec->label);
+    return 0;
+}
+
+/* The finish half of a plan (C7..C11) from a spawn request. */
+static void plan_finish(sbx_plan *plan, const mxu_exec_spec *spec, const char *exe,
+                        const host_fds *h)
+{
+    plan->exe = exe;
+    plan->argv = spec->argv;
+    plan->envp = spec->envp;
+    plan->set_cpu = spec->cpu_limit_s > 0;
+    /* A warm instance's stdout is not its response: it joins stderr (the log). */
+    plan->src[0] = h->in[1];
+    plan->src[1] = spec->stdio ? h->outp[1] : h->errp[1];
+    plan->src[2] = h->errp[1];
+    plan->src[3] = h->chan[1];
+    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan->nofile);
+    /* CPU: SIGXCPU at the soft limit, SIGKILL a second later. */
+    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan->cpu);
+    if (plan->cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
+        plan->cpu.rlim_cur = spec->cpu_limit_s;
+}
+
+/* Start a sandbox the slow way: the node clones it and waits through the
+ * whole setup (namespaces, cgroup join, mounts). Returns its pid. */
+static pid_t spawn_direct(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *plan,
+                          uint64_t *cg_id, mxu_err *err)
+{
     int report[2] = {-1, -1};
     int cg_fd[SBX_CG_N] = {-1, -1, -1};
-    int rc = -1;
-    uint64_t id = 0;
-    mxu_proc *p = NULL;
-
-    /* P1. Validate; find the program inside. */
-    if (sandbox_prepare(ex, spec, err) < 0)
-        return -1;
-    char exe[PATH_MAX];
-    inside_path(spec, exe, sizeof(exe));
-
-    /* P2. The instance's cgroups, made and limited before it exists. */
+    pid_t pid = -1;
     sbx_limits lim = sb->defaults;
-    lim.memory_bytes = spec->memory_bytes ? spec->memory_bytes : (128u << 20);
-    id = ++sb->next_id;
+    lim.memory_bytes = spec_memory(spec);
+    uint64_t id = ++sb->next_id;
     if (sbx_cg_create(&sb->cg, id, &lim, cg_fd, err) < 0) {
         mxu_err_prefix(err, "%s: sandbox", spec->label);
         return -1;
     }
-
-    /* The same descriptors as the process executor gives. */
-    if (spec->channel && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, chan) < 0) {
-        mxu_err_sys(err, errno, "%s: socketpair", spec->label);
-        goto out;
-    }
-    if (spec->stdio) {
-        if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
-            mxu_err_sys(err, errno, "%s: pipe", spec->label);
-            goto out;
-        }
-        int t = in[0];
-        in[0] = in[1];
-        in[1] = t;
-    }
-    if (pipe2(errp, O_CLOEXEC) < 0 || pipe2(report, O_CLOEXEC) < 0) {
+    if (pipe2(report, O_CLOEXEC) < 0) {
         mxu_err_sys(err, errno, "%s: pipe", spec->label);
         goto out;
     }
-    struct child_plan plan = {
-        .sb = sb,
-        .spec = spec,
-        .exe = exe,
-        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], chan[1]},
-        .report_fd = report[1],
-    };
-    memcpy(plan.cg_fd, cg_fd, sizeof(cg_fd));
-    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan.nofile);
-    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
-    if (plan.cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
-        plan.cpu.rlim_cur = spec->cpu_limit_s;
-    /* /tmp: half the memory, at most 256 MiB; its pages are charged to the
-     * instance's memory cgroup as well. */
-    uint64_t tmp = MXU_MIN(lim.memory_bytes / 2, 256ull << 20);
-    snprintf(plan.tmp_opts, sizeof(plan.tmp_opts), "size=%llu,nr_inodes=4096,mode=1777",
-             (unsigned long long)tmp);
-
-    /* P3. Clone into new namespaces, all in one call. */
-    int ns = CLONE_NEWPID | CLONE_NEWNS | CLONE_NEWNET | CLONE_NEWIPC | CLONE_NEWUTS |
-             CLONE_NEWCGROUP | (sb->userns ? CLONE_NEWUSER : 0);
-    pid_t pid = start_child(&plan, ns);
+    memcpy(plan->cg_fd, cg_fd, sizeof(cg_fd));
+    plan->report_fd = report[1];
+    pid = start_child(plan, sbx_clone_flags(sb));
     if (pid < 0) {
         mxu_err_sys(err, errno, "%s: cannot create a sandboxed process", spec->label);
         goto out;
     }
     close(report[1]);
     report[1] = -1;
-    struct child_failure f;
+    sbx_failure f;
     ssize_t n;
     do {
         n = read(report[0], &f, sizeof(f));
@@ -673,10 +728,80 @@ static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
         int st;
         while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
             ;
-        mxu_err_sys(err, f.err, "%s: starting %s in the sandbox failed at %s", spec->label, exe,
-                    f.step >= 0 && f.step < STEP_N_ ? step_names[f.step] : "?");
-        goto out;
+        mxu_err_sys(err, f.err, "%s: starting %s in the sandbox failed at %s", spec->label,
+                    plan->exe, sbx_step_name(f.step));
+        pid = -1;
     }
+out:
+    mxu_closep(&report[0]);
+    mxu_closep(&report[1]);
+    for (int i = 0; i < SBX_CG_N; i++)
+        mxu_closep(&cg_fd[i]);
+    if (pid < 0)
+        sbx_cg_release(sb, id);
+    else
+        *cg_id = id;
+    return pid;
+}
+
+/* Start it from a spare: the unit's ready one if there is, else a fresh
+ * one (which the node then waits for). A ready spare that fails (it may
+ * have been killed while it waited) is replaced once. */
+static pid_t spawn_spare(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *plan,
+                         uint64_t *cg_id, mxu_err *err)
+{
+    sbx_unit *u = unit_find(sb, spec->label);
+    for (int attempt = 0; attempt < 2; attempt++) {
+        sbx_spare sp = {0};
+        bool pooled = false;
+        if (u && u->spare.pid > 0 && strcmp(u->bundle, spec->cwd) == 0 &&
+            u->memory == spec_memory(spec)) {
+            sp = u->spare;
+            memset(&u->spare, 0, sizeof(u->spare));
+            pooled = true;
+        } else if (sbx_spare_make(sb, spec->cwd, spec_memory(spec), &sp, err) < 0) {
+            return -1;
+        }
+        if (sbx_spare_go(sb, &sp, plan, err) == 0) {
+            *cg_id = sp.cg_id;
+            return sp.pid;
+        }
+        mxu_err_prefix(err, "%s: starting %s in the sandbox", spec->label, plan->exe);
+        if (!pooled)
+            return -1;
+    }
+    return -1;
+}
+
+static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb,
+                         void *ud, mxu_proc **out, mxu_err *err)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    host_fds h;
+    int rc = -1;
+    uint64_t id = 0;
+    mxu_proc *p = NULL;
+
+    /* P1. Validate; find the program inside. */
+    if (sandbox_check(ex, spec, err) < 0)
+        return -1;
+    char exe[PATH_MAX];
+    inside_path(spec, exe, sizeof(exe));
+    if (host_fds_make(spec, &h, err) < 0)
+        goto out;
+
+    /* P2, P3. Cgroups, then the child: from a spare the zygote has set up
+     * ahead (its cgroup, namespaces and root are ready: only C7..C11 are
+     * left), else cloned here. */
+    sbx_plan plan = {.sb = sb, .bundle = spec->cwd, .report_fd = -1};
+    uint64_t tmp = MXU_MIN(spec_memory(spec) / 2, 256ull << 20);
+    snprintf(plan.tmp_opts, sizeof(plan.tmp_opts), "size=%llu,nr_inodes=4096,mode=1777",
+             (unsigned long long)tmp);
+    plan_finish(&plan, spec, exe, &h);
+    pid_t pid = sb->zygote_fd >= 0 ? spawn_spare(sb, spec, &plan, &id, err)
+                                   : spawn_direct(sb, spec, &plan, &id, err);
+    if (pid < 0)
+        goto out;
 
     p = mxu_calloc(1, sizeof(*p));
     p->ops = &mxu_exec_sandbox_ops;
@@ -687,13 +812,13 @@ static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     p->on_reaped = sbx_on_reaped;
     p->on_free = sbx_on_free;
     sbx_proc *sp = mxu_calloc(1, sizeof(*sp));
-    *sp = (sbx_proc){.sb = sb, .id = id, .memory = lim.memory_bytes};
+    *sp = (sbx_proc){.sb = sb, .id = id, .memory = spec_memory(spec)};
     p->xdata = sp;
     id = 0; /* the proc owns the cgroup now */
-    p->fds.channel = mxu_steal_fd(&chan[0]);
-    p->fds.stdin_w = mxu_steal_fd(&in[0]);
-    p->fds.stdout_r = mxu_steal_fd(&outp[0]);
-    p->fds.stderr_r = mxu_steal_fd(&errp[0]);
+    p->fds.channel = mxu_steal_fd(&h.chan[0]);
+    p->fds.stdin_w = mxu_steal_fd(&h.in[0]);
+    p->fds.stdout_r = mxu_steal_fd(&h.outp[0]);
+    p->fds.stderr_r = mxu_steal_fd(&h.errp[0]);
     int *fds[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r};
     for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
         if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
@@ -706,6 +831,10 @@ static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     *out = p;
     p = NULL;
     rc = 0;
+    /* The next cold start of this unit finds a spare ready: made a moment
+     * later, so that this one's start does not wait for it. */
+    if (sb->zygote_fd >= 0 && sb->spares && !uv_is_active((uv_handle_t *)&sb->refill))
+        uv_timer_start(&sb->refill, refill_all, 5, 0);
     goto out;
 
 out_kill:
@@ -725,17 +854,9 @@ out_kill:
         free(p);
     }
 out:
-    for (int i = 0; i < 2; i++) {
-        mxu_closep(&chan[i]);
-        mxu_closep(&in[i]);
-        mxu_closep(&outp[i]);
-        mxu_closep(&errp[i]);
-        mxu_closep(&report[i]);
-    }
-    for (int i = 0; i < SBX_CG_N; i++)
-        mxu_closep(&cg_fd[i]);
+    host_fds_close(&h);
     if (id)
-        sbx_cg_remove(&sb->cg, id);
+        sbx_cg_release(sb, id);
     return rc;
 }
 
@@ -773,8 +894,21 @@ static int sandbox_usage(mxu_proc *p, mxu_usage *u)
 
 static void sandbox_release(mxu_exec *ex, const mxu_exec_spec *spec)
 {
-    MXU_UNUSED(ex);
-    MXU_UNUSED(spec);
+    mxu_sandbox *sb = ex->sandbox;
+    if (sb == NULL)
+        return;
+    for (sbx_unit **pp = &sb->units; *pp; pp = &(*pp)->next) {
+        sbx_unit *u = *pp;
+        if (strcmp(u->label, spec->label) != 0 || --u->refs > 0)
+            continue;
+        *pp = u->next;
+        if (u->spare.pid > 0)
+            sbx_spare_discard(sb, &u->spare);
+        free(u->label);
+        free(u->bundle);
+        free(u);
+        return;
+    }
 }
 
 /* ---- probing at node start ------------------------------------------------------------ */
@@ -856,18 +990,31 @@ void mxu_sandbox_init(mxu_exec *ex)
     ex->sandbox = sb;
     uv_timer_init(ex->loop, &sb->retry);
     sb->retry.data = sb;
+    uv_timer_init(ex->loop, &sb->refill);
+    sb->refill.data = sb;
     sb->retry_init = true;
+    sb->zygote_fd = -1;
     if (probe(sb, ex->node_id, unavailable_buf, sizeof(unavailable_buf)) == 0) {
         sb->ok = true;
         unavailable = NULL;
+        /* Spare sandboxes take the slow parts of setup (the cgroup join costs
+         * an RCU grace period on cgroup v1; namespaces and mounts about a
+         * millisecond) off the cold start. MXU_SANDBOX_SPARES=0 turns them
+         * off: every sandbox is then cloned by the node itself. */
+        const char *env = getenv("MXU_SANDBOX_SPARES");
+        sb->spares = env ? (unsigned)atoi(env) : 1;
+        if (sb->spares > 0 && sbx_zygote_start(sb) < 0)
+            mxu_warn("sandbox: no zygote (%s): sandboxes start without spares", strerror(errno));
     } else {
         unavailable = unavailable_buf;
     }
 }
 
-static void on_retry_closed(uv_handle_t *h)
+static void on_timer_closed(uv_handle_t *h)
 {
-    free(h->data);
+    mxu_sandbox *sb = h->data;
+    if (--sb->closing == 0)
+        free(sb);
 }
 
 void mxu_sandbox_fini(mxu_exec *ex)
@@ -876,12 +1023,24 @@ void mxu_sandbox_fini(mxu_exec *ex)
     if (sb == NULL)
         return;
     ex->sandbox = NULL;
+    while (sb->units) {
+        sbx_unit *u = sb->units;
+        sb->units = u->next;
+        if (u->spare.pid > 0)
+            sbx_spare_discard(sb, &u->spare);
+        free(u->label);
+        free(u->bundle);
+        free(u);
+    }
+    sbx_zygote_stop(sb);
     sbx_cg_fini(&sb->cg);
     free(sb->prog.filter);
     free(sb->pending);
     uv_timer_stop(&sb->retry);
-    /* The timer's memory is sb: freed when the loop has closed it. */
-    uv_close((uv_handle_t *)&sb->retry, on_retry_closed);
+    /* The timers' memory is sb: freed when the loop has closed both. */
+    sb->closing = 2;
+    uv_close((uv_handle_t *)&sb->refill, on_timer_closed);
+    uv_close((uv_handle_t *)&sb->retry, on_timer_closed);
 }
 
 const mxu_executor_ops mxu_exec_sandbox_ops = {

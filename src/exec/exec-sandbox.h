@@ -5,6 +5,7 @@
 #include "exec-internal.h"
 
 #include <linux/filter.h>
+#include <sys/resource.h>
 
 typedef struct mxu_sandbox mxu_sandbox;
 
@@ -55,6 +56,111 @@ void sbx_cg_exit_info(const sbx_cgroups *cg, uint64_t id, bool *oom, uint64_t *p
 int sbx_cg_peak(const sbx_cgroups *cg, uint64_t id, uint64_t *peak);
 /* Kill what is left and rmdir; -1 if a directory is still busy. */
 int sbx_cg_remove(const sbx_cgroups *cg, uint64_t id);
+
+/* ---- the executor's state and the child (exec-sandbox.c) ---- */
+
+enum { SYS_ABSENT, SYS_LINK, SYS_DIR };
+#define SBX_NSYS 6
+
+typedef struct sbx_unit sbx_unit;
+
+struct mxu_sandbox {
+    bool ok;
+    bool userns; /* no privileges of our own: a user namespace does the mounts */
+    uid_t host_uid;
+    gid_t host_gid;
+    char uid_map[64], gid_map[64];
+    sbx_cgroups cg;
+    sbx_limits defaults;
+    struct sock_fprog prog;
+    int last_cap;
+    int sys_kind[SBX_NSYS];
+    char sys_link[SBX_NSYS][64];
+    bool have_alternatives, have_ldcache;
+    uint64_t next_id;
+    /* Instance cgroups that were still busy when their process was reaped. */
+    uint64_t *pending;
+    size_t npending, cap_pending;
+    uv_timer_t retry;
+    bool retry_init;
+    uv_timer_t refill; /* makes spares for units whose spare was used */
+    int closing;       /* timers still closing; sb is freed after the last */
+    /* The zygote (exec-sandbox-zygote.c) and the units it keeps a spare for. */
+    pid_t zygote_pid;
+    int zygote_fd;   /* -1: none, sandboxes are cloned by the node directly */
+    unsigned spares; /* per unit; 0 = none */
+    sbx_unit *units;
+};
+
+/* Everything a child needs, prepared before clone (or sent to a spare) so
+ * that the child allocates nothing and calls nothing that takes a lock. */
+typedef struct sbx_plan {
+    const mxu_sandbox *sb;
+    /* setup (C1..C6) */
+    const char *bundle; /* host path, bound at /fn */
+    int cg_fd[SBX_CG_N];
+    char tmp_opts[64];
+    int report_fd; /* failures go here as struct sbx_failure; close-on-exec */
+    /* finish (C7..C11) */
+    const char *exe; /* argv[0] as seen inside */
+    const char *const *argv;
+    const char *const *envp;
+    struct rlimit nofile, cpu;
+    bool set_cpu;
+    int src[4]; /* what becomes fd 0..3 (-1 = /dev/null for 0..2, none for 3) */
+} sbx_plan;
+
+typedef struct sbx_failure {
+    int step;
+    int err;
+} sbx_failure;
+
+/* C1..C6: namespaces are there (clone made them); ids, cgroups, the root,
+ * host name, loopback. Fails through sbx_child_fail. */
+void sbx_child_setup(sbx_plan *pl);
+/* C7..C11: limits, descriptors, privileges, seccomp, execve. */
+void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl);
+void __attribute__((noreturn)) sbx_child_fail(const sbx_plan *pl, int step);
+bool sbx_node_alive(const sbx_plan *pl);
+const char *sbx_step_name(int step);
+/* The namespaces every sandbox gets. */
+int sbx_clone_flags(const mxu_sandbox *sb);
+
+/* ---- zygote and spares (exec-sandbox-zygote.c) ---- */
+
+/* A sandbox set up to C6 and waiting for what to run. It is a child of the
+ * node (CLONE_PARENT), in its own cgroup (cg_id). */
+typedef struct sbx_spare {
+    pid_t pid;
+    int sock; /* the node's end; the spare's end closes at execve */
+    uint64_t cg_id;
+    uint64_t memory;
+} sbx_spare;
+
+struct sbx_unit {
+    char *label;
+    char *bundle;
+    uint64_t memory;
+    int refs;
+    sbx_spare spare; /* pid 0 = none */
+    sbx_unit *next;
+};
+
+/* Fork the zygote (a small copy of the node made at start, before it grows,
+ * that clones sandboxes on request). Returns -1 if it cannot. */
+int sbx_zygote_start(mxu_sandbox *sb);
+void sbx_zygote_stop(mxu_sandbox *sb);
+/* Have the zygote clone a spare for `bundle` with `memory`: cgroup made
+ * here, the rest of setup runs in the spare while the node goes on. */
+int sbx_spare_make(mxu_sandbox *sb, const char *bundle, uint64_t memory, sbx_spare *out,
+                   mxu_err *err);
+/* Give a spare what to run; returns once it has exec'd (0) or failed (-1,
+ * err says at which step; the spare is then reaped and its cgroup gone). */
+int sbx_spare_go(mxu_sandbox *sb, sbx_spare *sp, const sbx_plan *pl, mxu_err *err);
+/* Kill, reap, remove its cgroup. */
+void sbx_spare_discard(mxu_sandbox *sb, sbx_spare *sp);
+/* Remove an instance cgroup now, or later from a timer if it is busy. */
+void sbx_cg_release(mxu_sandbox *sb, uint64_t id);
 
 /* ---- seccomp (exec-sandbox-seccomp.c) ---- */
 
