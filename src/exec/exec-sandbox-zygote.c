@@ -11,12 +11,12 @@
  * shared: a spare serves exactly one instance, with its own fresh cgroup,
  * namespaces and tmpfs; it has never run function code before it is used.
  *
- * Spares are cloned by the *zygote*, a copy of the node forked once at start
- * while the node is small, so that cloning a spare neither copies the grown
- * node's page tables nor suspends it. The zygote clones with CLONE_PARENT:
- * spares are the node's own children, reaped and watched (pidfd) like any
- * instance, and they die with the node (parent-death signal). The zygote
- * itself dies with the node and exits when the node closes its socket.
+ * Spares are cloned by the *zygote*, a copy of the node forked once (when the
+ * first sandbox unit is prepared) that does nothing else, so that cloning a
+ * spare neither copies the node's page tables again nor suspends the node. The zygote clones with
+ * CLONE_PARENT: spares are the node's own children, reaped and watched (pidfd) like any instance,
+ * and they die with the node (parent-death signal). The zygote itself dies with the node and exits
+ * when the node closes its socket.
  *
  *   node ── zyg_req + fds [spare socket, cgroup.procs...] ──▶ zygote
  *   node ◀─ zyg_rep {pid} ─────────────────────────────────── zygote ─clone─▶ spare

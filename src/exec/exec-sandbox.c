@@ -108,10 +108,11 @@ static const char etc_nsswitch[] = "passwd: files\ngroup: files\nhosts: files\n"
     X(SIGNALS, "signals")                                                                          \
     X(PGID, "setpgid")                                                                             \
     X(PDEATH, "prctl(PR_SET_PDEATHSIG)")                                                           \
-    X(NODE_GONE, "the node went away") X(IDMAP, "writing the user namespace's id maps")            \
-        X(CGROUP, "joining its cgroup") X(PRIVATE, "making mounts private")                        \
-            X(OPEN_BUNDLE, "opening the bundle") X(ROOT, "mounting the new root")                  \
-                X(MKDIR, "creating mount points") X(BIND_SYS, "binding /usr and /lib*")            \
+    X(NODE_GONE, "the node went away")                                                             \
+    X(IDMAP, "writing the user namespace's id maps") X(CGROUP, "joining its cgroup")               \
+        X(PRIVATE, "making mounts private") X(OPEN_BUNDLE, "opening the bundle")                   \
+            X(ROOT, "mounting the new root") X(MKDIR, "creating mount points")                     \
+                X(BIND_SYS, "binding /usr and /lib*")                                              \
                     X(BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE) X(TMP, "mounting /tmp")    \
                         X(DEV, "setting up /dev") X(PROC, "mounting /proc") X(ETC, "writing /etc") \
                             X(PIVOT, "pivot_root") X(RDONLY_ROOT, "remounting / ro")               \
@@ -575,6 +576,13 @@ static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err
     if (sandbox_check(ex, spec, err) < 0)
         return -1;
     mxu_sandbox *sb = ex->sandbox;
+    /* The zygote is forked when the first sandbox unit appears, so a node
+     * that never uses the sandbox has none. */
+    if (sb->spares > 0 && !sb->zygote_tried) {
+        sb->zygote_tried = true;
+        if (sbx_zygote_start(sb) < 0)
+            mxu_warn("sandbox: no zygote (%s): sandboxes start without spares", strerror(errno));
+    }
     sbx_unit *u = unit_find(sb, spec->label);
     if (u == NULL) {
         u = mxu_calloc(1, sizeof(*u));
@@ -1003,8 +1011,6 @@ void mxu_sandbox_init(mxu_exec *ex)
          * off: every sandbox is then cloned by the node itself. */
         const char *env = getenv("MXU_SANDBOX_SPARES");
         sb->spares = env ? (unsigned)atoi(env) : 1;
-        if (sb->spares > 0 && sbx_zygote_start(sb) < 0)
-            mxu_warn("sandbox: no zygote (%s): sandboxes start without spares", strerror(errno));
     } else {
         unavailable = unavailable_buf;
     }

@@ -87,7 +87,8 @@ struct mxu_sandbox {
     int closing;       /* timers still closing; sb is freed after the last */
     /* The zygote (exec-sandbox-zygote.c) and the units it keeps a spare for. */
     pid_t zygote_pid;
-    int zygote_fd;   /* -1: none, sandboxes are cloned by the node directly */
+    int zygote_fd; /* -1: none, sandboxes are cloned by the node directly */
+    bool zygote_tried;
     unsigned spares; /* per unit; 0 = none */
     sbx_unit *units;
 };
@@ -146,8 +147,8 @@ struct sbx_unit {
     sbx_unit *next;
 };
 
-/* Fork the zygote (a small copy of the node made at start, before it grows,
- * that clones sandboxes on request). Returns -1 if it cannot. */
+/* Fork the zygote (a copy of the node, made when the first sandbox unit is
+ * prepared, that clones sandboxes on request). Returns -1 if it cannot. */
 int sbx_zygote_start(mxu_sandbox *sb);
 void sbx_zygote_stop(mxu_sandbox *sb);
 /* Have the zygote clone a spare for `bundle` with `memory`: cgroup made
