@@ -372,6 +372,100 @@ static void function_root(mxu_api *api, mxu_http_req *req, const char *name)
     }
 }
 
+/* ---- resources ---- */
+
+typedef struct move_ctx {
+    mxu_http_req *req;
+    char *uri;
+    uint64_t started_ns;
+} move_ctx;
+
+static void on_moved(void *ud, const mxu_err *err)
+{
+    move_ctx *c = ud;
+    if (err)
+        api_error(c->req, 502, "move_failed", NULL, "%s", err->msg);
+    else
+        api_json(c->req, 200,
+                 json_pack("{s:s, s:f}", "moved", c->uri, "seconds",
+                           (double)(mxu_now_ns() - c->started_ns) / 1e9));
+    free(c->uri);
+    free(c);
+}
+
+static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const char *action)
+{
+    mxu_err err;
+    if (api->cfg.resolver == NULL) {
+        api_error(req, 404, "not_found", NULL, "this node has no resource map");
+        return;
+    }
+    if (uri == NULL) {
+        if (!is_method(req, "GET"))
+            method_not_allowed(req, "GET");
+        else
+            api_json(req, 200,
+                     json_pack("{s:o}", "resources", mxu_resolver_list_json(api->cfg.resolver)));
+        return;
+    }
+    if (action && strcmp(action, "move") == 0) {
+        if (!is_method(req, "POST")) {
+            method_not_allowed(req, "POST");
+            return;
+        }
+        json_t *j = body_json(req);
+        if (j == NULL)
+            return;
+        const char *to = NULL;
+        if (json_unpack(j, "{s:s}", "to", &to) < 0) {
+            json_decref(j);
+            api_error(req, 400, "bad_request", NULL, "move with {\"to\": LOCATION}");
+            return;
+        }
+        move_ctx *c = mxu_calloc(1, sizeof(*c));
+        c->req = req;
+        c->uri = mxu_strdup(uri);
+        c->started_ns = mxu_now_ns();
+        int rc = mxu_resolver_move(api->cfg.resolver, "default", uri, to, on_moved, c, &err);
+        json_decref(j);
+        if (rc < 0) {
+            free(c->uri);
+            free(c);
+            api_error_from(req, &err, NULL, NULL);
+        }
+        return;
+    }
+    if (action) {
+        api_error(req, 404, "not_found", NULL, "no such API path; see docs/api.md");
+        return;
+    }
+    if (is_method(req, "PUT")) {
+        json_t *j = body_json(req);
+        if (j == NULL)
+            return;
+        const char *backend = NULL;
+        if (json_unpack(j, "{s:s}", "backend", &backend) < 0) {
+            json_decref(j);
+            api_error(req, 400, "bad_request", NULL, "set a resource with {\"backend\": LOCATION}");
+            return;
+        }
+        int rc = mxu_resolver_set(api->cfg.resolver, "default", uri, backend, &err);
+        json_t *out = rc == 0 ? json_pack("{s:s, s:s}", "resource", uri, "backend", backend) : NULL;
+        json_decref(j);
+        if (rc < 0)
+            api_error_from(req, &err, NULL, NULL);
+        else
+            api_json(req, 200, out);
+    } else if (is_method(req, "DELETE")) {
+        if (mxu_resolver_set(api->cfg.resolver, "default", uri, NULL, &err) < 0)
+            api_error_from(req, &err, NULL, NULL);
+        else
+            api_json(req, 200, json_pack("{s:s, s:s}", "resource", uri, "backend", "embedded"));
+    } else {
+        method_not_allowed(req, "PUT, DELETE");
+    }
+}
+
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
 {
     /* Split "/functions/hello/aliases/prod" into segments. */
@@ -407,6 +501,10 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
             api_json(
                 req, 200,
                 json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, NULL)));
+        return;
+    }
+    if (nseg >= 1 && nseg <= 3 && strcmp(seg[0], "resources") == 0) {
+        resources(api, req, nseg >= 2 ? seg[1] : NULL, nseg == 3 ? seg[2] : NULL);
         return;
     }
     if (nseg == 0 || strcmp(seg[0], "functions") != 0) {

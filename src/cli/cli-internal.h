@@ -32,7 +32,8 @@ typedef struct cli_verb_help {
 } cli_verb_help;
 
 extern const cli_verb_help cli_help_deploy, cli_help_invoke, cli_help_ls, cli_help_show,
-    cli_help_alias, cli_help_rm, cli_help_logs, cli_help_version, cli_help_health;
+    cli_help_alias, cli_help_rm, cli_help_logs, cli_help_version, cli_help_health,
+    cli_help_resource;
 
 /* The lines every verb's --help ends its options with. */
 #define CLI_COMMON_OPTIONS_HELP                                                            \

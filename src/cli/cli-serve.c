@@ -13,6 +13,7 @@
 #include "exec/exec.h"
 #include "http/http.h"
 #include "registry/registry.h"
+#include "resolve/resolve.h"
 #include "sched/sched.h"
 #include "cli/cli.h"
 
@@ -32,6 +33,7 @@ typedef struct node {
     uv_loop_t loop;
     mxu_serve_config cfg;
     mxu_registry *reg;
+    mxu_resolver *resolver;
     mxu_sched *sched;
     mxu_api *api;
     mxu_http_server *http;
@@ -364,6 +366,11 @@ int mxu_cmd_serve(int argc, char **argv)
     log_dir = mxu_path_join(n.cfg.data_dir, "logs");
     node_env = mxu_asprintf("MXU_NODE=%s", id);
     mxu_registry_config rcfg = {.data_dir = n.cfg.data_dir};
+    mxu_resolver_config rscfg = {.loop = &n.loop, .data_dir = n.cfg.data_dir};
+    if (mxu_resolver_open(&rscfg, &n.resolver, &err) < 0) {
+        fprintf(stderr, "mxu serve: %s\n", err.msg);
+        goto out;
+    }
     if (mxu_registry_open(&n.loop, &rcfg, &n.reg, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
@@ -374,6 +381,7 @@ int mxu_cmd_serve(int argc, char **argv)
         .queue_timeout_ms = n.cfg.queue_timeout_ms,
         .max_response_bytes = 6u << 20,
         .node_env = node_env,
+        .resolver = n.resolver,
         .log_dir = log_dir,
         .default_executor = n.cfg.executor,
     };
@@ -395,6 +403,7 @@ int mxu_cmd_serve(int argc, char **argv)
     }
     mxu_api_config acfg = {.reg = n.reg,
                            .sched = n.sched,
+                           .resolver = n.resolver,
                            .data_dir = n.cfg.data_dir,
                            .listen = n.cfg.listen,
                            .max_invoke_body = n.cfg.max_body};
@@ -448,6 +457,7 @@ out:
     if (node_env != NULL)
         mxu_exec_reap_leftovers(id);
     mxu_registry_close(n.reg);
+    mxu_resolver_close(n.resolver);
     mxu_api_destroy(n.api);
     /* Let every handle finish closing before the loop goes. */
     uv_run(&n.loop, UV_RUN_DEFAULT);

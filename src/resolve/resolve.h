@@ -22,7 +22,9 @@
  * Every driver operation completes through a callback. A callback may run
  * before the call returns (embedded drivers answer at once) or later from the
  * loop (network drivers); it runs exactly once. Byte runs handed to a
- * callback are valid only during the callback.
+ * callback are valid only during the callback; arguments (keys, values,
+ * chunks) are borrowed only for the duration of the call, so a driver copies
+ * whatever it still needs afterwards.
  */
 #ifndef MXU_RESOLVE_H
 #define MXU_RESOLVE_H

@@ -263,6 +263,116 @@ static void handle_log(mxu_instance *inst, const mxu_frame_hdr *h, const uint8_t
     mxu_logstore_append(s->logs, v->function, v->version, 0, "log", line.data, line.len);
 }
 
+/* ---- descriptor operations ------------------------------------------------------ */
+
+void mxu_instance_res_reply(mxu_instance *inst, uint64_t inv_id, uint32_t call_id, uint32_t status,
+                            const char *message, uint64_t n1, uint64_t n2, const mxu_slice *vals,
+                            uint32_t nvals)
+{
+    if (inst->state == INST_DEAD || inst->chan == NULL || inst->condemned)
+        return; /* it is gone: nobody waits for this answer */
+    mxu_slice msg = {message ? message : "", message ? (uint32_t)strlen(message) : 0};
+    size_t len = mxu_res_reply_encode(NULL, 0, call_id, status, msg, n1, n2, vals, nvals);
+    uint8_t *p = mxu_channel_frame(inst->chan, MXU_FRAME_RES_REPLY, inv_id, (uint32_t)len);
+    mxu_res_reply_encode(p, len, call_id, status, msg, n1, n2, vals, nvals);
+}
+
+typedef struct res_ctx {
+    mxu_instance *inst;
+    uint64_t inv_id;
+    uint32_t call_id;
+    uint32_t op;
+} res_ctx;
+
+static void res_done(void *ud, const mxu_res_result *r)
+{
+    res_ctx *c = ud;
+    mxu_instance *inst = c->inst;
+    mxu_slice vals[MXU_RES_MAX_ARGS];
+    uint32_t nvals = 0;
+    if (r->status == MXU_RES_OK) {
+        switch (c->op) {
+        case MXU_RES_KV_GET:
+        case MXU_RES_BLOB_READ:
+            vals[nvals++] = (mxu_slice){r->data, (uint32_t)r->len};
+            break;
+        case MXU_RES_QUEUE_CONSUME:
+            vals[nvals++] = (mxu_slice){r->data, (uint32_t)r->len};
+            vals[nvals++] = (mxu_slice){r->receipt ? r->receipt : "",
+                                        r->receipt ? (uint32_t)strlen(r->receipt) : 0};
+            break;
+        case MXU_RES_KV_LIST:
+        case MXU_RES_BLOB_LIST:
+            for (size_t i = 0; i < r->nkeys && nvals < MXU_RES_MAX_ARGS - 1; i++)
+                vals[nvals++] = (mxu_slice){r->keys[i], (uint32_t)strlen(r->keys[i])};
+            vals[nvals++] = (mxu_slice){r->cursor ? r->cursor : "",
+                                        r->cursor ? (uint32_t)strlen(r->cursor) : 0};
+            break;
+        default:
+            break;
+        }
+    }
+    uint64_t n1 = (c->op == MXU_RES_KV_LIST || c->op == MXU_RES_BLOB_LIST) ? r->nkeys : r->n1;
+    mxu_instance_res_reply(inst, c->inv_id, c->call_id, r->status,
+                           r->status == MXU_RES_OK ? NULL : r->message, n1, r->n2, vals, nvals);
+    free(c);
+    inst->ops_inflight--;
+    mxu_instance_maybe_free(inst);
+}
+
+/* A policy denial goes to the function's log and the node's. */
+static void log_denial(mxu_instance *inst, mxu_invocation *inv, const char *why)
+{
+    mxu_sched *s = inst->pool->sched;
+    mxu_fn_version *v = inst->pool->version;
+    _cleanup_free_ char *line = mxu_asprintf("policy denial: %s", why);
+    mxu_logstore_append(s->logs, v->function, v->version, inv->id, "mxu", line, strlen(line));
+    mxu_warn("%s: %s", mxu_unit_label(inst->pool->unit), line);
+}
+
+static void handle_res_op(mxu_instance *inst, const mxu_frame_hdr *h, const uint8_t *payload)
+{
+    mxu_res_op_msg msg;
+    if (mxu_res_op_decode(payload, h->len, &msg) < 0) {
+        inst_protocol_error(inst, "malformed RES_OP frame");
+        return;
+    }
+    /* Only the invocation it is running may use resources, one call at a time. */
+    mxu_invocation *head = inst_head(inst);
+    if (head == NULL || head->id != h->id) {
+        inst_protocol_error(inst, "RES_OP for an invocation it is not running");
+        return;
+    }
+    if (inst->ops_inflight > 0) {
+        inst_protocol_error(inst, "a second RES_OP before the first was answered");
+        return;
+    }
+    mxu_sched *s = inst->pool->sched;
+    char why[300];
+    enum mxu_res_status st = mxu_desc_check(inst->pool->desc, &msg, why, sizeof(why));
+    if (st == MXU_RES_OK && head->timed && sched_now(s) >= head->deadline_ms) {
+        st = MXU_RES_DEADLINE;
+        snprintf(why, sizeof(why), "the invocation's deadline has passed");
+    }
+    if (st != MXU_RES_OK) {
+        if (st == MXU_RES_DENIED)
+            log_denial(inst, head, why);
+        mxu_instance_res_reply(inst, h->id, msg.call_id, st, why, 0, 0, NULL, 0);
+        return;
+    }
+    inst->ops_inflight++;
+    if (msg.op == MXU_RES_SVC_CALL) {
+        mxu_sched_svc_call(inst, head, &msg, mxu_desc_find(inst->pool->desc, msg.name));
+        return;
+    }
+    res_ctx *c = mxu_malloc(sizeof(*c));
+    c->inst = inst;
+    c->inv_id = h->id;
+    c->call_id = msg.call_id;
+    c->op = msg.op;
+    mxu_desc_run(inst->pool->desc, &msg, res_done, c);
+}
+
 static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *payload, void *ud)
 {
     MXU_UNUSED(ch);
@@ -275,6 +385,9 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
         return;
     case MXU_FRAME_LOG:
         handle_log(inst, h, payload);
+        return;
+    case MXU_FRAME_RES_OP:
+        handle_res_op(inst, h, payload);
         return;
     case MXU_FRAME_HELLO: {
         mxu_hello_msg msg;
@@ -525,14 +638,22 @@ void mxu_instance_send(mxu_instance *inst, mxu_invocation *inv)
 
 /* ---- start and end ------------------------------------------------------------------ */
 
-static void on_inst_handle_closed(uv_handle_t *h)
+/* The struct goes when its handles have closed and no descriptor operation
+ * it started is still out (one may complete after the process died). */
+void mxu_instance_maybe_free(mxu_instance *inst)
 {
-    mxu_instance *inst = h->data;
-    if (--inst->pending_closes == 0) {
+    if (inst->pending_closes == 0 && inst->ops_inflight == 0 && inst->state == INST_DEAD) {
         mxu_buf_free(&inst->out);
         mxu_buf_free(&inst->start_log);
         free(inst);
     }
+}
+
+static void on_inst_handle_closed(uv_handle_t *h)
+{
+    mxu_instance *inst = h->data;
+    inst->pending_closes--;
+    mxu_instance_maybe_free(inst);
 }
 
 static void on_proc_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
@@ -619,6 +740,9 @@ static void inst_end(mxu_instance *inst)
     /* The polls are closed: now their fds may go, with the process handle. */
     mxu_proc_free(inst->proc);
     inst->proc = NULL;
+    /* A function it called has nobody to answer to any more. */
+    if (inst->svc_call)
+        mxu_sched_svc_abandon(inst);
     mxu_sched_instance_gone(inst);
 }
 

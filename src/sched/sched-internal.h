@@ -132,6 +132,8 @@ struct mxu_instance {
     bool stdin_polling_ever; /* stdin_poll was initialised */
     char crash_reason[160];
     int pending_closes;
+    int ops_inflight; /* descriptor operations out (at most one) */
+    void *svc_call;   /* the svc call in flight (sched-svc.c), or NULL */
 };
 
 /* Counters per version, for `mxu show`. */
@@ -144,6 +146,7 @@ struct mxu_pool {
     mxu_sched *sched;
     mxu_fn_version *version; /* key */
     mxu_unit *unit;
+    mxu_desc_table *desc; /* its resource descriptors, bound */
     const mxu_manifest *m;
     bool exec_runtime;
     mxu_list instances;
@@ -200,6 +203,15 @@ void mxu_instance_stop(mxu_instance *inst, bool graceful);
 void mxu_instance_kill(mxu_instance *inst, const char *reason);
 bool mxu_instance_has_capacity(const mxu_instance *inst);
 void mxu_instance_arm_idle(mxu_instance *inst, uint64_t ms);
+void mxu_instance_maybe_free(mxu_instance *inst);
+void mxu_instance_res_reply(mxu_instance *inst, uint64_t inv_id, uint32_t call_id, uint32_t status,
+                            const char *message, uint64_t n1, uint64_t n2, const mxu_slice *vals,
+                            uint32_t nvals);
+
+/* sched-svc.c: a function calling another through an svc: descriptor. */
+void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res_op_msg *msg,
+                        const mxu_resource_decl *decl);
+void mxu_sched_svc_abandon(mxu_instance *caller);
 json_t *mxu_instance_json(mxu_instance *inst);
 
 /* sched-log.c */

@@ -85,6 +85,9 @@ static void start_clock(mxu_instance *inst)
         return;
     mxu_pool *pool = inst->pool;
     head->deadline_ms = sched_now(pool->sched) + pool->m->timeout_ms;
+    /* Called by another function: never past the caller's own deadline. */
+    if (head->req.deadline_ms && head->req.deadline_ms < head->deadline_ms)
+        head->deadline_ms = head->req.deadline_ms;
     head->timed = true;
     running_insert(pool, head);
 }
@@ -490,10 +493,17 @@ static mxu_pool *pool_get(mxu_sched *s, mxu_fn_version *v, mxu_err *err)
         mxu_unit_free(unit);
         return NULL;
     }
+    /* Resource descriptors are bound once per unit; bindings follow the map. */
+    mxu_desc_table *desc = NULL;
+    if (mxu_desc_table_create(v->manifest, s->cfg.resolver, "default", &desc, err) < 0) {
+        mxu_unit_free(unit);
+        return NULL;
+    }
     pool = mxu_calloc(1, sizeof(*pool));
     pool->sched = s;
     pool->version = mxu_fn_version_ref(v);
     pool->unit = unit;
+    pool->desc = desc;
     pool->m = v->manifest;
     pool->exec_runtime = v->manifest->runtime == MXU_RUNTIME_EXEC;
     mxu_list_init(&pool->instances);
@@ -518,8 +528,10 @@ static void pool_free(mxu_pool *pool)
     HASH_DEL(s->pools, pool);
     mxu_unit_executor(pool->unit)->release(s->exec, mxu_unit_warm_spec(pool->unit));
     mxu_unit_free(pool->unit);
+    mxu_desc_table_free(pool->desc);
     mxu_fn_version_unref(pool->version);
     pool->unit = NULL;
+    pool->desc = NULL;
     pool->version = NULL;
     uv_close((uv_handle_t *)&pool->timer, pool_on_timer_closed);
 }
@@ -587,6 +599,8 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
     }
     inv->pool = pool;
     inv->queue_deadline_ms = inv->enqueued_ms + s->cfg.queue_timeout_ms;
+    if (req->deadline_ms && req->deadline_ms < inv->queue_deadline_ms)
+        inv->queue_deadline_ms = req->deadline_ms;
     mxu_list_push_back(&pool->queue, &inv->qlink);
     inv->state = INV_QUEUED;
 
@@ -701,6 +715,8 @@ int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config 
         s->cfg.max_response_bytes = 6u << 20;
     if (!s->cfg.max_log_bytes)
         s->cfg.max_log_bytes = 64u << 10;
+    if (!s->cfg.max_call_depth)
+        s->cfg.max_call_depth = 8;
     s->node_env = mxu_strdup(cfg->node_env ? cfg->node_env : "MXU_NODE=none");
     s->default_executor = mxu_strdup(cfg->default_executor ? cfg->default_executor : "process");
     s->cfg.default_executor = s->default_executor;

@@ -25,6 +25,7 @@
 
 #include "core/core.h"
 #include "registry/registry.h"
+#include "resolve/resolve.h"
 #include "unit/frame.h"
 
 #include <jansson.h>
@@ -41,6 +42,8 @@ typedef struct mxu_sched_config {
     size_t max_response_bytes; /* 0 = 6 MiB */
     size_t max_log_bytes;      /* log kept per invocation; 0 = 64 KiB */
     const char *node_env;      /* "MXU_NODE=<id>", given to every instance */
+    mxu_resolver *resolver;    /* binds units' resource descriptors; NULL = none */
+    uint32_t max_call_depth;   /* svc calls nested deeper fail; 0 = 8 */
     const char *log_dir;       /* function logs are kept here */
     /* The executor of manifests that name none; NULL = "process". */
     const char *default_executor;
@@ -87,6 +90,9 @@ typedef struct mxu_invoke_req {
     const mxu_slice *hdr_values;
     uint32_t nhdr;
     mxu_buf body;
+    uint64_t deadline_ms; /* a caller's deadline (loop time, uv_now); 0 = none:
+                             the invocation gets the lesser of it and its timeout */
+    uint32_t depth;       /* svc nesting: 0 for a client's invocation */
 } mxu_invoke_req;
 
 typedef struct mxu_invoke_res {

@@ -9,6 +9,7 @@
 #include "core/core.h"
 #include "exec/exec.h"
 #include "registry/registry.h"
+#include "resolve/resolve.h"
 #include "unit/frame.h"
 
 #include <uv.h>
@@ -42,6 +43,35 @@ typedef struct mxu_unit_spec_scratch {
 void mxu_unit_exec_spec(const mxu_unit *u, const char *const *extra_env,
                         mxu_unit_spec_scratch *scratch);
 void mxu_unit_spec_scratch_free(mxu_unit_spec_scratch *scratch);
+
+/* ---- descriptor tables --------------------------------------------------------
+ * A unit's declared resources, bound through the resolver, and the checks
+ * every operation from an instance passes before it reaches a backend: the
+ * descriptor is declared, the operation is within its access mode, keys and
+ * values are within limits, the descriptor's operations-per-second budget is
+ * not spent. All instances of a unit share its table; bindings follow the
+ * resource map live, so a re-bound resource needs no restart. */
+
+typedef struct mxu_desc_table mxu_desc_table;
+
+/* Bind every kv/blob/queue descriptor of `m` for `tenant`. svc descriptors
+ * are kept for lookup; the scheduler resolves their targets per call. */
+int mxu_desc_table_create(const mxu_manifest *m, mxu_resolver *r, const char *tenant,
+                          mxu_desc_table **out, mxu_err *err);
+void mxu_desc_table_free(mxu_desc_table *t);
+
+/* The declared descriptor called `name`, or NULL. */
+const mxu_resource_decl *mxu_desc_find(const mxu_desc_table *t, mxu_slice name);
+
+/* Check an operation against its descriptor (declared, access, shape,
+ * sizes, rate). Returns MXU_RES_OK, or the status to answer with and a
+ * message in why. Applies to svc calls too (access and body size only). */
+enum mxu_res_status mxu_desc_check(mxu_desc_table *t, const mxu_res_op_msg *op, char *why,
+                                   size_t whylen);
+
+/* Run a checked kv/blob/queue operation on the descriptor's binding. The
+ * callback runs exactly once, possibly before this returns. */
+void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, mxu_res_cb cb, void *ud);
 
 /* ---- channels: frames over a stream socket -------------------------------- */
 

@@ -1,0 +1,172 @@
+/*
+ * svc: descriptors — a function calling another unit through the node's own
+ * dispatcher. The call is an ordinary invocation of the callee (same pools,
+ * queues, limits), with two things carried over from the caller: its
+ * remaining deadline (the callee never runs past it) and its call depth (a
+ * chain deeper than max_call_depth fails, which stops cycles).
+ *
+ * The caller's instance is blocked in the SDK while the callee runs. If the
+ * caller dies meanwhile, the callee's invocation is cancelled: its result
+ * would have nobody to go to.
+ */
+#include "sched-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+typedef struct svc_call {
+    mxu_instance *caller;
+    uint64_t inv_id;
+    uint32_t call_id;
+    mxu_invocation *callee; /* NULL once answered */
+    /* The request's strings, copied: the RES_OP frame they came in is gone
+     * once this returns, and the callee may start much later. */
+    mxu_buf strings;
+    mxu_slice method, path, query;
+    mxu_slice *names, *values;
+    uint32_t nhdr;
+    uint64_t caller_deadline;
+} svc_call;
+
+static void svc_free(svc_call *c)
+{
+    mxu_buf_free(&c->strings);
+    free(c->names);
+    free(c->values);
+    free(c);
+}
+
+static void svc_finish(svc_call *c)
+{
+    mxu_instance *inst = c->caller;
+    inst->svc_call = NULL;
+    inst->ops_inflight--;
+    svc_free(c);
+    mxu_instance_maybe_free(inst);
+}
+
+static void on_callee_result(void *ud, mxu_invoke_res *res)
+{
+    svc_call *c = ud;
+    mxu_instance *inst = c->caller;
+    c->callee = NULL;
+    mxu_sched *s = inst->pool->sched;
+    if (res->error != MXU_INV_OK) {
+        /* The callee failed as a platform matter: say which way. */
+        bool past = c->caller_deadline && sched_now(s) >= c->caller_deadline;
+        uint32_t st = past ? MXU_RES_DEADLINE : MXU_RES_CALL_FAILED;
+        _cleanup_free_ char *msg = mxu_asprintf("%s: %s", mxu_inv_error_code(res->error),
+                                                res->message ? res->message : "");
+        mxu_instance_res_reply(inst, c->inv_id, c->call_id, st, msg, 0, 0, NULL, 0);
+        svc_finish(c);
+        return;
+    }
+    /* body, then header pairs, as many as fit one reply */
+    mxu_slice vals[MXU_RES_MAX_ARGS];
+    uint32_t nvals = 0;
+    vals[nvals++] = (mxu_slice){res->body.data ? res->body.data : "", (uint32_t)res->body.len};
+    mxu_header_list it = res->headers;
+    mxu_slice name, value;
+    while (nvals + 2 <= MXU_RES_MAX_ARGS && mxu_wire_next_header(&it, &name, &value)) {
+        vals[nvals++] = name;
+        vals[nvals++] = value;
+    }
+    mxu_instance_res_reply(inst, c->inv_id, c->call_id, MXU_RES_OK, NULL, (uint64_t)res->status, 0,
+                           vals, nvals);
+    svc_finish(c);
+}
+
+/* Copy a slice into the strings buffer; returns its offset. Slices are made
+ * from offsets once the buffer stops growing. */
+static size_t keep(svc_call *c, mxu_slice s)
+{
+    size_t off = c->strings.len;
+    mxu_buf_append(&c->strings, s.ptr, s.len);
+    return off;
+}
+
+void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res_op_msg *msg,
+                        const mxu_resource_decl *decl)
+{
+    mxu_pool *pool = caller->pool;
+    mxu_sched *s = pool->sched;
+    svc_call *c = mxu_calloc(1, sizeof(*c));
+    c->caller = caller;
+    c->inv_id = inv->id;
+    c->call_id = msg->call_id;
+    caller->svc_call = c;
+
+    /* svc:NAME or svc:NAME@REF */
+    char name[64], ref[64] = "";
+    const char *at = strchr(decl->target, '@');
+    size_t nlen = at ? (size_t)(at - decl->target) : strlen(decl->target);
+    snprintf(name, sizeof(name), "%.*s", (int)MXU_MIN(nlen, sizeof(name) - 1), decl->target);
+    if (at)
+        snprintf(ref, sizeof(ref), "%s", at + 1);
+    mxu_err err;
+    mxu_fn_version *v = s->reg ? mxu_registry_resolve(s->reg, name, ref, &err) : NULL;
+    if (v == NULL) {
+        mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_NOT_FOUND,
+                               s->reg ? err.msg : "no registry", 0, 0, NULL, 0);
+        svc_finish(c);
+        return;
+    }
+    if (inv->req.depth + 1 > s->cfg.max_call_depth) {
+        char why[160];
+        snprintf(why, sizeof(why), "call depth limit of %u reached calling %s (a cycle of calls?)",
+                 s->cfg.max_call_depth, decl->target);
+        mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_CALL_FAILED, why, 0, 0, NULL,
+                               0);
+        svc_finish(c);
+        return;
+    }
+
+    c->nhdr = (msg->nargs - 4) / 2;
+    size_t off_m = keep(c, msg->args[0]), off_p = keep(c, msg->args[1]);
+    size_t off_q = keep(c, msg->args[2]);
+    size_t *hoff = mxu_calloc(c->nhdr * 2 + 1, sizeof(size_t));
+    for (uint32_t i = 0; i < c->nhdr * 2; i++)
+        hoff[i] = keep(c, msg->args[4 + i]);
+    const char *base = c->strings.data ? c->strings.data : "";
+    c->method = (mxu_slice){base + off_m, msg->args[0].len};
+    c->path = (mxu_slice){base + off_p, msg->args[1].len};
+    c->query = (mxu_slice){base + off_q, msg->args[2].len};
+    c->names = mxu_calloc(c->nhdr + 1, sizeof(mxu_slice));
+    c->values = mxu_calloc(c->nhdr + 1, sizeof(mxu_slice));
+    for (uint32_t i = 0; i < c->nhdr; i++) {
+        c->names[i] = (mxu_slice){base + hoff[2 * i], msg->args[4 + 2 * i].len};
+        c->values[i] = (mxu_slice){base + hoff[2 * i + 1], msg->args[5 + 2 * i].len};
+    }
+    free(hoff);
+    if (c->method.len == 0)
+        c->method = (mxu_slice){"POST", 4};
+    if (c->path.len == 0)
+        c->path = (mxu_slice){"/", 1};
+
+    c->caller_deadline = inv->timed ? inv->deadline_ms : 0;
+    mxu_invoke_req req = {
+        .method = c->method,
+        .path = c->path,
+        .query = c->query,
+        .hdr_names = c->names,
+        .hdr_values = c->values,
+        .nhdr = c->nhdr,
+        .deadline_ms = c->caller_deadline,
+        .depth = inv->req.depth + 1,
+    };
+    mxu_buf_append(&req.body, msg->args[3].ptr, msg->args[3].len);
+    /* The callback may run before invoke returns (queue full, ...). */
+    mxu_invocation *callee = mxu_sched_invoke(s, v, &req, on_callee_result, c);
+    mxu_buf_free(&req.body);
+    if (callee && caller->svc_call == c)
+        c->callee = callee;
+}
+
+void mxu_sched_svc_abandon(mxu_instance *caller)
+{
+    svc_call *c = caller->svc_call;
+    if (c->callee)
+        mxu_sched_cancel(c->callee);
+    svc_finish(c);
+}
