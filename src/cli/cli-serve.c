@@ -258,6 +258,7 @@ static int parse_args(node *n, int argc, char **argv)
         {"idle-timeout", required_argument, 0, 0},
         {"read-timeout", required_argument, 0, 0},
         {"deploy", required_argument, 0, 0},
+        {"executor", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
