@@ -1002,6 +1002,8 @@ void mxu_sandbox_init(mxu_exec *ex)
     sb->refill.data = sb;
     sb->retry_init = true;
     sb->zygote_fd = -1;
+    /* Cgroup names never repeat across restarts of a node. */
+    sb->next_id = mxu_wall_ms() * 1000;
     if (probe(sb, ex->node_id, unavailable_buf, sizeof(unavailable_buf)) == 0) {
         sb->ok = true;
         unavailable = NULL;
