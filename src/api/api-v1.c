@@ -466,6 +466,36 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const ch
     }
 }
 
+/* Decode %XX in place. A segment may not decode to '/' or NUL: that would
+ * change how the path splits, or cut a name short. */
+static int percent_decode(char *s)
+{
+    char *w = s;
+    for (const char *r = s; *r; r++) {
+        if (*r != '%') {
+            *w++ = *r;
+            continue;
+        }
+        int hi = r[1] ? (r[1] >= 'a'   ? r[1] - 'a' + 10
+                         : r[1] >= 'A' ? r[1] - 'A' + 10
+                                       : r[1] - '0')
+                      : -1;
+        int lo = hi >= 0 && r[2] ? (r[2] >= 'a'   ? r[2] - 'a' + 10
+                                    : r[2] >= 'A' ? r[2] - 'A' + 10
+                                                  : r[2] - '0')
+                                 : -1;
+        if (hi < 0 || hi > 15 || lo < 0 || lo > 15)
+            return -1;
+        char c = (char)(hi * 16 + lo);
+        if (c == '/' || c == '\0')
+            return -1;
+        *w++ = c;
+        r += 2;
+    }
+    *w = '\0';
+    return 0;
+}
+
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
 {
     /* Split "/functions/hello/aliases/prod" into segments. */
@@ -483,6 +513,11 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
             continue;
         if (nseg == MAX_SEGMENTS) {
             api_error(req, 404, "not_found", NULL, "no such API path");
+            return;
+        }
+        if (percent_decode(tok) < 0) {
+            api_error(req, 400, "bad_request", NULL,
+                      "bad percent-encoding in the path (or an encoded '/' or NUL)");
             return;
         }
         seg[nseg++] = tok;

@@ -139,6 +139,9 @@ static void on_http_closed(void *ud)
     n->http = NULL;
     uv_close((uv_handle_t *)&n->sigterm, on_handle_close_noop);
     uv_close((uv_handle_t *)&n->sigint, on_handle_close_noop);
+    /* Backend connections (Redis) are still open: they close with the
+     * resolver below, so the loop will not run dry by itself. */
+    uv_stop(&n->loop);
     mxu_info("stopped");
 }
 

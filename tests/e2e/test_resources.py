@@ -1,0 +1,233 @@
+"""Resource descriptors: kv, blob, queue and svc through the SDK, enforcement,
+the resource map, Redis backends, re-binding and moves under load."""
+import json
+import os
+import threading
+import time
+
+from harness import Node, Redis, check, eq
+
+
+def deployed(n):
+    n.deploy("store")
+    n.deploy("probe")
+    return n
+
+
+def test_kv_embedded_basics_and_revisions():
+    with Node() as n:
+        deployed(n)
+        eq(n.post("/fn/store/kv/put?k=a", body="one").text, "1")
+        eq(n.post("/fn/store/kv/put?k=a", body="two").text, "2")
+        r = n.get("/fn/store/kv/get?k=a")
+        eq(r.body, b"two")
+        eq(r.headers["x-revision"], "2")
+        # compare-and-set: stale revision loses, the right one wins, 0 = create only
+        eq(n.post("/fn/store/kv/cas?k=a&rev=1", body="x").status, 409)
+        eq(n.post("/fn/store/kv/cas?k=a&rev=2", body="three").text, "3")
+        eq(n.post("/fn/store/kv/cas?k=new&rev=0", body="n").status, 200)
+        eq(n.post("/fn/store/kv/cas?k=new&rev=0", body="n").status, 409)
+        eq(n.get("/fn/store/kv/del?k=a").status, 200)
+        eq(n.get("/fn/store/kv/get?k=a").status, 404)
+        for i in range(70):
+            n.post(f"/fn/store/kv/put?k=list/{i:03d}", body="v")
+        r = n.get("/fn/store/kv/list?prefix=list/&limit=50")
+        keys = r.text.split()
+        eq(len(keys), 50)
+        eq(keys[0], "list/000")
+        r2 = n.get("/fn/store/kv/list?prefix=list/&cursor=" + r.headers["x-next"])
+        eq(len(r2.text.split()), 20)
+        eq(r2.headers["x-next"], "")
+
+
+def test_access_limits_and_denials():
+    with Node() as n:
+        deployed(n)
+        r = n.post("/fn/store/kv/put?k=a&d=ro", body="x")
+        eq(r.status, 403)
+        check("declared 'read'" in r.text, r.text)
+        eq(n.get("/fn/store/kv/get?k=a&d=ro").status, 404)  # reads are fine
+        r = n.get("/fn/store/kv/get?d=nowhere")
+        eq(r.status, 403)
+        check("no descriptor 'nowhere'" in r.text, r.text)
+        # denials are logged as such
+        recs = n.get("/v1/functions/store/logs").json()["records"]
+        check(any("policy denial" in x["text"] for x in recs), recs)
+        # sizes
+        eq(n.post("/fn/store/kv/put?k=a&d=small", body="x" * (16 * 1024)).status, 200)
+        r = n.post("/fn/store/kv/put?k=a&d=small", body="x" * (16 * 1024 + 1))
+        eq(r.status, 413)
+        r = n.post("/fn/store/kv/put?d=db&k=" + "k" * 600, body="x")
+        check(r.status in (400, 413), r)
+        # operations per second: a budget of 5
+        codes = [n.get("/fn/store/kv/get?d=limited&k=z").status for _ in range(12)]
+        check(429 in codes, codes)
+        # the function got errors, never crashed: same instance throughout
+        eq(len(n.instances("store")), 1)
+
+
+def test_blob_and_queue_embedded():
+    with Node() as n:
+        deployed(n)
+        big = os.urandom(5 * 1024 * 1024 + 123)
+        eq(n.post("/fn/store/blob/put?k=img/a.bin", body=big).status, 200)
+        eq(n.get("/fn/store/blob/stat?k=img/a.bin").text, str(len(big)))
+        eq(n.get("/fn/store/blob/get?k=img/a.bin").body, big)
+        eq(n.get("/fn/store/blob/get?k=nothing").status, 404)
+        eq(n.get("/fn/store/blob/del?k=img/a.bin").status, 200)
+        eq(n.get("/fn/store/blob/stat?k=img/a.bin").status, 404)
+        ids = [n.post("/fn/store/q/pub", body=f"job{i}").text for i in range(3)]
+        eq(len(set(ids)), 3)
+        r = n.get("/fn/store/q/take?lease=200")
+        eq(r.body, b"job0")
+        eq(r.headers["x-attempts"], "1")
+        # not acked: after its lease it comes back, attempts + 1
+        eq(n.get("/fn/store/q/take").body, b"job1")
+        time.sleep(0.3)
+        r = n.get("/fn/store/q/take")
+        eq(r.body, b"job0")
+        eq(r.headers["x-attempts"], "2")
+        eq(n.get("/fn/store/q/ack?r=" + r.headers["x-receipt"]).status, 200)
+        eq(n.get("/fn/store/q/ack?r=" + r.headers["x-receipt"]).status, 404)
+
+
+def test_data_survives_restart():
+    n = Node()
+    try:
+        deployed(n)
+        n.post("/fn/store/kv/put?k=keep", body="kept")
+        n.post("/fn/store/blob/put?k=f", body="blob")
+        n.post("/fn/store/q/pub", body="queued")
+        n.kill9()
+        n.start()
+        eq(n.get("/fn/store/kv/get?k=keep").body, b"kept")
+        eq(n.get("/fn/store/blob/get?k=f").body, b"blob")
+        eq(n.get("/fn/store/q/take").body, b"queued")
+        n.stop()
+    finally:
+        if n.proc:
+            n.proc.kill()
+
+
+def test_svc_calls_deadline_and_depth():
+    with Node() as n:
+        deployed(n)
+        r = n.get("/fn/store/svc?path=/a/b%3Fx%3D1")
+        eq(r.status, 200)
+        j = r.json()
+        eq(j["path"], "/a/b")
+        eq(j["query"], "x=1")
+        # the caller's remaining deadline travels: the callee sees less than its own 2 s
+        r = n.get("/fn/store/svc?path=/%3Fsleep%3D10")
+        check(r.json()["deadline_ms"] <= 2000, r.text)
+        # a callee crash comes back as an error the caller can act on
+        r = n.get("/fn/store/svc?path=/%3Fcrash%3D1")
+        eq(r.status, 502)
+        check("function_crashed" in r.text, r.text)
+        # a callee past its timeout (probe: 2 s)
+        r = n.get("/fn/store/svc?path=/%3Fspin%3D1", timeout=30)
+        check(r.status in (502, 504), r)
+        # a cycle of calls stops at the depth limit
+        r = n.get("/fn/store/recurse", timeout=30)
+        eq(r.status, 502)
+        check("call depth limit" in r.text, r.text)
+        eq(n.get("/v1/health").status, 200)
+
+
+def test_redis_backend_same_function_unchanged():
+    with Redis() as redis, Node() as n:
+        deployed(n)
+        r = n.request("PUT", "/v1/resources/kv:orders", body={"backend": redis.url})
+        eq(r.status, 200)
+        eq(n.post("/fn/store/kv/put?k=r", body="in redis").text, "1")
+        eq(n.get("/fn/store/kv/get?k=r").body, b"in redis")
+        check(b"in redis" in redis.command("HGET", "mxu:{default/kv/orders}:k:r", "v"),
+              "the value is really in Redis")
+        res = {x["resource"]: x for x in n.get("/v1/resources").json()["resources"]}
+        eq(res["kv:orders"]["backend"], redis.url)
+        # queue on Redis streams
+        eq(n.request("PUT", "/v1/resources/queue:jobs", body={"backend": redis.url}).status, 200)
+        n.post("/fn/store/q/pub", body="rj")
+        eq(n.get("/fn/store/q/take").body, b"rj")
+        # the mapping survives a restart
+        n.stop()
+        n.start()
+        eq(n.get("/fn/store/kv/get?k=r").body, b"in redis")
+
+
+def test_redis_down_gives_unavailable_and_recovers():
+    with Redis() as redis, Node() as n:
+        deployed(n)
+        n.request("PUT", "/v1/resources/kv:orders", body={"backend": redis.url})
+        eq(n.post("/fn/store/kv/put?k=x", body="1").status, 200)
+        port = redis.port
+        redis.stop()
+        t0 = time.time()
+        r = n.get("/fn/store/kv/get?k=x")
+        eq(r.status, 503)
+        check("unavailable" in r.text.lower(), r.text)
+        check(time.time() - t0 < 3, "fails fast")
+        eq(n.get("/v1/health").status, 200)
+        redis.port = port
+        redis.start()
+        deadline = time.time() + 10
+        while time.time() < deadline:
+            r = n.post("/fn/store/kv/put?k=x", body="back")
+            if r.status == 200:
+                break
+            time.sleep(0.2)
+        eq(r.status, 200)
+        eq(n.get("/fn/store/kv/get?k=x").body, b"back")
+
+
+def test_move_under_load_loses_nothing():
+    with Redis() as redis, Node() as n:
+        deployed(n)
+        for i in range(300):
+            n.post(f"/fn/store/kv/put?k=pre{i}", body=f"v{i}")
+        errors, counts = [], {"n": 0}
+        stop = threading.Event()
+
+        def load():
+            while not stop.is_set():
+                r = n.get("/fn/store/kv/incr?k=counter")
+                if r.status != 200:
+                    errors.append(r)
+                else:
+                    counts["n"] += 1
+        threads = [threading.Thread(target=load) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.5)
+        p = n.cli("resource", "move", "kv:orders", "--to", redis.url, check_rc=0)
+        check(b"moved kv:orders" in p.stdout, p.stdout)
+        time.sleep(0.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        eq(errors, [], "no failed invocation during the move")
+        # every increment landed exactly once, on the new backend
+        eq(n.get("/fn/store/kv/get?k=counter").text, str(counts["n"]))
+        eq(n.get("/fn/store/kv/get?k=pre299").body, b"v299")
+        res = {x["resource"]: x for x in n.get("/v1/resources").json()["resources"]}
+        eq(res["kv:orders"]["backend"], redis.url)
+        check(b"v0" in redis.command("HGET", "mxu:{default/kv/orders}:k:pre0", "v"), "copied")
+
+
+def test_rebind_without_restart():
+    with Redis() as redis, Node() as n:
+        deployed(n)
+        n.post("/fn/store/kv/put?k=where", body="embedded")
+        pid = n.get("/fn/store/kv/get?k=where") and n.instances("store")[0]["pid"]
+        p = n.cli("resource", "set", "kv:orders", redis.url, check_rc=0)
+        check(b"no data was copied" in p.stdout, p.stdout)
+        eq(n.get("/fn/store/kv/get?k=where").status, 404)  # a fresh backend
+        n.post("/fn/store/kv/put?k=where", body="redis")
+        eq(n.instances("store")[0]["pid"], pid, "same instance: no restart")
+        n.cli("resource", "reset", "kv:orders", check_rc=0)
+        eq(n.get("/fn/store/kv/get?k=where").body, b"embedded")
+        p = n.cli("resource", "ls", check_rc=0)
+        check(b"kv:orders" in p.stdout, p.stdout)
+        r = n.request("PUT", "/v1/resources/kv:orders", body={"backend": "ftp://nope"})
+        eq(r.status, 400)
+        eq(n.get("/fn/store/kv/get?k=where").body, b"embedded", "a bad location changes nothing")
