@@ -7,7 +7,8 @@
 #      faas-js-runtime and Google's functions-framework (npm, pinned versions);
 #   2. cold start: the first invoke after scale to zero, end to end over HTTP
 #      (bench/src/coldstart.c), beside hyperfine's fork+exec of a static `true`;
-#   3. the exec runtime beside nginx + fcgiwrap running the equivalent CGI program.
+#   3. the exec runtime beside nginx + fcgiwrap running the equivalent CGI program;
+#   4. (as root) bench/sandbox.sh: the sandbox executor beside bwrap, crun and runc.
 #
 # Every server listens on 127.0.0.1, runs pinned to CPU $SERVER_CPU (0) and is
 # stopped by the PID this script recorded; wrk and the timing client run on
@@ -354,6 +355,14 @@ stop_bg mxu
 echo "--- top after the run" >"$RES/top-after.txt"
 top -bn1 | head -15 >>"$RES/top-after.txt"
 echo "uptime after: $(uptime)" >>"$RES/host.txt"
+
+# ---------------------------------------------------------------- sandbox
+# The sandbox executor beside bwrap, crun and runc (its own node and port).
+if [ "$(id -u)" = 0 ]; then
+    RES="$RES" MXU_BIN="$MXU_BIN" COLD_RUNS="$COLD_RUNS" HF_RUNS="$HF_RUNS" REPEATS="$REPEATS" \
+        DURATION="$DURATION" sh "$BENCH/sandbox.sh" >"$RES/raw/sandbox.log" 2>&1 ||
+        log "bench/sandbox.sh failed (see $RES/raw/sandbox.log)"
+fi
 
 # ---------------------------------------------------------------- summary
 python3 "$BENCH/summary.py" "$RES" >"$RES/summary.md" || exit 1

@@ -1,7 +1,7 @@
 #!/bin/sh
 # The whole test suite, as `make check` and CI run it:
 #   1. source checks (banned calls, formatting)
-#   2. a -Werror build, its unit tests and end-to-end tests
+#   2. a -Werror build, its unit tests, end-to-end tests and the hostile suite
 #   3. the same suite again on an ASan + UBSan build (a leak or UB report fails)
 #   4. every fuzz target for a short while (FUZZ_SECONDS, default 15)
 # Every step prints PASS/FAIL lines; the last line is "N passed, N failed".
@@ -60,6 +60,11 @@ e2e() {
     MXU_BUILD="$ROOT/$1" python3 tests/e2e/run.py
 }
 
+# Attacks from inside the sandbox executor (tests/hostile/run.py).
+hostile() {
+    MXU_BUILD="$ROOT/$1" python3 tests/hostile/run.py
+}
+
 rm -f "$LOG.lines"
 PREFIX=""
 step lint scripts/lint.sh
@@ -67,6 +72,7 @@ step build build build
 if [ -x build/mxu ]; then
     step unit unit_tests build
     step e2e e2e build
+    step hostile hostile build
 fi
 
 if [ -z "${QUICK:-}" ]; then
@@ -78,6 +84,7 @@ if [ -z "${QUICK:-}" ]; then
     if [ -x build-asan/mxu ]; then
         step unit unit_tests build-asan
         step e2e e2e build-asan
+        step hostile hostile build-asan
     fi
     unset ASAN_OPTIONS UBSAN_OPTIONS LSAN_OPTIONS
     PREFIX=""
