@@ -11,9 +11,14 @@
  * shared: a spare serves exactly one instance, with its own fresh cgroup,
  * namespaces and tmpfs; it has never run function code before it is used.
  *
- * Spares are cloned by the *zygote*, a copy of the node forked once (when the
- * first sandbox unit is prepared) that does nothing else, so that cloning a
- * spare neither copies the node's page tables again nor suspends the node. The zygote clones with
+ * Spares are cloned by the *zygote*, started once (when the first sandbox unit
+ * is prepared) and doing nothing else, so that cloning a spare neither copies
+ * the node's page tables nor suspends the node. The zygote is the node's own
+ * program executed afresh (/proc/self/exe; a constructor below takes over
+ * before main() when MXU_SANDBOX_ZYGOTE is set) and sent the sandbox's
+ * settings and seccomp program: so it is small, and so are its spares, whose
+ * memory the kernel tears down at their execve, on the cold path. If that exec
+ * fails, the forked copy of the node serves as the zygote instead. The zygote clones with
  * CLONE_PARENT: spares are the node's own children, reaped and watched (pidfd) like any instance,
  * and they die with the node (parent-death signal). The zygote itself dies with the node and exits
  * when the node closes its socket.
@@ -267,12 +272,39 @@ static void __attribute__((noreturn)) zygote_main(const mxu_sandbox *sb, int ctl
     }
 }
 
+/* The zygote, executed afresh: read the settings and take over before main().
+ * The node sends its mxu_sandbox (only the plain fields the children use are
+ * meaningful here) followed by the seccomp program. */
+__attribute__((constructor)) static void zygote_ctor(void)
+{
+    const char *env = getenv("MXU_SANDBOX_ZYGOTE");
+    if (env == NULL)
+        return;
+    char *end;
+    long fd = strtol(env, &end, 10);
+    pid_t node = *end == ':' ? (pid_t)strtol(end + 1, NULL, 10) : 0;
+    static mxu_sandbox sb;
+    if (fd < 3 || node <= 0 || read_full((int)fd, &sb, sizeof(sb)) < 0 || sb.prog.len == 0)
+        _exit(127);
+    size_t len = (size_t)sb.prog.len * sizeof(struct sock_filter);
+    struct sock_filter *prog = malloc(len);
+    if (prog == NULL || read_full((int)fd, prog, len) < 0)
+        _exit(127);
+    sb.prog.filter = prog;
+    sb.cg = (sbx_cgroups){0};
+    sb.pending = NULL;
+    sb.units = NULL;
+    zygote_main(&sb, (int)fd, node);
+}
+
 int sbx_zygote_start(mxu_sandbox *sb)
 {
     int sv[2];
     if (socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) < 0)
         return -1;
     pid_t node = getpid();
+    char envbuf[64];
+    snprintf(envbuf, sizeof(envbuf), "MXU_SANDBOX_ZYGOTE=3:%d", (int)node);
     pid_t pid = fork();
     if (pid < 0) {
         int saved = errno;
@@ -283,9 +315,33 @@ int sbx_zygote_start(mxu_sandbox *sb)
     }
     if (pid == 0) {
         close(sv[0]);
+        /* Its socket on fd 3, kept across execve; nothing else is. */
+        if (dup2(sv[1], 3) == 3) {
+            char *const argv[] = {"mxu-zygote", NULL};
+            char *const envp[] = {envbuf, NULL};
+            syscall(SYS_close_range, 4u, ~0u, 0u);
+            execve("/proc/self/exe", argv, envp);
+            /* exec failed: this copy of the node serves, and skips the
+             * settings it already has. */
+            sv[1] = 3;
+            size_t len = sizeof(*sb) + (size_t)sb->prog.len * sizeof(struct sock_filter);
+            char *skip = malloc(len);
+            if (skip == NULL || read_full(3, skip, len) < 0)
+                _exit(127);
+            free(skip);
+        }
         zygote_main(sb, sv[1], node);
     }
     close(sv[1]);
+    /* Its settings (which a zygote that could not exec reads and skips). */
+    if (send_fds(sv[0], sb, sizeof(*sb), NULL, 0) < 0 ||
+        send_fds(sv[0], sb->prog.filter, (size_t)sb->prog.len * sizeof(struct sock_filter), NULL,
+                 0) < 0) {
+        close(sv[0]);
+        kill(pid, SIGKILL);
+        waitpid(pid, NULL, 0);
+        return -1;
+    }
     sb->zygote_fd = sv[0];
     sb->zygote_pid = pid;
     return 0;
