@@ -74,6 +74,11 @@ def test_blob_and_queue_embedded():
         eq(n.get("/fn/store/blob/stat?k=img/a.bin").text, str(len(big)))
         eq(n.get("/fn/store/blob/get?k=img/a.bin").body, big)
         eq(n.get("/fn/store/blob/get?k=nothing").status, 404)
+        # 64 MiB streamed from inside the function, chunk by chunk
+        r = n.get("/fn/store/blob/big?k=huge&mb=64", timeout=60)
+        eq(r.status, 200)
+        last = chr(ord("a") + (64 * 4 - 1) % 26)
+        eq(r.text, f"{64 << 20} {last * 4}")
         eq(n.get("/fn/store/blob/del?k=img/a.bin").status, 200)
         eq(n.get("/fn/store/blob/stat?k=img/a.bin").status, 404)
         ids = [n.post("/fn/store/q/pub", body=f"job{i}").text for i in range(3)]

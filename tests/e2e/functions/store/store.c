@@ -14,16 +14,35 @@ static int fail(mxu_req *req, mxu_res *res, int code)
 {
     int status = 500;
     switch (code) {
-    case MXU_E_DENIED: status = 403; break;
-    case MXU_E_NOT_FOUND: status = 404; break;
-    case MXU_E_CONFLICT: status = 409; break;
-    case MXU_E_TOO_LARGE: status = 413; break;
-    case MXU_E_RATE_LIMITED: status = 429; break;
-    case MXU_E_UNAVAILABLE: status = 503; break;
-    case MXU_E_DEADLINE: status = 504; break;
-    case MXU_E_CALL_FAILED: status = 502; break;
-    case MXU_E_INVALID: status = 400; break;
-    default: break;
+    case MXU_E_DENIED:
+        status = 403;
+        break;
+    case MXU_E_NOT_FOUND:
+        status = 404;
+        break;
+    case MXU_E_CONFLICT:
+        status = 409;
+        break;
+    case MXU_E_TOO_LARGE:
+        status = 413;
+        break;
+    case MXU_E_RATE_LIMITED:
+        status = 429;
+        break;
+    case MXU_E_UNAVAILABLE:
+        status = 503;
+        break;
+    case MXU_E_DEADLINE:
+        status = 504;
+        break;
+    case MXU_E_CALL_FAILED:
+        status = 502;
+        break;
+    case MXU_E_INVALID:
+        status = 400;
+        break;
+    default:
+        break;
     }
     mxu_res_status(res, status);
     mxu_res_printf(res, "%s: %s\n", mxu_strerror(code), mxu_last_error(req));
@@ -108,6 +127,30 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         if ((rc = mxu_blob_read(req, "files", key, 0, SIZE_MAX, &data, &got, &size)) < 0)
             return fail(req, res, rc);
         mxu_res_set_body(res, data, got);
+    } else if (strcmp(path, "/blob/big") == 0) {
+        /* Stream N MiB through the writer (never whole in memory), then
+         * check its size and a range at the end. */
+        long mb = strtol(q(req, "mb", "1"), NULL, 10);
+        static char piece[256 * 1024];
+        mxu_blob_writer *w = mxu_blob_writer_open(req, "files", key);
+        if (w == NULL)
+            return fail(req, res, MXU_E_INVALID);
+        for (long i = 0; i < mb * 4; i++) {
+            memset(piece, 'a' + (int)(i % 26), sizeof(piece));
+            if ((rc = mxu_blob_writer_write(w, piece, sizeof(piece))) < 0) {
+                mxu_blob_writer_abort(w);
+                return fail(req, res, rc);
+            }
+        }
+        if ((rc = mxu_blob_writer_close(w)) < 0)
+            return fail(req, res, rc);
+        uint64_t size, mtime;
+        const void *tail;
+        size_t got;
+        if ((rc = mxu_blob_stat(req, "files", key, &size, &mtime)) < 0 ||
+            (rc = mxu_blob_read(req, "files", key, size - 4, 4, &tail, &got, &size)) < 0)
+            return fail(req, res, rc);
+        mxu_res_printf(res, "%" PRIu64 " %.*s", size, (int)got, (const char *)tail);
     } else if (strcmp(path, "/blob/stat") == 0) {
         uint64_t size, mtime;
         if ((rc = mxu_blob_stat(req, "files", key, &size, &mtime)) < 0)
