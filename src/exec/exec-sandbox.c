@@ -104,23 +104,38 @@ static const char etc_nsswitch[] = "passwd: files\ngroup: files\nhosts: files\n"
 
 /* ---- the child ------------------------------------------------------------------- */
 
-#define STEPS(X)                                                                                   \
-    X(SIGNALS, "signals")                                                                          \
-    X(PGID, "setpgid")                                                                             \
-    X(PDEATH, "prctl(PR_SET_PDEATHSIG)")                                                           \
-    X(NODE_GONE, "the node went away")                                                             \
-    X(IDMAP, "writing the user namespace's id maps")                                               \
-    X(CGROUP, "joining its cgroup") X(PRIVATE, "making mounts private")                            \
-        X(OPEN_BUNDLE, "opening the bundle") X(ROOT, "mounting the new root")                      \
-            X(MKDIR, "creating mount points") X(BIND_SYS, "binding /usr and /lib*")                \
-                X(BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE) X(TMP, "mounting /tmp")        \
-                    X(DEV, "setting up /dev") X(PROC, "mounting /proc") X(ETC, "writing /etc")     \
-                        X(PIVOT, "pivot_root") X(RDONLY_ROOT, "remounting / ro")                   \
-                            X(HOSTNAME, "sethostname") X(LOOPBACK, "loopback up")                  \
-                                X(RLIMIT, "setrlimit") X(DUP, "dup2") X(DEVNULL, "open /dev/null") \
-                                    X(CHDIR, "chdir " SBX_BUNDLE) X(CAPS, "dropping capabilities") \
-                                        X(SETID, "setting uid/gid") X(NNP, "no_new_privs")         \
-                                            X(SECCOMP, "seccomp") X(EXEC, "execve")
+/* clang-format off */
+#define STEPS(X)                                                              \
+    X(SIGNALS, "signals")                                                     \
+    X(PGID, "setpgid")                                                        \
+    X(PDEATH, "prctl(PR_SET_PDEATHSIG)")                                      \
+    X(NODE_GONE, "the node went away")                                        \
+    X(IDMAP, "writing the user namespace's id maps")                          \
+    X(CGROUP, "joining its cgroup")                                           \
+    X(PRIVATE, "making mounts private")                                       \
+    X(OPEN_BUNDLE, "opening the bundle")                                      \
+    X(ROOT, "mounting the new root")                                          \
+    X(MKDIR, "creating mount points")                                         \
+    X(BIND_SYS, "binding /usr and /lib*")                                     \
+    X(BIND_BUNDLE, "binding the bundle at " SBX_BUNDLE)                       \
+    X(TMP, "mounting /tmp")                                                   \
+    X(DEV, "setting up /dev")                                                 \
+    X(PROC, "mounting /proc")                                                 \
+    X(ETC, "writing /etc")                                                    \
+    X(PIVOT, "pivot_root")                                                    \
+    X(RDONLY_ROOT, "remounting / read-only")                                  \
+    X(HOSTNAME, "sethostname")                                                \
+    X(LOOPBACK, "bringing up loopback")                                       \
+    X(RLIMIT, "setrlimit")                                                    \
+    X(DUP, "dup2")                                                            \
+    X(DEVNULL, "open /dev/null")                                              \
+    X(CHDIR, "chdir " SBX_BUNDLE)                                             \
+    X(CAPS, "dropping capabilities")                                          \
+    X(SETID, "setting uid/gid")                                               \
+    X(NNP, "no_new_privs")                                                    \
+    X(SECCOMP, "seccomp")                                                     \
+    X(EXEC, "execve")
+/* clang-format on */
 #define STEP_ENUM(name, text) STEP_##name,
 #define STEP_TEXT(name, text) text,
 enum { STEPS(STEP_ENUM) STEP_N_ };
