@@ -77,6 +77,11 @@ static void usage(FILE *out)
             "\n"
             "SIZE: 128Mi, 8Gi, 512M, or bytes. DUR: 500ms, 30s, 5m.\n"
             "\n"
+            "The config file may also say where resources live (docs/resources.md):\n"
+            "  resources:\n"
+            "    kv:orders: redis://127.0.0.1:6379/0\n"
+            "    blob:images: fs:///srv/images\n"
+            "\n"
             "example:\n"
             "  mxu serve --listen 127.0.0.1:9000 --data /tmp/mxu --deploy examples/hello\n");
 }
@@ -374,6 +379,14 @@ int mxu_cmd_serve(int argc, char **argv)
     if (mxu_resolver_open(&rscfg, &n.resolver, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
+    }
+    /* The config file's resource map wins over what was stored before. */
+    for (size_t i = 0; i < n.cfg.nres; i++) {
+        if (mxu_resolver_set(n.resolver, "default", n.cfg.res_uris[i], n.cfg.res_locations[i],
+                             &err) < 0) {
+            fprintf(stderr, "mxu serve: resources: %s: %s\n", n.cfg.res_uris[i], err.msg);
+            goto out;
+        }
     }
     if (mxu_registry_open(&n.loop, &rcfg, &n.reg, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);

@@ -49,6 +49,12 @@ void mxu_serve_config_free(mxu_serve_config *c)
     for (size_t i = 0; i < c->ndeploy; i++)
         free(c->deploy[i]);
     free(c->deploy);
+    for (size_t i = 0; i < c->nres; i++) {
+        free(c->res_uris[i]);
+        free(c->res_locations[i]);
+    }
+    free(c->res_uris);
+    free(c->res_locations);
     memset(c, 0, sizeof(*c));
 }
 
@@ -159,6 +165,28 @@ int mxu_serve_config_load(mxu_serve_config *c, const char *path, mxu_err *err)
                     else
                         rc = mxu_serve_config_set(c, key, (const char *)item->data.scalar.value,
                                                   err);
+                }
+                continue;
+            }
+            if (strcmp(key, "resources") == 0 && v->type == YAML_MAPPING_NODE) {
+                /* kv:orders: redis://127.0.0.1:6379/0 */
+                for (yaml_node_pair_t *rp = v->data.mapping.pairs.start;
+                     rc == 0 && rp < v->data.mapping.pairs.top; rp++) {
+                    yaml_node_t *rk = yaml_document_get_node(&doc, rp->key);
+                    yaml_node_t *rv = yaml_document_get_node(&doc, rp->value);
+                    if (rk->type != YAML_SCALAR_NODE || rv->type != YAML_SCALAR_NODE) {
+                        rc = mxu_err_set(err, EINVAL,
+                                         "%s:%zu: resources: write KIND:NAME: LOCATION, e.g. "
+                                         "kv:orders: redis://127.0.0.1:6379/0",
+                                         path, rk->start_mark.line + 1);
+                        break;
+                    }
+                    c->res_uris = mxu_realloc(c->res_uris, (c->nres + 1) * sizeof(char *));
+                    c->res_locations =
+                        mxu_realloc(c->res_locations, (c->nres + 1) * sizeof(char *));
+                    c->res_uris[c->nres] = mxu_strdup((const char *)rk->data.scalar.value);
+                    c->res_locations[c->nres] = mxu_strdup((const char *)rv->data.scalar.value);
+                    c->nres++;
                 }
                 continue;
             }

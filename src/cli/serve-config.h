@@ -20,6 +20,10 @@ typedef struct mxu_serve_config {
     /* The executor of manifests that name none; NULL = process. */
     char *executor;
     char **deploy; /* folders to deploy at start */
+    /* `resources:` of the config file: where resources live, applied (and
+     * persisted in the map) at start: "kv:orders" → "redis://..." */
+    char **res_uris, **res_locations;
+    size_t nres;
     size_t ndeploy;
 } mxu_serve_config;
 

@@ -236,3 +236,60 @@ def test_rebind_without_restart():
         r = n.request("PUT", "/v1/resources/kv:orders", body={"backend": "ftp://nope"})
         eq(r.status, 400)
         eq(n.get("/fn/store/kv/get?k=where").body, b"embedded", "a bad location changes nothing")
+
+
+def test_config_file_resource_map():
+    import tempfile
+    with Redis() as redis, tempfile.TemporaryDirectory() as tmp:
+        cfg = os.path.join(tmp, "node.yaml")
+        with open(cfg, "w") as f:
+            f.write(f"resources:\n  kv:orders: {redis.url}\n")
+        with Node("--config", cfg) as n:
+            deployed(n)
+            n.post("/fn/store/kv/put?k=c", body="via config")
+            check(b"via config" in redis.command("HGET", "mxu:{default/kv/orders}:k:c", "v"),
+                  "the config file's mapping is used")
+        with open(cfg, "w") as f:
+            f.write("resources:\n  kv:orders: gopher://x\n")
+        import subprocess
+        from harness import MXU
+        p = subprocess.run([MXU, "serve", "--config", cfg, "--data", tmp, "--listen",
+                            "127.0.0.1:0"], capture_output=True, timeout=20)
+        check(p.returncode != 0 and b"kv:orders" in p.stderr, p.stderr)
+
+
+def test_rebind_and_outage_under_load():
+    with Redis() as redis, Node() as n:
+        deployed(n)
+        bad, stop = [], threading.Event()
+        statuses = []
+
+        def load():
+            i = 0
+            while not stop.is_set():
+                r = n.post(f"/fn/store/kv/put?k=l{i % 50}", body="x")
+                statuses.append(r.status)
+                if r.status not in (200, 503):
+                    bad.append(r)
+                i += 1
+        threads = [threading.Thread(target=load) for _ in range(2)]
+        for t in threads:
+            t.start()
+        time.sleep(0.3)
+        n.cli("resource", "set", "kv:orders", redis.url, check_rc=0)
+        time.sleep(0.3)
+        before = len(statuses)
+        check(503 not in statuses, "no failed invocation across the re-bind")
+        port = redis.port
+        redis.stop()  # Redis dies mid-load
+        time.sleep(0.5)
+        eq(n.get("/v1/health").status, 200)
+        redis.port = port
+        redis.start()
+        time.sleep(1.5)
+        stop.set()
+        for t in threads:
+            t.join()
+        eq(bad, [], "only successes or 'backend unavailable'")
+        check(503 in statuses[before:], "the outage was seen as unavailable")
+        eq(statuses[-1], 200, "service resumed when Redis returned")
