@@ -246,7 +246,14 @@ static int sweep(const char *dir, const char *name, int depth)
         if (strcmp(de->d_name, name) == 0) {
             if (remove_tree(sub, &killed, 1000) < 0)
                 mxu_warn("sandbox: cannot remove leftover cgroup %s: %s", sub, strerror(errno));
-        } else if (depth > 0 && strncmp(de->d_name, "mxu-", 4) != 0) {
+        } else if (strncmp(de->d_name, "mxu-", 4) == 0) {
+            /* Another node's parent. If it is empty (no task, no child) its
+             * node is gone or idle: remove it, so that nodes killed and never
+             * restarted on their data directory leave nothing behind for
+             * long. rmdir cannot remove a cgroup in use; a live node makes
+             * its parent again when it needs it (sbx_cg_create). */
+            rmdir(sub);
+        } else if (depth > 0) {
             killed += sweep(sub, name, depth - 1);
         }
     }
@@ -421,7 +428,16 @@ int sbx_cg_create(const sbx_cgroups *cg, uint64_t id, const sbx_limits *lim, int
         if (cg->dir[i] == NULL)
             continue;
         _cleanup_free_ char *dir = inst_dir(cg, i, id);
-        if (mkdir(dir, 0755) < 0 && errno != EEXIST) {
+        int made = mkdir(dir, 0755);
+        if (made < 0 && errno == ENOENT) {
+            /* Our parent was removed (another node sweeps empty ones). */
+            if (mkdir(cg->dir[i], 0755) == 0 && cg->version == 2) {
+                const char *enable = cg->cpu_ok ? "+memory +pids +cpu" : "+memory +pids";
+                write_str(cg->dir[i], "cgroup.subtree_control", enable);
+            }
+            made = mkdir(dir, 0755);
+        }
+        if (made < 0 && errno != EEXIST) {
             mxu_err_sys(err, errno, "cannot create cgroup %s", dir);
             goto fail;
         }
