@@ -99,6 +99,7 @@ int mxu_read_file(const char *path, size_t max, mxu_buf *out, mxu_err *err)
         return mxu_err_sys(err, errno, "cannot open %s", path);
     for (;;) {
         mxu_buf_reserve(out, 65536);
+        out->data[out->len] = '\0'; /* an empty file is an empty string too */
         ssize_t n = read(fd, out->data + out->len, out->cap - out->len - 1);
         if (n < 0) {
             if (errno == EINTR)

@@ -33,13 +33,13 @@
 #define MXU_FRAME_MAX_PAYLOAD (80u * 1024u * 1024u)
 
 enum mxu_frame_type {
-    MXU_FRAME_HELLO = 1,  /* instance → host, first frame: versions */
-    MXU_FRAME_INIT = 2,   /* host → instance, answer to HELLO: function, config */
-    MXU_FRAME_INVOKE = 3, /* host → instance: one request */
-    MXU_FRAME_RESULT = 4, /* instance → host: the response to INVOKE with the same id */
-    MXU_FRAME_LOG = 5,    /* instance → host: a log line (id = invocation, or 0) */
-    MXU_FRAME_BYE = 6,    /* host → instance: finish in-flight work, then exit 0 */
-    MXU_FRAME_FATAL = 7,  /* instance → host: unrecoverable error, message; then exit */
+    MXU_FRAME_HELLO = 1,      /* instance → host, first frame: versions */
+    MXU_FRAME_INIT = 2,       /* host → instance, answer to HELLO: function, config */
+    MXU_FRAME_INVOKE = 3,     /* host → instance: one request */
+    MXU_FRAME_RESULT = 4,     /* instance → host: the response to INVOKE with the same id */
+    MXU_FRAME_LOG = 5,        /* instance → host: a log line (id = invocation, or 0) */
+    MXU_FRAME_BYE = 6,        /* host → instance: finish in-flight work, then exit 0 */
+    MXU_FRAME_FATAL = 7,      /* instance → host: unrecoverable error, message; then exit */
     MXU_FRAME_RES_OP = 16,    /* instance → host: an operation on a descriptor */
     MXU_FRAME_RES_REPLY = 17, /* host → instance: its outcome (same call id) */
     /* 18..31 are reserved for more descriptor traffic. */
@@ -184,26 +184,24 @@ int mxu_log_decode(const void *payload, size_t len, mxu_log_msg *m);
  * fuzz target) covers them all; what each op puts where is in the table
  * below and in docs/protocol.md.
  *
- *   op                args (byte runs)           n1 / n2 in            vals out                  n1 / n2 out
- *   KV_GET            key                        -                     value                     revision
- *   KV_PUT            key, value                 -                     -                         new revision
- *   KV_DELETE         key                        -                     -                         -
- *   KV_CAS            key, value                 expected revision     -                         new revision
- *                                                (0: must not exist)
- *   KV_LIST           prefix, cursor             limit                 key..., next cursor       count
- *   BLOB_READ         key                        offset / length       data                      object size
- *   BLOB_WRITE        key, data                  offset / flags        -                         bytes so far
- *                     (flags: 1 = first chunk, 2 = last chunk; the object appears when the
- *                      last chunk is written; chunks arrive in order, offsets contiguous)
- *   BLOB_STAT         key                        -                     -                         size / mtime (ms)
- *   BLOB_LIST         prefix, cursor             limit                 key..., next cursor       count
+ *   op                args (byte runs)           n1 / n2 in            vals out                  n1
+ * / n2 out KV_GET            key                        -                     value revision KV_PUT
+ * key, value                 -                     -                         new revision KV_DELETE
+ * key                        -                     -                         - KV_CAS key, value
+ * expected revision     -                         new revision (0: must not exist) KV_LIST prefix,
+ * cursor             limit                 key..., next cursor       count BLOB_READ         key
+ * offset / length       data                      object size BLOB_WRITE        key, data offset /
+ * flags        -                         bytes so far (flags: 1 = first chunk, 2 = last chunk; the
+ * object appears when the last chunk is written; chunks arrive in order, offsets contiguous)
+ *   BLOB_STAT         key                        -                     - size / mtime (ms)
+ *   BLOB_LIST         prefix, cursor             limit                 key..., next cursor count
  *   BLOB_DELETE       key                        -                     -                         -
- *   QUEUE_PUBLISH     message                    -                     -                         message id
- *   QUEUE_CONSUME     -                          lease (ms)            message, receipt          attempts / id
+ *   QUEUE_PUBLISH     message                    -                     - message id QUEUE_CONSUME
+ * -                          lease (ms)            message, receipt          attempts / id
  *   QUEUE_ACK         receipt                    -                     -                         -
  *   SVC_CALL          method, path, query, body, header name/value pairs...
- *                                                -                     body, header name/value pairs...
- *                                                                                                HTTP status
+ *                                                -                     body, header name/value
+ * pairs... HTTP status
  */
 enum mxu_res_op {
     MXU_RES_KV_GET = 1,
@@ -223,20 +221,20 @@ enum mxu_res_op {
 };
 
 #define MXU_RES_BLOB_FIRST 1u
-#define MXU_RES_BLOB_LAST 2u
+#define MXU_RES_BLOB_LAST  2u
 
 /* Outcomes; the SDK returns them negated as its error codes (fn.h). */
 enum mxu_res_status {
     MXU_RES_OK = 0,
-    MXU_RES_DENIED = 1,      /* undeclared descriptor, or beyond its access */
-    MXU_RES_NOT_FOUND = 2,   /* no such key / object / message */
-    MXU_RES_CONFLICT = 3,    /* compare-and-set lost */
-    MXU_RES_TOO_LARGE = 4,   /* key, value or chunk over its limit */
-    MXU_RES_UNAVAILABLE = 5, /* backend down or unreachable */
-    MXU_RES_DEADLINE = 6,    /* the invocation's deadline passed */
-    MXU_RES_INVALID = 7,     /* malformed: bad key, bad op for the kind, ... */
+    MXU_RES_DENIED = 1,       /* undeclared descriptor, or beyond its access */
+    MXU_RES_NOT_FOUND = 2,    /* no such key / object / message */
+    MXU_RES_CONFLICT = 3,     /* compare-and-set lost */
+    MXU_RES_TOO_LARGE = 4,    /* key, value or chunk over its limit */
+    MXU_RES_UNAVAILABLE = 5,  /* backend down or unreachable */
+    MXU_RES_DEADLINE = 6,     /* the invocation's deadline passed */
+    MXU_RES_INVALID = 7,      /* malformed: bad key, bad op for the kind, ... */
     MXU_RES_RATE_LIMITED = 8, /* the descriptor's operations-per-second budget */
-    MXU_RES_CALL_FAILED = 9, /* svc: the callee failed (crash, timeout, ...) */
+    MXU_RES_CALL_FAILED = 9,  /* svc: the callee failed (crash, timeout, ...) */
 };
 
 #define MXU_RES_MAX_ARGS 64u /* byte runs in one op or reply (svc headers) */
@@ -252,8 +250,8 @@ typedef struct mxu_res_op_msg {
 
 typedef struct mxu_res_reply_msg {
     uint32_t call_id;
-    uint32_t status;    /* enum mxu_res_status */
-    mxu_slice message;  /* for people; may be empty */
+    uint32_t status;   /* enum mxu_res_status */
+    mxu_slice message; /* for people; may be empty */
     uint64_t n1, n2;
     uint32_t nvals;
     mxu_slice vals[MXU_RES_MAX_ARGS];
