@@ -102,5 +102,28 @@ static void test_err(void)
     CHECK_EQ_INT(err.code, ENOENT);
 }
 
-MXU_TESTS(TEST(test_sizes), TEST(test_durations), TEST(test_names), TEST(test_utf8), TEST(test_buf),
+static void test_read_file(void)
+{
+    char path[] = "/tmp/mxu-test-core-XXXXXX";
+    int fd = mkstemp(path);
+    CHECK(fd >= 0);
+    close(fd);
+    mxu_err err;
+    mxu_buf b = {0};
+    /* An empty file reads as an empty, terminated string. */
+    CHECK_EQ_INT(mxu_read_file(path, 100, &b, &err), 0);
+    CHECK_EQ_U64(b.len, 0);
+    CHECK(b.data != NULL && b.data[0] == '\0');
+    mxu_buf_free(&b);
+    CHECK_EQ_INT(mxu_write_file_atomic(path, "hello", 5, 0600, &err), 0);
+    CHECK_EQ_INT(mxu_read_file(path, 100, &b, &err), 0);
+    CHECK_STR(b.data, "hello");
+    mxu_buf_free(&b);
+    CHECK_EQ_INT(mxu_read_file(path, 3, &b, &err), -1);
+    CHECK_CONTAINS(err.msg, "larger than");
+    mxu_buf_free(&b);
+    unlink(path);
+}
+
+MXU_TESTS(TEST(test_read_file), TEST(test_sizes), TEST(test_durations), TEST(test_names), TEST(test_utf8), TEST(test_buf),
           TEST(test_err))
