@@ -34,6 +34,12 @@ struct mxu_exec {
 };
 
 extern const mxu_executor_ops mxu_exec_process_ops;
+
+/* In a freshly cloned child, before exec: every signal back to its default
+ * disposition and none blocked. The node ignores SIGPIPE and may block
+ * signals; a function starts from the defaults like any program.
+ * Async-signal-safe. */
+void mxu_child_default_signals(void);
 extern const mxu_executor_ops mxu_exec_sandbox_ops;
 
 /* Called by executors after a successful start: watch the pid. */

@@ -76,14 +76,7 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
 
     /* 1. Signals: the node ignores SIGPIPE and may block signals; a function
      *    starts from the defaults like any program. */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        sigaction(s, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    mxu_child_default_signals();
 
     /* 2. Own process group: the node kills the instance and all it started
      *    with one kill(-pgid). */

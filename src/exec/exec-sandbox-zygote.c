@@ -222,14 +222,7 @@ static void __attribute__((noreturn)) zygote_main(const mxu_sandbox *sb, int ctl
 {
     /* Default signals, nothing blocked; only its socket open (and /dev/null
      * on 0..2); dies with the node. */
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        sigaction(s, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    mxu_child_default_signals();
     if (dup2(ctl, 3) < 0)
         _exit(127);
     ctl = 3;

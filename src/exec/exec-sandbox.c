@@ -222,14 +222,7 @@ void sbx_child_setup(sbx_plan *pl)
     if (report < 0)
         _exit(127);
     pl->report_fd = report;
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    for (int s = 1; s < NSIG; s++)
-        sigaction(s, &dfl, NULL);
-    sigset_t none;
-    sigemptyset(&none);
-    sigprocmask(SIG_SETMASK, &none, NULL);
+    mxu_child_default_signals();
     TRY(PGID, setpgid(0, 0));
     TRY(PDEATH, prctl(PR_SET_PDEATHSIG, SIGKILL));
     if (!sbx_node_alive(pl))

@@ -31,6 +31,18 @@ const mxu_executor_ops *mxu_executor_find(const char *name)
     return NULL;
 }
 
+void mxu_child_default_signals(void)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    for (int s = 1; s < NSIG; s++)
+        sigaction(s, &dfl, NULL);
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+}
+
 const char *mxu_executor_names(void)
 {
     return mxu_sandbox_unavailable() ? "process" : "process, sandbox";
