@@ -364,6 +364,12 @@ if [ "$(id -u)" = 0 ]; then
         log "bench/sandbox.sh failed (see $RES/raw/sandbox.log)"
 fi
 
+# ---------------------------------------------------------------- resources
+# kv/svc descriptors from inside a function, Redis beside direct hiredis
+# (its own node and redis-server; results in $RES/resources/).
+RES="$RES" MXU_BIN="$MXU_BIN" BENCH_PERF="$PERF" sh "$BENCH/resources.sh" >"$RES/raw/resources.log" 2>&1 ||
+    log "bench/resources.sh failed (see $RES/raw/resources.log)"
+
 # ---------------------------------------------------------------- summary
 python3 "$BENCH/summary.py" "$RES" >"$RES/summary.md" || exit 1
 cat "$RES/summary.md"
