@@ -125,5 +125,5 @@ static void test_read_file(void)
     unlink(path);
 }
 
-MXU_TESTS(TEST(test_read_file), TEST(test_sizes), TEST(test_durations), TEST(test_names), TEST(test_utf8), TEST(test_buf),
-          TEST(test_err))
+MXU_TESTS(TEST(test_read_file), TEST(test_sizes), TEST(test_durations), TEST(test_names),
+          TEST(test_utf8), TEST(test_buf), TEST(test_err))
