@@ -40,6 +40,13 @@ extern const mxu_executor_ops mxu_exec_process_ops;
  * signals; a function starts from the defaults like any program.
  * Async-signal-safe. */
 void mxu_child_default_signals(void);
+
+/* Start a child that runs `run(arg)` (which must exec or _exit) in new
+ * namespaces `ns_flags` (0 for none). Outside sanitizer builds the child
+ * borrows the node's memory (CLONE_VM | CLONE_VFORK) and the node is
+ * suspended until it has exec'd or failed; see exec.c. Returns its pid or -1
+ * with errno. Loop thread only. */
+pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags);
 extern const mxu_executor_ops mxu_exec_sandbox_ops;
 
 /* Called by executors after a successful start: watch the pid. */

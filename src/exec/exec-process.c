@@ -63,8 +63,9 @@ static void __attribute__((noreturn)) child_fail(const struct child_plan *pl, in
     _exit(127);
 }
 
-static void __attribute__((noreturn)) child_run(struct child_plan *pl)
+static void __attribute__((noreturn)) child_run(void *arg)
 {
+    struct child_plan *pl = arg;
     const mxu_exec_spec *spec = pl->spec;
 
     /* 0. Lift the report pipe above the fds we are about to fill, so that
@@ -134,63 +135,6 @@ static void __attribute__((noreturn)) child_run(struct child_plan *pl)
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)spec->envp);
     child_fail(pl, STEP_EXEC);
 }
-
-/*
- * fork() would mark every page of the node copy-on-write, and the node would
- * pay for it in page faults long after the child has exec'd — on every
- * invocation of an exec function. A CLONE_VM | CLONE_VFORK child borrows the
- * node's memory instead, on a stack of its own, and the node is suspended
- * until the child has exec'd or failed (this is how posix_spawn works, but
- * posix_spawn cannot set rlimits or the parent-death signal).
- *
- * The child must then not run anything that takes locks or allocates, which
- * child_run() honours, and no signal handler of the node may run in it: all
- * signals are blocked around clone(), and the child resets every handler
- * before it unblocks them. Sanitizer runtimes cannot follow code into such a
- * child, so sanitizer builds use fork().
- */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SPAWN_WITH_FORK 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define SPAWN_WITH_FORK 1
-#endif
-#endif
-
-#ifndef SPAWN_WITH_FORK
-#define CHILD_STACK_SIZE (256u * 1024u)
-
-static int child_entry(void *arg)
-{
-    child_run(arg);
-}
-
-static pid_t start_child(struct child_plan *plan)
-{
-    /* Spawns happen on the loop thread only, one at a time: one stack does. */
-    static char *stack;
-    if (stack == NULL)
-        stack = mxu_malloc(CHILD_STACK_SIZE);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    pid_t pid =
-        clone(child_entry, stack + CHILD_STACK_SIZE, CLONE_VM | CLONE_VFORK | SIGCHLD, plan);
-    int saved = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = saved;
-    return pid;
-}
-#else
-static pid_t start_child(struct child_plan *plan)
-{
-    pid_t pid = fork();
-    if (pid == 0)
-        child_run(plan);
-    return pid;
-}
-#endif
 
 static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
 {
@@ -265,7 +209,7 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
     if (plan.cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
         plan.cpu.rlim_cur = spec->cpu_limit_s;
-    pid_t pid = start_child(&plan);
+    pid_t pid = mxu_exec_start_child(child_run, &plan, 0);
     if (pid < 0) {
         mxu_err_sys(err, errno, "%s: cannot create a process", spec->label);
         goto out;

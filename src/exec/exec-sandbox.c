@@ -415,57 +415,12 @@ void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl)
     sbx_child_fail(pl, STEP_EXEC);
 }
 
-static void __attribute__((noreturn)) child_run(sbx_plan *pl)
+static void __attribute__((noreturn)) child_run(void *arg)
 {
+    sbx_plan *pl = arg;
     sbx_child_setup(pl);
     sbx_child_finish(pl);
 }
-
-/* See exec-process.c: CLONE_VM | CLONE_VFORK borrows the node's memory (no
- * copy of its page tables) and suspends the node until the child has exec'd;
- * sanitizer builds clone like fork. */
-#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
-#define SPAWN_WITH_FORK 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
-    __has_feature(memory_sanitizer)
-#define SPAWN_WITH_FORK 1
-#endif
-#endif
-
-#ifndef SPAWN_WITH_FORK
-#define CHILD_STACK_SIZE (256u * 1024u)
-
-static int child_entry(void *arg)
-{
-    child_run(arg);
-}
-
-static pid_t start_child(sbx_plan *plan, int ns_flags)
-{
-    static char *stack;
-    if (stack == NULL)
-        stack = mxu_malloc(CHILD_STACK_SIZE);
-    sigset_t all, old;
-    sigfillset(&all);
-    pthread_sigmask(SIG_BLOCK, &all, &old);
-    pid_t pid = clone(child_entry, stack + CHILD_STACK_SIZE,
-                      CLONE_VM | CLONE_VFORK | ns_flags | SIGCHLD, plan);
-    int saved = errno;
-    pthread_sigmask(SIG_SETMASK, &old, NULL);
-    errno = saved;
-    return pid;
-}
-#else
-static pid_t start_child(sbx_plan *plan, int ns_flags)
-{
-    /* fork semantics (own copy of memory, same stack) with namespaces. */
-    pid_t pid = (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | SIGCHLD), NULL, NULL, NULL, 0);
-    if (pid == 0)
-        child_run(plan);
-    return pid;
-}
-#endif
 
 /* ---- the node's side ---------------------------------------------------------------- */
 
@@ -727,7 +682,7 @@ static pid_t spawn_direct(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *
     }
     memcpy(plan->cg_fd, cg_fd, sizeof(cg_fd));
     plan->report_fd = report[1];
-    pid = start_child(plan, sbx_clone_flags(sb));
+    pid = mxu_exec_start_child(child_run, plan, sbx_clone_flags(sb));
     if (pid < 0) {
         mxu_err_sys(err, errno, "%s: cannot create a sandboxed process", spec->label);
         goto out;

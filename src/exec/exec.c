@@ -10,6 +10,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
@@ -42,6 +44,75 @@ void mxu_child_default_signals(void)
     sigemptyset(&none);
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
+
+/*
+ * fork() would mark every page of the node copy-on-write, and the node would
+ * pay for it in page faults long after the child has exec'd — on every
+ * invocation of an exec function and every cold start. A CLONE_VM |
+ * CLONE_VFORK child borrows the node's memory instead, on a stack of its own,
+ * and the node is suspended until the child has exec'd or failed (this is how
+ * posix_spawn works, but posix_spawn cannot set rlimits, the parent-death
+ * signal or namespaces).
+ *
+ * The child must then not run anything that takes locks or allocates, and no
+ * signal handler of the node may run in it: all signals are blocked around
+ * clone(), and the child resets every handler before it unblocks them
+ * (mxu_child_default_signals). Sanitizer runtimes cannot follow code into such
+ * a child, so sanitizer builds start children with fork semantics.
+ */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SPAWN_WITH_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define SPAWN_WITH_FORK 1
+#endif
+#endif
+
+typedef struct child_start {
+    void (*run)(void *arg);
+    void *arg;
+} child_start;
+
+#ifndef SPAWN_WITH_FORK
+#define CHILD_STACK_SIZE (256u * 1024u)
+
+static int child_entry(void *p)
+{
+    child_start *cs = p;
+    cs->run(cs->arg);
+    _exit(127); /* run() does not return */
+}
+
+pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags)
+{
+    /* Spawns happen on the loop thread only, one at a time: one stack does. */
+    static char *stack;
+    if (stack == NULL)
+        stack = mxu_malloc(CHILD_STACK_SIZE);
+    child_start cs = {run, arg}; /* the node is suspended while it is used */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    pid_t pid = clone(child_entry, stack + CHILD_STACK_SIZE,
+                      CLONE_VM | CLONE_VFORK | ns_flags | SIGCHLD, &cs);
+    int saved = errno;
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    errno = saved;
+    return pid;
+}
+#else
+pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags)
+{
+    /* Fork semantics (own copy of memory, same stack), with namespaces. */
+    pid_t pid = ns_flags ? (pid_t)syscall(SYS_clone, (unsigned long)(ns_flags | SIGCHLD), NULL,
+                                          NULL, NULL, 0)
+                         : fork();
+    if (pid == 0)
+        run(arg);
+    return pid;
+}
+#endif
 
 const char *mxu_executor_names(void)
 {
