@@ -18,6 +18,7 @@
 #include "exec/exec.h"
 #include "test.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <grp.h>
@@ -116,6 +117,8 @@ static bool xt_init_id(xt *t, const char *node_id)
     CHECK(t->ops != NULL);
     CHECK_STR(t->ops->name, "sandbox");
     const char *why = mxu_executor_unavailable("sandbox");
+    if (why && getenv("MXU_TEST_REQUIRE_SANDBOX"))
+        MXU_TEST_FAIL_("sandbox unavailable (%s), and MXU_TEST_REQUIRE_SANDBOX is set", why);
     if (why) {
         fprintf(stderr, "  sandbox unavailable here (%s): skipped\n", why);
         return false;
@@ -285,9 +288,18 @@ static void run_to_end(xt *t, run *r, const mxu_exec_spec *spec)
     WAIT_FOR(t, r->exit_calls == 1 && r->out_eof, 5000);
 }
 
-/* The instance's cgroup directory in hierarchy `ctl` (v1) as the host sees it. */
+/* Is the host's only hierarchy cgroup v2, mounted at /sys/fs/cgroup? */
+static bool cgroup_v2(void)
+{
+    struct stat st;
+    return stat("/sys/fs/cgroup/cgroup.controllers", &st) == 0;
+}
+
+/* The instance's cgroup directory in hierarchy `ctl` (v1) as the host sees
+ * it; on a v2 host, its one cgroup whatever `ctl`. */
 static bool host_cgroup_dir(int pid, const char *ctl, char *out, size_t outlen)
 {
+    bool v2 = cgroup_v2();
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/cgroup", pid);
     mxu_buf b = {0};
@@ -302,6 +314,13 @@ static bool host_cgroup_dir(int pid, const char *ctl, char *out, size_t outlen)
         if (c2 == NULL)
             continue;
         *c2 = '\0';
+        if (v2) {
+            if (c1 == line + 1 && line[0] == '0' && c1[1] == '\0') {
+                snprintf(out, outlen, "/sys/fs/cgroup%s", strcmp(c2 + 1, "/") == 0 ? "" : c2 + 1);
+                found = true;
+            }
+            continue;
+        }
         char want[32];
         snprintf(want, sizeof(want), ",%s,", ctl);
         char have[128];
@@ -443,12 +462,24 @@ static void test_cgroup_limits(void)
     char want[128];
     snprintf(want, sizeof(want), "/mxu-%s/i", t.node_id);
     CHECK_CONTAINS(mem, want);
-    CHECK_EQ_U64(read_u64(mem, "memory.limit_in_bytes"), 48u << 20);
     CHECK_EQ_U64(read_u64(pids, "pids.max"), 256);
     CHECK_EQ_U64(read_u64(pids, "pids.current"), 2);
-    char cpu[512];
-    if (host_cgroup_dir(r.pid, "cpu", cpu, sizeof(cpu)) && strstr(cpu, want))
-        CHECK_EQ_U64(read_u64(cpu, "cpu.cfs_quota_us"), 100000);
+    if (cgroup_v2()) {
+        CHECK_EQ_U64(read_u64(mem, "memory.max"), 48u << 20);
+        CHECK_EQ_U64(read_u64(mem, "memory.swap.max"), 0);
+        /* "quota period"; the quota is there wherever the host offers cpu. */
+        mxu_buf ctls = {0};
+        CHECK_EQ_INT(mxu_read_file("/sys/fs/cgroup/cgroup.controllers", 4096, &ctls, NULL), 0);
+        mxu_buf_append(&ctls, "", 1);
+        if (strstr(ctls.data, "cpu"))
+            CHECK_EQ_U64(read_u64(mem, "cpu.max"), 100000);
+        mxu_buf_free(&ctls);
+    } else {
+        CHECK_EQ_U64(read_u64(mem, "memory.limit_in_bytes"), 48u << 20);
+        char cpu[512];
+        if (host_cgroup_dir(r.pid, "cpu", cpu, sizeof(cpu)) && strstr(cpu, want))
+            CHECK_EQ_U64(read_u64(cpu, "cpu.cfs_quota_us"), 100000);
+    }
     mxu_usage u;
     CHECK_EQ_INT(t.ops->usage(r.p, &u), 0);
     CHECK(u.peak_bytes > 0);
@@ -463,6 +494,10 @@ static void test_cgroup_limits(void)
     WAIT_FOR(&t, stat(mem, &st) < 0 && stat(pids, &st) < 0, 3000);
     release(&t, &r);
     xt_finish(&t);
+    /* And the node's parent goes with the node. */
+    *strrchr(mem, '/') = '\0';
+    CHECK_CONTAINS(mem, "/mxu-");
+    CHECK(stat(mem, &st) < 0);
 }
 
 /* A memory bomb is killed by the cgroup's OOM killer, and the exit says so. */
@@ -572,10 +607,32 @@ static void test_leftovers_swept(void)
 
 /* ---- an unprivileged node ----------------------------------------------------------------- */
 
+/* Remove a cgroup and every cgroup below it, deepest first, waiting up to a
+ * second for tasks that are still dying (what a failed run leaves inside). */
+static void rmdir_cgroup_tree(const char *dir)
+{
+    DIR *d = opendir(dir);
+    if (d) {
+        struct dirent *de;
+        while ((de = readdir(d)) != NULL) {
+            if (de->d_type != DT_DIR || de->d_name[0] == '.')
+                continue;
+            char sub[512];
+            snprintf(sub, sizeof(sub), "%s/%s", dir, de->d_name);
+            rmdir_cgroup_tree(sub);
+        }
+        closedir(d);
+    }
+    for (int i = 0; i < 200 && rmdir(dir) < 0 && errno == EBUSY; i++)
+        usleep(5000);
+}
+
 /* The same sandbox from a node that is not root: it uses a user namespace
  * (mapping its own uid) for what root would do, and cgroups delegated to it.
- * As root, the test makes the delegation (a cgroup per hierarchy owned by
- * 65534, with this process in it) and then becomes 65534. */
+ * As root, the test makes the delegation (a cgroup per v1 hierarchy, or one
+ * on v2, owned by 65534, with this process in it) and then becomes 65534. On
+ * v2 the node then shares its cgroup with nothing else, like a delegated
+ * service: it moves itself into a leaf to enable controllers below. */
 static void test_unprivileged_userns(void)
 {
     if (geteuid() != 0) {
@@ -584,7 +641,8 @@ static void test_unprivileged_userns(void)
     }
     char deleg[3][400];
     static const char *const ctl[] = {"memory", "pids", "cpu"};
-    for (int i = 0; i < 3; i++) {
+    int n = cgroup_v2() ? 1 : 3;
+    for (int i = 0; i < n; i++) {
         char own[300];
         if (!host_cgroup_dir(getpid(), ctl[i], own, sizeof(own))) {
             fprintf(stderr, "  no v1 %s hierarchy: skipped\n", ctl[i]);
@@ -593,10 +651,28 @@ static void test_unprivileged_userns(void)
         snprintf(deleg[i], sizeof(deleg[i]), "%s/mxu-test-deleg-%d", own, (int)getpid());
         CHECK(mkdir(deleg[i], 0755) == 0 || errno == EEXIST);
     }
+    if (n == 1) {
+        /* v2: controllers reach the delegated cgroup only if our own
+         * cgroup passes them down (it cannot while it holds processes). */
+        char path[512];
+        snprintf(path, sizeof(path), "%s/cgroup.controllers", deleg[0]);
+        mxu_buf b = {0};
+        CHECK_EQ_INT(mxu_read_file(path, 4096, &b, NULL), 0);
+        mxu_buf_append(&b, "", 1);
+        bool ok = strstr(b.data, "memory") && strstr(b.data, "pids");
+        mxu_buf_free(&b);
+        if (!ok) {
+            rmdir(deleg[0]);
+            if (getenv("MXU_TEST_REQUIRE_SANDBOX"))
+                MXU_TEST_FAIL_("no memory and pids controllers in %s", deleg[0]);
+            fprintf(stderr, "  no memory and pids controllers to delegate: skipped\n");
+            return;
+        }
+    }
     pid_t child = fork();
     CHECK(child >= 0);
     if (child == 0) {
-        for (int i = 0; i < 3; i++) {
+        for (int i = 0; i < n; i++) {
             char procs[1300], pid[32];
             snprintf(procs, sizeof(procs), "%s/cgroup.procs", deleg[i]);
             snprintf(pid, sizeof(pid), "%d", (int)getpid());
@@ -604,10 +680,15 @@ static void test_unprivileged_userns(void)
             CHECK(fd >= 0);
             CHECK_EQ_INT(mxu_write_all(fd, pid, strlen(pid)), 0);
             close(fd);
-            /* Delegate: the directory and the files a child cgroup is made with. */
+            /* Delegate: the directory and the files a child cgroup is made
+             * with (v2 adds those of cgroup-v2.rst, "Delegation"). */
             CHECK_EQ_INT(chown(deleg[i], 65534, 65534), 0);
-            snprintf(procs, sizeof(procs), "%s/cgroup.procs", deleg[i]);
-            CHECK_EQ_INT(chown(procs, 65534, 65534), 0);
+            static const char *const files[] = {"cgroup.procs", "cgroup.subtree_control",
+                                                "cgroup.threads"};
+            for (int f = 0; f < (n == 1 ? 3 : 1); f++) {
+                snprintf(procs, sizeof(procs), "%s/%s", deleg[i], files[f]);
+                CHECK_EQ_INT(chown(procs, 65534, 65534), 0);
+            }
         }
         xt t;
         memset(&t, 0, sizeof(t));
@@ -648,8 +729,14 @@ static void test_unprivileged_userns(void)
     }
     int st = 0;
     CHECK_EQ_INT(waitpid(child, &st, 0), child);
-    for (int i = 0; i < 3; i++)
-        rmdir(deleg[i]);
+    /* Whatever the node left (a failed run: its parent, a v2 leaf), then
+     * the delegation itself: nothing may stay behind. */
+    for (int i = 0; i < n; i++) {
+        rmdir_cgroup_tree(deleg[i]);
+        struct stat sb;
+        if (stat(deleg[i], &sb) == 0)
+            MXU_TEST_FAIL_("cannot remove %s: %s", deleg[i], strerror(errno));
+    }
     if (WIFEXITED(st) && WEXITSTATUS(st) == 3)
         MXU_TEST_FAIL_("the sandbox was unavailable to an unprivileged node with delegated "
                        "cgroups");
