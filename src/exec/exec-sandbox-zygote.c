@@ -37,10 +37,12 @@
 #include <fcntl.h>
 #include <limits.h>
 #include <poll.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -161,17 +163,46 @@ static int read_full(int fd, void *buf, size_t len)
 
 /* ---- the spare ----------------------------------------------------------------------- */
 
-/* A spare: set up (C1..C6), then wait for what to run, then C7..C11. It is a
- * fork of the zygote, so it may allocate; it reports failures like any
- * sandbox child, on its socket. */
-static void __attribute__((noreturn))
-spare_main(const mxu_sandbox *sb, const struct zyg_req *req, int *fds, size_t nfds)
+/*
+ * A spare's memory. Outside sanitizer builds a spare shares the zygote's
+ * address space (CLONE_VM) on a stack of its own: its execve, on the cold
+ * path, then only drops a reference to that address space instead of tearing
+ * down a copy of it (the zygote is the node's program, with every library
+ * the node links: some 230 mappings, 0.2-0.3 ms to unmap). So a spare must
+ * not allocate (malloc's state is the zygote's): what it receives goes into
+ * this block, which the zygote maps for it and unmaps once the kernel has
+ * cleared `tid` (CLONE_CHILD_CLEARTID: at the spare's execve or exit). It
+ * holds only what the node sent for this one spare; the instance's own
+ * memory after execve is new, like any program's. Sanitizer runtimes cannot
+ * follow code into such a child: there a spare is a copy (fork semantics)
+ * and the zygote unmaps its block at once.
+ */
+#define SPARE_STACK (256u << 10)
+#define SPARE_GUARD 4096u
+
+typedef struct spare_mem {
+    pid_t tid; /* -1 until the kernel clears it */
+    void *base;
+    size_t size;
+    struct spare_mem *next;
+    const mxu_sandbox *sb;
+    struct zyg_req req;
+    int fds[1 + SBX_CG_N];
+    size_t nfds;
+    const char *argv[GO_ARGS_MAX + 1];
+    const char *envp[GO_ARGS_MAX + 1];
+    char blob[GO_BLOB_MAX + 1];
+} spare_mem;
+
+/* A spare: set up (C1..C6), then wait for what to run, then C7..C11. It
+ * reports failures like any sandbox child, on its socket. */
+static void __attribute__((noreturn)) spare_main(spare_mem *m)
 {
-    sbx_plan pl = {.sb = sb, .bundle = req->bundle, .report_fd = fds[0]};
-    memcpy(pl.tmp_opts, req->tmp_opts, sizeof(pl.tmp_opts));
+    sbx_plan pl = {.sb = m->sb, .bundle = m->req.bundle, .report_fd = m->fds[0]};
+    memcpy(pl.tmp_opts, m->req.tmp_opts, sizeof(pl.tmp_opts));
     pl.tmp_opts[sizeof(pl.tmp_opts) - 1] = '\0';
     for (int i = 0; i < SBX_CG_N; i++)
-        pl.cg_fd[i] = (size_t)i + 1 < nfds ? fds[i + 1] : -1;
+        pl.cg_fd[i] = (size_t)i + 1 < m->nfds ? m->fds[i + 1] : -1;
     sbx_child_setup(&pl);
     for (int i = 0; i < SBX_CG_N; i++)
         if (pl.cg_fd[i] >= 0)
@@ -185,28 +216,26 @@ spare_main(const mxu_sandbox *sb, const struct zyg_req *req, int *fds, size_t nf
     if (n <= 0 || h.magic != GO_MAGIC || h.blob_len > GO_BLOB_MAX || h.argc == 0 ||
         h.argc > GO_ARGS_MAX || h.envc > GO_ARGS_MAX)
         _exit(n == 0 ? 0 : 127);
-    char *blob = malloc((size_t)h.blob_len + 1);
-    const char **argv = calloc((size_t)h.argc + 1, sizeof(char *));
-    const char **envp = calloc((size_t)h.envc + 1, sizeof(char *));
-    if (blob == NULL || argv == NULL || envp == NULL ||
-        read_full(pl.report_fd, blob, h.blob_len) < 0)
+    if (read_full(pl.report_fd, m->blob, h.blob_len) < 0)
         _exit(127);
-    blob[h.blob_len] = '\0';
+    m->blob[h.blob_len] = '\0';
     /* Split, never past the end: a missing NUL just ends the last string. */
-    char *p = blob, *end = blob + h.blob_len;
+    char *p = m->blob, *end = m->blob + h.blob_len;
     for (uint32_t i = 0; i < h.argc + h.envc; i++) {
         if (p >= end)
             _exit(127);
         if (i < h.argc)
-            argv[i] = p;
+            m->argv[i] = p;
         else
-            envp[i - h.argc] = p;
+            m->envp[i - h.argc] = p;
         p += strnlen(p, (size_t)(end - p)) + 1;
     }
+    m->argv[h.argc] = NULL;
+    m->envp[h.envc] = NULL;
     h.exe[sizeof(h.exe) - 1] = '\0';
     pl.exe = h.exe;
-    pl.argv = argv;
-    pl.envp = envp;
+    pl.argv = m->argv;
+    pl.envp = m->envp;
     pl.nofile = h.nofile;
     pl.cpu = h.cpu;
     pl.set_cpu = h.set_cpu != 0;
@@ -214,6 +243,79 @@ spare_main(const mxu_sandbox *sb, const struct zyg_req *req, int *fds, size_t nf
     for (int i = 0; i < 4; i++)
         pl.src[i] = (h.fdmask & (1u << i)) && k < ngot ? got[k++] : -1;
     sbx_child_finish(&pl);
+}
+
+static spare_mem *spare_mem_new(void)
+{
+    size_t size = SPARE_GUARD + SPARE_STACK + ((sizeof(spare_mem) + 4095u) & ~(size_t)4095u);
+    char *base = mmap(NULL, size, PROT_READ | PROT_WRITE,
+                      MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE | MAP_STACK, -1, 0);
+    if (base == MAP_FAILED)
+        return NULL;
+    /* Below the stack: a page that faults, so an overflow cannot run into
+     * other memory. */
+    mprotect(base, SPARE_GUARD, PROT_NONE);
+    spare_mem *m = (spare_mem *)(base + SPARE_GUARD + SPARE_STACK);
+    m->base = base;
+    m->size = size;
+    m->tid = -1;
+    return m;
+}
+
+#ifdef SBX_SPARE_FORK
+static pid_t spare_clone(const mxu_sandbox *sb, spare_mem *m, spare_mem **live)
+{
+    MXU_UNUSED(live);
+    /* fork semantics (own copy of the zygote) into new namespaces, as a
+     * child of the node. */
+    pid_t pid =
+        (pid_t)syscall(SYS_clone, (unsigned long)(CLONE_PARENT | sbx_clone_flags(sb) | SIGCHLD),
+                       NULL, NULL, NULL, 0);
+    if (pid == 0)
+        spare_main(m);
+    int saved = errno;
+    munmap(m->base, m->size); /* the spare has its own copy */
+    errno = saved;
+    return pid;
+}
+#else
+static int spare_entry(void *arg)
+{
+    spare_main(arg);
+}
+
+static pid_t spare_clone(const mxu_sandbox *sb, spare_mem *m, spare_mem **live)
+{
+    /* The zygote's address space, its own stack; a child of the node. The
+     * zygote has no signal handlers, so none can run on the spare's stack. */
+    pid_t pid =
+        clone(spare_entry, (char *)m,
+              CLONE_VM | CLONE_CHILD_CLEARTID | CLONE_PARENT | sbx_clone_flags(sb) | SIGCHLD, m,
+              NULL, NULL, &m->tid);
+    if (pid < 0) {
+        int saved = errno;
+        munmap(m->base, m->size);
+        errno = saved;
+        return -1;
+    }
+    m->next = *live;
+    *live = m;
+    return pid;
+}
+#endif
+
+/* Unmap the memory of spares that have exec'd or died. */
+static void spare_mem_reclaim(spare_mem **live)
+{
+    for (spare_mem **pp = live; *pp;) {
+        spare_mem *m = *pp;
+        if (__atomic_load_n(&m->tid, __ATOMIC_ACQUIRE) == 0) {
+            *pp = m->next;
+            munmap(m->base, m->size);
+        } else {
+            pp = &m->next;
+        }
+    }
 }
 
 /* ---- the zygote ---------------------------------------------------------------------- */
@@ -235,7 +337,19 @@ static void __attribute__((noreturn)) zygote_main(const mxu_sandbox *sb, int ctl
     prctl(PR_SET_NAME, "mxu-zygote", 0, 0, 0);
     setpgid(0, 0);
 
+    /* The bounding set only limits what an execve may grant, and spares
+     * inherit it: emptied once here instead of with some forty prctls in
+     * every sandbox on its cold path. Spares keep their effective
+     * capabilities for their setup and lose them when they change uid
+     * (sbx_child_finish, which drops whatever is still in the set: in a user
+     * namespace a spare starts with a full one). */
+    if (!sb->userns)
+        for (int cap = 0; cap <= sb->last_cap; cap++)
+            prctl(PR_CAPBSET_DROP, cap, 0, 0, 0);
+
+    spare_mem *live = NULL;
     for (;;) {
+        spare_mem_reclaim(&live);
         struct zyg_req req;
         int fds[1 + SBX_CG_N];
         size_t nfds = 0;
@@ -243,17 +357,16 @@ static void __attribute__((noreturn)) zygote_main(const mxu_sandbox *sb, int ctl
         if (n == 0)
             _exit(0); /* the node closed its end */
         struct zyg_rep rep = {-1, EPROTO};
-        if (n == (ssize_t)sizeof(req) && nfds >= 1) {
+        spare_mem *m = NULL;
+        if (n == (ssize_t)sizeof(req) && nfds >= 1 && (m = spare_mem_new()) == NULL) {
+            rep.err = errno;
+        } else if (m) {
             req.bundle[sizeof(req.bundle) - 1] = '\0';
-            /* fork semantics (own copy of the zygote) into new namespaces, as
-             * a child of the node. */
-            pid_t pid = (pid_t)syscall(
-                SYS_clone, (unsigned long)(CLONE_PARENT | sbx_clone_flags(sb) | SIGCHLD), NULL,
-                NULL, NULL, 0);
-            if (pid == 0) {
-                close(ctl);
-                spare_main(sb, &req, fds, nfds);
-            }
+            m->sb = sb;
+            m->req = req;
+            memcpy(m->fds, fds, nfds * sizeof(int));
+            m->nfds = nfds;
+            pid_t pid = spare_clone(sb, m, &live);
             rep = (struct zyg_rep){pid, pid < 0 ? errno : 0};
         } else if (n < 0 && errno != EPROTO && nfds == 0) {
             _exit(0);

@@ -377,10 +377,17 @@ void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl)
     /* C8. Privileges. The bounding set and securebits need CAP_SETPCAP, so
      *     they go first; then groups, gid, uid (setuid away from root clears
      *     the permitted and effective sets); then every set explicitly,
-     *     ambient included, so nothing is left to regain at execve. */
-    for (int cap = 0; cap <= sb->last_cap; cap++)
-        if (prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0 && errno != EINVAL)
+     *     ambient included, so nothing is left to regain at execve. A spare
+     *     of a root node finds the bounding set already empty (the zygote
+     *     emptied its own): reading is cheap, each drop is not (it commits
+     *     new credentials). */
+    for (int cap = 0; cap <= sb->last_cap; cap++) {
+        int in_set = prctl(PR_CAPBSET_READ, cap, 0, 0, 0);
+        if (in_set < 0 && errno != EINVAL)
             sbx_child_fail(pl, STEP_CAPS);
+        if (in_set > 0 && prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) < 0)
+            sbx_child_fail(pl, STEP_CAPS);
+    }
     TRY(CAPS, prctl(PR_SET_SECUREBITS,
                     SECBIT_NOROOT | SECBIT_NOROOT_LOCKED | SECBIT_NO_SETUID_FIXUP |
                         SECBIT_NO_SETUID_FIXUP_LOCKED | SECBIT_KEEP_CAPS_LOCKED |
@@ -588,19 +595,29 @@ static uint64_t spec_memory(const mxu_exec_spec *spec)
     return spec->memory_bytes ? spec->memory_bytes : (128u << 20);
 }
 
-/* Keep a spare ready for the unit (when the node has a zygote). */
+/* Keep the unit's spares ready (when the node has a zygote). */
 static void unit_refill(mxu_sandbox *sb, sbx_unit *u)
 {
-    if (sb->zygote_fd < 0 || sb->spares == 0 || u->spare.pid > 0)
-        return;
-    mxu_err err = {0};
-    if (sbx_spare_make(sb, u->bundle, u->memory, &u->spare, &err) < 0) {
-        mxu_warn("sandbox: %s: cannot prepare a spare sandbox: %s", u->label, err.msg);
-        memset(&u->spare, 0, sizeof(u->spare));
+    while (sb->zygote_fd >= 0 && u->nspare < sb->spares) {
+        mxu_err err = {0};
+        if (sbx_spare_make(sb, u->bundle, u->memory, &u->spare[u->nspare], &err) < 0) {
+            mxu_warn("sandbox: %s: cannot prepare a spare sandbox: %s", u->label, err.msg);
+            memset(&u->spare[u->nspare], 0, sizeof(u->spare[0]));
+            return;
+        }
+        u->nspare++;
     }
 }
 
-/* Refill every unit whose spare was used. */
+/* Kill every spare of the unit. */
+static void unit_discard_spares(mxu_sandbox *sb, sbx_unit *u)
+{
+    for (unsigned i = 0; i < u->nspare; i++)
+        sbx_spare_discard(sb, &u->spare[i]);
+    u->nspare = 0;
+}
+
+/* Refill every unit whose spares were used. */
 static void refill_all(uv_timer_t *t)
 {
     mxu_sandbox *sb = t->data;
@@ -714,7 +731,7 @@ out:
     return pid;
 }
 
-/* Start it from a spare: the unit's ready one if there is, else a fresh
+/* Start it from a spare: the unit's oldest one if there is, else a fresh
  * one (which the node then waits for). A ready spare that fails (it may
  * have been killed while it waited) is replaced once. */
 static pid_t spawn_spare(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *plan,
@@ -724,10 +741,12 @@ static pid_t spawn_spare(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *p
     for (int attempt = 0; attempt < 2; attempt++) {
         sbx_spare sp = {0};
         bool pooled = false;
-        if (u && u->spare.pid > 0 && strcmp(u->bundle, spec->cwd) == 0 &&
+        if (u && u->nspare > 0 && strcmp(u->bundle, spec->cwd) == 0 &&
             u->memory == spec_memory(spec)) {
-            sp = u->spare;
-            memset(&u->spare, 0, sizeof(u->spare));
+            sp = u->spare[0];
+            u->nspare--;
+            memmove(&u->spare[0], &u->spare[1], u->nspare * sizeof(u->spare[0]));
+            memset(&u->spare[u->nspare], 0, sizeof(u->spare[0]));
             pooled = true;
         } else if (sbx_spare_make(sb, spec->cwd, spec_memory(spec), &sp, err) < 0) {
             return -1;
@@ -872,8 +891,7 @@ static void sandbox_release(mxu_exec *ex, const mxu_exec_spec *spec)
         if (strcmp(u->label, spec->label) != 0 || --u->refs > 0)
             continue;
         *pp = u->next;
-        if (u->spare.pid > 0)
-            sbx_spare_discard(sb, &u->spare);
+        unit_discard_spares(sb, u);
         free(u->label);
         free(u->bundle);
         free(u);
@@ -971,10 +989,13 @@ void mxu_sandbox_init(mxu_exec *ex)
         unavailable = NULL;
         /* Spare sandboxes take the slow parts of setup (the cgroup join costs
          * an RCU grace period on cgroup v1; namespaces and mounts about a
-         * millisecond) off the cold start. MXU_SANDBOX_SPARES=0 turns them
-         * off: every sandbox is then cloned by the node itself. */
+         * millisecond) off the cold start. Two per unit, so that a cold start
+         * right after another finds one that has finished its setup, not the
+         * one made for it a moment ago. MXU_SANDBOX_SPARES=0 turns them off:
+         * every sandbox is then cloned by the node itself. */
         const char *env = getenv("MXU_SANDBOX_SPARES");
-        sb->spares = env ? (unsigned)atoi(env) : 1;
+        int n = env ? atoi(env) : 2;
+        sb->spares = (unsigned)MXU_MIN(MXU_MAX(n, 0), SBX_SPARES_MAX);
     } else {
         unavailable = unavailable_buf;
     }
@@ -996,8 +1017,7 @@ void mxu_sandbox_fini(mxu_exec *ex)
     while (sb->units) {
         sbx_unit *u = sb->units;
         sb->units = u->next;
-        if (u->spare.pid > 0)
-            sbx_spare_discard(sb, &u->spare);
+        unit_discard_spares(sb, u);
         free(u->label);
         free(u->bundle);
         free(u);

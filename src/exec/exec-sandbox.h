@@ -89,7 +89,7 @@ struct mxu_sandbox {
     pid_t zygote_pid;
     int zygote_fd; /* -1: none, sandboxes are cloned by the node directly */
     bool zygote_tried;
-    unsigned spares; /* per unit; 0 = none */
+    unsigned spares; /* per unit (at most SBX_SPARES_MAX); 0 = none */
     sbx_unit *units;
 };
 
@@ -129,6 +129,21 @@ int sbx_clone_flags(const mxu_sandbox *sb);
 
 /* ---- zygote and spares (exec-sandbox-zygote.c) ---- */
 
+/* Sanitizer runtimes cannot follow code into a child that shares their
+ * process's memory (see exec.c): in those builds spares are copies of the
+ * zygote instead. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define SBX_SPARE_FORK 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer) || __has_feature(thread_sanitizer) || \
+    __has_feature(memory_sanitizer)
+#define SBX_SPARE_FORK 1
+#endif
+#endif
+
+/* Spares kept per unit at most (MXU_SANDBOX_SPARES, default 2). */
+#define SBX_SPARES_MAX 4
+
 /* A sandbox set up to C6 and waiting for what to run. It is a child of the
  * node (CLONE_PARENT), in its own cgroup (cg_id). */
 typedef struct sbx_spare {
@@ -143,7 +158,10 @@ struct sbx_unit {
     char *bundle;
     uint64_t memory;
     int refs;
-    sbx_spare spare; /* pid 0 = none */
+    /* Ready spares, oldest first: the oldest has had the longest to finish
+     * its setup (a cgroup v1 join alone waits 10-20 ms). */
+    sbx_spare spare[SBX_SPARES_MAX];
+    unsigned nspare;
     sbx_unit *next;
 };
 
