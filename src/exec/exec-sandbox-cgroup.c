@@ -303,6 +303,14 @@ static int init_v2(sbx_cgroups *cg, const char *node_id, char *why, size_t whyle
         snprintf(why, whylen, "no cgroup v2 hierarchy");
         return -1;
     }
+    /* A process that is already in a node's leaf (below: it moved there
+     * before) belongs to the cgroup above it: leftovers are there, and so
+     * is where its parent goes, rather than nested in the leaf. */
+    char *base = strrchr(own, '/');
+    size_t bl = base ? strlen(base + 1) : 0;
+    if (base && base != own && bl > 9 && strncmp(base + 1, "mxu-", 4) == 0 &&
+        strcmp(base + 1 + bl - 5, "-node") == 0)
+        *base = '\0';
     if (!v2_has(own, "memory") || !v2_has(own, "pids")) {
         snprintf(why, whylen, "cgroup v2 at %s lacks the memory or pids controller", own);
         return -1;
@@ -509,8 +517,12 @@ int sbx_cg_peak(const sbx_cgroups *cg, uint64_t id, uint64_t *peak)
     _cleanup_free_ char *dir = inst_dir(cg, SBX_CG_MEMORY, id);
     if (dir == NULL)
         return -1;
-    return read_key(dir, cg->version == 2 ? "memory.peak" : "memory.max_usage_in_bytes", NULL,
-                    peak);
+    if (cg->version == 1)
+        return read_key(dir, "memory.max_usage_in_bytes", NULL, peak);
+    /* memory.peak is new in Linux 5.19; before it, what it uses now. */
+    return read_key(dir, "memory.peak", NULL, peak) == 0
+               ? 0
+               : read_key(dir, "memory.current", NULL, peak);
 }
 
 int sbx_cg_remove(const sbx_cgroups *cg, uint64_t id)
