@@ -1,7 +1,8 @@
 #!/bin/sh
 # The whole test suite, as `make check` and CI run it:
 #   1. source checks (banned calls, formatting)
-#   2. a -Werror build, its unit tests, end-to-end tests and the hostile suite
+#   2. a -Werror build, its unit tests, end-to-end tests, the hostile suite and
+#      the sandbox tests in a cgroup v2 guest (tests/vm/cgroup2.sh)
 #   3. the same suite again on an ASan + UBSan build (a leak or UB report fails)
 #   4. every fuzz target for a short while (FUZZ_SECONDS, default 15)
 # Every step prints PASS/FAIL lines; the last line is "N passed, N failed".
@@ -65,6 +66,12 @@ hostile() {
     MXU_BUILD="$ROOT/$1" python3 tests/hostile/run.py
 }
 
+# The sandbox's tests again in a guest whose only hierarchy is cgroup v2
+# (this machine has v1 controllers): tests/vm/cgroup2.sh.
+cgroup2() {
+    sh tests/vm/cgroup2.sh "$1"
+}
+
 rm -f "$LOG.lines"
 PREFIX=""
 step lint scripts/lint.sh
@@ -73,6 +80,7 @@ if [ -x build/mxu ]; then
     step unit unit_tests build
     step e2e e2e build
     step hostile hostile build
+    step cgroup2 cgroup2 build
 fi
 
 if [ -z "${QUICK:-}" ]; then

@@ -73,8 +73,15 @@ command -v cpio >/dev/null || fail "no cpio: run scripts/deps.sh"
 CACHE=${MXU_VM_CACHE:-/var/cache/mxu-vm}
 mkdir -p "$CACHE" 2>/dev/null && [ -w "$CACHE" ] || CACHE=$BUILD/vm-cache
 mkdir -p "$CACHE"
-pkg=$(apt-cache depends linux-image-cloud-amd64 2>/dev/null |
-    sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1)
+kernel_pkg() {
+    apt-cache depends linux-image-cloud-amd64 2>/dev/null |
+        sed -n 's/^ *Depends: \(linux-image-[0-9].*-cloud-amd64\)$/\1/p' | head -n1
+}
+pkg=$(kernel_pkg)
+if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ] && [ -z "$(find "$CACHE" -maxdepth 1 -name '*.vmlinuz')" ]; then
+    apt-get update -q >/dev/null 2>&1 || true # a fresh machine has no package index
+    pkg=$(kernel_pkg)
+fi
 if [ -z "$pkg" ]; then
     # No package index (offline): whatever kernel is cached.
     pkg=$(find "$CACHE" -maxdepth 1 -name 'linux-image-*-cloud-amd64_*.deb' | sort | tail -n1)
