@@ -326,8 +326,17 @@ static int init_v2(sbx_cgroups *cg, const char *node_id, char *why, size_t whyle
         if ((mkdir(leaf, 0755) < 0 && errno != EEXIST) ||
             write_str(leaf, "cgroup.procs", pid) < 0 ||
             write_str(own, "cgroup.subtree_control", enable) < 0) {
-            snprintf(why, whylen, "cgroup v2: cannot enable controllers below %s: %s", own,
-                     strerror(errno));
+            int saved = errno;
+            /* Others share the node's cgroup (a login session, the shell
+             * that started it): then it may have no children with
+             * controllers. Go back where we were. */
+            write_str(own, "cgroup.procs", pid);
+            rmdir(leaf);
+            snprintf(why, whylen, "cgroup v2: cannot enable controllers below %s: %s%s", own,
+                     strerror(saved),
+                     saved == EBUSY ? " (other processes share the node's cgroup: give it one "
+                                      "of its own, e.g. systemd's Delegate=yes)"
+                                    : "");
             return -1;
         }
     }

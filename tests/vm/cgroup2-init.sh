@@ -84,6 +84,22 @@ for c in test_cgroup_limits test_oom test_fork_bomb test_leftovers_swept; do
     rmdir "$svc"
 done
 
+# 3. The node in a cgroup it shares with other processes (a login shell's):
+# no controllers can be enabled there, so the sandbox must refuse, say why,
+# and leave the node where it was and nothing behind.
+svc=/sys/fs/cgroup/shared
+mkdir "$svc"
+out=$(env -u MXU_TEST_REQUIRE_SANDBOX sh -c \
+    'echo $$ >"$1/cgroup.procs" && "$2" test_prepare_outside_bundle' sh "$svc" "$TEST" 2>&1)
+left=$(cd "$svc" && find . -mindepth 1 -type d | tr '\n' ' ')
+if printf '%s\n' "$out" | grep "other processes share the node's cgroup" && [ -z "$left" ]; then
+    result PASS "shared cgroup: the sandbox refuses and says why; nothing left"
+else
+    printf '%s\n' "$out"
+    result FAIL "shared cgroup: no clear refusal, or left behind: ${left:-nothing}"
+fi
+rmdir "$svc"
+
 # Nothing of any node or test anywhere in the hierarchy once they are done.
 left=$(find /sys/fs/cgroup -mindepth 1 -type d | tr '\n' ' ')
 if [ -z "$left" ]; then
