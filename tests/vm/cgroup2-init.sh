@@ -95,7 +95,7 @@ left=$(cd "$svc" && find . -mindepth 1 -type d | tr '\n' ' ')
 if printf '%s\n' "$out" | grep "other processes share the node's cgroup" && [ -z "$left" ]; then
     result PASS "shared cgroup: the sandbox refuses and says why; nothing left"
 else
-    printf '%s\n' "$out"
+    printf '%s\n' "$out" | sed 's/^/  /' # its PASS line is not ours
     result FAIL "shared cgroup: no clear refusal, or left behind: ${left:-nothing}"
 fi
 rmdir "$svc"
