@@ -16,6 +16,7 @@ if [ "${1:-}" != stage2 ]; then
         case $e in /newroot | /proc | /sys | /dev) ;; *) cp -a "$e" /newroot/ ;; esac
     done
     mkdir -p /newroot/proc /newroot/sys /newroot/dev
+    # shellcheck disable=SC2093 # (it returns only if it failed)
     exec switch_root /newroot /init stage2
     echo "FAIL cgroup2/boot: switch_root failed"
     poweroff -f
@@ -26,6 +27,7 @@ mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
 chmod 1777 /tmp # on the root tmpfs: the build tree may live under /tmp
 echo 1 >/proc/sys/kernel/printk # keep OOM reports off the console
+# shellcheck disable=SC1091
 . /etc/mxu-vm.conf
 
 result() { # PASS|FAIL name [why]
@@ -69,6 +71,7 @@ for c in test_cgroup_limits test_oom test_fork_bomb test_leftovers_swept; do
     i=$((i + 1))
     svc=/sys/fs/cgroup/svc$i
     mkdir "$svc"
+    # shellcheck disable=SC2016 # ($$ is the inner shell's)
     run service/ "$c" sh -c 'echo $$ >"$1/cgroup.procs" && MXU_TEST_NOFORK=1 exec "$2" "$3"' \
         sh "$svc" "$TEST" "$c"
     # What is left: the node's leaf, nothing else (its instances' and its
@@ -89,6 +92,7 @@ done
 # and leave the node where it was and nothing behind.
 svc=/sys/fs/cgroup/shared
 mkdir "$svc"
+# shellcheck disable=SC2016
 out=$(env -u MXU_TEST_REQUIRE_SANDBOX sh -c \
     'echo $$ >"$1/cgroup.procs" && "$2" test_prepare_outside_bundle' sh "$svc" "$TEST" 2>&1)
 left=$(cd "$svc" && find . -mindepth 1 -type d | tr '\n' ' ')

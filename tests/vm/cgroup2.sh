@@ -15,7 +15,6 @@
 # (seconds, default 150).
 set -eu
 cd "$(dirname "$0")/../.."
-ROOT=$(pwd)
 BUILD=$(cd "${1:-build}" && pwd)
 TIMEOUT=${MXU_VM_TIMEOUT:-150}
 t0=$(date +%s)
@@ -58,8 +57,9 @@ if [ -z "$ACCEL" ]; then
 fi
 case $ACCEL in
 kvm)
-    [ -c /dev/kvm ] && [ -r /dev/kvm ] && [ -w /dev/kvm ] ||
+    if [ ! -c /dev/kvm ] || [ ! -r /dev/kvm ] || [ ! -w /dev/kvm ]; then
         fail "MXU_VM_ACCEL=kvm, but /dev/kvm is missing or not usable by $(id -un)"
+    fi
     accel="-enable-kvm -cpu host"
     ;;
 tcg) accel="-accel tcg -cpu max" ;;
