@@ -102,7 +102,8 @@ if [ ! -s "$kernel" ]; then
     dpkg-deb --fsys-tarfile "$deb" | tar -x -C "$x" --wildcards './boot/vmlinuz-*' ||
         fail "cannot extract the kernel from $deb"
     mv "$x"/boot/vmlinuz-* "$kernel.tmp" && mv "$kernel.tmp" "$kernel"
-    rm -rf "$x"
+    rm -rf "$x" "$deb" # the kernel is what is kept
+    find "$CACHE" -maxdepth 1 -name '*.vmlinuz' ! -name "$pkg.vmlinuz" -exec rm -f {} + # older ones
 fi
 
 # ---- the initramfs ------------------------------------------------------------------
