@@ -84,9 +84,9 @@ if [ -z "$pkg" ] && [ "$(id -u)" -eq 0 ] && [ -z "$(find "$CACHE" -maxdepth 1 -n
 fi
 if [ -z "$pkg" ]; then
     # No package index (offline): whatever kernel is cached.
-    pkg=$(find "$CACHE" -maxdepth 1 -name 'linux-image-*-cloud-amd64_*.deb' | sort | tail -n1)
+    pkg=$(find "$CACHE" -maxdepth 1 -name 'linux-image-*-cloud-amd64.vmlinuz' | sort | tail -n1)
     [ -n "$pkg" ] || fail "cannot find linux-image-cloud-amd64's kernel package (apt-get update?)"
-    pkg=$(basename "$pkg" | sed 's/_.*//')
+    pkg=$(basename "$pkg" .vmlinuz)
 fi
 kernel=$CACHE/$pkg.vmlinuz
 if [ ! -s "$kernel" ]; then
