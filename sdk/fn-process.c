@@ -1,7 +1,9 @@
 /*
  * fn-process — main() of every `runtime: c` instance under the process and
- * sandbox executors: the channel is a stream socket inherited from the node,
- * on the descriptor named by MXU_CHANNEL_FD (3 when unset).
+ * sandbox executors. The channel is inherited from the node: either two
+ * pipes, read from MXU_CHANNEL_FD (3 when unset) and written to
+ * MXU_CHANNEL_OUT_FD (the process executor), or one stream socket on
+ * MXU_CHANNEL_FD, both ways (MXU_CHANNEL_OUT_FD unset).
  *
  * Throughput is the point of this file. The node may pipeline several INVOKE
  * frames, so the loop is:
@@ -27,7 +29,7 @@
  * again, in order, minus the replies. The common case (only the reply came)
  * leaves `aside` empty and copies nothing.
  *
- * Writes never wait blindly: when the socket is full, the loop polls for
+ * Writes never wait blindly: when the channel is full, the loop polls for
  * both directions and keeps reading input meanwhile (into `aside` while a
  * frame is handled), so a host that writes without reading cannot deadlock
  * against us.
@@ -35,6 +37,7 @@
 #include "fn-internal.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -48,7 +51,8 @@
 #define FLUSH_AT   (256u << 10)
 
 typedef struct proc {
-    int fd;
+    int fd;  /* read from the node */
+    int wfd; /* written to the node: fd itself for a socket */
     int eof;
     uint8_t *in; /* [start, len) is unconsumed input; one byte past len is always writable */
     size_t start;
@@ -268,7 +272,11 @@ static int flush_out(proc *p, int may_read)
     mxu_fn_buf *out = mxu_fn_rt_out();
     size_t off = 0;
     while (off < out->len) {
-        ssize_t n = send(p->fd, out->data + off, out->len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+        ssize_t n;
+        if (p->wfd != p->fd) /* a pipe, made non-blocking at start */
+            n = write(p->wfd, out->data + off, out->len - off);
+        else
+            n = send(p->fd, out->data + off, out->len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
         if (n < 0 && errno == ENOTSOCK) /* not a socket (a test's pipe, say): plain write */
             n = write(p->fd, out->data + off, out->len - off);
         if (n > 0) {
@@ -278,15 +286,22 @@ static int flush_out(proc *p, int may_read)
         if (n < 0 && errno == EINTR)
             continue;
         if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) {
-            struct pollfd pfd = {.fd = p->fd, .events = POLLOUT};
-            if (may_read && !p->eof)
-                pfd.events |= POLLIN;
-            if (poll(&pfd, 1, -1) < 0 && errno != EINTR)
+            /* pfd[0] is the read side (only polled when it may be read),
+             * pfd[1] the write side; the same descriptor for a socket. */
+            struct pollfd pfd[2] = {{.fd = -1}, {.fd = p->wfd, .events = POLLOUT}};
+            if (may_read && !p->eof) {
+                pfd[0].fd = p->fd;
+                pfd[0].events = POLLIN;
+            }
+            if (poll(pfd, 2, -1) < 0 && errno != EINTR)
                 return -1;
-            if ((pfd.revents & POLLIN) && may_read && p->busy) {
+            /* A pipe whose writer closed reports POLLHUP, not POLLIN: the read
+             * then sees the EOF. */
+            short in_ev = pfd[0].revents & (POLLIN | POLLHUP | POLLERR) ? POLLIN : 0;
+            if ((in_ev & POLLIN) && may_read && p->busy) {
                 if (aside_read(p) < 0)
                     return -1;
-            } else if ((pfd.revents & POLLIN) && may_read) {
+            } else if ((in_ev & POLLIN) && may_read) {
                 mxu_frame_hdr h;
                 size_t need = pending_need(p, &h);
                 if (need == SIZE_MAX)
@@ -371,11 +386,13 @@ static const mxu_fn_transport process_transport = {
     .exit = runtime_exit,
 };
 
-static int channel_fd(void)
+/* The descriptor named by environment variable `var`; `dflt` when unset, -1
+ * when it is not a number. */
+static int channel_fd(const char *var, int dflt)
 {
-    const char *s = getenv("MXU_CHANNEL_FD");
+    const char *s = getenv(var);
     if (!s || !*s)
-        return 3;
+        return dflt;
     char *end;
     errno = 0;
     long v = strtol(s, &end, 10);
@@ -399,10 +416,20 @@ int main(void)
     signal(SIGPIPE, SIG_IGN);
     setvbuf(stdout, NULL, _IOLBF, 0);
 
-    proc p = {.fd = channel_fd()};
-    if (p.fd < 0) {
-        fprintf(stderr, "mxu: MXU_CHANNEL_FD is not a descriptor number\n");
+    proc p = {.fd = channel_fd("MXU_CHANNEL_FD", 3)};
+    p.wfd = channel_fd("MXU_CHANNEL_OUT_FD", p.fd);
+    if (p.fd < 0 || p.wfd < 0) {
+        fprintf(stderr, "mxu: MXU_CHANNEL_FD or MXU_CHANNEL_OUT_FD is not a descriptor number\n");
         return 2;
+    }
+    /* Our end of the outgoing pipe is ours alone: non-blocking, so that a
+     * full pipe never stops us reading (see flush_out). */
+    if (p.wfd != p.fd) {
+        int fl = fcntl(p.wfd, F_GETFL);
+        if (fl < 0 || fcntl(p.wfd, F_SETFL, fl | O_NONBLOCK) < 0) {
+            fprintf(stderr, "mxu: MXU_CHANNEL_OUT_FD %d: %s\n", p.wfd, strerror(errno));
+            return 2;
+        }
     }
     p.recv_ms = proc_now_ms(&p);
     mxu_fn_rt_start(&process_transport, &p);

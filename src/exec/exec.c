@@ -169,6 +169,8 @@ static void proc_on_close(uv_handle_t *h)
     mxu_proc *p = h->data;
     close_fd(&p->pidfd);
     close_fd(&p->fds.channel);
+    if (p->fds.channel_split)
+        close_fd(&p->fds.channel_w);
     close_fd(&p->fds.stdin_w);
     close_fd(&p->fds.stdout_r);
     close_fd(&p->fds.stderr_r);

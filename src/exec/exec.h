@@ -29,7 +29,7 @@ typedef struct mxu_exec_spec {
     uint64_t memory_bytes;   /* RLIMIT_DATA (heap + private mappings) */
     uint64_t cpu_limit_s;    /* RLIMIT_CPU in seconds; 0 = none */
     uint32_t max_open_files; /* RLIMIT_NOFILE; 0 = 1024 */
-    bool channel;            /* give fd 3: a socketpair to the host */
+    bool channel;            /* give the channel to the host: fd 3 (see mxu_proc_fds) */
     bool stdio;              /* give stdin/stdout as pipes to the host */
 } mxu_exec_spec;
 
@@ -37,7 +37,14 @@ typedef struct mxu_exec_spec {
  * non-blocking and close-on-exec, owned by the mxu_proc (closed when it is
  * freed) unless taken with the steal calls below. */
 typedef struct mxu_proc_fds {
-    int channel; /* socketpair end, if spec.channel */
+    /* If spec.channel: the host reads the instance's frames from `channel`.
+     * Executors give either one stream socket, on the instance's fd 3, or
+     * (channel_split) two pipes: the instance reads fd 3 and writes fd 4,
+     * named by MXU_CHANNEL_OUT_FD in its environment, and the host writes to
+     * `channel_w`, which is meaningful only when channel_split is set. */
+    int channel;
+    int channel_w;
+    bool channel_split;
     int stdin_w; /* write end of the process' stdin, if spec.stdio */
     int stdout_r;
     int stderr_r; /* always: the process' stderr */

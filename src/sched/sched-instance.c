@@ -379,6 +379,14 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
     mxu_instance *inst = ud;
     if (inst->state == INST_DEAD || inst->condemned)
         return;
+    /* Whatever the instance wrote to stderr before this batch belongs to the
+     * invocation at the head: read it before a frame that ends or logs to
+     * that invocation (not before RES_OPs, the common frame of a busy
+     * function: that read would be one more syscall per resource call). */
+    if (inst->stderr_unread && h->type != MXU_FRAME_RES_OP) {
+        inst->stderr_unread = false;
+        drain_stderr(inst);
+    }
     switch (h->type) {
     case MXU_FRAME_RESULT:
         handle_result(inst, h, payload);
@@ -434,12 +442,14 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
 
 /* Before the frames of one read are handled: whatever the instance wrote to
  * stderr before sending them is in the pipe by now, and belongs to the
- * invocation at the head, the one that was running. One read per batch, not
- * one per RESULT: with pipelined invocations a batch holds many. */
+ * invocation at the head, the one that was running. It is read once per
+ * batch, not once per RESULT (with pipelined invocations a batch holds many),
+ * and only when a frame of the batch needs it (see on_frame). */
 static void on_batch(mxu_channel *ch, void *ud)
 {
     MXU_UNUSED(ch);
-    drain_stderr(ud);
+    mxu_instance *inst = ud;
+    inst->stderr_unread = true; /* read by on_frame, when a frame needs it */
 }
 
 static void on_channel_end(mxu_channel *ch, int code, const char *why, void *ud)
@@ -806,9 +816,12 @@ int mxu_instance_start(mxu_pool *pool, mxu_invocation *exec_inv, mxu_instance **
     } else {
         static const mxu_channel_cbs cbs = {on_frame, on_channel_end, on_batch};
         int fd = mxu_proc_steal_fd(inst->proc, &fds->channel);
-        if (mxu_channel_open(s->loop, fd, s->cfg.max_response_bytes + (1u << 20), &cbs, inst,
+        int wfd = fds->channel_split ? mxu_proc_steal_fd(inst->proc, &fds->channel_w) : -1;
+        if (mxu_channel_open(s->loop, fd, wfd, s->cfg.max_response_bytes + (1u << 20), &cbs, inst,
                              &inst->chan, err) < 0) {
             close(fd);
+            if (wfd >= 0)
+                close(wfd);
             mxu_instance_kill(inst, "no channel");
         } else {
             uv_timer_start(&inst->timer, on_start_timeout, s->cfg.start_timeout_ms, 0);

@@ -107,6 +107,7 @@ struct mxu_instance {
     int stderr_fd;
     uv_poll_t stderr_poll;
     bool stderr_polling;
+    bool stderr_unread; /* a channel batch came since stderr was last read (on_batch) */
     /* runtime exec: one invocation, stdio pipes */
     mxu_invocation *exec_inv;
     int stdin_fd, stdout_fd;

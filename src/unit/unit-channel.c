@@ -1,13 +1,14 @@
 /*
- * The host side of the channel: frames over the socket the executor gave an
- * instance. Reading keeps one input buffer per channel and hands out every
- * complete frame in place (no copy); writing gathers frames in an output
- * buffer and flushes it from a uv_idle handle, i.e. once per loop iteration,
- * before the loop next waits for I/O: when thirty requests arrive in one turn
- * for the same instance, they cost one write() and one wake-up of the
- * instance, which is most of the cost of a warm invocation. (An idle handle,
- * not a check handle: an active idle handle also keeps the loop from
- * blocking in poll with output still queued, whichever phase queued it.)
+ * The host side of the channel: frames over what the executor gave an
+ * instance, either one stream socket or a pair of pipes (one each way; the
+ * process executor's choice: a pipe round trip costs about half of a unix
+ * socket's in the kernel, see docs/protocol.md). Reading keeps one input buffer per channel and
+ * hands out every complete frame in place (no copy); writing gathers frames in an output buffer and
+ * flushes it from a uv_idle handle, i.e. once per loop iteration, before the loop next waits for
+ * I/O: when thirty requests arrive in one turn for the same instance, they cost one write() and one
+ * wake-up of the instance, which is most of the cost of a warm invocation. (An idle handle, not a
+ * check handle: an active idle handle also keeps the loop from blocking in poll with output still
+ * queued, whichever phase queued it.)
  *
  * The instance is not trusted: a header that fails validation, or a frame
  * larger than the channel's maximum, ends the channel with EPROTO.
@@ -19,13 +20,16 @@
 
 struct mxu_channel {
     uv_loop_t *loop;
-    int fd;
+    int fd;  /* read from the instance */
+    int wfd; /* write to the instance: fd itself for a socket */
     size_t max_payload;
     mxu_channel_cbs cbs;
     void *ud;
-    uv_poll_t poll;
+    uv_poll_t poll;  /* on fd: readable, and writable when wfd == fd */
+    uv_poll_t wpoll; /* on wfd when it is a separate pipe: writable */
     uv_idle_t flush;
     int poll_events;
+    int wpoll_events;
     mxu_buf in;
     size_t in_off; /* parsed up to here */
     mxu_buf out;
@@ -38,13 +42,14 @@ struct mxu_channel {
 };
 
 static void channel_end(mxu_channel *ch, int code, const char *why);
+static void on_handle_closed(uv_handle_t *h);
 
 static void channel_update_poll(mxu_channel *ch);
 
 static void channel_try_write(mxu_channel *ch)
 {
     while (ch->out_off < ch->out.len) {
-        ssize_t n = write(ch->fd, ch->out.data + ch->out_off, ch->out.len - ch->out_off);
+        ssize_t n = write(ch->wfd, ch->out.data + ch->out_off, ch->out.len - ch->out_off);
         if (n < 0) {
             if (errno == EINTR)
                 continue;
@@ -162,14 +167,33 @@ static void on_poll(uv_poll_t *h, int status, int events)
         channel_read(ch);
 }
 
+static void on_wpoll(uv_poll_t *h, int status, int events)
+{
+    mxu_channel *ch = h->data;
+    if (status < 0) {
+        channel_end(ch, EIO, uv_strerror(status));
+        return;
+    }
+    if (events & UV_WRITABLE)
+        channel_try_write(ch);
+}
+
 static void channel_update_poll(mxu_channel *ch)
 {
     if (ch->ended || ch->closing)
         return;
-    int ev = UV_READABLE | (ch->out_off < ch->out.len ? UV_WRITABLE : 0);
+    int wev = ch->out_off < ch->out.len ? UV_WRITABLE : 0;
+    int ev = UV_READABLE | (ch->wfd == ch->fd ? wev : 0);
     if (ev != ch->poll_events) {
         ch->poll_events = ev;
         uv_poll_start(&ch->poll, ev, on_poll);
+    }
+    if (ch->wfd != ch->fd && wev != ch->wpoll_events) {
+        ch->wpoll_events = wev;
+        if (wev)
+            uv_poll_start(&ch->wpoll, wev, on_wpoll);
+        else
+            uv_poll_stop(&ch->wpoll);
     }
 }
 
@@ -179,17 +203,20 @@ static void channel_end(mxu_channel *ch, int code, const char *why)
         return;
     ch->ended = true;
     uv_poll_stop(&ch->poll);
+    if (ch->wfd != ch->fd)
+        uv_poll_stop(&ch->wpoll);
     ch->in_callback++;
     ch->cbs.on_end(ch, code, why, ch->ud);
     ch->in_callback--;
 }
 
-int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_channel_cbs *cbs,
-                     void *ud, mxu_channel **out, mxu_err *err)
+int mxu_channel_open(uv_loop_t *loop, int fd, int wfd, size_t max_payload,
+                     const mxu_channel_cbs *cbs, void *ud, mxu_channel **out, mxu_err *err)
 {
     mxu_channel *ch = mxu_calloc(1, sizeof(*ch));
     ch->loop = loop;
     ch->fd = fd;
+    ch->wfd = wfd >= 0 ? wfd : fd;
     ch->max_payload = max_payload;
     ch->cbs = *cbs;
     ch->ud = ud;
@@ -199,6 +226,17 @@ int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_chan
         return mxu_err_set(err, EIO, "cannot watch channel: %s", uv_strerror(rc));
     }
     ch->poll.data = ch;
+    if (ch->wfd != fd) {
+        rc = uv_poll_init(loop, &ch->wpoll, ch->wfd);
+        if (rc < 0) {
+            /* The read poll exists: it must be closed before ch can go. */
+            ch->closing = true;
+            ch->pending_closes = 1;
+            uv_close((uv_handle_t *)&ch->poll, on_handle_closed);
+            return mxu_err_set(err, EIO, "cannot watch channel: %s", uv_strerror(rc));
+        }
+        ch->wpoll.data = ch;
+    }
     uv_idle_init(loop, &ch->flush);
     ch->flush.data = ch;
     channel_update_poll(ch);
@@ -241,10 +279,14 @@ void mxu_channel_close(mxu_channel *ch)
     if (ch == NULL || ch->closing)
         return;
     ch->closing = true;
-    ch->pending_closes = 2;
-    /* uv_close stops the poll at once; only then may the fd be closed. */
+    ch->pending_closes = ch->wfd != ch->fd ? 3 : 2;
+    /* uv_close stops the polls at once; only then may the fds be closed. */
     uv_close((uv_handle_t *)&ch->poll, on_handle_closed);
     uv_close((uv_handle_t *)&ch->flush, on_handle_closed);
+    if (ch->wfd != ch->fd) {
+        uv_close((uv_handle_t *)&ch->wpoll, on_handle_closed);
+        close(ch->wfd);
+    }
     close(ch->fd);
-    ch->fd = -1;
+    ch->fd = ch->wfd = -1;
 }

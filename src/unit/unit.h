@@ -88,10 +88,11 @@ typedef struct mxu_channel_cbs {
     void (*on_batch)(mxu_channel *ch, void *ud);
 } mxu_channel_cbs;
 
-/* Take over `fd` (a non-blocking stream socket). Frames larger than
+/* Take over `fd`, read from, and `wfd`, written to (both non-blocking): a
+ * pipe each way, or one stream socket with wfd -1. Frames larger than
  * `max_payload` are a protocol error. */
-int mxu_channel_open(uv_loop_t *loop, int fd, size_t max_payload, const mxu_channel_cbs *cbs,
-                     void *ud, mxu_channel **out, mxu_err *err);
+int mxu_channel_open(uv_loop_t *loop, int fd, int wfd, size_t max_payload,
+                     const mxu_channel_cbs *cbs, void *ud, mxu_channel **out, mxu_err *err);
 
 /* Append a frame to the output. Writes are gathered and flushed once per loop
  * iteration (before the loop waits for I/O again), so frames queued for one instance

@@ -34,6 +34,7 @@
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 extern char **environ;
@@ -85,10 +86,15 @@ static void report(void)
         target[n] = '\0';
         printf("fd0 %s\n", target);
     }
-    int type = 0;
-    socklen_t tlen = sizeof(type);
-    if (getsockopt(3, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0)
-        printf("fd3 socket %s\n", type == SOCK_STREAM ? "stream" : "other");
+    for (int fd = 3; fd <= 4; fd++) {
+        int type = 0;
+        socklen_t tlen = sizeof(type);
+        struct stat st;
+        if (getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &tlen) == 0)
+            printf("fd%d socket %s\n", fd, type == SOCK_STREAM ? "stream" : "other");
+        else if (fstat(fd, &st) == 0 && S_ISFIFO(st.st_mode))
+            printf("fd%d pipe %s\n", fd, (fcntl(fd, F_GETFL) & O_ACCMODE) == O_RDONLY ? "r" : "w");
+    }
 
     print_limit("data", RLIMIT_DATA);
     print_limit("nofile", RLIMIT_NOFILE);
@@ -136,10 +142,14 @@ static void report(void)
     printf("end\n");
     fflush(stdout);
 
-    if (fcntl(3, F_GETFD) >= 0) {
+    /* The channel's way to the host: fd 3 for a socket, MXU_CHANNEL_OUT_FD
+     * for a pipe pair. */
+    const char *out = getenv("MXU_CHANNEL_OUT_FD");
+    int ch = out && *out ? atoi(out) : 3;
+    if (fcntl(ch, F_GETFD) >= 0) {
         static const char ok[] = "channel-ok";
-        if (write(3, ok, sizeof(ok) - 1) < 0)
-            perror("write to fd 3");
+        if (write(ch, ok, sizeof(ok) - 1) < 0)
+            perror("write to the channel");
     }
 }
 

@@ -404,8 +404,9 @@ static void test_fds_stdio(void)
     xt_finish(&t);
 }
 
-/* A warm instance: stdin is /dev/null, stdout joins stderr (the log), and
- * fd 3 is a stream socket to the host. Nothing else is open. */
+/* A warm instance: stdin is /dev/null, stdout joins stderr (the log), fd 3
+ * is a pipe from the host and fd 4 a pipe to it, named in the environment.
+ * Nothing else is open. */
 static void test_fds_channel(void)
 {
     xt t;
@@ -424,13 +425,22 @@ static void test_fds_channel(void)
     CHECK_EQ_INT(fds->stdin_w, -1);
     CHECK_EQ_INT(fds->stdout_r, -1);
     CHECK(fds->channel >= 0);
-    CHECK(fcntl(fds->channel, F_GETFL) & O_NONBLOCK);
-    CHECK(fcntl(fds->channel, F_GETFD) & FD_CLOEXEC);
+    CHECK(fds->channel_split);
+    CHECK(fds->channel_w >= 0 && fds->channel_w != fds->channel);
+    int host_fds[] = {fds->channel, fds->channel_w};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(host_fds); i++) {
+        CHECK(fcntl(host_fds[i], F_GETFL) & O_NONBLOCK);
+        CHECK(fcntl(host_fds[i], F_GETFD) & FD_CLOEXEC);
+    }
     char all[128], v[128];
     report_all(&r, "fd ", all, sizeof(all));
-    CHECK_STR(all, "0;1;2;3");
+    CHECK_STR(all, "0;1;2;3;4");
     CHECK_STR(report_get(&r, "fd0", v, sizeof(v)), "/dev/null");
-    CHECK_STR(report_get(&r, "fd3", v, sizeof(v)), "socket stream");
+    CHECK_STR(report_get(&r, "fd3", v, sizeof(v)), "pipe r");
+    CHECK_STR(report_get(&r, "fd4", v, sizeof(v)), "pipe w");
+    char envs[4096];
+    report_all(&r, "env ", envs, sizeof(envs));
+    CHECK(strstr(envs, "MXU_CHANNEL_OUT_FD=4") != NULL);
     CHECK_STR(report_get(&r, "stdin", v, sizeof(v)), "");
     char got[32] = "";
     CHECK_EQ_INT(read(fds->channel, got, sizeof(got) - 1), 10);

@@ -30,7 +30,10 @@
 #include <string.h>
 #include <unistd.h>
 
+/* The channel: read from fd 3, written to MXU_CHANNEL_OUT_FD (fd 3 too when
+ * the executor gives a socket). */
 #define CH 3
+static int ch_out = CH;
 
 static void record_start(void)
 {
@@ -79,9 +82,9 @@ static void send_frame(uint8_t type, uint64_t id, const void *payload, uint32_t 
     mxu_frame_hdr h = {.len = len, .type = type, .id = id};
     uint8_t hb[MXU_FRAME_HEADER_SIZE];
     mxu_frame_hdr_encode(&h, hb);
-    write_all(CH, hb, sizeof(hb));
+    write_all(ch_out, hb, sizeof(hb));
     if (len)
-        write_all(CH, payload, len);
+        write_all(ch_out, payload, len);
 }
 
 /* Read one frame; the payload is malloc'ed (caller frees). -1 at EOF. */
@@ -134,10 +137,10 @@ static void answer(uint64_t id, const mxu_slice *q)
             .len = what[0] == 'h' ? 0xFFFFFFFFu : 70u << 20, .type = MXU_FRAME_RESULT, .id = id};
         uint8_t hb[MXU_FRAME_HEADER_SIZE];
         mxu_frame_hdr_encode(&h, hb);
-        write_all(CH, hb, sizeof(hb));
+        write_all(ch_out, hb, sizeof(hb));
         char junk[256];
         memset(junk, 'j', sizeof(junk));
-        write_all(CH, junk, sizeof(junk)); /* and then some bytes of "payload" */
+        write_all(ch_out, junk, sizeof(junk)); /* and then some bytes of "payload" */
     } else if (strcmp(what, "badtype") == 0) {
         send_frame(MXU_FRAME_INVOKE, id, "", 0);
     } else {
@@ -153,6 +156,9 @@ static void answer(uint64_t id, const mxu_slice *q)
 int main(void)
 {
     record_start();
+    const char *out = getenv("MXU_CHANNEL_OUT_FD");
+    if (out && *out)
+        ch_out = atoi(out);
     const char *mode = getenv("MODE");
     if (mode == NULL)
         mode = "hostile";
@@ -164,7 +170,7 @@ int main(void)
     if (strcmp(mode, "garbage") == 0) {
         fprintf(stderr, "sched-test-raw: about to misbehave\n");
         static const char text[] = "this is not a frame header, it is just text\n";
-        write_all(CH, text, sizeof(text) - 1);
+        write_all(ch_out, text, sizeof(text) - 1);
         wait_for_eof();
     }
     if (strcmp(mode, "silent") == 0)
