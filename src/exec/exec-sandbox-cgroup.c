@@ -316,7 +316,11 @@ static int init_v2(sbx_cgroups *cg, const char *node_id, char *why, size_t whyle
         return -1;
     }
     _cleanup_free_ char *name = mxu_asprintf("mxu-%s", node_id);
-    sweep(own, name, 0);
+    /* Leftovers may sit anywhere a predecessor ran (another service, or
+     * before it was moved): look from the root, as on v1. */
+    _cleanup_free_ char *mnt = NULL, *mroot = NULL;
+    if (find_mount(NULL, &mnt, &mroot) == 0)
+        sweep(mnt, name, 6);
     cg->cpu_ok = v2_has(own, "cpu");
     const char *enable = cg->cpu_ok ? "+memory +pids +cpu" : "+memory +pids";
     if (write_str(own, "cgroup.subtree_control", enable) < 0 && errno == EBUSY) {

@@ -104,6 +104,81 @@ else
 fi
 rmdir "$svc"
 
+# 4. A real node (mxu serve --executor sandbox) in the root cgroup.
+check() { # name command...: PASS if it succeeds
+    name=$1
+    shift
+    if "$@"; then result PASS "node: $name"; else result FAIL "node: $name"; fi
+}
+gone() { # wait up to 10 s for none of the paths to exist
+    for _ in $(seq 100); do
+        ls -d "$@" >/dev/null 2>&1 || return 0
+        sleep 0.1
+    done
+    return 1
+}
+serve() {
+    "$MXU" serve --data /var/mxu --listen 127.0.0.1:8080 --executor sandbox \
+        --deploy /srv/echo --deploy /srv/hog >>/tmp/mxu.log 2>&1 &
+    pid=$!
+    for _ in $(seq 100); do
+        "$MXU" health >/dev/null 2>&1 && return 0
+        sleep 0.1
+    done
+    return 1
+}
+ip link set lo up
+id=0123456789abcdef # the node id, from its data directory
+mkdir -p /var/mxu /srv/echo /srv/hog
+echo $id >/var/mxu/node-id
+printf 'name: echo\nruntime: exec\ncommand: ./run.sh\nmemory: 32Mi\ntimeout: 10s\n' >/srv/echo/mxu.yaml
+printf '#!/bin/sh\nexec cat\n' >/srv/echo/run.sh
+printf 'name: hog\nruntime: exec\ncommand: ./run.sh\nmemory: 32Mi\ntimeout: 10s\n' >/srv/hog/mxu.yaml
+printf '#!/bin/sh\nexec dd if=/dev/zero of=/dev/null bs=64M count=1\n' >/srv/hog/run.sh
+chmod 0755 /srv/echo/run.sh /srv/hog/run.sh
+# What a node with this id left elsewhere in the hierarchy (it ran in
+# another cgroup, then was killed): a cgroup with a process still inside.
+old=/sys/fs/cgroup/elsewhere/mxu-$id
+mkdir -p $old/i1
+sleep 600 &
+stray=$!
+echo $stray >$old/i1/cgroup.procs
+if serve; then
+    result PASS "node: mxu serve --executor sandbox is up"
+    check "a predecessor's cgroups elsewhere in the hierarchy are removed at start, their tasks killed" \
+        gone $old /proc/$stray/cmdline
+    check "a sandboxed function answers" test "$("$MXU" invoke echo -d hello)" = hello
+    inst=$(find /sys/fs/cgroup/mxu-$id -mindepth 1 -maxdepth 1 -type d -name 'i[0-9]*' | head -n1)
+    check "its instance is in a cgroup of its own (${inst#/sys/fs/cgroup}) with memory.max 32 MiB" \
+        test -n "$inst" -a "$(cat "$inst/memory.max" 2>/dev/null)" = 33554432
+    why=$("$MXU" invoke hog 2>&1)
+    echo "  hog: $why"
+    # shellcheck disable=SC2016
+    check "a memory bomb is an OOM kill, told to the caller" \
+        sh -c 'printf "%s" "$1" | grep -q "hog@1 killed: out of memory (limit 32 MiB)"' sh "$why"
+    # A node killed with -9 while an instance is warm: the instance dies with
+    # it; the next node on the same data directory removes its cgroups.
+    "$MXU" invoke echo -d again >/dev/null 2>&1
+    insts=$(find /sys/fs/cgroup/mxu-$id -mindepth 1 -maxdepth 1 -type d -name 'i[0-9]*' | tr '\n' ' ')
+    kill -9 $pid
+    wait $pid 2>/dev/null
+    serve
+    # shellcheck disable=SC2086 # (a list of paths)
+    check "after kill -9, the next node removes the instance cgroups it left (${insts:-none})" \
+        sh -c '[ -n "$*" ] && ! ls -d "$@" >/dev/null 2>&1' sh $insts
+    "$MXU" invoke echo -d x >/dev/null 2>&1
+    kill $pid
+    wait $pid 2>/dev/null
+    check "a node that stops leaves no cgroup behind" gone /sys/fs/cgroup/mxu-$id
+else
+    sed 's/^/  /' /tmp/mxu.log
+    result FAIL "node: mxu serve --executor sandbox did not come up"
+    kill $pid 2>/dev/null
+fi
+kill $stray 2>/dev/null
+rmdir $old/i1 $old /sys/fs/cgroup/elsewhere 2>/dev/null
+[ -n "$(cat /sys/fs/cgroup/elsewhere/cgroup.procs 2>/dev/null)" ] || rmdir /sys/fs/cgroup/elsewhere 2>/dev/null
+
 # Nothing of any node or test anywhere in the hierarchy once they are done.
 left=$(find /sys/fs/cgroup -mindepth 1 -type d | tr '\n' ' ')
 if [ -z "$left" ]; then

@@ -27,7 +27,8 @@ fail() {
 # ---- the guest's programs -----------------------------------------------------------
 TEST=$BUILD/tests/unit/test-sandbox
 PROBE=$BUILD/tests/unit/exec/sandbox-probe
-for f in "$TEST" "$PROBE"; do
+MXU=$BUILD/mxu
+for f in "$TEST" "$PROBE" "$MXU"; do
     [ -x "$f" ] || fail "$f is missing: build first (ninja -C $BUILD)"
 done
 # test-sandbox copies the probe from the absolute path it was built with.
@@ -128,14 +129,15 @@ copy() { # host path -> the same path in the guest, through the guest's links
 }
 copy "$TEST"
 copy "$PROBE"
-for f in "$TEST" "$PROBE" "$BUSYBOX"; do # (busybox-static needs none)
+copy "$MXU"
+for f in "$TEST" "$PROBE" "$MXU" "$BUSYBOX"; do # (busybox-static needs none)
     for lib in $(ldd "$f" 2>/dev/null | sed -n 's/.*=> \(\/[^ ]*\) .*/\1/p; s/^[[:space:]]*\(\/[^ ]*\) .*/\1/p'); do
         [ -e "$stage$lib" ] || copy "$lib"
     done
 done
 cp tests/vm/cgroup2-init.sh "$stage/init"
 chmod 0755 "$stage/init"
-printf 'TEST=%s\n' "$TEST" >"$stage/etc/mxu-vm.conf"
+printf 'TEST=%s\nMXU=%s\n' "$TEST" "$MXU" >"$stage/etc/mxu-vm.conf"
 printf 'root:x:0:0:root:/:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n' >"$stage/etc/passwd"
 printf 'root:x:0:\nnogroup:x:65534:\n' >"$stage/etc/group"
 (cd "$stage" && find . | cpio -o -H newc --quiet | gzip -1) >"$work/initrd.gz"
