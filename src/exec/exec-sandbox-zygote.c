@@ -3,11 +3,11 @@
  *
  * Most of a sandbox's setup does not depend on what will run in it: its
  * namespaces, its cgroup (joining a cgroup v1 costs an RCU grace period, 10 to
- * 20 ms), its root. So for every unit the node keeps one *spare*: a sandbox
+ * 20 ms), its root. So for every unit the node keeps *spares* (two by default): a sandbox
  * that has done steps C1..C6 of the sequence in exec-sandbox.c and waits on a
  * socket for what to run. A cold start hands it the descriptors, argv and
  * environment; it does C7..C11 (limits, descriptors, privileges, seccomp,
- * execve) and the node refills the unit's spare for next time. Nothing is
+ * execve) and the node refills the unit's spares for next time. Nothing is
  * shared: a spare serves exactly one instance, with its own fresh cgroup,
  * namespaces and tmpfs; it has never run function code before it is used.
  *
