@@ -49,6 +49,16 @@ void mxu_child_default_signals(void);
 pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags);
 extern const mxu_executor_ops mxu_exec_sandbox_ops;
 
+/* The channel as two pipes (see mxu_proc_fds). On success host[0] reads the
+ * instance's frames and host[1] writes to it; child[0] is to become the
+ * instance's fd 3 (it reads) and child[1] its fd 4 (it writes). All four are
+ * close-on-exec; the caller closes what it does not hand over. */
+int mxu_exec_channel_pipes(int host[2], int child[2], const char *label, mxu_err *err);
+
+/* `envp` plus MXU_CHANNEL_OUT_FD=4, for an instance given channel pipes. The
+ * strings are borrowed; free() the array. */
+const char **mxu_exec_channel_env(const char *const *envp);
+
 /* Called by executors after a successful start: watch the pid. */
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
 

@@ -13,12 +13,6 @@
  *     fd 3, a pipe to it on fd 4); every other descriptor of the node is
  *     closed before exec.
  *
- * Why pipes and not a socketpair for the channel: every descriptor
- * operation and svc hop is a round trip through the node, and on this
- * kernel a pipe round trip between two processes costs 4.8 us where a unix
- * stream socket's costs 8.6-9.3 us (sk_buff allocation, socket locks and
- * wake-ups); see docs/protocol.md.
- *
  * The child is set up between clone() and execve() with async-signal-safe
  * calls only, in one linear sequence; if a step fails, the errno travels back
  * on a close-on-exec pipe so spawn() fails with a real message and no exit
@@ -41,8 +35,6 @@
 #include <sys/wait.h>
 
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
-
-#define CHANNEL_PIPE_BYTES (256u << 10)
 
 /* What the child reports when a setup step fails. */
 struct child_failure {
@@ -179,36 +171,19 @@ static int process_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err
 static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb,
                          void *ud, mxu_proc **out, mxu_err *err)
 {
-    /* Pairs: [0] stays with the host, [1] goes to the child. */
-    int chan[2] = {-1, -1}, chan_w[2] = {-1, -1}, in[2] = {-1, -1}, outp[2] = {-1, -1};
+    /* Pairs: [0] stays with the host, [1] goes to the child. The channel's
+     * are two pairs: the host reads ch_host[0] and writes ch_host[1]; the
+     * child reads ch_child[0] (its fd 3) and writes ch_child[1] (fd 4). */
+    int ch_host[2] = {-1, -1}, ch_child[2] = {-1, -1}, in[2] = {-1, -1}, outp[2] = {-1, -1};
     int errp[2] = {-1, -1}, report[2] = {-1, -1};
     int rc = -1;
     mxu_proc *p = NULL;
     _cleanup_free_ const char **envp = NULL;
 
-    /* The channel: chan carries the instance's frames to the host, chan_w
-     * the host's to the instance. */
     if (spec->channel) {
-        if (pipe2(chan, O_CLOEXEC) < 0 || pipe2(chan_w, O_CLOEXEC) < 0) {
-            mxu_err_sys(err, errno, "%s: pipe", spec->label);
+        if (mxu_exec_channel_pipes(ch_host, ch_child, spec->label, err) < 0)
             goto out;
-        }
-        /* pipe2 gives [0] = read end: the host reads chan and writes chan_w. */
-        int t = chan_w[0];
-        chan_w[0] = chan_w[1];
-        chan_w[1] = t;
-        /* Room for a blob chunk frame's worth in flight each way (the
-         * default is 64 KiB); best effort: over the per-user pipe quota the
-         * kernel refuses, and the default still works. */
-        fcntl(chan[0], F_SETPIPE_SZ, CHANNEL_PIPE_BYTES);
-        fcntl(chan_w[0], F_SETPIPE_SZ, CHANNEL_PIPE_BYTES);
-        size_t n = 0;
-        while (spec->envp && spec->envp[n])
-            n++;
-        envp = mxu_calloc(n + 2, sizeof(*envp));
-        for (size_t i = 0; i < n; i++)
-            envp[i] = spec->envp[i];
-        envp[n] = "MXU_CHANNEL_OUT_FD=4";
+        envp = mxu_exec_channel_env(spec->envp);
     }
     if (spec->stdio) {
         if (pipe2(in, O_CLOEXEC) < 0 || pipe2(outp, O_CLOEXEC) < 0) {
@@ -229,7 +204,7 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
         .spec = spec,
         .parent = getpid(),
         /* A warm instance's stdout is not its response: send it to the log. */
-        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], chan_w[1], chan[1]},
+        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], ch_child[0], ch_child[1]},
         .report_fd = report[1],
         .envp = envp ? envp : spec->envp,
     };
@@ -271,8 +246,8 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     p->pidfd = -1;
     p->exit_cb = exit_cb;
     p->ud = ud;
-    p->fds.channel = mxu_steal_fd(&chan[0]);
-    p->fds.channel_w = mxu_steal_fd(&chan_w[0]);
+    p->fds.channel = mxu_steal_fd(&ch_host[0]);
+    p->fds.channel_w = mxu_steal_fd(&ch_host[1]);
     p->fds.channel_split = true;
     p->fds.stdin_w = mxu_steal_fd(&in[0]);
     p->fds.stdout_r = mxu_steal_fd(&outp[0]);
@@ -308,8 +283,8 @@ out_kill:
     }
 out:
     for (int i = 0; i < 2; i++) {
-        mxu_closep(&chan[i]);
-        mxu_closep(&chan_w[i]);
+        mxu_closep(&ch_host[i]);
+        mxu_closep(&ch_child[i]);
         mxu_closep(&in[i]);
         mxu_closep(&outp[i]);
         mxu_closep(&errp[i]);

@@ -65,7 +65,7 @@ struct zyg_rep {
 
 struct go_hdr {
     uint32_t magic;
-    uint32_t fdmask; /* bit i set: fd i (0..3) is among the passed descriptors, in order */
+    uint32_t fdmask; /* bit i set: fd i (0..4) is among the passed descriptors, in order */
     uint32_t argc, envc;
     uint32_t blob_len; /* argv then envp strings, each NUL-terminated */
     uint32_t set_cpu;
@@ -210,9 +210,9 @@ static void __attribute__((noreturn)) spare_main(spare_mem *m)
 
     /* Wait for the node: what to run, or EOF (the unit went away). */
     struct go_hdr h;
-    int got[4];
+    int got[SBX_FDS];
     size_t ngot = 0;
-    ssize_t n = recv_fds(pl.report_fd, &h, sizeof(h), got, 4, &ngot);
+    ssize_t n = recv_fds(pl.report_fd, &h, sizeof(h), got, SBX_FDS, &ngot);
     if (n <= 0 || h.magic != GO_MAGIC || h.blob_len > GO_BLOB_MAX || h.argc == 0 ||
         h.argc > GO_ARGS_MAX || h.envc > GO_ARGS_MAX)
         _exit(n == 0 ? 0 : 127);
@@ -240,7 +240,7 @@ static void __attribute__((noreturn)) spare_main(spare_mem *m)
     pl.cpu = h.cpu;
     pl.set_cpu = h.set_cpu != 0;
     size_t k = 0;
-    for (int i = 0; i < 4; i++)
+    for (int i = 0; i < SBX_FDS; i++)
         pl.src[i] = (h.fdmask & (1u << i)) && k < ngot ? got[k++] : -1;
     sbx_child_finish(&pl);
 }
@@ -562,9 +562,9 @@ int sbx_spare_go(mxu_sandbox *sb, sbx_spare *sp, const sbx_plan *pl, mxu_err *er
         mxu_buf_append(&blob, *a, strlen(*a) + 1);
     for (const char *const *e = pl->envp; e && *e; e++, h.envc++)
         mxu_buf_append(&blob, *e, strlen(*e) + 1);
-    int fds[4];
+    int fds[SBX_FDS];
     size_t nfds = 0;
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < SBX_FDS; i++) {
         if (pl->src[i] >= 0) {
             h.fdmask |= 1u << i;
             fds[nfds++] = pl->src[i];

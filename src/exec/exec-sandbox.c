@@ -348,27 +348,27 @@ void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl)
 
     /* C7. Limits (memory and processes are the cgroup's job), then the
      *     descriptors: sources above 10 first so none is clobbered, dup2 onto
-     *     0..3 (dup2 clears close-on-exec), close everything else but the
+     *     0..4 (dup2 clears close-on-exec), close everything else but the
      *     report pipe, which goes at execve. */
     struct rlimit zero = {0, 0};
     TRY(RLIMIT, setrlimit(RLIMIT_CORE, &zero));
     TRY(RLIMIT, setrlimit(RLIMIT_NOFILE, &pl->nofile));
     if (pl->set_cpu)
         TRY(RLIMIT, setrlimit(RLIMIT_CPU, &pl->cpu));
-    int moved[4];
-    for (int i = 0; i < 4; i++) {
+    int moved[SBX_FDS];
+    for (int i = 0; i < SBX_FDS; i++) {
         moved[i] = -1;
         if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
             sbx_child_fail(pl, STEP_DUP);
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < SBX_FDS; i++) {
         int fd = moved[i];
         if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
             sbx_child_fail(pl, STEP_DEVNULL);
         if (fd >= 0)
             TRY(DUP, dup2(fd, i));
     }
-    unsigned keep_from = pl->src[3] >= 0 ? 4 : 3;
+    unsigned keep_from = pl->src[3] >= 0 ? 5 : 3;
     if ((unsigned)pl->report_fd > keep_from)
         syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
     syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
@@ -625,16 +625,22 @@ static void refill_all(uv_timer_t *t)
         unit_refill(sb, u);
 }
 
-/* The same descriptors the process executor gives: a socketpair for the
- * channel, pipes for stdio and stderr. [0] stays with the host. */
+/* The same descriptors the process executor gives: two pipes for the channel
+ * (the host reads ch_host[0] and writes ch_host[1]; the instance reads
+ * ch_child[0], its fd 3, and writes ch_child[1], fd 4), pipes for stdio and
+ * stderr, where [0] stays with the host. */
 typedef struct host_fds {
-    int chan[2], in[2], outp[2], errp[2];
+    int ch_host[2], ch_child[2], in[2], outp[2], errp[2];
+    const char **envp; /* the spec's plus MXU_CHANNEL_OUT_FD, with a channel */
 } host_fds;
 
 static void host_fds_close(host_fds *h)
 {
+    free(h->envp);
+    h->envp = NULL;
     for (int i = 0; i < 2; i++) {
-        mxu_closep(&h->chan[i]);
+        mxu_closep(&h->ch_host[i]);
+        mxu_closep(&h->ch_child[i]);
         mxu_closep(&h->in[i]);
         mxu_closep(&h->outp[i]);
         mxu_closep(&h->errp[i]);
@@ -643,9 +649,12 @@ static void host_fds_close(host_fds *h)
 
 static int host_fds_make(const mxu_exec_spec *spec, host_fds *h, mxu_err *err)
 {
-    *h = (host_fds){{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}};
-    if (spec->channel && socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, h->chan) < 0)
-        return mxu_err_sys(err, errno, "%s: socketpair", spec->label);
+    *h = (host_fds){{-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, {-1, -1}, NULL};
+    if (spec->channel) {
+        if (mxu_exec_channel_pipes(h->ch_host, h->ch_child, spec->label, err) < 0)
+            return -1;
+        h->envp = mxu_exec_channel_env(spec->envp);
+    }
     if (spec->stdio) {
         if (pipe2(h->in, O_CLOEXEC) < 0 || pipe2(h->outp, O_CLOEXEC) < 0)
             return mxu_err_sys(err, errno, "%s: pipe", spec->label);
@@ -664,13 +673,14 @@ static void plan_finish(sbx_plan *plan, const mxu_exec_spec *spec, const char *e
 {
     plan->exe = exe;
     plan->argv = spec->argv;
-    plan->envp = spec->envp;
+    plan->envp = h->envp ? h->envp : spec->envp;
     plan->set_cpu = spec->cpu_limit_s > 0;
     /* A warm instance's stdout is not its response: it joins stderr (the log). */
     plan->src[0] = h->in[1];
     plan->src[1] = spec->stdio ? h->outp[1] : h->errp[1];
     plan->src[2] = h->errp[1];
-    plan->src[3] = h->chan[1];
+    plan->src[3] = h->ch_child[0];
+    plan->src[4] = h->ch_child[1];
     clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan->nofile);
     /* CPU: SIGXCPU at the soft limit, SIGKILL a second later. */
     clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan->cpu);
@@ -804,11 +814,14 @@ static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     *sp = (sbx_proc){.sb = sb, .id = id, .memory = spec_memory(spec)};
     p->xdata = sp;
     id = 0; /* the proc owns the cgroup now */
-    p->fds.channel = mxu_steal_fd(&h.chan[0]);
+    p->fds.channel = mxu_steal_fd(&h.ch_host[0]);
+    p->fds.channel_w = mxu_steal_fd(&h.ch_host[1]);
+    p->fds.channel_split = true;
     p->fds.stdin_w = mxu_steal_fd(&h.in[0]);
     p->fds.stdout_r = mxu_steal_fd(&h.outp[0]);
     p->fds.stderr_r = mxu_steal_fd(&h.errp[0]);
-    int *fds[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r};
+    int *fds[] = {&p->fds.channel, &p->fds.channel_w, &p->fds.stdin_w, &p->fds.stdout_r,
+                  &p->fds.stderr_r};
     for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
         if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
             mxu_err_sys(err, errno, "%s: fcntl", spec->label);
@@ -834,8 +847,8 @@ out_kill:
             ;
     }
     if (p) {
-        int *all[] = {&p->fds.channel, &p->fds.stdin_w, &p->fds.stdout_r, &p->fds.stderr_r,
-                      &p->pidfd};
+        int *all[] = {&p->fds.channel,  &p->fds.channel_w, &p->fds.stdin_w,
+                      &p->fds.stdout_r, &p->fds.stderr_r,  &p->pidfd};
         for (size_t i = 0; i < MXU_ARRAY_LEN(all); i++)
             mxu_closep(all[i]);
         id = sp->id;

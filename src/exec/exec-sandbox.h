@@ -95,6 +95,9 @@ struct mxu_sandbox {
 
 /* Everything a child needs, prepared before clone (or sent to a spare) so
  * that the child allocates nothing and calls nothing that takes a lock. */
+/* The descriptors an instance gets: 0, 1, 2, and the channel's 3 and 4. */
+#define SBX_FDS 5
+
 typedef struct sbx_plan {
     const mxu_sandbox *sb;
     /* setup (C1..C6) */
@@ -108,7 +111,7 @@ typedef struct sbx_plan {
     const char *const *envp;
     struct rlimit nofile, cpu;
     bool set_cpu;
-    int src[4]; /* what becomes fd 0..3 (-1 = /dev/null for 0..2, none for 3) */
+    int src[SBX_FDS]; /* what becomes fd 0..4 (-1 = /dev/null for 0..2, none for 3, 4) */
 } sbx_plan;
 
 typedef struct sbx_failure {

@@ -409,11 +409,12 @@ static void test_inside(void)
     /* Network: loopback only. */
     report_all(&r, "netif ", v, sizeof(v));
     CHECK_STR(v, "lo");
-    /* Descriptors 0..3 only; the environment exactly as given; cwd the bundle. */
+    /* Descriptors 0..4 only (3 and 4: the channel's pipes); the environment
+     * exactly as given plus the channel's write side; cwd the bundle. */
     report_all(&r, "fd ", v, sizeof(v));
-    CHECK_STR(v, "0;1;2;3");
+    CHECK_STR(v, "0;1;2;3;4");
     report_all(&r, "env ", v, sizeof(v));
-    CHECK_STR(v, "PATH=/usr/bin:/bin;A=1");
+    CHECK_STR(v, "PATH=/usr/bin:/bin;A=1;MXU_CHANNEL_OUT_FD=4");
     CHECK_STR(report_get(&r, "cwd", v, sizeof(v)), "/fn");
     CHECK(report_has(&r, "channel yes"));
     char chan[16] = "";
