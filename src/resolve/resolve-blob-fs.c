@@ -17,11 +17,21 @@
  * atomic; one folder for all of a resource's temporaries, so that cleaning up
  * after a crash is one readdir rather than a walk of the whole store. The
  * LAST chunk fsyncs the file, renames it over the object (readers see the old
- * object or the new one, never a part) and fsyncs the object's folder. A
- * FIRST chunk while an upload of the same key is open starts it over. An
- * upload that gets no chunk for 10 minutes, or is still open when the
- * backend closes, is deleted with its temporary file; temporaries older than
- * that left by a node that died are deleted when a backend opens.
+ * object or the new one, never a part) and fsyncs the object's folder.
+ *
+ * An upload belongs to its writer, the pair (key, owner): the node passes the
+ * invocation that sent the chunk as the owner. Two invocations uploading one
+ * key at once (two instances of a function, two functions sharing the
+ * resource) each fill their own temporary file and each publish whole by
+ * their own rename; the last rename wins, and neither sees an error caused by
+ * the other. A FIRST chunk starts over only the upload of the same owner.
+ * An owner whose invocation ended is abandoned by the node at once
+ * (blob_abandon); an upload that gets no chunk for 10 minutes anyway, or is
+ * still open when the backend closes, is deleted with its temporary file;
+ * temporaries older than that left by a node that died are deleted when a
+ * backend opens. At most UPLOADS_MAX uploads are open per resource, and one
+ * owner may hold at most UPLOADS_PER_OWNER of them, so one invocation cannot
+ * take every upload slot of a shared store.
  *
  * Operations complete before the call returns: local disk, and a chunk is at
  * most a few MiB. A list walks the folders under the prefix and sorts what it
@@ -37,15 +47,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define UPLOAD_IDLE_MS (10u * 60 * 1000)
-#define SWEEP_EVERY_MS (60u * 1000)
-#define UPLOADS_MAX    64
-#define TMP_PREFIX     ".mxu-up-"
-#define TMP_PREFIX_LEN (sizeof(TMP_PREFIX) - 1)
+#define UPLOAD_IDLE_MS    (10u * 60 * 1000)
+#define SWEEP_EVERY_MS    (60u * 1000)
+#define UPLOADS_MAX       64
+#define UPLOADS_PER_OWNER 16
+#define TMP_PREFIX        ".mxu-up-"
+#define TMP_PREFIX_LEN    (sizeof(TMP_PREFIX) - 1)
 
 typedef struct upload {
     struct upload *next;
     char *key;
+    uint64_t owner;
     char *tmp; /* the temporary file's path */
     int fd;
     uint64_t written;
@@ -86,12 +98,20 @@ static void upload_drop(blob_fs *f, upload *u, bool remove_tmp)
     free(u);
 }
 
-static upload *upload_find(blob_fs *f, const char *key)
+static upload *upload_find(blob_fs *f, const char *key, uint64_t owner)
 {
     for (upload *u = f->uploads; u != NULL; u = u->next)
-        if (strcmp(u->key, key) == 0)
+        if (u->owner == owner && strcmp(u->key, key) == 0)
             return u;
     return NULL;
+}
+
+static size_t owner_uploads(blob_fs *f, uint64_t owner)
+{
+    size_t n = 0;
+    for (upload *u = f->uploads; u != NULL; u = u->next)
+        n += u->owner == owner;
+    return n;
 }
 
 static void sweep_idle(blob_fs *f)
@@ -287,9 +307,9 @@ static void hold_answer(void *ud, const mxu_res_result *r)
     snprintf(h->msg, sizeof(h->msg), "%s", r->message ? r->message : "");
 }
 
-static upload *upload_start(blob_fs *f, const char *key, mxu_res_cb cb, void *ud)
+static upload *upload_start(blob_fs *f, const char *key, uint64_t owner, mxu_res_cb cb, void *ud)
 {
-    upload *old = upload_find(f, key);
+    upload *old = upload_find(f, key, owner);
     if (old != NULL)
         upload_drop(f, old, true);
     sweep_idle(f);
@@ -297,6 +317,12 @@ static upload *upload_start(blob_fs *f, const char *key, mxu_res_cb cb, void *ud
         mxu_res_fail(cb, ud, MXU_RES_UNAVAILABLE,
                      "%s: %d uploads are open already; finish or abandon one first", f->display,
                      UPLOADS_MAX);
+        return NULL;
+    }
+    if (owner_uploads(f, owner) >= UPLOADS_PER_OWNER) {
+        mxu_res_fail(cb, ud, MXU_RES_UNAVAILABLE,
+                     "%s: this writer has %d uploads open already; finish one first", f->display,
+                     UPLOADS_PER_OWNER);
         return NULL;
     }
     if (prepare_folders(f, key, cb, ud) < 0)
@@ -314,6 +340,7 @@ static upload *upload_start(blob_fs *f, const char *key, mxu_res_cb cb, void *ud
     }
     upload *u = mxu_calloc(1, sizeof(*u));
     u->key = mxu_strdup(key);
+    u->owner = owner;
     u->tmp = tmp;
     u->fd = fd;
     u->next = f->uploads;
@@ -348,8 +375,8 @@ static int upload_finish(blob_fs *f, upload *u, mxu_res_cb cb, void *ud)
     return 0;
 }
 
-static void bfs_write(mxu_backend *b, const char *key, uint64_t offset, unsigned flags,
-                      const void *data, size_t len, mxu_res_cb cb, void *ud)
+static void bfs_write(mxu_backend *b, const char *key, uint64_t owner, uint64_t offset,
+                      unsigned flags, const void *data, size_t len, mxu_res_cb cb, void *ud)
 {
     blob_fs *f = (blob_fs *)b;
     if (mxu_res_check_key(key, 1, 0, "key", f->display, cb, ud) < 0)
@@ -371,14 +398,15 @@ static void bfs_write(mxu_backend *b, const char *key, uint64_t offset, unsigned
                          f->display, (unsigned long long)offset);
             return;
         }
-        if ((u = upload_start(f, key, cb, ud)) == NULL)
+        if ((u = upload_start(f, key, owner, cb, ud)) == NULL)
             return;
     } else {
-        u = upload_find(f, key);
+        u = upload_find(f, key, owner);
         mxu_res_quote(key, q, sizeof(q));
         if (u == NULL) {
             mxu_res_fail(cb, ud, MXU_RES_INVALID,
-                         "%s: no upload of '%s' is open (its first chunk must say FIRST)",
+                         "%s: no upload of '%s' by this writer is open (its first chunk must "
+                         "say FIRST)",
                          f->display, q);
             return;
         }
@@ -410,6 +438,14 @@ static void bfs_write(mxu_backend *b, const char *key, uint64_t offset, unsigned
     }
     mxu_res_result r = {.status = MXU_RES_OK, .n1 = written};
     cb(ud, &r);
+}
+
+static void bfs_abandon(mxu_backend *b, const char *key, uint64_t owner)
+{
+    blob_fs *f = (blob_fs *)b;
+    upload *u = key != NULL ? upload_find(f, key, owner) : NULL;
+    if (u != NULL)
+        upload_drop(f, u, true);
 }
 
 /* ---- read, stat, delete --------------------------------------------------------------------- */
@@ -616,6 +652,7 @@ const mxu_driver mxu_driver_blob_fs = {
     .close = bfs_close,
     .blob_read = bfs_read,
     .blob_write = bfs_write,
+    .blob_abandon = bfs_abandon,
     .blob_stat = bfs_stat,
     .blob_list = bfs_list,
     .blob_delete = bfs_delete,

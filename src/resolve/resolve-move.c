@@ -15,6 +15,18 @@
  *    a newer one), then the map is updated durably, the binding switches to
  *    the destination, and the held writes run there.
  *
+ * Blob uploads. A blob write changes an object only with its LAST chunk,
+ * so only that chunk (or a delete) marks the key. An upload that begins
+ * during the move is written to both backends chunk by chunk (each has the
+ * same upload of the same writer). An upload that was already open when the
+ * move began exists on the source only: it goes on there, the copier waits
+ * for every such upload to end before it finishes, and the object of each
+ * one that was published is copied again, after it appeared. Such an upload
+ * ends at the latest with its invocation (the node abandons what an ended
+ * invocation left open), so the wait is bounded by the function's timeout.
+ * The copier's own uploads to the destination belong to MXU_RES_OWNER_MOVE;
+ * one it gives up half-way is abandoned.
+ *
  * Queues are not moved this way: a message leased from the source when the
  * switch happens could never be acked. `move` refuses them (set the location
  * of an empty queue instead).
@@ -54,6 +66,12 @@ struct mxu_move {
     char *cursor;
     bool listed_all;
     uint64_t blob_off, blob_size; /* blob being copied */
+    /* uploads open when the move began that have not ended, the objects
+     * they published (to copy again), and whether the copier waits for them */
+    size_t premove_open;
+    char **recopy;
+    size_t nrecopy;
+    bool waiting;
     /* finishing */
     size_t writes_inflight;
     bool finishing;
@@ -81,6 +99,17 @@ static void touch(mxu_move *m, const char *key)
     HASH_ADD_KEYPTR(hh, m->touched, t->key, strlen(t->key), t);
 }
 
+static void untouch(mxu_move *m, const char *key)
+{
+    touched *t = NULL;
+    HASH_FIND_STR(m->touched, key, t);
+    if (t != NULL) {
+        HASH_DEL(m->touched, t);
+        free(t->key);
+        free(t);
+    }
+}
+
 static void page_free(mxu_move *m)
 {
     for (size_t i = 0; i < m->npage; i++)
@@ -100,6 +129,9 @@ static void move_free(mxu_move *m)
         free(t);
     }
     page_free(m);
+    for (size_t i = 0; i < m->nrecopy; i++)
+        free(m->recopy[i]);
+    free(m->recopy);
     free(m->cursor);
     mxu_backend_unref(m->src);
     mxu_backend_unref(m->dst);
@@ -118,6 +150,10 @@ static void move_end(mxu_move *m, const mxu_err *failure)
                              &err) < 0)
         failure = &err;
     b->move = NULL;
+    /* Uploads still open began before the move (it failed) or went to both
+     * backends: either way they go on where the binding now points. */
+    for (mxu_upload_ref *u = b->uploads; u != NULL; u = u->hh.next)
+        u->pre_move = false;
     mxu_backend *dst = b->move_to;
     b->move_to = NULL;
     if (failure == NULL) {
@@ -131,7 +167,7 @@ static void move_end(mxu_move *m, const mxu_err *failure)
     /* Held writes run where the resource now is. */
     for (held_call *h = m->held, *next; h != NULL; h = next) {
         next = h->next;
-        mxu_binding_call(b, &h->call, h->cb, h->ud);
+        mxu_binding_dispatch(b, &h->call, h->cb, h->ud);
         free(h->key);
         free(h->cursor);
         free(h->data);
@@ -222,6 +258,9 @@ static void blob_read_chunk(void *ud, const mxu_res_result *res)
     mxu_move *m = ud;
     const char *key = m->page[m->ipage - 1];
     if (res->status == MXU_RES_NOT_FOUND || is_touched(m, key)) {
+        /* Deleted or published anew meanwhile: drop what was copied of it. */
+        if (m->blob_off > 0 && m->dst->driver->blob_abandon != NULL)
+            m->dst->driver->blob_abandon(m->dst, key, MXU_RES_OWNER_MOVE);
         m->skipped++;
         copy_next(m);
         return;
@@ -240,6 +279,7 @@ static void blob_read_chunk(void *ud, const mxu_res_result *res)
         m->blob_off = m->blob_size;
     }
     mxu_res_call c = {.op = MXU_RES_BLOB_WRITE,
+                      .owner = MXU_RES_OWNER_MOVE,
                       .key = key,
                       .data = res->data,
                       .len = res->len,
@@ -316,9 +356,41 @@ static void copy_next(mxu_move *m)
         mxu_backend_call(m->src, &c, listed, m);
         return;
     }
+    if (m->nrecopy > 0) {
+        /* Objects published by uploads older than the move, on the source
+         * only: copy them again, now as they are there. */
+        page_free(m);
+        m->page = m->recopy;
+        m->npage = m->nrecopy;
+        m->recopy = NULL;
+        m->nrecopy = 0;
+        for (size_t i = 0; i < m->npage; i++)
+            untouch(m, m->page[i]);
+        copy_next(m);
+        return;
+    }
+    if (m->premove_open > 0) {
+        m->waiting = true; /* mxu_move_upload_ended() goes on */
+        return;
+    }
     /* Everything copied: hold new writes until the dual writes in flight land. */
     m->finishing = true;
     maybe_finish(m);
+}
+
+void mxu_move_upload_ended(mxu_binding *b, const char *key, bool published)
+{
+    mxu_move *m = b->move;
+    if (m->premove_open > 0)
+        m->premove_open--;
+    if (published) {
+        m->recopy = mxu_realloc(m->recopy, (m->nrecopy + 1) * sizeof(char *));
+        m->recopy[m->nrecopy++] = mxu_strdup(key);
+    }
+    if (m->waiting && (m->nrecopy > 0 || m->premove_open == 0)) {
+        m->waiting = false;
+        copy_next(m);
+    }
 }
 
 /* ---- functions' calls during a move ------------------------------------------------------ */
@@ -415,7 +487,18 @@ void mxu_move_call(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void *u
         m->held_tail = &h->next;
         return;
     }
-    touch(m, c->key);
+    if (c->op == MXU_RES_BLOB_WRITE && !(c->n2 & MXU_RES_BLOB_FIRST)) {
+        mxu_upload_ref *u = mxu_binding_upload(b, c->owner, c->key);
+        if (u != NULL && u->pre_move) {
+            /* Began before the move: it exists on the source only, goes on
+             * there, and is copied again once published. */
+            mxu_backend_call(b->backend, c, cb, ud);
+            return;
+        }
+    }
+    /* A blob upload changes its object only with its last chunk. */
+    if (c->op != MXU_RES_BLOB_WRITE || (c->n2 & MXU_RES_BLOB_LAST))
+        touch(m, c->key);
     dual_ctx *d = mxu_calloc(1, sizeof(*d));
     d->m = m;
     d->dst = m->dst;
@@ -480,6 +563,10 @@ int mxu_resolver_move(mxu_resolver *r, const char *tenant, const char *uri, cons
     m->ud = ud;
     b->move = m;
     b->move_to = dst; /* the binding's reference */
+    for (mxu_upload_ref *u = b->uploads; u != NULL; u = u->hh.next) {
+        u->pre_move = true;
+        m->premove_open++;
+    }
     mxu_info("%s: moving from %s to %s", uri, m->src->location, location);
     copy_next(m);
     return 0;

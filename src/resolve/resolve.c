@@ -235,10 +235,20 @@ mxu_binding *mxu_resolver_bind(mxu_resolver *r, const char *tenant, const char *
     return b;
 }
 
+static void upload_ref_free(mxu_binding *b, mxu_upload_ref *u)
+{
+    HASH_DEL(b->uploads, u);
+    free(u->id);
+    free(u);
+}
+
 void mxu_binding_unref(mxu_binding *b)
 {
     if (b == NULL || --b->refs > 0)
         return;
+    /* Closing the backends below drops what these uploads left. */
+    while (b->uploads != NULL)
+        upload_ref_free(b, b->uploads);
     mxu_backend_unref(b->backend);
     mxu_backend_unref(b->move_to);
     free(b->key);
@@ -350,7 +360,8 @@ void mxu_backend_call(mxu_backend *be, const mxu_res_call *c, mxu_res_cb cb, voi
         d->blob_read(be, c->key, c->n1, (size_t)c->n2, call_done, ctx);
         return;
     case MXU_RES_BLOB_WRITE:
-        d->blob_write(be, c->key, c->n1, (unsigned)c->n2, c->data, c->len, call_done, ctx);
+        d->blob_write(be, c->key, c->owner, c->n1, (unsigned)c->n2, c->data, c->len, call_done,
+                      ctx);
         return;
     case MXU_RES_BLOB_STAT:
         d->blob_stat(be, c->key, call_done, ctx);
@@ -381,6 +392,109 @@ void mxu_backend_call(mxu_backend *be, const mxu_res_call *c, mxu_res_cb cb, voi
     call_done(ctx, &res);
 }
 
+/* ---- uploads -------------------------------------------------------------------------
+ * Which blob uploads are open through a binding, by (owner, key): kept from a
+ * successful FIRST chunk to the LAST one (or a failed FIRST, or the owner's
+ * end). The driver keeps the uploads themselves; this is what lets the node
+ * abandon an owner's uploads without asking every driver to search, and lets
+ * a move tell uploads that began before it from those that began during it. */
+
+mxu_upload_ref *mxu_binding_upload(mxu_binding *b, uint64_t owner, const char *key)
+{
+    if (b->uploads == NULL || key == NULL)
+        return NULL;
+    _cleanup_free_ char *id = mxu_asprintf("%016llx/%s", (unsigned long long)owner, key);
+    mxu_upload_ref *u = NULL;
+    HASH_FIND_STR(b->uploads, id, u);
+    return u;
+}
+
+typedef struct upload_ctx {
+    mxu_binding *b; /* a reference until the answer */
+    uint64_t owner;
+    char *key;
+    unsigned flags;
+    mxu_res_cb cb;
+    void *ud;
+} upload_ctx;
+
+/* Bookkeeping after a chunk's answer, which the function already has. */
+static void upload_track(mxu_binding *b, uint64_t owner, const char *key, unsigned flags,
+                         enum mxu_res_status st)
+{
+    mxu_upload_ref *u = mxu_binding_upload(b, owner, key);
+    bool first = flags & MXU_RES_BLOB_FIRST, last = flags & MXU_RES_BLOB_LAST;
+    bool was_pre_move = u != NULL && u->pre_move;
+    if (last || (first && st != MXU_RES_OK)) {
+        /* Published, or no upload is left open by this owner. */
+        if (u != NULL)
+            upload_ref_free(b, u);
+        if (was_pre_move && b->move)
+            mxu_move_upload_ended(b, key, last && st == MXU_RES_OK);
+        return;
+    }
+    if (!first || st != MXU_RES_OK)
+        return;
+    if (u == NULL) {
+        u = mxu_calloc(1, sizeof(*u));
+        u->id = mxu_asprintf("%016llx/%s", (unsigned long long)owner, key);
+        u->key = u->id + 17;
+        u->owner = owner;
+        HASH_ADD_KEYPTR(hh, b->uploads, u->id, strlen(u->id), u);
+        return;
+    }
+    /* Started over during a move: the new upload went to both backends. */
+    u->pre_move = false;
+    if (was_pre_move && b->move)
+        mxu_move_upload_ended(b, key, false);
+}
+
+static void upload_done(void *ud, const mxu_res_result *res)
+{
+    upload_ctx *x = ud;
+    enum mxu_res_status st = res->status;
+    x->cb(x->ud, res);
+    upload_track(x->b, x->owner, x->key, x->flags, st);
+    mxu_binding_unref(x->b);
+    free(x->key);
+    free(x);
+}
+
+void mxu_binding_abandon(mxu_binding *b, uint64_t owner)
+{
+    if (b == NULL || b->uploads == NULL)
+        return;
+    /* Telling a move comes after the walk: it may end the move, whose held
+     * writes change the table (and drop the move's reference: hold one). */
+    char **ended = NULL;
+    size_t nended = 0;
+    mxu_upload_ref *u, *tmp;
+    HASH_ITER(hh, b->uploads, u, tmp)
+    {
+        if (u->owner != owner)
+            continue;
+        /* On every backend the upload may have reached: the current one,
+         * and during a move the destination too. */
+        mxu_backend *bes[2] = {b->backend, b->move_to};
+        for (size_t i = 0; i < 2; i++)
+            if (bes[i] != NULL && bes[i]->driver->blob_abandon != NULL)
+                bes[i]->driver->blob_abandon(bes[i], u->key, owner);
+        if (u->pre_move && b->move) {
+            ended = mxu_realloc(ended, (nended + 1) * sizeof(*ended));
+            ended[nended++] = mxu_strdup(u->key);
+        }
+        upload_ref_free(b, u);
+    }
+    b->refs++;
+    for (size_t i = 0; i < nended; i++) {
+        if (b->move)
+            mxu_move_upload_ended(b, ended[i], false);
+        free(ended[i]);
+    }
+    free(ended);
+    mxu_binding_unref(b);
+}
+
 void mxu_binding_call(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void *ud)
 {
     if (!op_of_kind(c->op, b->kind)) {
@@ -389,6 +503,23 @@ void mxu_binding_call(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void
         cb(ud, &res);
         return;
     }
+    if (c->op == MXU_RES_BLOB_WRITE && c->key != NULL) {
+        upload_ctx *x = mxu_malloc(sizeof(*x));
+        *x = (upload_ctx){.b = b,
+                          .owner = c->owner,
+                          .key = mxu_strdup(c->key),
+                          .flags = (unsigned)c->n2,
+                          .cb = cb,
+                          .ud = ud};
+        b->refs++;
+        cb = upload_done;
+        ud = x;
+    }
+    mxu_binding_dispatch(b, c, cb, ud);
+}
+
+void mxu_binding_dispatch(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void *ud)
+{
     if (b->move) {
         mxu_move_call(b, c, cb, ud);
         return;

@@ -107,11 +107,21 @@ typedef struct mxu_driver {
      * "." or ".." segments, no leading '/'. */
     void (*blob_read)(mxu_backend *b, const char *key, uint64_t offset, size_t len, mxu_res_cb cb,
                       void *ud);
-    /* Chunks of one upload arrive in order with contiguous offsets; the
-     * object is visible (atomically replacing an older one) after the chunk
-     * flagged MXU_RES_BLOB_LAST. A chunk flagged FIRST starts over. */
-    void (*blob_write)(mxu_backend *b, const char *key, uint64_t offset, unsigned flags,
-                       const void *data, size_t len, mxu_res_cb cb, void *ud);
+    /* Uploads. An upload belongs to its writer: the pair (key, owner), where
+     * `owner` is an opaque id the caller chooses (the node passes the
+     * invocation that sent the chunk, unique on the node). Chunks of one
+     * upload arrive in order with contiguous offsets; the object is visible
+     * (atomically replacing an older one) after the chunk flagged
+     * MXU_RES_BLOB_LAST. A chunk flagged FIRST starts the owner's upload of
+     * that key over. Uploads of one key by different owners are independent:
+     * each publishes whole on its LAST chunk, the last to publish wins, and
+     * none disturbs another. */
+    void (*blob_write)(mxu_backend *b, const char *key, uint64_t owner, uint64_t offset,
+                       unsigned flags, const void *data, size_t len, mxu_res_cb cb, void *ud);
+    /* Drop `owner`'s unfinished upload of `key` (and its temporary data), if
+     * there is one: its writer is gone. No answer; a driver that needs the
+     * network for it finishes in the background. */
+    void (*blob_abandon)(mxu_backend *b, const char *key, uint64_t owner);
     void (*blob_stat)(mxu_backend *b, const char *key, mxu_res_cb cb, void *ud);
     void (*blob_list)(mxu_backend *b, const char *prefix, const char *cursor, size_t limit,
                       mxu_res_cb cb, void *ud);
@@ -157,6 +167,7 @@ void mxu_binding_unref(mxu_binding *b);
 /* One operation on a resource, as it came from a function (frame.h's table). */
 typedef struct mxu_res_call {
     enum mxu_res_op op;
+    uint64_t owner;     /* BLOB_WRITE: whose upload (see blob_write); else unused */
     const char *key;    /* kv/blob key; list prefix; queue receipt */
     const char *cursor; /* list */
     const void *data;   /* kv value, blob chunk, queue message */
@@ -168,6 +179,10 @@ typedef struct mxu_res_call {
  * cb ran), or — while the resource is being moved — on both backends for
  * writes. The op must belong to the binding's kind (else INVALID). */
 void mxu_binding_call(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void *ud);
+/* `owner` is gone (its invocation ended, however it ended): drop every
+ * upload it left unfinished on this resource, at once, with its temporary
+ * data. Cheap when it left none. */
+void mxu_binding_abandon(mxu_binding *b, uint64_t owner);
 const char *mxu_binding_kind(const mxu_binding *b);
 const char *mxu_binding_location(const mxu_binding *b);
 

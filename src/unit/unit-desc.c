@@ -29,6 +29,7 @@ typedef struct desc {
 struct mxu_desc_table {
     desc *descs;
     size_t n;
+    bool has_blob; /* whether an ended invocation may have left an upload */
 };
 
 int mxu_desc_table_create(const mxu_manifest *m, mxu_resolver *r, const char *tenant,
@@ -47,6 +48,7 @@ int mxu_desc_table_create(const mxu_manifest *m, mxu_resolver *r, const char *te
                 mxu_desc_table_free(t);
                 return mxu_err_set(err, EINVAL, "resource %s: no resolver on this node", d->uri);
             }
+            t->has_blob |= strcmp(d->kind, "blob") == 0;
             e->binding = mxu_resolver_bind(r, tenant, d->uri, err);
             if (e->binding == NULL) {
                 mxu_err_prefix(err, "resource %s (%s)", d->name, d->uri);
@@ -294,12 +296,13 @@ enum mxu_res_status mxu_desc_check(mxu_desc_table *t, const mxu_res_op_msg *op, 
     return MXU_RES_OK;
 }
 
-void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, mxu_res_cb cb, void *ud)
+void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, uint64_t owner, mxu_res_cb cb,
+                  void *ud)
 {
     desc *d = find(t, op->name);
     /* Keys travel without a terminator; drivers want C strings. */
     char key[BLOB_KEY_MAX + 1], cursor[BLOB_KEY_MAX + 1];
-    mxu_res_call c = {.op = (enum mxu_res_op)op->op, .n1 = op->n1, .n2 = op->n2};
+    mxu_res_call c = {.op = (enum mxu_res_op)op->op, .owner = owner, .n1 = op->n1, .n2 = op->n2};
     if (op->nargs >= 1 && op->op != MXU_RES_QUEUE_PUBLISH) {
         size_t n = MXU_MIN(op->args[0].len, (uint32_t)BLOB_KEY_MAX);
         memcpy(key, op->args[0].ptr, n);
@@ -329,4 +332,13 @@ void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, mxu_res_cb cb, vo
         break;
     }
     mxu_binding_call(d->binding, &c, cb, ud);
+}
+
+void mxu_desc_release(mxu_desc_table *t, uint64_t owner)
+{
+    if (t == NULL || !t->has_blob)
+        return;
+    for (size_t i = 0; i < t->n; i++)
+        if (t->descs[i].decl->kind[0] == 'b')
+            mxu_binding_abandon(t->descs[i].binding, owner);
 }

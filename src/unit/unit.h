@@ -69,9 +69,19 @@ const mxu_resource_decl *mxu_desc_find(const mxu_desc_table *t, mxu_slice name);
 enum mxu_res_status mxu_desc_check(mxu_desc_table *t, const mxu_res_op_msg *op, char *why,
                                    size_t whylen);
 
-/* Run a checked kv/blob/queue operation on the descriptor's binding. The
- * callback runs exactly once, possibly before this returns. */
-void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, mxu_res_cb cb, void *ud);
+/* Run a checked kv/blob/queue operation on the descriptor's binding, on
+ * behalf of `owner`: the invocation that sent it (its id, unique on the
+ * node). Blob uploads belong to their owner, so two invocations writing one
+ * key never mix their chunks. The callback runs exactly once, possibly
+ * before this returns. */
+void mxu_desc_run(mxu_desc_table *t, const mxu_res_op_msg *op, uint64_t owner, mxu_res_cb cb,
+                  void *ud);
+
+/* `owner` ended (answered, failed, timed out, or its instance died): drop
+ * the blob uploads it left unfinished, with their temporary data, now. The
+ * scheduler calls this for every invocation that ran; it costs nothing for
+ * a unit without blob descriptors. */
+void mxu_desc_release(mxu_desc_table *t, uint64_t owner);
 
 /* ---- channels: frames over a stream socket -------------------------------- */
 

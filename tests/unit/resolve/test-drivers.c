@@ -384,12 +384,19 @@ static cap *q_ack(mxu_backend *b, const char *receipt)
     return wait_cap(c);
 }
 
+/* A chunk of `owner`'s upload of `key`. */
+static cap *blob_write_as(mxu_backend *b, const char *key, uint64_t owner, uint64_t off,
+                          unsigned flags, const void *data, size_t len)
+{
+    cap *c = cap_new();
+    b->driver->blob_write(b, key, owner, off, flags, data, len, on_cap, c);
+    return wait_cap(c);
+}
+
 static cap *blob_write(mxu_backend *b, const char *key, uint64_t off, unsigned flags,
                        const void *data, size_t len)
 {
-    cap *c = cap_new();
-    b->driver->blob_write(b, key, off, flags, data, len, on_cap, c);
-    return wait_cap(c);
+    return blob_write_as(b, key, 0, off, flags, data, len);
 }
 
 static cap *blob_put(mxu_backend *b, const char *key, const char *s)
@@ -901,7 +908,7 @@ static void blob_suite(mxu_backend *b, const char *root)
     longkey[256] = '\0';
     CHECK_STATUS(blob_put(b, longkey, "x"), MXU_RES_INVALID);
     cap *n = cap_new();
-    b->driver->blob_write(b, "k", 0, MXU_RES_BLOB_FIRST, NULL, 5, on_cap, n);
+    b->driver->blob_write(b, "k", 0, 0, MXU_RES_BLOB_FIRST, NULL, 5, on_cap, n);
     CHECK_STATUS(wait_cap(n), MXU_RES_INVALID);
     CHECK_EQ_INT(count_tmp(root), 0);
 }
@@ -1425,10 +1432,11 @@ static enum mxu_res_status close_during(const char *kind, const char *scheme, co
             d->queue_ack(b, "bad", close_in_cb, &x);
         break;
     case C_WRITE:
-        d->blob_write(b, "w", 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "v", 1, close_in_cb, &x);
+        d->blob_write(b, "w", 0, 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "v", 1, close_in_cb,
+                      &x);
         break;
     case C_WRITE_FAILS_AT_LAST:
-        d->blob_write(b, "m/n", 2, MXU_RES_BLOB_LAST, "cd", 2, close_in_cb, &x);
+        d->blob_write(b, "m/n", 0, 2, MXU_RES_BLOB_LAST, "cd", 2, close_in_cb, &x);
         break;
     case C_READ:
         d->blob_read(b, "k", 0, 10, close_in_cb, &x);
