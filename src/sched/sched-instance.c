@@ -370,7 +370,7 @@ static void handle_res_op(mxu_instance *inst, const mxu_frame_hdr *h, const uint
     c->inv_id = h->id;
     c->call_id = msg.call_id;
     c->op = msg.op;
-    mxu_desc_run(inst->pool->desc, &msg, res_done, c);
+    mxu_desc_run(inst->pool->desc, &msg, h->id, res_done, c); /* the invocation owns it */
 }
 
 static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *payload, void *ud)

@@ -100,6 +100,9 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
     inv_detach(inv);
     if (inst && inst->exec_inv == inv)
         inst->exec_inv = NULL;
+    /* However it ended, uploads it left open are dropped now, not later. */
+    if (inst)
+        mxu_desc_release(pool->desc, inv->id);
 
     uint64_t now_ns = mxu_now_ns();
     res->id = inv->id;
