@@ -430,11 +430,14 @@ static int blob_chunk(mxu_slice name, mxu_slice key, uint64_t offset, unsigned f
     return 0;
 }
 
+static int writer_conflict(mxu_slice name, mxu_slice key);
+
 int mxu_blob_write(mxu_req *req, const char *desc, const char *key, const void *data, size_t len)
 {
     mxu_slice name, k;
     int rc;
-    if ((rc = begin(req, desc, &name)) < 0 || (rc = str_arg(key, "key", 0, &k)) < 0)
+    if ((rc = begin(req, desc, &name)) < 0 || (rc = str_arg(key, "key", 0, &k)) < 0 ||
+        (rc = writer_conflict(name, k)) < 0)
         return rc;
     if (!data && len > 0)
         return fail(MXU_E_INVALID, "data is NULL with length %zu", len);
@@ -551,11 +554,27 @@ static int writer_send(mxu_blob_writer *w, const void *data, size_t n, unsigned 
     return 0;
 }
 
+/* The host keeps one upload per key for each invocation (the invocation is
+ * the upload's owner), so a second upload of a key while a writer of it is
+ * open would start the first one over under its feet: refuse it here. */
+static int writer_conflict(mxu_slice name, mxu_slice key)
+{
+    for (const mxu_blob_writer *w = mxu_fn_rt_g.writers; w; w = w->next)
+        if (w->key.len == key.len && memcmp(w->key.ptr, key.ptr, key.len) == 0 &&
+            strlen(w->desc) == name.len && memcmp(w->desc, name.ptr, name.len) == 0)
+            return fail(MXU_E_CONFLICT,
+                        "a writer of '%.*s' on '%s' is already open in this invocation; close "
+                        "or abort it first",
+                        key.len > 200 ? 200 : (int)key.len, key.ptr, w->desc);
+    return 0;
+}
+
 mxu_blob_writer *mxu_blob_writer_open(mxu_req *req, const char *desc, const char *key)
 {
     mxu_fn_rt *rt = &mxu_fn_rt_g;
     mxu_slice name, k;
-    if (begin(req, desc, &name) < 0 || str_arg(key, "key", 0, &k) < 0)
+    if (begin(req, desc, &name) < 0 || str_arg(key, "key", 0, &k) < 0 ||
+        writer_conflict(name, k) < 0)
         return NULL;
     if (k.len > MXU_FRAME_MAX_PAYLOAD - CHUNK - 4096) {
         fail(MXU_E_TOO_LARGE, "the key is %u bytes", k.len);

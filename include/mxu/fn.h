@@ -263,7 +263,7 @@ enum mxu_fn_error {
     MXU_OK = 0,
     MXU_E_DENIED = -1,       /* undeclared descriptor, or beyond its declared access */
     MXU_E_NOT_FOUND = -2,    /* no such key / object / message / callee */
-    MXU_E_CONFLICT = -3,     /* compare-and-set lost; an object changed while read */
+    MXU_E_CONFLICT = -3,     /* CAS lost; object changed while read; key's writer already open */
     MXU_E_TOO_LARGE = -4,    /* key, value, message, body or header count over a limit */
     MXU_E_UNAVAILABLE = -5,  /* backend down or unreachable: retrying later may help */
     MXU_E_DEADLINE = -6,     /* the invocation's deadline passed */
@@ -380,9 +380,13 @@ MXU_FN_API int mxu_blob_read(mxu_req *req, const char *desc, const char *key, ui
 /* Create or replace object `key` with `len` bytes at `data` (NULL is fine
  * when `len` is 0). The bytes go in chunks; the object appears, atomically
  * replacing any older one, only once the last chunk is stored, so readers
- * never see half of it. On any error the object is unchanged.
- * Errors: MXU_E_TOO_LARGE over the descriptor's `max_value`; DENIED,
- * INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
+ * never see half of it. On any error the object is unchanged. Other
+ * invocations (other instances, other functions) may write the same key at
+ * the same time: each upload is their own, each object appears whole, and
+ * the last one stored wins.
+ * Errors: MXU_E_TOO_LARGE over the descriptor's `max_value`; MXU_E_CONFLICT
+ * when a writer of the same descriptor and key is open in this invocation
+ * (nothing is sent); DENIED, INVALID, UNAVAILABLE, DEADLINE, RATE_LIMITED. */
 MXU_FN_API int mxu_blob_write(mxu_req *req, const char *desc, const char *key, const void *data,
                               size_t len);
 
@@ -398,13 +402,16 @@ MXU_FN_API int mxu_blob_write(mxu_req *req, const char *desc, const char *key, c
  * Like mxu_blob_write(), the object appears only when close succeeds. A
  * writer neither closed nor aborted when mxu_handle() returns is aborted.
  * Opening sends nothing, so an undeclared descriptor or a missing `write`
- * access shows up at the first write that sends a chunk, or at close. Do
- * not keep two writers open on the same descriptor and key. */
+ * access shows up at the first write that sends a chunk, or at close. One
+ * invocation may keep writers of different keys open at once, but only one
+ * of each descriptor and key. */
 typedef struct mxu_blob_writer mxu_blob_writer;
 
 /* Start writing object `key`. Returns the writer (in the arena; never free
  * it), or NULL when the arguments are invalid (NULL/empty key, bad `desc`,
- * outside mxu_handle()) or memory runs out; mxu_last_error() says which. */
+ * outside mxu_handle()), when a writer of the same descriptor and key is
+ * already open in this invocation (MXU_E_CONFLICT: close or abort it first),
+ * or memory runs out; mxu_last_error() says which. */
 MXU_FN_API mxu_blob_writer *mxu_blob_writer_open(mxu_req *req, const char *desc, const char *key);
 
 /* Append `len` bytes at `data`. Returns 0, or the error of the chunk that

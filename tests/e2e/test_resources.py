@@ -293,3 +293,112 @@ def test_rebind_and_outage_under_load():
         eq(bad, [], "only successes or 'backend unavailable'")
         check(503 in statuses[before:], "the outage was seen as unavailable")
         eq(statuses[-1], 200, "service resumed when Redis returned")
+
+
+def test_blob_concurrent_writers_of_one_key():
+    """Two instances upload multi-MiB objects to one key at the same time,
+    round after round: both uploads succeed, every read is exactly one of
+    the two (by hash), never a mix, and no temporary file is left behind."""
+    import hashlib
+    with Node() as n:
+        n.deploy("blobw")
+        n.wait_for(lambda: len([i for i in n.instances("blobw") if i["state"] == "ready"]) >= 2,
+                   timeout=20, what="two warm instances")
+        rounds, overlapped, pids = 12, 0, set()
+        errors, reads = [], []
+        stop = threading.Event()
+        written = set()
+
+        def reader():
+            # reads while uploads land: a whole object or "changed while read"
+            while not stop.is_set():
+                r = n.get("/fn/blobw/get?k=same/obj", timeout=60)
+                reads.append((r.status, hashlib.sha256(r.body).hexdigest()))
+
+        for rnd in range(rounds):
+            a = os.urandom((3 << 20) + 17 + rnd)
+            b = os.urandom((3 << 20) + 4099 + 3 * rnd)
+            written.update({hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()})
+            out = [None, None]
+
+            def put(i, body):
+                out[i] = n.post("/fn/blobw/put?k=same/obj&pace=8", body=body, timeout=60)
+
+            threads = [threading.Thread(target=put, args=(0, a)),
+                       threading.Thread(target=put, args=(1, b))]
+            if rnd == rounds // 2:
+                threads.append(threading.Thread(target=reader))
+            for t in threads:
+                t.start()
+            for t in threads[:2]:
+                t.join()
+            for r in out:
+                if r.status != 200:
+                    errors.append(r)
+            if errors:
+                break
+            (pa, sa, ea), (pb, sb, eb) = [tuple(int(x) for x in r.text.split()) for r in out]
+            pids.update({pa, pb})
+            if sa < eb and sb < ea:
+                overlapped += 1
+            got = n.get("/fn/blobw/get?k=same/obj", timeout=60)
+            eq(got.status, 200)
+            h = hashlib.sha256(got.body).hexdigest()
+            check(h in (hashlib.sha256(a).hexdigest(), hashlib.sha256(b).hexdigest()),
+                  f"round {rnd}: the object ({len(got.body)} bytes) is neither upload")
+            # the last to finish wins
+            winner = a if ea > eb else b
+            if abs(ea - eb) > 50:
+                eq(got.body, winner, f"round {rnd}: the later upload wins")
+        stop.set()
+        eq(errors, [], "no writer got an error")
+        check(len(pids) >= 2, f"two instances served the uploads: {pids}")
+        check(overlapped >= rounds // 2, f"uploads really ran at once ({overlapped}/{rounds})")
+        check(reads, "the reader ran")
+        for status, h in reads:
+            check(status in (200, 409), f"a read during uploads gave {status}")
+            if status == 200:
+                check(h in written, "a read during uploads returned a mix")
+        blobs = os.path.join(n.data_dir, "resources", "blobs", "default", "blob", "shared")
+        left = [f for f in os.listdir(blobs) if f.startswith(".mxu-up-")]
+        eq(left, [], "no temporary upload file is left")
+
+
+def test_blob_second_writer_in_one_invocation_refused():
+    with Node() as n:
+        n.deploy("blobw")
+        r = n.get("/fn/blobw/twice?k=t/one")
+        eq(r.status, 200)
+        lines = r.text.splitlines()
+        steps = {ln.split()[0]: ln for ln in lines}
+        check(steps["open"].startswith("open 0"), r.text)
+        check(steps["open-again"].startswith("open-again -3"), r.text)  # MXU_E_CONFLICT
+        check("already open in this invocation" in steps["message"], r.text)
+        check(steps["write-whole"].startswith("write-whole -3 "), r.text)
+        check("already open in this invocation" in steps["write-whole"], r.text)
+        eq(steps["open-other-key"], "open-other-key 0")
+        eq(steps["close"], "close 0")
+        eq(steps["write-whole-after"], "write-whole-after 0")
+        eq(steps["open-after"], "open-after 0")
+        eq(n.get("/fn/blobw/get?k=t/one").body, b"after")
+        eq(n.get("/fn/blobw/get?k=t/one.other").body, b"")
+
+
+def test_blob_abandoned_upload_dropped_when_invocation_ends():
+    """An upload left open by an invocation that crashes, or returns without
+    closing its writer, is gone with its temporary file as soon as the
+    invocation ends (not after the 10-minute idle sweep)."""
+    with Node() as n:
+        n.deploy("blobw")
+        blobs = os.path.join(n.data_dir, "resources", "blobs", "default", "blob", "shared")
+
+        def temps():
+            return [f for f in os.listdir(blobs) if f.startswith(".mxu-up-")] \
+                if os.path.isdir(blobs) else []
+        r = n.post("/fn/blobw/leave?k=left/open", body=os.urandom(3 << 20))
+        eq(r.status, 200)
+        eq(temps(), [], "dropped when the invocation answered")
+        r = n.post("/fn/blobw/leave?k=left/open&crash=1", body=os.urandom(3 << 20))
+        check(r.status >= 500, r)
+        eq(temps(), [], "dropped when the invocation crashed")
+        eq(n.get("/fn/blobw/get?k=left/open").status, 404, "nothing was published")

@@ -913,13 +913,22 @@ static void blob_suite(mxu_backend *b, const char *root)
     CHECK_EQ_INT(count_tmp(root), 0);
 }
 
-static void test_blob_fs(void)
+/* A fresh fixture and an fs blob backend for resource default/blob/NAME
+ * under g_dir/b; *root gets the resource's folder. */
+static mxu_backend *open_blob_fs(const char *name, char *root, size_t rootlen)
 {
     setup();
-    char loc[128], root[256];
-    snprintf(loc, sizeof(loc), "fs://%s/blobs", g_dir);
-    snprintf(root, sizeof(root), "%s/blobs/default/blob/files", g_dir);
-    mxu_backend *b = open_be("blob", "fs", "default/blob/files", loc);
+    char loc[128], res[64];
+    snprintf(loc, sizeof(loc), "fs://%s/b", g_dir);
+    snprintf(res, sizeof(res), "default/blob/%s", name);
+    snprintf(root, rootlen, "%s/b/%s", g_dir, res);
+    return open_be("blob", "fs", res, loc);
+}
+
+static void test_blob_fs(void)
+{
+    char root[256];
+    mxu_backend *b = open_blob_fs("files", root, sizeof(root));
     blob_suite(b, root);
     close_be(b);
     close_loop();
@@ -986,6 +995,298 @@ static void test_blob_fs_abandoned(void)
     /* and neither shows in a list */
     check_page(blob_list(b, "", "", 10), NULL, 0, "");
     close_be(b);
+    close_loop();
+}
+
+/* ---- blob uploads by several writers --------------------------------------------------------- */
+
+/* Payload `which` (0 or 1) of a round: distinct content and sizes, so that a
+ * mix of the two, or a cut, can never equal either. */
+static void two_payloads(int round, mxu_buf out[2])
+{
+    for (int w = 0; w < 2; w++) {
+        mxu_buf_free(&out[w]);
+        size_t n = (size_t)(3 << 16) + (size_t)w * 1000 + (size_t)round;
+        for (size_t i = 0; i < n; i++) {
+            unsigned char ch = (unsigned char)(pattern(i + (uint64_t)round * 7) ^ (w ? 0xa5 : 0));
+            mxu_buf_append(&out[w], &ch, 1);
+        }
+    }
+}
+
+static void check_object(mxu_backend *b, const char *key, const mxu_buf *want)
+{
+    cap *c = blob_read(b, key, 0, want->len + 10);
+    CHECK_STATUS(c, MXU_RES_OK);
+    CHECK_EQ_U64(c->data.len, want->len);
+    CHECK(memcmp(c->data.data, want->data, want->len) == 0);
+}
+
+/* Two writers upload one key at once, their chunks interleaved in every
+ * order a seeded shuffle gives: each chunk is accepted, each upload
+ * publishes whole, and the object is exactly the payload whose LAST came
+ * last (checked right after each LAST), never a mix. */
+static void test_blob_fs_two_writers(void)
+{
+    char root[256];
+    mxu_backend *b = open_blob_fs("two", root, sizeof(root));
+    const size_t chunk = 40000; /* several chunks, the last one short */
+    mxu_buf pay[2] = {{0}, {0}};
+    uint64_t owners[2] = {0x10000001, 0x10000002};
+    unsigned seed = 12345;
+    for (int round = 0; round < 40; round++) {
+        two_payloads(round, pay);
+        size_t off[2] = {0, 0};
+        bool done[2] = {false, false};
+        int last_done = -1;
+        while (!done[0] || !done[1]) {
+            seed = seed * 1103515245u + 12345u;
+            int w = (seed >> 16) & 1;
+            if (done[w])
+                w = !w;
+            size_t n = MXU_MIN(chunk, pay[w].len - off[w]);
+            unsigned flags = (off[w] == 0 ? MXU_RES_BLOB_FIRST : 0) |
+                             (off[w] + n == pay[w].len ? MXU_RES_BLOB_LAST : 0);
+            cap *c = blob_write_as(b, "shared/obj", owners[w], off[w], flags,
+                                   (const char *)pay[w].data + off[w], n);
+            CHECK_STATUS(c, MXU_RES_OK);
+            CHECK_EQ_U64(c->n1, off[w] + n);
+            off[w] += n;
+            if (flags & MXU_RES_BLOB_LAST) {
+                done[w] = true;
+                last_done = w;
+                check_object(b, "shared/obj", &pay[w]); /* this one, whole */
+            }
+        }
+        check_object(b, "shared/obj", &pay[last_done]);
+        CHECK_EQ_INT(count_tmp(root), 0);
+    }
+    /* An owner's FIRST starts over its own upload only. */
+    CHECK_STATUS(blob_write_as(b, "re", 1, 0, MXU_RES_BLOB_FIRST, "aaaa", 4), MXU_RES_OK);
+    CHECK_STATUS(blob_write_as(b, "re", 2, 0, MXU_RES_BLOB_FIRST, "xy", 2), MXU_RES_OK);
+    CHECK_STATUS(blob_write_as(b, "re", 1, 0, MXU_RES_BLOB_FIRST, "bb", 2), MXU_RES_OK);
+    CHECK_STATUS(blob_write_as(b, "re", 2, 2, MXU_RES_BLOB_LAST, "z", 1), MXU_RES_OK);
+    CHECK_DATA(blob_read(b, "re", 0, 100), "xyz", 3);
+    cap *c = blob_write_as(b, "re", 1, 4, MXU_RES_BLOB_LAST, "cc", 2); /* restarted at 2 */
+    CHECK_STATUS(c, MXU_RES_INVALID);
+    CHECK_STATUS(blob_write_as(b, "re", 1, 2, MXU_RES_BLOB_LAST, "cc", 2), MXU_RES_OK);
+    CHECK_DATA(blob_read(b, "re", 0, 100), "bbcc", 4);
+    /* A chunk of an owner that has no upload of the key is refused, and
+     * disturbs nobody else's. */
+    CHECK_STATUS(blob_write_as(b, "k", 1, 0, MXU_RES_BLOB_FIRST, "one", 3), MXU_RES_OK);
+    c = blob_write_as(b, "k", 3, 3, MXU_RES_BLOB_LAST, "!!", 2);
+    CHECK_STATUS(c, MXU_RES_INVALID);
+    CHECK_CONTAINS(c->msg, "by this writer");
+    CHECK_STATUS(blob_write_as(b, "k", 1, 3, MXU_RES_BLOB_LAST, "two", 3), MXU_RES_OK);
+    CHECK_DATA(blob_read(b, "k", 0, 100), "onetwo", 6);
+    CHECK_EQ_INT(count_tmp(root), 0);
+    mxu_buf_free(&pay[0]);
+    mxu_buf_free(&pay[1]);
+    close_be(b);
+    close_loop();
+}
+
+/* An abandoned upload goes at once with its temporary file (and the
+ * folders its first chunk made); the other owner's upload of the same key
+ * goes on. One owner cannot take every upload slot of the resource. */
+static void test_blob_fs_abandon_owner(void)
+{
+    char root[256], folder[300];
+    mxu_backend *b = open_blob_fs("ab", root, sizeof(root));
+    snprintf(folder, sizeof(folder), "%s/x", root);
+    const mxu_driver *d = b->driver;
+    CHECK(d->blob_abandon != NULL);
+    CHECK_STATUS(blob_write_as(b, "k", 1, 0, MXU_RES_BLOB_FIRST, "mine", 4), MXU_RES_OK);
+    CHECK_STATUS(blob_write_as(b, "k", 2, 0, MXU_RES_BLOB_FIRST, "yours", 5), MXU_RES_OK);
+    CHECK_STATUS(blob_write_as(b, "x/y", 1, 0, MXU_RES_BLOB_FIRST, "deep", 4), MXU_RES_OK);
+    CHECK_EQ_INT(count_tmp(root), 3);
+    d->blob_abandon(b, "k", 1);
+    CHECK_EQ_INT(count_tmp(root), 2);
+    d->blob_abandon(b, "k", 1); /* nothing left: nothing happens */
+    d->blob_abandon(b, "nothing", 9);
+    CHECK_EQ_INT(count_tmp(root), 2);
+    d->blob_abandon(b, "x/y", 1);
+    CHECK_EQ_INT(count_tmp(root), 1);
+    struct stat st;
+    CHECK(stat(folder, &st) < 0 && errno == ENOENT);
+    cap *c = blob_write_as(b, "k", 1, 4, MXU_RES_BLOB_LAST, "!", 1);
+    CHECK_STATUS(c, MXU_RES_INVALID);
+    CHECK_STATUS(blob_write_as(b, "k", 2, 5, MXU_RES_BLOB_LAST, "!", 1), MXU_RES_OK);
+    CHECK_DATA(blob_read(b, "k", 0, 100), "yours!", 6);
+    CHECK_EQ_INT(count_tmp(root), 0);
+
+    /* 16 uploads per owner; the 17th is refused, another owner still gets one */
+    char key[32];
+    for (int i = 0; i < 16; i++) {
+        snprintf(key, sizeof(key), "many/%d", i);
+        CHECK_STATUS(blob_write_as(b, key, 7, 0, MXU_RES_BLOB_FIRST, "p", 1), MXU_RES_OK);
+    }
+    c = blob_write_as(b, "many/16", 7, 0, MXU_RES_BLOB_FIRST, "p", 1);
+    CHECK_STATUS(c, MXU_RES_UNAVAILABLE);
+    CHECK_CONTAINS(c->msg, "this writer has 16 uploads open");
+    CHECK_STATUS(blob_write_as(b, "many/16", 8, 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "q", 1),
+                 MXU_RES_OK);
+    for (int i = 0; i < 16; i++) {
+        snprintf(key, sizeof(key), "many/%d", i);
+        d->blob_abandon(b, key, 7);
+    }
+    CHECK_EQ_INT(count_tmp(root), 0);
+    close_be(b);
+    close_loop();
+}
+
+/* ---- blob uploads through the resolver: owners, abandon, moves ------------------------------- */
+
+static cap *bcall(mxu_binding *b, enum mxu_res_op op, uint64_t owner, const char *key, uint64_t n1,
+                  uint64_t n2, const void *data, size_t len)
+{
+    cap *c = cap_new();
+    mxu_res_call call = {
+        .op = op, .owner = owner, .key = key, .n1 = n1, .n2 = n2, .data = data, .len = len};
+    mxu_binding_call(b, &call, on_cap, c);
+    return wait_cap(c);
+}
+
+typedef struct move_result {
+    bool done;
+    char err[sizeof(((mxu_err *)0)->msg)];
+} move_result;
+
+static void on_moved(void *ud, const mxu_err *err)
+{
+    move_result *m = ud;
+    m->done = true;
+    snprintf(m->err, sizeof(m->err), "%s", err ? err->msg : "");
+}
+
+static bool moved(void *arg)
+{
+    return ((move_result *)arg)->done;
+}
+
+/* A fresh fixture with a resolver on it (the node's data directory is g_dir). */
+static mxu_resolver *open_resolver(void)
+{
+    setup();
+    mxu_resolver_config cfg = {.loop = &g_loop, .data_dir = g_dir};
+    mxu_resolver *r = NULL;
+    mxu_err err = {0};
+    if (mxu_resolver_open(&cfg, &r, &err) < 0)
+        MXU_TEST_FAIL_("resolver: %s", err.msg);
+    return r;
+}
+
+static mxu_binding *bind_blob(mxu_resolver *r, const char *uri)
+{
+    mxu_err err = {0};
+    mxu_binding *b = mxu_resolver_bind(r, "default", uri, &err);
+    if (b == NULL)
+        MXU_TEST_FAIL_("bind %s: %s", uri, err.msg);
+    return b;
+}
+
+/* The node abandons an ended invocation through the binding: its upload and
+ * temporary file go at once; other owners' uploads stay. */
+static void test_blob_binding_abandon(void)
+{
+    mxu_resolver *r = open_resolver();
+    mxu_binding *b = bind_blob(r, "blob:gone");
+    char root[256];
+    snprintf(root, sizeof(root), "%s/resources/blobs/default/blob/gone", g_dir);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 41, "a", 0, MXU_RES_BLOB_FIRST, "1", 1), MXU_RES_OK);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 41, "b/c", 0, MXU_RES_BLOB_FIRST, "1", 1),
+                 MXU_RES_OK);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 42, "a", 0, MXU_RES_BLOB_FIRST, "2", 1), MXU_RES_OK);
+    CHECK_EQ_INT(count_tmp(root), 3);
+    mxu_binding_abandon(b, 41);
+    CHECK_EQ_INT(count_tmp(root), 1);
+    mxu_binding_abandon(b, 41);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 41, "a", 1, MXU_RES_BLOB_LAST, "x", 1),
+                 MXU_RES_INVALID);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 42, "a", 1, MXU_RES_BLOB_LAST, "2", 1), MXU_RES_OK);
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "a", 0, 100, NULL, 0), "22", 2);
+    CHECK_EQ_INT(count_tmp(root), 0);
+    mxu_binding_abandon(b, 42); /* nothing open: nothing happens */
+    mxu_binding_unref(b);
+    mxu_resolver_close(r);
+    close_loop();
+}
+
+/* A move that starts while uploads are open: the upload older than the move
+ * goes on on the source and is published, one that starts during the move
+ * goes to both; the move waits for the old one, copies its object again,
+ * and switches. Nothing is lost and no writer gets an error. Then the same
+ * with the old upload abandoned (its invocation ended): the move completes
+ * without it. */
+static void test_blob_move_with_uploads_open(void)
+{
+    mxu_resolver *r = open_resolver();
+    mxu_binding *b = bind_blob(r, "blob:mv");
+    mxu_err err = {0};
+    char src_root[256], dst_root[256], dst_loc[128], back_loc[16] = "embedded";
+    snprintf(src_root, sizeof(src_root), "%s/resources/blobs/default/blob/mv", g_dir);
+    snprintf(dst_loc, sizeof(dst_loc), "fs://%s/dst", g_dir);
+    snprintf(dst_root, sizeof(dst_root), "%s/dst/default/blob/mv", g_dir);
+    for (int i = 0; i < 5; i++) {
+        char key[16];
+        snprintf(key, sizeof(key), "pre/%d", i);
+        CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 1, key, 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST,
+                           key, strlen(key)),
+                     MXU_RES_OK);
+    }
+    CHECK_STATUS(
+        bcall(b, MXU_RES_BLOB_WRITE, 1, "big", 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "old", 3),
+        MXU_RES_OK);
+    /* owner 100 is half-way through "big" when the move starts */
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 100, "big", 0, MXU_RES_BLOB_FIRST, "older-", 6),
+                 MXU_RES_OK);
+    move_result mr = {0};
+    CHECK_EQ_INT(mxu_resolver_move(r, "default", "blob:mv", dst_loc, on_moved, &mr, &err), 0);
+    loop_for(50);
+    CHECK(!mr.done); /* waiting for owner 100 */
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 100, "big", 6, 0, "than-", 5), MXU_RES_OK);
+    /* owner 200 writes "big" and "new" from start to end during the move */
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 200, "new", 0, MXU_RES_BLOB_FIRST, "fresh-", 6),
+                 MXU_RES_OK);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 200, "new", 6, MXU_RES_BLOB_LAST, "object", 6),
+                 MXU_RES_OK);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 200, "big", 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST,
+                       "during", 6),
+                 MXU_RES_OK);
+    CHECK(!mr.done);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 100, "big", 11, MXU_RES_BLOB_LAST, "move", 4),
+                 MXU_RES_OK); /* the last one published wins */
+    CHECK(run_until(moved, &mr, 5000));
+    CHECK_STR(mr.err, "");
+    CHECK_STR(mxu_binding_location(b), dst_loc);
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "big", 0, 100, NULL, 0), "older-than-move", 15);
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "new", 0, 100, NULL, 0), "fresh-object", 12);
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "pre/4", 0, 100, NULL, 0), "pre/4", 5);
+    CHECK_EQ_INT(count_tmp(src_root), 0);
+    CHECK_EQ_INT(count_tmp(dst_root), 0);
+
+    /* back, with an old upload that is abandoned instead of finished */
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 300, "big", 0, MXU_RES_BLOB_FIRST, "never", 5),
+                 MXU_RES_OK);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 301, "solo", 0, MXU_RES_BLOB_FIRST, "s", 1),
+                 MXU_RES_OK);
+    memset(&mr, 0, sizeof(mr));
+    CHECK_EQ_INT(mxu_resolver_move(r, "default", "blob:mv", back_loc, on_moved, &mr, &err), 0);
+    loop_for(20);
+    CHECK(!mr.done);
+    CHECK_STATUS(bcall(b, MXU_RES_BLOB_WRITE, 301, "solo", 1, MXU_RES_BLOB_LAST, "olo", 3),
+                 MXU_RES_OK);
+    CHECK(!mr.done);
+    mxu_binding_abandon(b, 300); /* its invocation ended */
+    CHECK(run_until(moved, &mr, 5000));
+    CHECK_STR(mr.err, "");
+    CHECK_STR(mxu_binding_location(b), "embedded");
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "big", 0, 100, NULL, 0), "older-than-move", 15);
+    CHECK_DATA(bcall(b, MXU_RES_BLOB_READ, 0, "solo", 0, 100, NULL, 0), "solo", 4);
+    CHECK_EQ_INT(count_tmp(src_root), 0);
+    CHECK_EQ_INT(count_tmp(dst_root), 0);
+    mxu_binding_unref(b);
+    mxu_resolver_close(r);
     close_loop();
 }
 
@@ -1583,6 +1884,8 @@ static void test_kv_embedded_get_latency(void)
 MXU_TESTS(TEST(test_driver_find), TEST(test_kv_embedded), TEST(test_kv_redis),
           TEST(test_queue_embedded), TEST(test_queue_redis), TEST(test_blob_fs),
           TEST(test_blob_fs_embedded_location), TEST(test_blob_fs_abandoned),
+          TEST(test_blob_fs_two_writers), TEST(test_blob_fs_abandon_owner),
+          TEST(test_blob_binding_abandon), TEST(test_blob_move_with_uploads_open),
           TEST(test_embedded_durable), TEST(test_kv_redis_outage), TEST(test_queue_redis_outage),
           TEST(test_redis_hang), TEST(test_redis_down_at_open), TEST(test_redis_close_at_once),
           TEST(test_redis_bad_location), TEST(test_redis_restart_empty),
