@@ -343,10 +343,10 @@ int mxu_kv_list(mxu_req *req, const char *desc, const char *prefix, const char *
 /* ---- blob -------------------------------------------------------------------------- */
 
 /* One BLOB_READ of at most CHUNK bytes. On success, *chunk is the data (in
- * the transport's buffer: copy it, then mxu_fn_rt_call_done()) and *size the
- * object's size. */
+ * the transport's buffer: copy it, then mxu_fn_rt_call_done()), *size the
+ * object's size and *version its version (0: the host cannot tell). */
 static int blob_read_chunk(mxu_slice name, mxu_slice key, uint64_t offset, size_t want,
-                           mxu_slice *chunk, uint64_t *size)
+                           mxu_slice *chunk, uint64_t *size, uint64_t *version)
 {
     mxu_res_reply_msg rep;
     int rc = call(name, MXU_RES_BLOB_READ, offset, want, &key, 1, &rep);
@@ -358,6 +358,7 @@ static int blob_read_chunk(mxu_slice name, mxu_slice key, uint64_t offset, size_
                             rep.vals[0].len, want);
     *chunk = rep.vals[0];
     *size = rep.n1;
+    *version = rep.n2;
     return 0;
 }
 
@@ -373,8 +374,9 @@ int mxu_blob_read(mxu_req *req, const char *desc, const char *key, uint64_t offs
 
     /* The first chunk also tells the object's size, hence how much the
      * whole read gives: allocate that once, then fill it chunk by chunk. */
-    uint64_t obj;
-    if ((rc = blob_read_chunk(name, k, offset, len < CHUNK ? len : CHUNK, &chunk, &obj)) < 0)
+    uint64_t obj, version;
+    if ((rc = blob_read_chunk(name, k, offset, len < CHUNK ? len : CHUNK, &chunk, &obj, &version)) <
+        0)
         return rc;
     uint64_t left = obj > offset ? obj - offset : 0;
     uint64_t total = (uint64_t)len < left ? (uint64_t)len : left;
@@ -392,10 +394,10 @@ int mxu_blob_read(mxu_req *req, const char *desc, const char *key, uint64_t offs
 
     while (done < total) {
         size_t want = total - done < CHUNK ? (size_t)(total - done) : CHUNK;
-        uint64_t now;
-        if ((rc = blob_read_chunk(name, k, offset + done, want, &chunk, &now)) < 0)
+        uint64_t now, now_version;
+        if ((rc = blob_read_chunk(name, k, offset + done, want, &chunk, &now, &now_version)) < 0)
             return rc;
-        if (now != obj) {
+        if (now != obj || now_version != version) {
             mxu_fn_rt_call_done();
             return fail(MXU_E_CONFLICT,
                         "object '%s' changed while being read (%llu bytes, now %llu)", key,

@@ -367,13 +367,16 @@ MXU_FN_API int mxu_kv_list(mxu_req *req, const char *desc, const char *prefix, c
 /* Read up to `len` bytes of object `key` from byte `offset` on. On success
  * sets `*data` (in the arena, never NULL) and `*got` to the bytes read:
  * fewer than `len` only at the end of the object, 0 when `offset` is the
- * object's size (an offset past the end is MXU_E_INVALID). `*size` (may be NULL) gets the object's
- * whole size, so `mxu_blob_read(req, d, key, 0, SIZE_MAX, &p, &n, NULL)` reads a whole object. A
- * read longer than MXU_FN_BLOB_CHUNK takes several round trips; if the object is replaced meanwhile
- * the call fails with MXU_E_CONFLICT rather than return a mix of two versions (a change that keeps
- * the size is not detected). Errors: MXU_E_NOT_FOUND when there is no such object; CONFLICT;
- * INVALID (also: offset past the end); DENIED, UNAVAILABLE, DEADLINE, RATE_LIMITED; MXU_E_NOMEM
- * when the bytes do not fit in memory (read in ranges instead). */
+ * object's size (an offset past the end is MXU_E_INVALID). `*size` (may be
+ * NULL) gets the object's whole size, so
+ * `mxu_blob_read(req, d, key, 0, SIZE_MAX, &p, &n, NULL)` reads a whole
+ * object. A read longer than MXU_FN_BLOB_CHUNK takes several round trips; if
+ * the object is replaced meanwhile (even by one of the same size) the call
+ * fails with MXU_E_CONFLICT rather than return a mix of two versions: read
+ * again. Errors: MXU_E_NOT_FOUND when there is no such object; CONFLICT;
+ * INVALID (also: offset past the end); DENIED, UNAVAILABLE, DEADLINE,
+ * RATE_LIMITED; MXU_E_NOMEM when the bytes do not fit in memory (read in
+ * ranges instead). */
 MXU_FN_API int mxu_blob_read(mxu_req *req, const char *desc, const char *key, uint64_t offset,
                              size_t len, const void **data, size_t *got, uint64_t *size);
 

@@ -450,6 +450,19 @@ static void bfs_abandon(mxu_backend *b, const char *key, uint64_t owner)
 
 /* ---- read, stat, delete --------------------------------------------------------------------- */
 
+/* Which version of an object a file is, for a reader that reads it in
+ * several chunks: every publish renames a new file over the object, so a new
+ * inode with a new change time; the size alone misses a replacement by an
+ * object of the same size. Never 0 (0 says "no version" on the wire). */
+static uint64_t object_version(const struct stat *st)
+{
+    uint64_t v = (uint64_t)st->st_ino * 0x9e3779b97f4a7c15ull;
+    v ^= ((uint64_t)st->st_ctim.tv_sec * 1000000000ull + (uint64_t)st->st_ctim.tv_nsec) *
+         0xbf58476d1ce4e5b9ull;
+    v ^= (uint64_t)st->st_dev + ((uint64_t)st->st_size << 1);
+    return v != 0 ? v : 1;
+}
+
 static void bfs_read(mxu_backend *b, const char *key, uint64_t offset, size_t len, mxu_res_cb cb,
                      void *ud)
 {
@@ -468,6 +481,7 @@ static void bfs_read(mxu_backend *b, const char *key, uint64_t offset, size_t le
         return;
     }
     uint64_t size = (uint64_t)st.st_size;
+    uint64_t version = object_version(&st);
     if (offset > size) {
         char q[128];
         mxu_res_quote(key, q, sizeof(q));
@@ -491,7 +505,7 @@ static void bfs_read(mxu_backend *b, const char *key, uint64_t offset, size_t le
             break;
         got += (size_t)r;
     }
-    mxu_res_result r = {.status = MXU_RES_OK, .data = buf, .len = got, .n1 = size};
+    mxu_res_result r = {.status = MXU_RES_OK, .data = buf, .len = got, .n1 = size, .n2 = version};
     cb(ud, &r);
 }
 

@@ -519,9 +519,10 @@ void mxu_move_call(mxu_binding *b, const mxu_res_call *c, mxu_res_cb cb, void *u
 json_t *mxu_move_json(mxu_binding *b)
 {
     mxu_move *m = b->move;
-    return json_pack("{s:s, s:I, s:I, s:b}", "to", m->dst->location, "copied",
+    /* uploads_open: uploads older than the move it still waits for. */
+    return json_pack("{s:s, s:I, s:I, s:b, s:I}", "to", m->dst->location, "copied",
                      (json_int_t)m->copied, "written_meanwhile", (json_int_t)m->skipped,
-                     "finishing", m->finishing);
+                     "finishing", m->finishing, "uploads_open", (json_int_t)m->premove_open);
 }
 
 int mxu_resolver_move(mxu_resolver *r, const char *tenant, const char *uri, const char *location,

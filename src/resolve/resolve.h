@@ -105,6 +105,10 @@ typedef struct mxu_driver {
 
     /* blob: keys as kv, plus '/' allowed as a separator ("img/a.png"); no
      * "." or ".." segments, no leading '/'. */
+    /* Answers the bytes, n1 = the object's size and n2 = its version: any
+     * number that changes whenever the object is replaced (0 if the backend
+     * cannot tell), so that a reader reading in chunks notices a replacement
+     * of the same size. */
     void (*blob_read)(mxu_backend *b, const char *key, uint64_t offset, size_t len, mxu_res_cb cb,
                       void *ud);
     /* Uploads. An upload belongs to its writer: the pair (key, owner), where

@@ -1071,6 +1071,14 @@ static void test_blob_fs_two_writers(void)
     CHECK_STATUS(c, MXU_RES_INVALID);
     CHECK_STATUS(blob_write_as(b, "re", 1, 2, MXU_RES_BLOB_LAST, "cc", 2), MXU_RES_OK);
     CHECK_DATA(blob_read(b, "re", 0, 100), "bbcc", 4);
+    /* A read tells the object's version: the same until it is replaced,
+     * then another, even when the new object has the same size. */
+    uint64_t v1 = blob_read(b, "re", 0, 2)->n2;
+    CHECK(v1 != 0);
+    CHECK_EQ_U64(blob_read(b, "re", 2, 2)->n2, v1);
+    CHECK_STATUS(blob_write_as(b, "re", 2, 0, MXU_RES_BLOB_FIRST | MXU_RES_BLOB_LAST, "dddd", 4),
+                 MXU_RES_OK);
+    CHECK(blob_read(b, "re", 0, 2)->n2 != v1);
     /* A chunk of an owner that has no upload of the key is refused, and
      * disturbs nobody else's. */
     CHECK_STATUS(blob_write_as(b, "k", 1, 0, MXU_RES_BLOB_FIRST, "one", 3), MXU_RES_OK);
