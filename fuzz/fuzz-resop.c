@@ -78,10 +78,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (op.op == MXU_RES_SVC_CALL)
         return 0; /* served by the scheduler, not a backend */
     int called = 0;
-    mxu_desc_run(table, &op, on_done, &called);
+    /* Each input is an invocation of its own, which ends after its op (as
+     * the scheduler does: its unfinished uploads are dropped). */
+    static uint64_t owner;
+    owner++;
+    mxu_desc_run(table, &op, owner, on_done, &called);
     /* Embedded backends answer at once; nothing may still be pending. */
     uv_run(&loop, UV_RUN_NOWAIT);
     if (called != 1)
         abort();
+    mxu_desc_release(table, owner);
     return 0;
 }
