@@ -370,7 +370,15 @@ fi
 RES="$RES" MXU_BIN="$MXU_BIN" BENCH_PERF="$PERF" sh "$BENCH/resources.sh" >"$RES/raw/resources.log" 2>&1 ||
     log "bench/resources.sh failed (see $RES/raw/resources.log)"
 
+# ---------------------------------------------------------------- metering
+# Warm invoke with usage records on vs off, same binary, same run (its own
+# two nodes; docs/metering.md).
+MXU_BIN="$MXU_BIN" DURATION="$DURATION" ROUNDS="$REPEATS" SERVER_CPU="$SERVER_CPU" \
+    CLIENT_CPU="$CLIENT_CPU" sh "$BENCH/metering.sh" >"$RES/metering.txt" 2>"$RES/raw/metering.log" ||
+    log "bench/metering.sh failed (see $RES/raw/metering.log)"
+
 # ---------------------------------------------------------------- summary
 python3 "$BENCH/summary.py" "$RES" >"$RES/summary.md" || exit 1
 cat "$RES/summary.md"
+[ -s "$RES/metering.txt" ] && { echo; echo "metering on vs off:"; cat "$RES/metering.txt"; }
 log "raw results: $RES"

@@ -18,7 +18,8 @@ static const struct command {
     {"serve", mxu_cmd_serve},   {"deploy", mxu_cmd_deploy},     {"invoke", mxu_cmd_invoke},
     {"ls", mxu_cmd_ls},         {"show", mxu_cmd_show},         {"alias", mxu_cmd_alias},
     {"rm", mxu_cmd_rm},         {"logs", mxu_cmd_logs},         {"version", mxu_cmd_version},
-    {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource},
+    {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource}, {"usage", mxu_cmd_usage},
+    {"bill", mxu_cmd_bill},
 };
 
 static void usage(FILE *out)

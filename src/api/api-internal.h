@@ -25,7 +25,28 @@ void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, c
 /* Map a registry/core error to status + code and answer. */
 void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, const char *ref);
 
+void api_method_not_allowed(mxu_http_req *req, const char *allow);
+
 void api_invoke(mxu_api *api, mxu_http_req *req, const char *target);
+
+/* api-meter.c. The request's size as usage records count it. */
+uint64_t api_request_bytes(mxu_http_req *req);
+/* Answer once `rec` is durable (at once with metering off), filling its
+ * http_status and bytes_out first. Headers are copied, the body taken;
+ * done(ud), if given, runs right after the answer went out. */
+void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec, int status,
+                         const mxu_http_header *hdrs, size_t nhdrs, mxu_buf *body,
+                         void (*done)(void *ud), void *ud);
+/* Refuse an invocation of `tenant`'s function with a JSON error (as api_error,
+ * plus an X-Mxu-Invocation-Id), recording it as rejected first: for 404,
+ * 413, and the policy layer's 401/403/429/quota once the tenant is known. */
+void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
+                        uint32_t version, int status, const char *code, const char *fmt, ...)
+    MXU_PRINTF(8, 9);
+/* /v1/usage, /v1/bills, /v1/prices; false if the path is none of them. */
+bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg);
+/* Unix ms or ISO-8601 UTC ("2026-11-30", "2026-11-30T05:18:01Z"). */
+int api_parse_time_ms(const char *s, uint64_t *out);
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path);
 
 #endif

@@ -26,6 +26,8 @@ typedef struct inv_ctx {
     uint32_t nhdr;
     bool in_invoke; /* inside mxu_sched_invoke(): the callback must not free */
     bool done;
+    bool held;         /* answered, waiting for its usage record to be durable */
+    uint64_t bytes_in; /* for the usage record */
     mxu_slice names[MAX_FORWARDED_HEADERS];
     mxu_slice values[MAX_FORWARDED_HEADERS];
 } inv_ctx;
@@ -100,6 +102,37 @@ static int inv_status(enum mxu_inv_error e)
     return 500;
 }
 
+static void ctx_release(inv_ctx *c);
+
+static void on_sent(void *ud)
+{
+    free(ud);
+}
+
+/* Answer, after the usage record is durable when metering is on. */
+static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_header *hdrs,
+                   size_t nh, mxu_buf *body)
+{
+    mxu_api *api = c->api;
+    if (api->cfg.meter == NULL) {
+        mxu_http_respond(c->req, status, hdrs, nh, body);
+        ctx_release(c);
+        return;
+    }
+    mxu_usage_record r;
+    mxu_inv_usage_record(res, &r);
+    r.bytes_in = c->bytes_in;
+    /* From the moment the whole request had arrived, which is earlier than
+     * the scheduler saw it. */
+    uint64_t now = mxu_now_ns(), start = mxu_http_req_start_ns(c->req);
+    if (now > start)
+        r.wall_us = (now - start) / 1000;
+    /* on_result may run inside mxu_sched_invoke(): api_invoke sees `held`
+     * and leaves the context to on_sent. */
+    c->held = true;
+    api_respond_metered(api, c->req, &r, status, hdrs, nh, body, on_sent, c);
+}
+
 static void respond_error(inv_ctx *c, mxu_invoke_res *res)
 {
     char id[24], retry[16];
@@ -122,7 +155,7 @@ static void respond_error(inv_ctx *c, mxu_invoke_res *res)
     size_t nh = 3;
     if (res->retry_after_s)
         h[nh++] = (mxu_http_header){"Retry-After", retry};
-    mxu_http_respond(c->req, inv_status(res->error), h, nh, &out);
+    finish(c, res, inv_status(res->error), h, nh, &out);
     mxu_buf_free(&out);
 }
 
@@ -140,7 +173,6 @@ static void on_result(void *ud, mxu_invoke_res *res)
     c->inv = NULL;
     if (res->error != MXU_INV_OK) {
         respond_error(c, res);
-        ctx_release(c);
         return;
     }
     if (res->status < 200) {
@@ -148,7 +180,6 @@ static void on_result(void *ud, mxu_invoke_res *res)
         bad.error = MXU_INV_BAD_RESPONSE;
         bad.message = "the function answered with a 1xx status, which cannot end a response";
         respond_error(c, &bad);
-        ctx_release(c);
         return;
     }
     /* Copy the function's headers into one block of NUL-terminated strings,
@@ -188,15 +219,16 @@ static void on_result(void *ud, mxu_invoke_res *res)
         hdrs[nh++] = (mxu_http_header){"X-Mxu-Cold", "1"};
     if (res->status == 204 || res->status == 304)
         mxu_buf_reset(&res->body);
-    mxu_http_respond(c->req, res->status, hdrs, nh, &res->body);
+    finish(c, res, res->status, hdrs, nh, &res->body);
     free(hdrs);
     free(block);
-    ctx_release(c);
 }
 
 static void on_abort(mxu_http_req *req, void *ud)
 {
     inv_ctx *c = ud;
+    if (c->held)
+        return; /* answered already; the answer is dropped when released */
     /* The client is gone: drop the invocation (or its result) and the request. */
     if (c->inv)
         mxu_sched_cancel(c->inv);
@@ -255,6 +287,15 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
     mxu_err err;
     mxu_fn_version *v = mxu_registry_resolve(api->cfg.reg, name, ref, &err);
     if (v == NULL) {
+        if (api->cfg.meter && err.code == ENOENT) {
+            /* Every name under /fn/ is the default tenant's until tenants
+             * arrive: the refusal is that tenant's invocation. */
+            const char *code = strstr(err.msg, "alias")               ? "alias_not_found"
+                               : strstr(err.msg, "version") && ref[0] ? "version_not_found"
+                                                                      : "function_not_found";
+            api_reject_metered(api, req, "default", name, 0, 404, code, "%s", err.msg);
+            return;
+        }
         api_error_from(req, &err, name, ref);
         return;
     }
@@ -263,7 +304,11 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
     if (body_len > api->cfg.max_invoke_body) {
         char lim[32];
         mxu_format_size(api->cfg.max_invoke_body, lim, sizeof(lim));
-        api_error(req, 413, "body_too_large", NULL, "invocation bodies are limited to %s", lim);
+        if (api->cfg.meter)
+            api_reject_metered(api, req, mxu_fn_version_tenant(v), v->function, v->version, 413,
+                               "body_too_large", "invocation bodies are limited to %s", lim);
+        else
+            api_error(req, 413, "body_too_large", NULL, "invocation bodies are limited to %s", lim);
         return;
     }
 
@@ -273,6 +318,8 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
     c->inv = NULL;
     c->version = v->version;
     c->nhdr = 0;
+    if (api->cfg.meter)
+        c->bytes_in = api_request_bytes(req);
     size_t nh = mxu_http_req_header_count(req);
     for (size_t i = 0; i < nh && c->nhdr < MAX_FORWARDED_HEADERS; i++) {
         const char *hn, *hv;
@@ -292,6 +339,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
         .hdr_names = c->names,
         .hdr_values = c->values,
         .nhdr = c->nhdr,
+        .bytes_in = c->bytes_in,
     };
     mxu_http_req_steal_body(req, &ir.body);
     /* on_abort must be registered before invoking: the callback may run at once. */
@@ -304,5 +352,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
         return;
     }
     c->in_invoke = false;
+    if (c->held)
+        return; /* answered inside the call; on_sent frees the context */
     c->inv = inv;
 }

@@ -30,6 +30,11 @@ static void method_not_allowed(mxu_http_req *req, const char *allow)
     mxu_buf_free(&out);
 }
 
+void api_method_not_allowed(mxu_http_req *req, const char *allow)
+{
+    method_not_allowed(req, allow);
+}
+
 static bool is_method(mxu_http_req *req, const char *m)
 {
     return strcmp(mxu_http_req_method(req), m) == 0;
@@ -86,6 +91,8 @@ static void get_health(mxu_api *api, mxu_http_req *req)
                           (json_int_t)((mxu_wall_ms() - api->started_ms) / 1000), "data_dir",
                           api->data_dir, "listen", api->listen, "executors", executors, "capacity",
                           mxu_sched_capacity_json(api->cfg.sched));
+    json_object_set_new(j, "metering",
+                        api->cfg.meter ? mxu_meter_stats_json(api->cfg.meter) : json_false());
     api_json(req, 200, j);
 }
 
@@ -538,6 +545,8 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
                 json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, NULL)));
         return;
     }
+    if (api_meter_route(api, req, seg, nseg))
+        return;
     if (nseg >= 1 && nseg <= 3 && strcmp(seg[0], "resources") == 0) {
         resources(api, req, nseg >= 2 ? seg[1] : NULL, nseg == 3 ? seg[2] : NULL);
         return;

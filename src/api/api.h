@@ -9,6 +9,7 @@
 #define MXU_API_H
 
 #include "http/http.h"
+#include "meter/meter.h"
 #include "registry/registry.h"
 #include "sched/sched.h"
 
@@ -21,6 +22,7 @@ typedef struct mxu_api_config {
     const char *data_dir;   /* shown by /v1/health */
     const char *listen;     /* "127.0.0.1:8080", shown by /v1/health */
     size_t max_invoke_body; /* 0 = 6 MiB; larger bodies to /fn/ get 413 */
+    mxu_meter *meter;       /* usage records; NULL = metering off */
 } mxu_api_config;
 
 mxu_api *mxu_api_create(const mxu_api_config *cfg);

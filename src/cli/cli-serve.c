@@ -12,6 +12,7 @@
 #include "cli/serve-config.h"
 #include "exec/exec.h"
 #include "http/http.h"
+#include "meter/meter.h"
 #include "registry/registry.h"
 #include "resolve/resolve.h"
 #include "sched/sched.h"
@@ -35,6 +36,7 @@ typedef struct node {
     mxu_registry *reg;
     mxu_resolver *resolver;
     mxu_sched *sched;
+    mxu_meter *meter; /* NULL with --metering off */
     mxu_api *api;
     mxu_http_server *http;
     uv_signal_t sigterm, sigint;
@@ -71,6 +73,8 @@ static void usage(FILE *out)
             "  --read-timeout DUR      a started request must arrive within (default 30s)\n"
             "  --executor NAME         for manifests that name none: process (default) or\n"
             "                          sandbox (namespaces, cgroups, seccomp; docs/isolation.md)\n"
+            "  --metering on|off       usage records in DATA/usage.db (default on; off is for\n"
+            "                          benchmarks: no records, no bills; docs/metering.md)\n"
             "  --deploy DIR            deploy the function in DIR at start (repeatable)\n"
             "  --log-level LEVEL       debug, info, warn or error (default info)\n"
             "  -h, --help              this help\n"
@@ -81,6 +85,12 @@ static void usage(FILE *out)
             "  resources:\n"
             "    kv:orders: redis://127.0.0.1:6379/0\n"
             "    blob:images: fs:///srv/images\n"
+            "and the price table (decimal strings; docs/metering.md):\n"
+            "  prices:\n"
+            "    per_request: \"0.0000002\"\n"
+            "    per_gb_second: \"0.0000166667\"\n"
+            "    per_gb_out: \"0.09\"\n"
+            "    tenants: {acme: {per_request: \"0.0000001\"}}\n"
             "\n"
             "example:\n"
             "  mxu serve --listen 127.0.0.1:9000 --data /tmp/mxu --deploy examples/hello\n");
@@ -150,9 +160,23 @@ static void on_http_closed(void *ud)
     mxu_info("stopped");
 }
 
+static void on_records_durable(void *ud)
+{
+    node *n = ud;
+    if (n->http)
+        mxu_http_server_close(n->http, on_http_closed, n);
+    else
+        on_http_closed(n);
+}
+
 static void on_sched_stopped(void *ud)
 {
     node *n = ud;
+    /* Answers held for their usage records go out before connections close. */
+    if (n->meter) {
+        mxu_meter_flush(n->meter, on_records_durable, n);
+        return;
+    }
     if (n->http)
         mxu_http_server_close(n->http, on_http_closed, n);
     else
@@ -267,6 +291,7 @@ static int parse_args(node *n, int argc, char **argv)
         {"read-timeout", required_argument, 0, 0},
         {"deploy", required_argument, 0, 0},
         {"executor", required_argument, 0, 0},
+        {"metering", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
@@ -392,6 +417,23 @@ int mxu_cmd_serve(int argc, char **argv)
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
     }
+    if (!n.cfg.metering_off) {
+        mxu_prices *prices = NULL;
+        if (n.cfg.prices_json) {
+            json_t *pj = json_loads(n.cfg.prices_json, 0, NULL);
+            prices = mxu_prices_from_json(pj, &err);
+            json_decref(pj);
+            if (prices == NULL) {
+                fprintf(stderr, "mxu serve: prices: %s\n", err.msg);
+                goto out;
+            }
+        }
+        _cleanup_free_ char *usage_db = mxu_path_join(n.cfg.data_dir, "usage.db");
+        if (mxu_meter_open(&n.loop, usage_db, prices, &n.meter, &err) < 0) {
+            fprintf(stderr, "mxu serve: %s\n", err.msg);
+            goto out;
+        }
+    }
     mxu_sched_config scfg = {
         .memory_budget = n.cfg.memory_budget,
         .queue_max = n.cfg.queue_max,
@@ -401,6 +443,7 @@ int mxu_cmd_serve(int argc, char **argv)
         .resolver = n.resolver,
         .log_dir = log_dir,
         .default_executor = n.cfg.executor,
+        .meter = n.meter,
     };
     if (mxu_sched_create(&n.loop, n.reg, &scfg, &n.sched, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);
@@ -423,7 +466,8 @@ int mxu_cmd_serve(int argc, char **argv)
                            .resolver = n.resolver,
                            .data_dir = n.cfg.data_dir,
                            .listen = n.cfg.listen,
-                           .max_invoke_body = n.cfg.max_body};
+                           .max_invoke_body = n.cfg.max_body,
+                           .meter = n.meter};
     n.api = mxu_api_create(&acfg);
     if (mxu_http_server_start(&n.loop, addr, port, &limits, mxu_api_handle, n.api, &n.http, &err) <
         0) {
@@ -448,6 +492,7 @@ int mxu_cmd_serve(int argc, char **argv)
     printf("  data:      %s\n", n.cfg.data_dir);
     printf("  memory:    %s budget for instances\n", budget);
     printf("  executors: %s\n", mxu_executor_names());
+    printf("  metering:  %s\n", n.meter ? "on (usage.db)" : "off");
     const char *no_sandbox = mxu_executor_unavailable("sandbox");
     if (no_sandbox)
         printf("  sandbox:   unavailable: %s\n", no_sandbox);
@@ -470,6 +515,8 @@ out:
         n.http = NULL;
     }
     mxu_sched_destroy(n.sched);
+    /* After the scheduler: its last records are written before this returns. */
+    mxu_meter_close(n.meter);
     /* Anything an exec function started that left its process group. */
     if (node_env != NULL)
         mxu_exec_reap_leftovers(id);

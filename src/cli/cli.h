@@ -29,6 +29,8 @@ int mxu_cmd_logs(int argc, char **argv);
 int mxu_cmd_version(int argc, char **argv);
 int mxu_cmd_health(int argc, char **argv);
 int mxu_cmd_resource(int argc, char **argv);
+int mxu_cmd_usage(int argc, char **argv);
+int mxu_cmd_bill(int argc, char **argv);
 
 /* Every verb (serve included) with a one-line description, for `mxu --help`. */
 void mxu_cli_usage_all(FILE *out);

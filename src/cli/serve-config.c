@@ -6,6 +6,7 @@
 #include "serve-config.h"
 
 #include <errno.h>
+#include <jansson.h>
 #include <stdio.h>
 #include <string.h>
 #include <yaml.h>
@@ -55,6 +56,7 @@ void mxu_serve_config_free(mxu_serve_config *c)
     }
     free(c->res_uris);
     free(c->res_locations);
+    free(c->prices_json);
     memset(c, 0, sizeof(*c));
 }
 
@@ -86,6 +88,12 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         if (strcmp(v, "process") != 0 && strcmp(v, "sandbox") != 0)
             return mxu_err_set(err, EINVAL, "executor: '%s' is not process or sandbox", v);
         return set_str(&c->executor, v);
+    }
+    if (strcmp(key, "metering") == 0) {
+        if (strcmp(v, "on") != 0 && strcmp(v, "off") != 0)
+            return mxu_err_set(err, EINVAL, "metering: '%s' is not on or off", v);
+        c->metering_off = strcmp(v, "off") == 0;
+        return 0;
     }
     if (strcmp(key, "deploy") == 0) {
         c->deploy = mxu_realloc(c->deploy, (c->ndeploy + 1) * sizeof(char *));
@@ -120,6 +128,28 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         return 0;
     }
     return mxu_err_set(err, EINVAL, "unknown setting '%s' (see mxu serve --help)", key);
+}
+
+/* A YAML mapping of scalars and mappings as JSON, every scalar a string
+ * (YAML's own text: "0.0000166667" stays exactly that). NULL on a sequence. */
+static json_t *yaml_to_json(yaml_document_t *doc, yaml_node_t *n, int depth)
+{
+    if (n->type == YAML_SCALAR_NODE)
+        return json_stringn((const char *)n->data.scalar.value, n->data.scalar.length);
+    if (n->type != YAML_MAPPING_NODE || depth > 4)
+        return NULL;
+    json_t *o = json_object();
+    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
+        yaml_node_t *k = yaml_document_get_node(doc, p->key);
+        json_t *v = yaml_to_json(doc, yaml_document_get_node(doc, p->value), depth + 1);
+        if (k->type != YAML_SCALAR_NODE || v == NULL) {
+            json_decref(v);
+            json_decref(o);
+            return NULL;
+        }
+        json_object_set_new(o, (const char *)k->data.scalar.value, v);
+    }
+    return o;
 }
 
 int mxu_serve_config_load(mxu_serve_config *c, const char *path, mxu_err *err)
@@ -188,6 +218,22 @@ int mxu_serve_config_load(mxu_serve_config *c, const char *path, mxu_err *err)
                     c->res_locations[c->nres] = mxu_strdup((const char *)rv->data.scalar.value);
                     c->nres++;
                 }
+                continue;
+            }
+            if (strcmp(key, "prices") == 0) {
+                /* Checked by the meter at start, with messages naming the field. */
+                json_t *j = yaml_to_json(&doc, v, 0);
+                if (j == NULL || !json_is_object(j)) {
+                    json_decref(j);
+                    rc = mxu_err_set(err, EINVAL,
+                                     "%s:%zu: prices: expected a mapping of prices, e.g. "
+                                     "per_request: \"0.0000002\"",
+                                     path, line);
+                    break;
+                }
+                free(c->prices_json);
+                c->prices_json = json_dumps(j, JSON_COMPACT);
+                json_decref(j);
                 continue;
             }
             if (v->type != YAML_SCALAR_NODE) {

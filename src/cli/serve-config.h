@@ -25,6 +25,11 @@ typedef struct mxu_serve_config {
     char **res_uris, **res_locations;
     size_t nres;
     size_t ndeploy;
+    /* `metering: off` / --metering off: no usage records (benchmarks). */
+    bool metering_off;
+    /* `prices:` of the config file as JSON text (docs/metering.md), or NULL:
+     * the stored table (or the built-in one) stays. */
+    char *prices_json;
 } mxu_serve_config;
 
 void mxu_serve_config_defaults(mxu_serve_config *c);

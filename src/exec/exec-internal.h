@@ -61,6 +61,11 @@ const char **mxu_exec_channel_env(const char *const *envp);
 
 /* Called by executors after a successful start: watch the pid. */
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
+/* CPU time (user + system) of a running process, in µs, from its CPU clock:
+ * one syscall and nanosecond resolution, where /proc/PID/stat costs an open
+ * and a read and counts in clock ticks (10 ms), too coarse to meter one
+ * invocation (docs/metering.md). -1 if the process is gone. */
+int mxu_exec_cpu_us(pid_t pid, uint64_t *cpu_us);
 
 /* exec-sandbox.c: probe and set up the per-node sandbox state (never fails:
  * an unusable sandbox records why), and tear it down. */

@@ -326,7 +326,7 @@ static int process_usage(mxu_proc *p, mxu_usage *u)
         return 0;
     }
     memset(u, 0, sizeof(*u));
-    if (read_cpu_us(p->pid, &u->cpu_us) < 0)
+    if (mxu_exec_cpu_us(p->pid, &u->cpu_us) < 0 && read_cpu_us(p->pid, &u->cpu_us) < 0)
         return -1;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/status", (int)p->pid);
@@ -338,6 +338,15 @@ static int process_usage(mxu_proc *p, mxu_usage *u)
             u->peak_bytes = kb * 1024;
     }
     return 0;
+}
+
+static int process_cpu(mxu_proc *p, uint64_t *cpu_us)
+{
+    if (p->exited) {
+        *cpu_us = p->exit.usage.cpu_us;
+        return 0;
+    }
+    return mxu_exec_cpu_us(p->pid, cpu_us);
 }
 
 static void process_release(mxu_exec *ex, const mxu_exec_spec *spec)
@@ -352,5 +361,6 @@ const mxu_executor_ops mxu_exec_process_ops = {
     .spawn = process_spawn,
     .kill = process_kill,
     .usage = process_usage,
+    .cpu = process_cpu,
     .release = process_release,
 };

@@ -876,6 +876,12 @@ static int sandbox_usage(mxu_proc *p, mxu_usage *u)
         return 0;
     }
     memset(u, 0, sizeof(*u));
+    sbx_proc *sp = p->xdata;
+    if (mxu_exec_cpu_us(p->pid, &u->cpu_us) == 0) {
+        if (sp && sp->id)
+            sbx_cg_peak(&sp->sb->cg, sp->id, &u->peak_bytes);
+        return 0;
+    }
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/stat", (int)p->pid);
     _cleanup_buf_ mxu_buf b = {0};
@@ -888,10 +894,18 @@ static int sandbox_usage(mxu_proc *p, mxu_usage *u)
         return -1;
     long hz = sysconf(_SC_CLK_TCK);
     u->cpu_us = (ut + stt) * 1000000ull / (uint64_t)(hz > 0 ? hz : 100);
-    sbx_proc *sp = p->xdata;
     if (sp && sp->id)
         sbx_cg_peak(&sp->sb->cg, sp->id, &u->peak_bytes);
     return 0;
+}
+
+static int sandbox_cpu(mxu_proc *p, uint64_t *cpu_us)
+{
+    if (p->exited) {
+        *cpu_us = p->exit.usage.cpu_us;
+        return 0;
+    }
+    return mxu_exec_cpu_us(p->pid, cpu_us);
 }
 
 static void sandbox_release(mxu_exec *ex, const mxu_exec_spec *spec)
@@ -1052,5 +1066,6 @@ const mxu_executor_ops mxu_exec_sandbox_ops = {
     .spawn = sandbox_spawn,
     .kill = sandbox_kill,
     .usage = sandbox_usage,
+    .cpu = sandbox_cpu,
     .release = sandbox_release,
 };

@@ -83,6 +83,9 @@ typedef struct mxu_executor_ops {
     void (*kill)(mxu_proc *p);
     /* Resource use so far (or at exit, once exited). */
     int (*usage)(mxu_proc *p, mxu_usage *out);
+    /* CPU time only, as usage() counts it, but cheap enough to call on
+     * every invocation (metering); peak memory costs a /proc read. */
+    int (*cpu)(mxu_proc *p, uint64_t *cpu_us);
     /* Forget what prepare() set up for a unit. */
     void (*release)(mxu_exec *ex, const mxu_exec_spec *spec);
 } mxu_executor_ops;

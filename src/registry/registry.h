@@ -101,6 +101,14 @@ typedef struct mxu_fn_version {
 } mxu_fn_version;
 
 mxu_fn_version *mxu_fn_version_ref(mxu_fn_version *v);
+/* The tenant that owns a version: the one place usage records, resources and
+ * policy take it from. Every function belongs to "default" until tenants
+ * arrive (issue 5). */
+static inline const char *mxu_fn_version_tenant(const mxu_fn_version *v)
+{
+    (void)v;
+    return "default";
+}
 void mxu_fn_version_unref(mxu_fn_version *v);
 json_t *mxu_fn_version_to_json(const mxu_fn_version *v); /* new reference */
 

@@ -412,6 +412,8 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
         }
         send_init(inst);
         inst->became_ready = true;
+        if (inst->pool->sched->cfg.meter)
+            mxu_sched_usage_mark(inst); /* its start-up CPU is nobody's invocation */
         inst_set_state(inst, INST_READY);
         inst->ready_ms = sched_now(inst->pool->sched);
         uv_timer_stop(&inst->timer);

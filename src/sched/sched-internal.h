@@ -85,9 +85,10 @@ struct mxu_invocation {
     uint64_t deadline_ms; /* set when it starts running (see start_clock) */
     bool timed;           /* on pool->running: its timeout is counting */
     uint64_t enqueued_ns, dispatched_ns;
-    mxu_link qlink; /* pool->queue or inst->inflight */
-    mxu_link rlink; /* pool->running, by deadline, while timed */
-    mxu_buf log;    /* stderr + LOG frames while it ran */
+    uint64_t start_ms; /* wall clock, for the usage record */
+    mxu_link qlink;    /* pool->queue or inst->inflight */
+    mxu_link rlink;    /* pool->running, by deadline, while timed */
+    mxu_buf log;       /* stderr + LOG frames while it ran */
     bool log_truncated;
 };
 
@@ -123,12 +124,15 @@ struct mxu_instance {
     uint64_t started_ms, ready_ms, last_used_ms;
     uint64_t served;
     uint64_t reserved_bytes;
-    bool blame_head;   /* its end is the head invocation's fault */
-    bool became_ready; /* it completed the handshake */
-    bool answered;     /* it sent at least one RESULT */
-    bool init_failed;  /* FATAL before any answer: mxu_init() failed */
-    bool stopped;      /* the node stopped it (idle, eviction, shutdown) */
-    bool condemned;    /* killed: its frames are ignored */
+    uint64_t cpu_mark;     /* its CPU time at its previous result (metering) */
+    uint64_t peak_bytes;   /* its peak memory when last read (metering) */
+    uint64_t peak_read_ms; /* loop time of that reading */
+    bool blame_head;       /* its end is the head invocation's fault */
+    bool became_ready;     /* it completed the handshake */
+    bool answered;         /* it sent at least one RESULT */
+    bool init_failed;      /* FATAL before any answer: mxu_init() failed */
+    bool stopped;          /* the node stopped it (idle, eviction, shutdown) */
+    bool condemned;        /* killed: its frames are ignored */
     bool stdin_poll_closed;
     bool stdin_polling_ever; /* stdin_poll was initialised */
     char crash_reason[160];
@@ -214,6 +218,12 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
                         const mxu_resource_decl *decl);
 void mxu_sched_svc_abandon(mxu_instance *caller);
 json_t *mxu_instance_json(mxu_instance *inst);
+
+/* sched-meter.c: usage facts of an instance at a result, and records the
+ * scheduler writes itself (results nobody waits for any more). */
+void mxu_sched_usage_fill(mxu_sched *s, mxu_invocation *inv, mxu_invoke_res *res);
+void mxu_sched_usage_orphan(mxu_sched *s, mxu_invocation *inv, const mxu_invoke_res *res);
+void mxu_sched_usage_mark(mxu_instance *inst);
 
 /* sched-log.c */
 mxu_logstore *mxu_logstore_open(const char *dir);

@@ -8,6 +8,12 @@
  * The caller's instance is blocked in the SDK while the callee runs. If the
  * caller dies meanwhile, the callee's invocation is cancelled: its result
  * would have nobody to go to.
+ *
+ * A svc call is metered like a client's invocation, marked with its caller.
+ * Its record is handed to the meter before the reply goes to the caller, so
+ * it is queued before the caller's own record can be; the meter commits in
+ * order, so the client's answer (held until the caller's record is durable)
+ * never goes out before the callee's record is durable either.
  */
 #include "sched-internal.h"
 
@@ -27,6 +33,7 @@ typedef struct svc_call {
     mxu_slice *names, *values;
     uint32_t nhdr;
     uint64_t caller_deadline;
+    uint64_t bytes_in;
 } svc_call;
 
 static void svc_free(svc_call *c)
@@ -46,12 +53,39 @@ static void svc_finish(svc_call *c)
     mxu_instance_maybe_free(inst);
 }
 
+/* The callee's usage record; bytes_out counts the reply's body and headers
+ * as the HTTP path counts a response's. */
+static void svc_record(svc_call *c, const mxu_invoke_res *res)
+{
+    mxu_sched *s = c->caller->pool->sched;
+    if (s->cfg.meter == NULL)
+        return;
+    mxu_usage_record r;
+    mxu_inv_usage_record(res, &r);
+    r.bytes_in = c->bytes_in;
+    if (res->error == MXU_INV_OK) {
+        r.http_status = res->status;
+        r.bytes_out = res->body.len;
+        mxu_header_list it = res->headers;
+        mxu_slice name, value;
+        while (mxu_wire_next_header(&it, &name, &value))
+            r.bytes_out += (uint64_t)name.len + value.len + 4;
+    }
+    r.caller = c->inv_id;
+    char caller[96];
+    const mxu_fn_version *cv = c->caller->pool->version;
+    snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
+    r.caller_function = caller;
+    mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+}
+
 static void on_callee_result(void *ud, mxu_invoke_res *res)
 {
     svc_call *c = ud;
     mxu_instance *inst = c->caller;
     c->callee = NULL;
     mxu_sched *s = inst->pool->sched;
+    svc_record(c, res);
     if (res->error != MXU_INV_OK) {
         /* The callee failed as a platform matter: say which way. */
         bool past = c->caller_deadline && sched_now(s) >= c->caller_deadline;
@@ -156,6 +190,11 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         .depth = inv->req.depth + 1,
     };
     mxu_buf_append(&req.body, msg->args[3].ptr, msg->args[3].len);
+    /* As for HTTP: the body, and each header as "name: value\r\n". */
+    req.bytes_in = msg->args[3].len;
+    for (uint32_t i = 0; i < c->nhdr; i++)
+        req.bytes_in += (uint64_t)c->names[i].len + c->values[i].len + 4;
+    c->bytes_in = req.bytes_in;
     /* The callback may run before invoke returns (queue full, ...). */
     mxu_invocation *callee = mxu_sched_invoke(s, v, &req, on_callee_result, c);
     mxu_buf_free(&req.body);

@@ -109,6 +109,8 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
     res->cold = inv->cold;
     res->queued_us = ((inv->dispatched_ns ? inv->dispatched_ns : now_ns) - inv->enqueued_ns) / 1000;
     res->run_us = inv->dispatched_ns ? (now_ns - inv->dispatched_ns) / 1000 : 0;
+    if (s->cfg.meter)
+        mxu_sched_usage_fill(s, inv, res);
 
     pool->stats.invocations++;
     pool->stats.last_invoked_ms = mxu_wall_ms();
@@ -138,6 +140,8 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
 
     if (!inv->cancelled && inv->cb)
         inv->cb(inv->ud, res);
+    else if (s->cfg.meter)
+        mxu_sched_usage_orphan(s, inv, res); /* ran, but its caller went away */
     inv_free(inv);
 
     if (inst) {
@@ -175,6 +179,13 @@ void mxu_sched_cancel(mxu_invocation *inv)
     if (inv->state == INV_QUEUED) {
         mxu_pool *pool = inv->pool;
         inv_detach(inv);
+        if (pool->sched->cfg.meter) {
+            /* It never ran; it is an invocation all the same. */
+            mxu_invoke_res res = {.error = MXU_INV_SHUTTING_DOWN, .id = inv->id};
+            res.queued_us = (mxu_now_ns() - inv->enqueued_ns) / 1000;
+            mxu_sched_usage_fill(pool->sched, inv, &res);
+            mxu_sched_usage_orphan(pool->sched, inv, &res);
+        }
         inv_free(inv);
         pool_arm(pool);
         if (pool->sched->shutting_down)
@@ -589,13 +600,20 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
     inv->ud = ud;
     inv->enqueued_ms = sched_now(s);
     inv->enqueued_ns = mxu_now_ns();
+    inv->start_ms = mxu_wall_ms();
     inv->state = INV_DONE;
 
     mxu_err err;
     mxu_pool *pool = pool_get(s, v, &err);
     if (pool == NULL) {
         /* No pool to account it to: answer directly. */
-        mxu_invoke_res res = {.id = inv->id, .error = MXU_INV_START_FAILED, .message = err.msg};
+        mxu_invoke_res res = {.id = inv->id,
+                              .error = MXU_INV_START_FAILED,
+                              .message = err.msg,
+                              .executor = "",
+                              .memory_bytes = v->manifest->memory_bytes,
+                              .start_ms = inv->start_ms,
+                              .fn = v};
         cb(ud, &res);
         inv_free(inv);
         return NULL;
@@ -636,6 +654,11 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
         return NULL;
     }
     return inv;
+}
+
+uint64_t mxu_sched_new_invocation_id(mxu_sched *s)
+{
+    return ++s->next_inv_id;
 }
 
 /* ---- registry changes --------------------------------------------------------- */

@@ -24,6 +24,7 @@
 #define MXU_SCHED_H
 
 #include "core/core.h"
+#include "meter/meter.h"
 #include "registry/registry.h"
 #include "resolve/resolve.h"
 #include "unit/frame.h"
@@ -47,6 +48,11 @@ typedef struct mxu_sched_config {
     const char *log_dir;       /* function logs are kept here */
     /* The executor of manifests that name none; NULL = "process". */
     const char *default_executor;
+    /* Usage records (docs/metering.md); NULL = metering off: no record is
+     * written and no per-invocation CPU or memory is read. The scheduler
+     * records what no caller can: svc calls, and invocations whose caller
+     * went away before the result. */
+    mxu_meter *meter;
 } mxu_sched_config;
 
 int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config *cfg,
@@ -93,6 +99,7 @@ typedef struct mxu_invoke_req {
     uint64_t deadline_ms; /* a caller's deadline (loop time, uv_now); 0 = none:
                              the invocation gets the lesser of it and its timeout */
     uint32_t depth;       /* svc nesting: 0 for a client's invocation */
+    uint64_t bytes_in;    /* the request's size as the meter counts it (docs/metering.md) */
 } mxu_invoke_req;
 
 typedef struct mxu_invoke_res {
@@ -105,7 +112,17 @@ typedef struct mxu_invoke_res {
     mxu_buf body;            /* MXU_INV_OK: the body; the callback may steal it */
     bool cold;               /* this invocation waited for an instance to start */
     uint64_t queued_us;      /* time waiting for an instance */
-    uint64_t run_us;         /* dispatch to result */
+    uint64_t run_us;         /* dispatch to result; 0 if it never reached an instance */
+    /* For the usage record (filled only with metering on, cfg.meter): */
+    const char *executor;     /* the instance's executor; "" if none ran it */
+    uint64_t memory_bytes;    /* the version's configured memory */
+    uint64_t cpu_us;          /* the instance's CPU time since its previous result, or since it
+                                 became ready: exact with one invocation at a time, approximate
+                                 when several ran at once (the CPU between two results goes to
+                                 the later one; summed, nothing is counted twice) */
+    uint64_t peak_bytes;      /* the instance's peak resident memory (VmHWM); 0 if unknown */
+    uint64_t start_ms;        /* wall clock when the invocation was handed to the scheduler */
+    const mxu_fn_version *fn; /* what was invoked (valid during the callback) */
 } mxu_invoke_res;
 
 typedef void (*mxu_invoke_cb)(void *ud, mxu_invoke_res *res);
@@ -115,6 +132,19 @@ typedef void (*mxu_invoke_cb)(void *ud, mxu_invoke_res *res);
  * invocation is cancelled first. */
 mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req *req,
                                  mxu_invoke_cb cb, void *ud);
+/* A fresh invocation id, for what is answered without reaching the scheduler
+ * (404, 413, and later 401/403): every answer to /fn/ carries an id. */
+uint64_t mxu_sched_new_invocation_id(mxu_sched *s);
+
+/* How an invocation ended, in the meter's words. */
+enum mxu_usage_status mxu_inv_usage_status(enum mxu_inv_error e);
+/* The usage record of a result, as far as the scheduler knows it: everything
+ * but bytes_in, bytes_out, http_status and the caller, which the one who
+ * answers fills in (wall_us is set to queue + run time; a caller that saw
+ * the request arrive earlier may set it from then). Strings point into
+ * `res` and its version. */
+void mxu_inv_usage_record(const mxu_invoke_res *res, mxu_usage_record *out);
+
 /* The caller is gone: the callback will not run. A queued invocation is
  * dropped; a running one finishes, but its result is discarded. */
 void mxu_sched_cancel(mxu_invocation *inv);

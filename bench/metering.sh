@@ -1,0 +1,76 @@
+#!/bin/sh
+# bench/metering.sh — warm-invoke throughput with metering on and off, in the
+# same run (issue 5: target on >= 0.9x off). Two nodes of the same binary,
+# one with --metering off, serve bench/functions/noop; wrk runs against each
+# in turn, interleaved for $ROUNDS rounds, at 32 and at 256 connections.
+# Server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU; every process is
+# stopped by the PID recorded here; each wrk run is bounded by timeout.
+#
+# Env: MXU_BIN (build/mxu), BENCH_PORT (18300; uses 2 ports), DURATION (5s),
+#   ROUNDS (3), CONNS ("32 256"), SERVER_CPU (0), CLIENT_CPU (1).
+# Prints one line per row: "metering-<on|off> c<N>: <req/s median>", then
+# the ratios, and the writer's batch stats (/v1/health "metering").
+set -u
+BENCH=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$BENCH/.." && pwd)
+MXU_BIN=${MXU_BIN:-$REPO/build/mxu}
+PORT=${BENCH_PORT:-18300}
+DURATION=${DURATION:-5s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-32 256}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+for c in wrk taskset curl timeout python3; do
+    command -v "$c" >/dev/null 2>&1 || { echo "bench/metering.sh: needs $c" >&2; exit 1; }
+done
+TMP=$(mktemp -d /tmp/mxu-bench-metering.XXXXXX)
+PIDS=""
+cleanup() {
+    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    sleep 0.5
+    rm -rf "$TMP"
+}
+trap cleanup EXIT INT TERM
+
+start_node() { # name port metering
+    mkdir -p "$TMP/$1"
+    taskset -c "$SERVER_CPU" "$MXU_BIN" serve --listen "127.0.0.1:$2" --data "$TMP/$1" \
+        --metering "$3" --deploy "$BENCH/functions/noop" >"$TMP/$1.log" 2>&1 &
+    PIDS="$PIDS $!"
+    i=0
+    until curl -sf "http://127.0.0.1:$2/fn/noop" >/dev/null 2>&1; do
+        i=$((i + 1))
+        [ $i -gt 100 ] && { echo "node $1 did not come up: $(tail -5 "$TMP/$1.log")" >&2; exit 1; }
+        sleep 0.1
+    done
+}
+start_node on "$PORT" on
+start_node off $((PORT + 1)) off
+
+rps() { # port conns duration
+    timeout 120 taskset -c "$CLIENT_CPU" wrk -t1 -c"$2" -d"$3" "http://127.0.0.1:$1/fn/noop" 2>/dev/null |
+        awk '/^Requests\/sec/ {print $2}'
+}
+for c in $CONNS; do
+    rps "$PORT" "$c" 1s >/dev/null
+    rps $((PORT + 1)) "$c" 1s >/dev/null
+    r=1
+    while [ $r -le "$ROUNDS" ]; do
+        rps "$PORT" "$c" "$DURATION" >>"$TMP/on-$c"
+        rps $((PORT + 1)) "$c" "$DURATION" >>"$TMP/off-$c"
+        r=$((r + 1))
+    done
+done
+# shellcheck disable=SC2086 # CONNS is a list of numbers
+python3 - "$TMP" $CONNS <<'PY'
+import statistics, sys
+tmp, conns = sys.argv[1], sys.argv[2:]
+for c in conns:
+    on = [float(x) for x in open(f"{tmp}/on-{c}").read().split() if x]
+    off = [float(x) for x in open(f"{tmp}/off-{c}").read().split() if x]
+    mon, moff = statistics.median(on), statistics.median(off)
+    print(f"metering-on  c{c}: {mon:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in on)})")
+    print(f"metering-off c{c}: {moff:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in off)})")
+    print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
+PY
+echo "writer: $(curl -s "http://127.0.0.1:$PORT/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metering"])')"

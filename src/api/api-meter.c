@@ -1,0 +1,378 @@
+/*
+ * Metering at the API edge (docs/metering.md): answers held until their
+ * usage record is durable, rejections recorded before they are answered,
+ * and the management paths /v1/usage, /v1/bills and /v1/prices.
+ *
+ * What a record counts as the bytes of a request and a response is decided
+ * here, because only here is HTTP known: the body's length plus, for each
+ * header, len(name) + len(value) + 4 (": " and CRLF). For a request that is
+ * every header the client sent (hop-by-hop ones included); for a response,
+ * the function's headers and the node's own (X-Mxu-*, Content-Type of an
+ * error), not the status line or the framing headers the HTTP server adds
+ * (Content-Length, Date, Connection).
+ */
+#include "api-internal.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+uint64_t api_request_bytes(mxu_http_req *req)
+{
+    size_t body_len = 0;
+    mxu_http_req_body(req, &body_len);
+    uint64_t n = body_len;
+    size_t nh = mxu_http_req_header_count(req);
+    for (size_t i = 0; i < nh; i++) {
+        const char *hn, *hv;
+        mxu_http_req_header_at(req, i, &hn, &hv);
+        n += strlen(hn) + strlen(hv) + 4;
+    }
+    return n;
+}
+
+/* ---- held answers ---- */
+
+typedef struct held {
+    mxu_http_req *req;
+    int status;
+    mxu_http_header *hdrs;
+    size_t nhdrs;
+    char *block;
+    mxu_buf body;
+    void (*done)(void *ud);
+    void *done_ud;
+} held;
+
+static void on_durable(void *ud)
+{
+    held *h = ud;
+    mxu_http_respond(h->req, h->status, h->hdrs, h->nhdrs, &h->body);
+    mxu_buf_free(&h->body);
+    free(h->hdrs);
+    free(h->block);
+    if (h->done)
+        h->done(h->done_ud);
+    free(h);
+}
+
+void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec, int status,
+                         const mxu_http_header *hdrs, size_t nhdrs, mxu_buf *body,
+                         void (*done)(void *ud), void *ud)
+{
+    rec->http_status = status;
+    rec->bytes_out = body ? body->len : 0;
+    for (size_t i = 0; i < nhdrs; i++)
+        rec->bytes_out += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 4;
+    if (api->cfg.meter == NULL) {
+        mxu_http_respond(req, status, hdrs, nhdrs, body);
+        if (done)
+            done(ud);
+        return;
+    }
+    /* Copy the headers into one block: the caller's go when this returns. */
+    size_t bytes = 0;
+    for (size_t i = 0; i < nhdrs; i++)
+        bytes += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 2;
+    held *h = mxu_calloc(1, sizeof(*h));
+    h->req = req;
+    h->status = status;
+    h->hdrs = mxu_malloc((nhdrs + 1) * sizeof(*h->hdrs));
+    h->block = mxu_malloc(bytes + 1);
+    char *w = h->block;
+    for (size_t i = 0; i < nhdrs; i++) {
+        size_t nl = strlen(hdrs[i].name) + 1, vl = strlen(hdrs[i].value) + 1;
+        memcpy(w, hdrs[i].name, nl);
+        h->hdrs[i].name = w;
+        w += nl;
+        memcpy(w, hdrs[i].value, vl);
+        h->hdrs[i].value = w;
+        w += vl;
+    }
+    h->nhdrs = nhdrs;
+    if (body) {
+        h->body = *body;
+        *body = (mxu_buf){0};
+    }
+    h->done = done;
+    h->done_ud = ud;
+    mxu_meter_record(api->cfg.meter, rec, on_durable, h);
+}
+
+void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
+                        uint32_t version, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024], id[24];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    uint64_t inv = mxu_sched_new_invocation_id(api->cfg.sched);
+    snprintf(id, sizeof(id), "%016llx", (unsigned long long)inv);
+    json_t *j =
+        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "invocation", id);
+    if (j == NULL) /* the message quotes client input that is not UTF-8 */
+        j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", "request rejected",
+                      "invocation", id);
+    char *s = json_dumps(j, JSON_COMPACT);
+    json_decref(j);
+    mxu_buf out = {0};
+    mxu_buf_puts(&out, s ? s : "{}");
+    mxu_buf_puts(&out, "\n");
+    free(s);
+    mxu_http_header h[3] = {
+        {"Content-Type", "application/json"}, {"X-Mxu-Invocation-Id", id}, {"X-Mxu-Error", code}};
+    uint64_t now_ns = mxu_now_ns();
+    uint64_t start_ns = mxu_http_req_start_ns(req);
+    mxu_usage_record r = {
+        .invocation = inv,
+        .tenant = tenant,
+        .function = function,
+        .version = version,
+        .executor = "",
+        .start_ms = mxu_wall_ms() - (now_ns > start_ns ? (now_ns - start_ns) / 1000000 : 0),
+        .wall_us = now_ns > start_ns ? (now_ns - start_ns) / 1000 : 0,
+        .status = MXU_USAGE_REJECTED,
+        .code = code,
+        .bytes_in = api_request_bytes(req),
+    };
+    api_respond_metered(api, req, &r, status, h, MXU_ARRAY_LEN(h), &out, NULL, NULL);
+    mxu_buf_free(&out);
+}
+
+/* ---- query parameters ---- */
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* The percent-decoded value of `key` in the query into out; false if absent,
+ * empty, too long or badly encoded. */
+static bool query_get(mxu_http_req *req, const char *key, char *out, size_t outlen)
+{
+    const char *q = mxu_http_req_query(req);
+    size_t klen = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > klen && strncmp(q, key, klen) == 0 && q[klen] == '=') {
+            size_t o = 0;
+            for (size_t i = klen + 1; i < len; i++) {
+                char c = q[i];
+                if (c == '%') {
+                    int hi = i + 2 < len ? hexval(q[i + 1]) : -1;
+                    int lo = i + 2 < len ? hexval(q[i + 2]) : -1;
+                    if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+                        return false;
+                    c = (char)(hi * 16 + lo);
+                    i += 2;
+                } else if (c == '+') {
+                    c = ' ';
+                }
+                if (o + 1 >= outlen)
+                    return false;
+                out[o++] = c;
+            }
+            out[o] = '\0';
+            return o > 0;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+static bool query_has(mxu_http_req *req, const char *key)
+{
+    const char *q = mxu_http_req_query(req);
+    size_t klen = strlen(key);
+    while (q && *q) {
+        if (strncmp(q, key, klen) == 0 && (q[klen] == '=' || q[klen] == '&' || q[klen] == '\0'))
+            return true;
+        q = strchr(q, '&');
+        q = q ? q + 1 : NULL;
+    }
+    return false;
+}
+
+/* Unix ms, or an ISO-8601 UTC date/time: 2026-11-30, 2026-11-30T05:18:01Z. */
+int api_parse_time_ms(const char *s, uint64_t *out)
+{
+    if (mxu_parse_u64(s, out) == 0)
+        return 0;
+    struct tm tm = {0};
+    const char *end = strptime(s, "%Y-%m-%dT%H:%M:%S", &tm);
+    if (end == NULL) {
+        memset(&tm, 0, sizeof(tm));
+        end = strptime(s, "%Y-%m-%d", &tm);
+    }
+    if (end == NULL || (*end != '\0' && strcmp(end, "Z") != 0))
+        return -1;
+    time_t t = timegm(&tm);
+    if (t < 0)
+        return -1;
+    *out = (uint64_t)t * 1000;
+    return 0;
+}
+
+/* ---- /v1/usage, /v1/bills, /v1/prices ---- */
+
+static bool metering_on(mxu_api *api, mxu_http_req *req)
+{
+    if (api->cfg.meter)
+        return true;
+    api_error(req, 409, "metering_off", NULL,
+              "metering is off on this node (mxu serve --metering off); no usage is kept");
+    return false;
+}
+
+static int usage_filter(mxu_http_req *req, mxu_usage_filter *f, char *tenant, char *function,
+                        size_t len)
+{
+    memset(f, 0, sizeof(*f));
+    char v[64];
+    if (query_get(req, "tenant", tenant, len))
+        f->tenant = tenant;
+    if (query_get(req, "function", function, len))
+        f->function = function;
+    if (query_get(req, "since", v, sizeof(v)) && api_parse_time_ms(v, &f->since_ms) < 0) {
+        api_error(req, 400, "bad_request", NULL,
+                  "since: '%s' is not unix milliseconds or an ISO-8601 UTC time", v);
+        return -1;
+    }
+    if (query_get(req, "until", v, sizeof(v)) && api_parse_time_ms(v, &f->until_ms) < 0) {
+        api_error(req, 400, "bad_request", NULL,
+                  "until: '%s' is not unix milliseconds or an ISO-8601 UTC time", v);
+        return -1;
+    }
+    uint64_t n;
+    if (query_get(req, "limit", v, sizeof(v))) {
+        if (mxu_parse_u64(v, &n) < 0 || n == 0 || n > 10000) {
+            api_error(req, 400, "bad_request", NULL, "limit: a number from 1 to 10000");
+            return -1;
+        }
+        f->limit = n;
+    }
+    if (query_get(req, "before", v, sizeof(v))) {
+        if (mxu_parse_u64(v, &n) < 0) {
+            api_error(req, 400, "bad_request", NULL, "before: the 'next' of a previous page");
+            return -1;
+        }
+        f->before = n;
+    }
+    return 0;
+}
+
+static void get_usage(mxu_api *api, mxu_http_req *req)
+{
+    char tenant[128], function[128];
+    mxu_usage_filter f;
+    if (usage_filter(req, &f, tenant, function, sizeof(tenant)) < 0)
+        return;
+    mxu_err err;
+    uint64_t next = 0;
+    json_t *j = mxu_meter_query(api->cfg.meter, &f, &next, &err);
+    if (j == NULL) {
+        api_error(req, 500, "internal", NULL, "%s", err.msg);
+        return;
+    }
+    json_object_set_new(j, "next", next ? json_integer((json_int_t)next) : json_null());
+    if (query_has(req, "aggregate")) {
+        json_t *agg = mxu_meter_aggregate(api->cfg.meter, &f, &err);
+        if (agg == NULL) {
+            json_decref(j);
+            api_error(req, 500, "internal", NULL, "%s", err.msg);
+            return;
+        }
+        json_object_set_new(j, "aggregates", agg);
+    }
+    api_json(req, 200, j);
+}
+
+static void get_bill(mxu_api *api, mxu_http_req *req)
+{
+    char tenant[128], month[16];
+    if (!query_get(req, "tenant", tenant, sizeof(tenant)) ||
+        !query_get(req, "month", month, sizeof(month))) {
+        api_error(req, 400, "bad_request", NULL,
+                  "a bill is GET /v1/bills?tenant=TENANT&month=YYYY-MM");
+        return;
+    }
+    mxu_err err;
+    json_t *j = mxu_meter_bill(api->cfg.meter, tenant, month, &err);
+    if (j == NULL) {
+        api_error(req, err.code == EINVAL ? 400 : 500,
+                  err.code == EINVAL ? "bad_request" : "internal", NULL, "%s", err.msg);
+        return;
+    }
+    api_json(req, 200, j);
+}
+
+static void prices(mxu_api *api, mxu_http_req *req)
+{
+    if (strcmp(mxu_http_req_method(req), "GET") == 0) {
+        api_json(req, 200, mxu_prices_to_json(mxu_meter_prices(api->cfg.meter)));
+        return;
+    }
+    size_t len;
+    const char *body = mxu_http_req_body(req, &len);
+    json_error_t jerr;
+    /* JSON_DECODE_INT_AS_REAL is not used: numbers are refused anyway. */
+    json_t *j = json_loadb(body ? body : "", len, 0, &jerr);
+    if (j == NULL || !json_is_object(j)) {
+        json_decref(j);
+        api_error(req, 400, "bad_request", NULL, "the body must be a JSON object of prices%s%s",
+                  j ? "" : ": ", j ? "" : jerr.text);
+        return;
+    }
+    mxu_err err;
+    mxu_prices *p = mxu_prices_from_json(j, &err);
+    json_decref(j);
+    if (p == NULL) {
+        api_error(req, 400, "invalid_price", NULL, "%s", err.msg);
+        return;
+    }
+    if (mxu_meter_set_prices(api->cfg.meter, p, &err) < 0) {
+        mxu_prices_free(p);
+        api_error(req, 500, "internal", NULL, "%s", err.msg);
+        return;
+    }
+    api_json(req, 200, mxu_prices_to_json(mxu_meter_prices(api->cfg.meter)));
+}
+
+bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg)
+{
+    if (nseg != 1)
+        return false;
+    const char *method = mxu_http_req_method(req);
+    bool get = strcmp(method, "GET") == 0;
+    if (strcmp(seg[0], "usage") == 0) {
+        if (!get)
+            api_method_not_allowed(req, "GET");
+        else if (metering_on(api, req))
+            get_usage(api, req);
+        return true;
+    }
+    if (strcmp(seg[0], "bills") == 0) {
+        if (!get)
+            api_method_not_allowed(req, "GET");
+        else if (metering_on(api, req))
+            get_bill(api, req);
+        return true;
+    }
+    if (strcmp(seg[0], "prices") == 0) {
+        if (!get && strcmp(method, "PUT") != 0)
+            api_method_not_allowed(req, "GET, PUT");
+        else if (metering_on(api, req))
+            prices(api, req);
+        return true;
+    }
+    return false;
+}

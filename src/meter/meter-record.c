@@ -1,0 +1,216 @@
+/*
+ * Usage records: their names, their JSON and CSV forms, and the packed form
+ * records travel in from the loop thread to the writer thread (one
+ * allocation per record, strings included, so the caller's strings can go
+ * as soon as mxu_meter_record() returns).
+ */
+#include "meter-internal.h"
+
+#include <stdio.h>
+#include <string.h>
+
+static const char *const status_names[] = {
+    [MXU_USAGE_OK] = "ok",
+    [MXU_USAGE_ERROR] = "error",
+    [MXU_USAGE_TIMEOUT] = "timeout",
+    [MXU_USAGE_CRASHED] = "crashed",
+    [MXU_USAGE_REJECTED] = "rejected",
+};
+
+const char *mxu_usage_status_name(enum mxu_usage_status s)
+{
+    return (size_t)s < MXU_ARRAY_LEN(status_names) ? status_names[s] : "unknown";
+}
+
+int mxu_usage_status_parse(const char *name)
+{
+    for (size_t i = 0; i < MXU_ARRAY_LEN(status_names); i++)
+        if (name && strcmp(name, status_names[i]) == 0)
+            return (int)i;
+    return -1;
+}
+
+static const char *str_or_empty(const char *s)
+{
+    return s ? s : "";
+}
+
+void mxu_usage_id_hex(uint64_t id, char out[17])
+{
+    snprintf(out, 17, "%016llx", (unsigned long long)id);
+}
+
+json_t *mxu_usage_record_json(const mxu_usage_record *r)
+{
+    char id[17], caller[17], start[40];
+    mxu_usage_id_hex(r->invocation, id);
+    mxu_usage_id_hex(r->caller, caller);
+    mxu_format_time_ms(r->start_ms, start, sizeof(start));
+    json_t *j = json_object();
+    json_object_set_new(j, "invocation", json_string(id));
+    json_object_set_new(j, "tenant", json_string(str_or_empty(r->tenant)));
+    json_object_set_new(j, "function", json_string(str_or_empty(r->function)));
+    json_object_set_new(j, "version", json_integer(r->version));
+    json_object_set_new(j, "executor", json_string(str_or_empty(r->executor)));
+    json_object_set_new(j, "start", json_string(start));
+    json_object_set_new(j, "start_ms", json_integer((json_int_t)r->start_ms));
+    json_object_set_new(j, "wall_us", json_integer((json_int_t)r->wall_us));
+    json_object_set_new(j, "billed_ms", json_integer((json_int_t)r->billed_ms));
+    json_object_set_new(j, "memory", json_integer((json_int_t)r->memory_bytes));
+    json_object_set_new(j, "cpu_us", json_integer((json_int_t)r->cpu_us));
+    json_object_set_new(j, "peak_memory", json_integer((json_int_t)r->peak_bytes));
+    json_object_set_new(j, "bytes_in", json_integer((json_int_t)r->bytes_in));
+    json_object_set_new(j, "bytes_out", json_integer((json_int_t)r->bytes_out));
+    json_object_set_new(j, "cold", json_boolean(r->cold));
+    json_object_set_new(j, "status", json_string(mxu_usage_status_name(r->status)));
+    json_object_set_new(j, "http_status", json_integer(r->http_status));
+    json_object_set_new(j, "code", json_string(str_or_empty(r->code)));
+    if (r->caller) {
+        json_object_set_new(j, "caller", json_string(caller));
+        json_object_set_new(j, "caller_function", json_string(str_or_empty(r->caller_function)));
+    }
+    return j;
+}
+
+static const char *const csv_columns =
+    "invocation,tenant,function,version,executor,start,start_ms,wall_us,billed_ms,memory,cpu_us,"
+    "peak_memory,bytes_in,bytes_out,cold,status,http_status,code,caller,caller_function\n";
+
+void mxu_usage_csv_header(mxu_buf *out)
+{
+    mxu_buf_puts(out, csv_columns);
+}
+
+/* RFC 4180: quote a field holding a comma, quote or line break; double quotes. */
+static void csv_str(mxu_buf *out, const char *s)
+{
+    s = str_or_empty(s);
+    if (strpbrk(s, ",\"\r\n") == NULL) {
+        mxu_buf_puts(out, s);
+        return;
+    }
+    mxu_buf_puts(out, "\"");
+    for (; *s; s++) {
+        if (*s == '"')
+            mxu_buf_puts(out, "\"");
+        mxu_buf_append(out, s, 1);
+    }
+    mxu_buf_puts(out, "\"");
+}
+
+void mxu_usage_record_csv(const mxu_usage_record *r, mxu_buf *out)
+{
+    char id[17], caller[17], start[40];
+    mxu_usage_id_hex(r->invocation, id);
+    mxu_usage_id_hex(r->caller, caller);
+    mxu_format_time_ms(r->start_ms, start, sizeof(start));
+    mxu_buf_printf(out, "%s,", id);
+    csv_str(out, r->tenant);
+    mxu_buf_puts(out, ",");
+    csv_str(out, r->function);
+    mxu_buf_printf(out, ",%u,", r->version);
+    csv_str(out, r->executor);
+    mxu_buf_printf(out, ",%s,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%llu,%s,%s,%d,", start,
+                   (unsigned long long)r->start_ms, (unsigned long long)r->wall_us,
+                   (unsigned long long)r->billed_ms, (unsigned long long)r->memory_bytes,
+                   (unsigned long long)r->cpu_us, (unsigned long long)r->peak_bytes,
+                   (unsigned long long)r->bytes_in, (unsigned long long)r->bytes_out,
+                   r->cold ? "cold" : "warm", mxu_usage_status_name(r->status), r->http_status);
+    csv_str(out, r->code);
+    mxu_buf_printf(out, ",%s,", r->caller ? caller : "");
+    csv_str(out, r->caller_function);
+    mxu_buf_puts(out, "\n");
+}
+
+/* ---- packed form ----
+ * Fixed part (the numbers, little-endian host order: it never leaves the
+ * process), then five strings, each a u16 length and its bytes. */
+
+#define NSTR 5
+
+typedef struct packed_fixed {
+    uint64_t invocation, start_ms, wall_us, billed_ms, memory_bytes, cpu_us, peak_bytes, bytes_in,
+        bytes_out, caller;
+    uint32_t version;
+    int32_t http_status;
+    uint8_t status, cold;
+} packed_fixed;
+
+void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out)
+{
+    packed_fixed f = {
+        .invocation = r->invocation,
+        .start_ms = r->start_ms,
+        .wall_us = r->wall_us,
+        .billed_ms = r->billed_ms,
+        .memory_bytes = r->memory_bytes,
+        .cpu_us = r->cpu_us,
+        .peak_bytes = r->peak_bytes,
+        .bytes_in = r->bytes_in,
+        .bytes_out = r->bytes_out,
+        .caller = r->caller,
+        .version = r->version,
+        .http_status = r->http_status,
+        .status = (uint8_t)r->status,
+        .cold = r->cold,
+    };
+    mxu_buf_append(out, &f, sizeof(f));
+    const char *strs[NSTR] = {r->tenant, r->function, r->executor, r->code, r->caller_function};
+    for (int i = 0; i < NSTR; i++) {
+        const char *s = str_or_empty(strs[i]);
+        size_t n = strlen(s);
+        /* Names are short; a longer string is cut rather than mis-framed. */
+        uint16_t len = (uint16_t)MXU_MIN(n, 1024u);
+        mxu_buf_append(out, &len, sizeof(len));
+        mxu_buf_append(out, s, len);
+        mxu_buf_append(out, "", 1); /* NUL, so decoded strings are C strings */
+    }
+}
+
+int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *r)
+{
+    const char *p = data, *end = p + len;
+    packed_fixed f;
+    if (len < sizeof(f))
+        return -1;
+    memcpy(&f, p, sizeof(f));
+    p += sizeof(f);
+    if (f.status > MXU_USAGE_REJECTED || f.cold > 1)
+        return -1;
+    const char *strs[NSTR];
+    for (int i = 0; i < NSTR; i++) {
+        uint16_t n;
+        if ((size_t)(end - p) < sizeof(n))
+            return -1;
+        memcpy(&n, p, sizeof(n));
+        p += sizeof(n);
+        if ((size_t)(end - p) < (size_t)n + 1 || p[n] != '\0' || memchr(p, '\0', n))
+            return -1;
+        strs[i] = p;
+        p += n + 1;
+    }
+    if (p != end)
+        return -1;
+    *r = (mxu_usage_record){
+        .invocation = f.invocation,
+        .tenant = strs[0],
+        .function = strs[1],
+        .version = f.version,
+        .executor = strs[2],
+        .start_ms = f.start_ms,
+        .wall_us = f.wall_us,
+        .billed_ms = f.billed_ms,
+        .memory_bytes = f.memory_bytes,
+        .cpu_us = f.cpu_us,
+        .peak_bytes = f.peak_bytes,
+        .bytes_in = f.bytes_in,
+        .bytes_out = f.bytes_out,
+        .cold = f.cold,
+        .status = (enum mxu_usage_status)f.status,
+        .http_status = f.http_status,
+        .code = strs[3],
+        .caller = f.caller,
+        .caller_function = strs[4],
+    };
+    return 0;
+}
