@@ -67,10 +67,23 @@ reap_stale() {
 
 port_free() { ! ss -Htln "sport = :$1" | grep -q .; }
 
+# The API key every request to an mxu node sends (docs/policy.md): set by
+# node_key from the node's admin.key; empty for a node run with --auth off.
+AUTH_HDR=""
+# node_key DATA_DIR: wait for the node's admin.key, then send it (curl, wrk,
+# coldstart and the mxu CLI through MXU_KEY).
+node_key() {
+    _end=$(($(date +%s) + 60))
+    while [ ! -s "$1/admin.key" ] && [ "$(date +%s)" -lt $_end ]; do sleep 0.1; done
+    MXU_KEY=$(cat "$1/admin.key") || return 1
+    export MXU_KEY
+    AUTH_HDR="Authorization: Bearer $MXU_KEY"
+}
+
 wait_http() {
     _end=$(($(date +%s) + $2))
     while [ "$(date +%s)" -lt $_end ]; do
-        curl -fsS -m 2 -o /dev/null "$1" 2>/dev/null && return 0
+        curl -fsS -m 2 -o /dev/null ${AUTH_HDR:+-H "$AUTH_HDR"} "$1" 2>/dev/null && return 0
         sleep 0.2
     done
     log "no 2xx from $1 within $2 s"
@@ -133,7 +146,7 @@ WRK_HDR='date	name	conns	run	rps	mean_us	p50_us	p90_us	p99_us	max_us	errors	non2
 run_wrk() {
     [ -f "$RES/wrk.tsv" ] || echo "$WRK_HDR" >"$RES/wrk.tsv"
     if [ "$4" = 0 ]; then
-        timeout 40 taskset -c "$CLIENT_CPU" wrk -t1 -c"$3" -d"$WARMUP" -s "$BENCH/wrk-report.lua" "$2" >"$RES/raw/warmup-$1-c$3.txt" 2>&1
+        timeout 40 taskset -c "$CLIENT_CPU" wrk -t1 -c"$3" -d"$WARMUP" ${AUTH_HDR:+-H "$AUTH_HDR"} -s "$BENCH/wrk-report.lua" "$2" >"$RES/raw/warmup-$1-c$3.txt" 2>&1
         return 0
     fi
     _out="$RES/raw/wrk-$1-c$3-r$4.txt"
@@ -143,7 +156,7 @@ run_wrk() {
         cpu_mark
         {
             echo "# $(date -Is) taskset -c $CLIENT_CPU wrk -t1 -c$3 -d$DURATION --latency -s wrk-report.lua $2 (idle before: $LAST_IDLE %)"
-            timeout $((${DURATION%s} + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$3" -d"$DURATION" --latency -s "$BENCH/wrk-report.lua" "$2" 2>&1
+            timeout $((${DURATION%s} + 30)) taskset -c "$CLIENT_CPU" wrk -t1 -c"$3" -d"$DURATION" --latency ${AUTH_HDR:+-H "$AUTH_HDR"} -s "$BENCH/wrk-report.lua" "$2" 2>&1
         } >"$_out"
         _other=$(cpu_foreign)
         echo "# others' CPU during the run: $_other % of both CPUs" >>"$_out"

@@ -131,7 +131,9 @@ for f in svc-noop res-bench svc-chain; do cp -R "$BENCH/functions/$f" "$F/$f"; d
 
 # ---------------------------------------------------------------- servers
 rm -rf "$W/data" "$W/redis" && mkdir -p "$W/redis"
-start_bg res-mxu "$MXU_BIN" serve --listen "127.0.0.1:$P_MXU" --data "$W/data" --log-level warn \
+# --auth off: this script measures isolation / resource calls, not
+# authentication (bench/run.sh keeps it on); no credentials are written.
+start_bg res-mxu "$MXU_BIN" serve --auth off --listen "127.0.0.1:$P_MXU" --data "$W/data" --log-level warn \
     --deploy "$F/svc-noop" --deploy "$F/res-bench" --deploy "$F/svc-chain"
 start_bg res-redis redis-server --port "$P_REDIS" --bind 127.0.0.1 --save '' --appendonly no \
     --dir "$W/redis" --daemonize no

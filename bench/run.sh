@@ -169,7 +169,7 @@ fi
 TARGETS=$RES/targets.tsv # name, url, what (read by summary.py)
 : >"$TARGETS"
 target() { # NAME URL DESCRIPTION: check it answers "ok", then add it to the load rounds
-    _body=$(curl -sS -m 5 -D "$RES/raw/headers-$1.txt" "$2" 2>&1)
+    _body=$(curl -sS -m 5 ${AUTH_HDR:+-H "$AUTH_HDR"} -D "$RES/raw/headers-$1.txt" "$2" 2>&1)
     if [ "$_body" != ok ]; then
         log "$1 answered '$_body' instead of 'ok': left out"
         echo "$1: answered '$_body' instead of 'ok'" >>"$SKIPPED"
@@ -179,10 +179,15 @@ target() { # NAME URL DESCRIPTION: check it answers "ok", then add it to the loa
 }
 
 # mxu: one node with every benchmark function, a fresh data directory.
+# Authentication stays on, as shipped: every request (wrk, curl, coldstart)
+# sends the node's admin key, so the numbers include checking it. The node
+# writes CLI credentials under $XDG_CONFIG_HOME: the bench's, not the user's.
 rm -rf "$BENCH_DIR/data"
+export XDG_CONFIG_HOME="$BENCH_DIR/config"
 start_bg mxu "$MXU_BIN" serve --listen "127.0.0.1:$P_MXU" --data "$BENCH_DIR/data" \
     --log-level warn --deploy "$FN/noop" --deploy "$FN/noop-conc1" --deploy "$FN/exec-ok" \
     --deploy "$FN/cold" --deploy "$FN/cold-static"
+node_key "$BENCH_DIR/data" || exit 1
 wait_http "http://127.0.0.1:$P_MXU/fn/noop" 120 || {
     tail -20 "$LOGS/mxu.log" >&2
     exit 1
@@ -349,7 +354,7 @@ if [ $HAVE_PERF = 1 ]; then
 fi
 
 for f in noop noop-conc1 exec-ok cold cold-static; do
-    curl -sS -m 5 "http://127.0.0.1:$P_MXU/v1/functions/$f" >"$RES/raw/mxu-function-$f.json" 2>/dev/null
+    curl -sS -m 5 -H "$AUTH_HDR" "http://127.0.0.1:$P_MXU/v1/functions/$f" >"$RES/raw/mxu-function-$f.json" 2>/dev/null
 done
 stop_bg mxu
 echo "--- top after the run" >"$RES/top-after.txt"

@@ -116,7 +116,9 @@ for f in cold cold-static noop; do
 done
 DATA="$W/data"
 rm -rf "$DATA"
-start_bg mxu-sandbox "$MXU_BIN" serve --listen "127.0.0.1:$PORT" --data "$DATA" --log-level warn \
+# --auth off: this script measures isolation / resource calls, not
+# authentication (bench/run.sh keeps it on); no credentials are written.
+start_bg mxu-sandbox "$MXU_BIN" serve --auth off --listen "127.0.0.1:$PORT" --data "$DATA" --log-level warn \
     --deploy "$F/cold" --deploy "$F/cold-sandbox" --deploy "$F/cold-static" \
     --deploy "$F/cold-static-sandbox" --deploy "$F/noop" --deploy "$F/noop-sandbox"
 wait_http "http://127.0.0.1:$PORT/fn/noop-sandbox" 120 || exit 1

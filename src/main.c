@@ -19,14 +19,16 @@ static const struct command {
     {"ls", mxu_cmd_ls},         {"show", mxu_cmd_show},         {"alias", mxu_cmd_alias},
     {"rm", mxu_cmd_rm},         {"logs", mxu_cmd_logs},         {"version", mxu_cmd_version},
     {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource}, {"usage", mxu_cmd_usage},
-    {"bill", mxu_cmd_bill},
+    {"bill", mxu_cmd_bill},     {"health", mxu_cmd_health},     {"resource", mxu_cmd_resource},
+    {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},
 };
 
 static void usage(FILE *out)
 {
     fprintf(out, "usage: mxu COMMAND [options]   (mxu COMMAND --help for details)\n\n");
     mxu_cli_usage_all(out);
-    fprintf(out, "\nThe node is found at $MXU_URL (default http://127.0.0.1:8080).\n");
+    fprintf(out, "\nThe node is found at $MXU_URL (default http://127.0.0.1:8080); the API key\n"
+                 "is --key, else $MXU_KEY, else the node's line in ~/.config/mxu/credentials.\n");
 }
 
 int main(int argc, char **argv)

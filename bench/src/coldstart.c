@@ -182,11 +182,17 @@ int main(int argc, char **argv)
         die(argv[5]);
     fprintf(out, "run\tus\tcold\tstatus\n");
 
-    char poll_req[512], inv_req[512];
+    /* The node asks for an API key (docs/policy.md): $MXU_KEY, if set. */
+    const char *key = getenv("MXU_KEY");
+    char auth[256] = "";
+    if (key && *key)
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s\r\n", key);
+    char poll_req[768], inv_req[768];
     snprintf(poll_req, sizeof(poll_req),
-             "GET /v1/functions/%s/instances HTTP/1.1\r\nHost: %s:%d\r\n\r\n", fn, host, port);
-    snprintf(inv_req, sizeof(inv_req), "GET /fn/%s HTTP/1.1\r\nHost: %s:%d\r\n\r\n", fn, host,
-             port);
+             "GET /v1/functions/%s/instances HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", fn, host, port,
+             auth);
+    snprintf(inv_req, sizeof(inv_req), "GET /fn/%s HTTP/1.1\r\nHost: %s:%d\r\n%s\r\n", fn, host,
+             port, auth);
     int pfd = dial(host, port), ifd = dial(host, port);
     double *us = calloc((size_t)runs, sizeof(double));
     if (us == NULL)

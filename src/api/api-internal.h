@@ -27,8 +27,6 @@ void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, con
 
 void api_method_not_allowed(mxu_http_req *req, const char *allow);
 
-void api_invoke(mxu_api *api, mxu_http_req *req, const char *target);
-
 /* api-meter.c. The request's size as usage records count it. */
 uint64_t api_request_bytes(mxu_http_req *req);
 /* Answer once `rec` is durable (at once with metering off), filling its
@@ -47,6 +45,22 @@ void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, con
 bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg);
 /* Unix ms or ISO-8601 UTC ("2026-11-30", "2026-11-30T05:18:01Z"). */
 int api_parse_time_ms(const char *s, uint64_t *out);
+/* `tenant`: from /t/TENANT/fn/..., or NULL for /fn/ (the caller's tenant). */
+void api_invoke(mxu_api *api, mxu_http_req *req, const char *tenant, const char *target);
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path);
+
+/* ---- authentication and authorization (api.c) ---- */
+
+/* Authenticate the request (its Authorization header). On failure answer
+ * 401 with WWW-Authenticate, log the denial and return NULL. */
+const mxu_principal *api_authenticate(mxu_api *api, mxu_http_req *req);
+/* mxu_policy_check; on denial answer 403 naming the rule, log it, return false. */
+bool api_allow(mxu_http_req *req, const mxu_principal *who, enum mxu_action act, const char *tenant,
+               const char *function);
+/* Resolve NAME@REF among the functions of `tenant`. */
+mxu_fn_version *api_resolve(mxu_api *api, const char *tenant, const char *name, const char *ref,
+                            mxu_err *err);
+/* Answer 401 for a failed mxu_policy_authenticate. */
+void api_unauthorized(mxu_http_req *req, const mxu_err *err);
 
 #endif

@@ -273,7 +273,7 @@ static int parse_target(const char *target, char *name, size_t namelen, char *re
     return 0;
 }
 
-void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
+void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, const char *target)
 {
     char name[128], ref[128];
     const char *sub;
@@ -284,16 +284,44 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
                   "are lowercase letters, digits, '-' and '_', starting with a letter");
         return;
     }
+    /* Who is calling: a request with an mxu key is authenticated (and refused
+     * if the key is bad, even for a public function: a client that sends a
+     * key wants to know it does not work). A request without one may only
+     * reach public functions. With authentication off, everyone is the node
+     * admin. */
+    mxu_policy *pol = api->cfg.policy;
+    const char *auth = mxu_http_req_header(req, "Authorization");
+    const mxu_principal *who = NULL;
+    if (!mxu_policy_auth_enabled(pol) || mxu_policy_is_key_header(auth)) {
+        who = api_authenticate(api, req);
+        if (who == NULL)
+            return;
+    }
+    const char *tenant = explicit_tenant ? explicit_tenant
+                         : who           ? mxu_principal_tenant(who)
+                                         : MXU_TENANT_DEFAULT;
     mxu_err err;
-    mxu_fn_version *v = mxu_registry_resolve(api->cfg.reg, name, ref, &err);
+    mxu_fn_version *v = api_resolve(api, tenant, name, ref, &err);
+    if (v == NULL || !v->manifest->is_public) {
+        /* Not public (or not there: without a key, the answer must not tell
+         * which, or it would list a tenant's functions to anyone). */
+        if (who == NULL) {
+            const mxu_principal *unused;
+            mxu_err aerr;
+            mxu_policy_authenticate(pol, auth, &unused, &aerr);
+            api_unauthorized(req, &aerr);
+            return;
+        }
+        if (!api_allow(req, who, MXU_ACT_INVOKE, tenant, name))
+            return;
+    }
     if (v == NULL) {
         if (api->cfg.meter && err.code == ENOENT) {
-            /* Every name under /fn/ is the default tenant's until tenants
-             * arrive: the refusal is that tenant's invocation. */
+            /* The refusal is the resolving tenant's invocation. */
             const char *code = strstr(err.msg, "alias")               ? "alias_not_found"
                                : strstr(err.msg, "version") && ref[0] ? "version_not_found"
                                                                       : "function_not_found";
-            api_reject_metered(api, req, "default", name, 0, 404, code, "%s", err.msg);
+            api_reject_metered(api, req, tenant, name, 0, 404, code, "%s", err.msg);
             return;
         }
         api_error_from(req, &err, name, ref);
@@ -324,7 +352,9 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *target)
     for (size_t i = 0; i < nh && c->nhdr < MAX_FORWARDED_HEADERS; i++) {
         const char *hn, *hv;
         mxu_http_req_header_at(req, i, &hn, &hv);
-        if (hop_by_hop(hn))
+        /* The caller's mxu key is for the node: the function never sees it. */
+        if (hop_by_hop(hn) ||
+            (strcasecmp(hn, "authorization") == 0 && mxu_policy_is_key_header(hv)))
             continue;
         c->names[c->nhdr] = (mxu_slice){hn, (uint32_t)strlen(hn)};
         c->values[c->nhdr] = (mxu_slice){hv, (uint32_t)strlen(hv)};

@@ -77,6 +77,47 @@ static bool query_u64(mxu_http_req *req, const char *key, uint64_t *out)
     return false;
 }
 
+/* The value of `key` in the query string (not decoded; names need none), or
+ * false if absent or longer than the buffer. */
+static bool query_str(mxu_http_req *req, const char *key, char *out, size_t outlen)
+{
+    const char *q = mxu_http_req_query(req);
+    size_t klen = strlen(key);
+    while (q && *q) {
+        const char *amp = strchr(q, '&');
+        size_t len = amp ? (size_t)(amp - q) : strlen(q);
+        if (len > klen && strncmp(q, key, klen) == 0 && q[klen] == '=') {
+            size_t n = len - klen - 1;
+            if (n >= outlen)
+                return false;
+            memcpy(out, q + klen + 1, n);
+            out[n] = '\0';
+            return true;
+        }
+        q = amp ? amp + 1 : NULL;
+    }
+    return false;
+}
+
+/* Keep the elements of a JSON array whose `field` is a function name `who`
+ * may read (its scope); the node admin sees everything. Steals `arr`. */
+static json_t *filter_scope(const mxu_principal *who, json_t *arr, const char *field)
+{
+    if (mxu_principal_is_node_admin(who))
+        return arr;
+    json_t *out = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        const char *name = json_string_value(json_object_get(o, field));
+        if (name && mxu_scope_match(mxu_principal_scope(who), name))
+            json_array_append(out, o);
+    }
+    json_decref(arr);
+    return out;
+}
+
 /* ---- health, instances ---- */
 
 static void get_health(mxu_api *api, mxu_http_req *req)
@@ -144,11 +185,25 @@ static void on_deployed(void *ud, const mxu_deploy_result *res)
     deploy_ctx_free(c);
 }
 
-static void post_function(mxu_api *api, mxu_http_req *req)
+static void post_function(mxu_api *api, mxu_http_req *req, const mxu_principal *who,
+                          const char *tenant)
 {
     json_t *j = body_json(req);
     if (j == NULL)
         return;
+    /* The key's scope is over function names, and the name is in the
+     * manifest: parse it once here to check (a manifest that does not parse
+     * is reported by the registry below, as before). */
+    const char *mtext = json_string_value(json_object_get(j, "manifest"));
+    mxu_manifest *pm = NULL;
+    if (mtext && mxu_manifest_parse(mtext, strlen(mtext), "mxu.yaml", &pm, NULL) == 0) {
+        bool ok = api_allow(req, who, MXU_ACT_FN_WRITE, tenant, pm->name);
+        mxu_manifest_free(pm);
+        if (!ok) {
+            json_decref(j);
+            return;
+        }
+    }
     const char *manifest = NULL, *mpath = "mxu.yaml";
     json_t *files = NULL;
     json_error_t jerr;
@@ -343,7 +398,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const cha
     }
 }
 
-static void logs(mxu_api *api, mxu_http_req *req, const char *name)
+static void logs(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name)
 {
     mxu_err err;
     if (!is_method(req, "GET")) {
@@ -351,7 +406,7 @@ static void logs(mxu_api *api, mxu_http_req *req, const char *name)
         return;
     }
     /* Only to say "no such function" (a follower asks twice a second). */
-    if (mxu_registry_resolve(api->cfg.reg, name, NULL, &err) == NULL) {
+    if (api_resolve(api, tenant, name, NULL, &err) == NULL) {
         api_error_from(req, &err, name, NULL);
         return;
     }
@@ -473,6 +528,152 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const ch
     }
 }
 
+/* ---- tenants and keys ---- */
+
+static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, const char *name)
+{
+    mxu_err err;
+    mxu_policy *pol = api->cfg.policy;
+    if (!api_allow(req, who, MXU_ACT_NODE_ADMIN, NULL, NULL))
+        return;
+    if (name == NULL && is_method(req, "GET")) {
+        api_json(req, 200, json_pack("{s:o}", "tenants", mxu_policy_tenants_json(pol)));
+    } else if (name == NULL && is_method(req, "POST")) {
+        json_t *j = body_json(req);
+        if (j == NULL)
+            return;
+        const char *tname = NULL;
+        if (json_unpack(j, "{s:s}", "name", &tname) < 0) {
+            json_decref(j);
+            api_error(req, 400, "bad_request", NULL, "create a tenant with {\"name\": NAME}");
+            return;
+        }
+        if (mxu_policy_tenant_create(pol, tname, &err) < 0) {
+            json_decref(j);
+            if (err.code == EINVAL)
+                api_error(req, 400, "invalid_name", NULL, "%s", err.msg);
+            else
+                api_error_from(req, &err, NULL, NULL);
+            return;
+        }
+        api_json(req, 201, json_pack("{s:s}", "tenant", tname));
+        json_decref(j);
+    } else if (name && is_method(req, "DELETE")) {
+        /* A tenant that still owns functions keeps them reachable by nobody
+         * but the node admin: make the owner delete them first. */
+        if (strcmp(name, MXU_TENANT_DEFAULT) == 0) {
+            api_error(req, 409, "conflict", NULL,
+                      "tenant 'default' cannot be deleted: it owns the node");
+            return;
+        }
+        if (mxu_policy_tenant_delete(pol, name, &err) < 0) {
+            if (err.code == ENOENT)
+                api_error(req, 404, "tenant_not_found", NULL, "%s", err.msg);
+            else
+                api_error_from(req, &err, NULL, NULL);
+            return;
+        }
+        api_json(req, 200, json_pack("{s:s}", "deleted", name));
+    } else {
+        method_not_allowed(req, name ? "DELETE" : "GET, POST");
+    }
+}
+
+static void post_key(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
+{
+    mxu_err err;
+    json_t *j = body_json(req);
+    if (j == NULL)
+        return;
+    const char *tenant = mxu_principal_tenant(who), *role = NULL, *scope = NULL;
+    const char *expires = NULL, *note = NULL;
+    json_error_t jerr;
+    if (json_unpack_ex(j, &jerr, 0, "{s?s, s:s, s?s, s?s, s?s}", "tenant", &tenant, "role", &role,
+                       "scope", &scope, "expires_in", &expires, "note", &note) < 0) {
+        api_error(req, 400, "bad_request", NULL,
+                  "create a key with {\"role\": admin|deployer|invoker|viewer, \"tenant\": T, "
+                  "\"scope\": GLOB, \"expires_in\": \"30d\", \"note\": TEXT}: %s",
+                  jerr.text);
+        json_decref(j);
+        return;
+    }
+    mxu_key_spec spec = {.tenant = tenant, .scope = scope, .note = note};
+    uint64_t ttl = 0;
+    if (mxu_role_parse(role, &spec.role, &err) < 0 ||
+        (expires && mxu_expiry_parse(expires, &ttl, &err) < 0)) {
+        api_error(req, 400, "bad_request", NULL, "%s", err.msg);
+        json_decref(j);
+        return;
+    }
+    if (!mxu_tenant_name_valid(tenant)) {
+        api_error(req, 400, "invalid_name", NULL, "'%.40s' is not a tenant name", tenant);
+        json_decref(j);
+        return;
+    }
+    if (!api_allow(req, who, MXU_ACT_KEYS, tenant, NULL)) {
+        json_decref(j);
+        return;
+    }
+    spec.expires_ms = ttl ? mxu_wall_ms() + ttl : 0;
+    char *text = NULL;
+    json_t *info = NULL;
+    if (mxu_policy_key_create(api->cfg.policy, &spec, &text, &info, &err) < 0) {
+        json_decref(j);
+        if (err.code == ENOENT)
+            api_error(req, 404, "tenant_not_found", NULL, "%s", err.msg);
+        else
+            api_error_from(req, &err, NULL, NULL);
+        return;
+    }
+    json_decref(j);
+    mxu_info("key %s made for tenant %s (role %s) by key %s",
+             json_string_value(json_object_get(info, "id")),
+             json_string_value(json_object_get(info, "tenant")),
+             json_string_value(json_object_get(info, "role")), mxu_principal_key_id(who));
+    /* The only time the secret leaves the node. */
+    json_object_set_new(info, "key", json_string(text));
+    sodium_memzero(text, strlen(text));
+    free(text);
+    api_json(req, 201, info);
+}
+
+static void keys(mxu_api *api, mxu_http_req *req, const mxu_principal *who, const char *id)
+{
+    mxu_err err;
+    mxu_policy *pol = api->cfg.policy;
+    if (id == NULL && is_method(req, "GET")) {
+        char tbuf[40];
+        const char *tenant = mxu_principal_tenant(who);
+        bool all = mxu_principal_is_node_admin(who);
+        if (query_str(req, "tenant", tbuf, sizeof(tbuf))) {
+            tenant = tbuf;
+            all = false;
+        }
+        if (!api_allow(req, who, MXU_ACT_KEYS, tenant, NULL))
+            return;
+        api_json(req, 200,
+                 json_pack("{s:o}", "keys", mxu_policy_keys_json(pol, all ? NULL : tenant)));
+    } else if (id == NULL && is_method(req, "POST")) {
+        post_key(api, req, who);
+    } else if (id && is_method(req, "DELETE")) {
+        const char *tenant = mxu_policy_key_tenant(pol, id);
+        if (tenant == NULL) {
+            api_error(req, 404, "key_not_found", NULL, "no key '%.40s'", id);
+            return;
+        }
+        if (!api_allow(req, who, MXU_ACT_KEYS, tenant, NULL))
+            return;
+        if (mxu_policy_key_revoke(pol, id, &err) < 0) {
+            api_error_from(req, &err, NULL, NULL);
+            return;
+        }
+        mxu_info("key %s revoked by key %s", id, mxu_principal_key_id(who));
+        api_json(req, 200, json_pack("{s:s}", "revoked", id));
+    } else {
+        method_not_allowed(req, id ? "DELETE" : "GET, POST");
+    }
+}
+
 /* Decode %XX in place. A segment may not decode to '/' or NUL: that would
  * change how the path splits, or cut a name short. */
 static int percent_decode(char *s)
@@ -530,40 +731,103 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         seg[nseg++] = tok;
     }
     if (nseg == 1 && strcmp(seg[0], "health") == 0) {
+        /* Open without a key: load balancers and `mxu health` probe it, and
+         * it tells nothing about any tenant. */
         if (!is_method(req, "GET"))
             method_not_allowed(req, "GET");
         else
             get_health(api, req);
         return;
     }
-    if (nseg == 1 && strcmp(seg[0], "instances") == 0) {
-        if (!is_method(req, "GET"))
-            method_not_allowed(req, "GET");
-        else
-            api_json(
-                req, 200,
-                json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, NULL)));
+    const mxu_principal *who = api_authenticate(api, req);
+    if (who == NULL)
+        return;
+    if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "tenants") == 0) {
+        tenants(api, req, who, nseg == 2 ? seg[1] : NULL);
         return;
     }
+    if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "keys") == 0) {
+        keys(api, req, who, nseg == 2 ? seg[1] : NULL);
+        return;
+    }
+    if (nseg == 1 && strcmp(seg[0], "instances") == 0) {
+        if (!is_method(req, "GET")) {
+            method_not_allowed(req, "GET");
+            return;
+        }
+        /* Node-wide for the operator; otherwise the caller's own functions. */
+        mxu_err err;
+        json_t *all = mxu_sched_instances_json(api->cfg.sched, NULL);
+        if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) < 0) {
+            if (!api_allow(req, who, MXU_ACT_FN_READ, mxu_principal_tenant(who), NULL)) {
+                json_decref(all);
+                return;
+            }
+            if (strcmp(mxu_principal_tenant(who), MXU_TENANT_DEFAULT) != 0)
+                json_array_clear(all);
+            all = filter_scope(who, all, "function");
+        }
+        api_json(req, 200, json_pack("{s:o}", "instances", all));
+        return;
+    }
+    /* Usage, bills and prices are the node's books: the operator's (a viewer
+     * of tenant default may read them). Tenants reading their own usage is
+     * for later. */
+    if (nseg >= 1 &&
+        (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0 ||
+         strcmp(seg[0], "prices") == 0) &&
+        !api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN, NULL,
+                   NULL))
+        return;
     if (api_meter_route(api, req, seg, nseg))
         return;
     if (nseg >= 1 && nseg <= 3 && strcmp(seg[0], "resources") == 0) {
+        if (!api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN,
+                       NULL, NULL))
+            return;
         resources(api, req, nseg >= 2 ? seg[1] : NULL, nseg == 3 ? seg[2] : NULL);
         return;
     }
     if (nseg == 0 || strcmp(seg[0], "functions") != 0) {
         api_error(req, 404, "not_found", NULL,
-                  "no such API path; see docs/api.md (/v1/health, /v1/functions, /v1/instances)");
+                  "no such API path; see docs/api.md (/v1/health, /v1/functions, /v1/instances, "
+                  "/v1/keys, /v1/tenants)");
         return;
     }
+    /* Functions are the caller's tenant's; the node admin may name another
+     * with ?tenant=T. */
+    char tenant_buf[40];
+    const char *tenant = mxu_principal_tenant(who);
+    if (query_str(req, "tenant", tenant_buf, sizeof(tenant_buf))) {
+        if (!mxu_tenant_name_valid(tenant_buf)) {
+            api_error(req, 400, "invalid_name", NULL, "?tenant= must be a tenant name");
+            return;
+        }
+        tenant = tenant_buf;
+    }
+    bool reading = is_method(req, "GET") || is_method(req, "HEAD");
     if (nseg == 1) {
-        if (is_method(req, "GET"))
-            api_json(req, 200,
-                     json_pack("{s:o}", "functions", mxu_registry_list_json(api->cfg.reg)));
-        else if (is_method(req, "POST"))
-            post_function(api, req);
-        else
+        if (is_method(req, "GET")) {
+            if (!api_allow(req, who, MXU_ACT_FN_READ, tenant, NULL))
+                return;
+            json_t *fns = strcmp(tenant, MXU_TENANT_DEFAULT) == 0
+                              ? mxu_registry_list_json(api->cfg.reg)
+                              : json_array();
+            api_json(req, 200, json_pack("{s:o}", "functions", filter_scope(who, fns, "name")));
+        } else if (is_method(req, "POST")) {
+            if (!api_allow(req, who, MXU_ACT_FN_WRITE, tenant, NULL))
+                return;
+            if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
+                api_error(req, 501, "not_supported", NULL,
+                          "tenant %s cannot deploy yet: function names are not scoped by tenant "
+                          "in this version (only tenant default has functions)",
+                          tenant);
+                return;
+            }
+            post_function(api, req, who, tenant);
+        } else {
             method_not_allowed(req, "GET, POST");
+        }
         return;
     }
     const char *name = seg[1];
@@ -573,6 +837,13 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
                   "letter, at most 63 characters");
         return;
     }
+    if (!api_allow(req, who, reading ? MXU_ACT_FN_READ : MXU_ACT_FN_WRITE, tenant, name))
+        return;
+    if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
+        api_error(req, 404, "function_not_found", NULL, "no function '%s' in tenant %s", name,
+                  tenant);
+        return;
+    }
     if (nseg == 2) {
         function_root(api, req, name);
     } else if (strcmp(seg[2], "versions") == 0 && nseg <= 4) {
@@ -580,7 +851,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     } else if (strcmp(seg[2], "aliases") == 0 && nseg <= 4) {
         aliases(api, req, name, nseg == 4 ? seg[3] : NULL);
     } else if (strcmp(seg[2], "logs") == 0 && nseg == 3) {
-        logs(api, req, name);
+        logs(api, req, tenant, name);
     } else if (strcmp(seg[2], "instances") == 0 && nseg == 3) {
         if (!is_method(req, "GET"))
             method_not_allowed(req, "GET");

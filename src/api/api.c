@@ -106,12 +106,98 @@ void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, con
     }
 }
 
+/* ---- authentication and authorization ---------------------------------------- */
+
+/* A denial says who was refused and why in the node's log: the 401s and 403s
+ * a client got are what an operator looks for after "it says forbidden". */
+static void log_denial(mxu_http_req *req, int status, const char *msg)
+{
+    mxu_warn("denied %d: %s %.200s from %s: %s", status, mxu_http_req_method(req),
+             mxu_http_req_path(req), mxu_http_req_peer(req), msg);
+}
+
+void api_unauthorized(mxu_http_req *req, const mxu_err *err)
+{
+    const char *code = "unknown_key";
+    switch (err->code) {
+    case ENOKEY:
+        code = "missing_key";
+        break;
+    case EINVAL:
+        code = "malformed_key";
+        break;
+    case EKEYREVOKED:
+        code = "revoked_key";
+        break;
+    case EKEYEXPIRED:
+        code = "expired_key";
+        break;
+    }
+    log_denial(req, 401, err->msg);
+    json_t *body = json_pack("{s:{s:s, s:s}}", "error", "code", code, "message", err->msg);
+    mxu_http_header h[] = {{"WWW-Authenticate", "Bearer realm=\"mxu\""}, {"X-Mxu-Error", code}};
+    api_json_with(req, 401, body, h, MXU_ARRAY_LEN(h));
+}
+
+const mxu_principal *api_authenticate(mxu_api *api, mxu_http_req *req)
+{
+    const mxu_principal *who;
+    mxu_err err;
+    if (mxu_policy_authenticate(api->cfg.policy, mxu_http_req_header(req, "Authorization"), &who,
+                                &err) < 0) {
+        api_unauthorized(req, &err);
+        return NULL;
+    }
+    return who;
+}
+
+bool api_allow(mxu_http_req *req, const mxu_principal *who, enum mxu_action act, const char *tenant,
+               const char *function)
+{
+    mxu_err err;
+    if (mxu_policy_check(who, act, tenant, function, &err) == 0)
+        return true;
+    log_denial(req, 403, err.msg);
+    api_error(req, 403, "forbidden", NULL, "%s", err.msg);
+    return false;
+}
+
+mxu_fn_version *api_resolve(mxu_api *api, const char *tenant, const char *name, const char *ref,
+                            mxu_err *err)
+{
+    /* The registry does not scope names by tenant yet: every function is
+     * tenant default's, and other tenants have none. */
+    if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
+        mxu_err_set(err, ENOENT, "no function '%.64s' in tenant %s", name, tenant);
+        return NULL;
+    }
+    return mxu_registry_resolve(api->cfg.reg, name, ref, err);
+}
+
 void mxu_api_handle(mxu_http_req *req, void *ud)
 {
     mxu_api *api = ud;
     const char *path = mxu_http_req_path(req);
     if (strncmp(path, "/fn/", 4) == 0) {
-        api_invoke(api, req, path + 4);
+        api_invoke(api, req, NULL, path + 4);
+        return;
+    }
+    /* /t/TENANT/fn/NAME: another tenant's function, named explicitly. */
+    if (strncmp(path, "/t/", 3) == 0) {
+        const char *t = path + 3, *slash = strchr(t, '/');
+        char tenant[40];
+        size_t tl = slash ? (size_t)(slash - t) : 0;
+        if (slash && tl < sizeof(tenant) && strncmp(slash, "/fn/", 4) == 0) {
+            memcpy(tenant, t, tl);
+            tenant[tl] = '\0';
+            if (mxu_tenant_name_valid(tenant)) {
+                api_invoke(api, req, tenant, slash + 4);
+                return;
+            }
+        }
+        api_error(req, 400, "invalid_name", NULL,
+                  "invoke another tenant's function as /t/TENANT/fn/NAME (tenant names are "
+                  "lowercase letters, digits and '-', starting with a letter)");
         return;
     }
     /* Management calls carry small JSON; only deploys are big. */

@@ -10,6 +10,7 @@
 
 #include "http/http.h"
 #include "meter/meter.h"
+#include "policy/policy.h"
 #include "registry/registry.h"
 #include "sched/sched.h"
 
@@ -19,6 +20,7 @@ typedef struct mxu_api_config {
     mxu_registry *reg;
     mxu_sched *sched;
     mxu_resolver *resolver; /* the resource map (/v1/resources) */
+    mxu_policy *policy;     /* tenants, keys, who may do what */
     const char *data_dir;   /* shown by /v1/health */
     const char *listen;     /* "127.0.0.1:8080", shown by /v1/health */
     size_t max_invoke_body; /* 0 = 6 MiB; larger bodies to /fn/ get 413 */

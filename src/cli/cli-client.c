@@ -14,6 +14,7 @@
  *   management API   — JSON in and out, node errors to messages.
  */
 #include "cli-internal.h"
+#include "policy/policy.h"
 
 #include <ctype.h>
 #include <errno.h>
@@ -137,7 +138,7 @@ int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_op
                      size_t nflags, int minpos, int maxpos, cli_simple_args *out)
 {
     cli_option opts[16] = {CLI_OPT_COMMON, {"json", 0, false, CLI_OPT_JSON}};
-    size_t nopts = 3;
+    size_t nopts = 4;
     for (size_t i = 0; i < nflags && nopts < MXU_ARRAY_LEN(opts); i++)
         opts[nopts++] = flags[i];
     memset(out, 0, sizeof(*out));
@@ -154,6 +155,8 @@ int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_op
         }
         if (id == CLI_OPT_URL) {
             out->url = arg;
+        } else if (id == CLI_OPT_KEY) {
+            out->key = arg;
         } else if (id == CLI_OPT_JSON) {
             out->json = true;
         } else if (id == CLI_OPT_POSITIONAL) {
@@ -169,10 +172,10 @@ int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_op
     return -1;
 }
 
-int cli_client_open(cli_client *c, const char *url)
+int cli_client_open(cli_client *c, const char *url, const char *key)
 {
     mxu_err err;
-    if (cli_client_init(c, url, &err) < 0) {
+    if (cli_client_init(c, url, key, &err) < 0) {
         fprintf(stderr, "mxu: %s\n", err.msg);
         return -1;
     }
@@ -422,7 +425,25 @@ void cli_table_free(cli_table *t)
 
 /* ---- HTTP ------------------------------------------------------------------ */
 
-int cli_client_init(cli_client *c, const char *url, mxu_err *err)
+/* The API key, from --key, else MXU_KEY, else the credentials file. */
+static void client_key(cli_client *c, const char *key)
+{
+    const char *env = getenv("MXU_KEY");
+    if (key && key[0]) {
+        c->key = mxu_strdup(key);
+        c->key_source = mxu_strdup("--key");
+    } else if (env && env[0]) {
+        c->key = mxu_strdup(env);
+        c->key_source = mxu_strdup("MXU_KEY");
+    } else {
+        _cleanup_free_ char *path = mxu_credentials_path();
+        c->key = mxu_credentials_lookup(path, c->base_url);
+        if (c->key)
+            c->key_source = mxu_asprintf("%s", path);
+    }
+}
+
+int cli_client_init(cli_client *c, const char *url, const char *key, mxu_err *err)
 {
     memset(c, 0, sizeof(*c));
     if (url == NULL || url[0] == '\0') {
@@ -449,6 +470,7 @@ int cli_client_init(cli_client *c, const char *url, mxu_err *err)
         return mxu_err_set(err, ENOMEM, "cannot initialise libcurl");
     }
     c->base_url = mxu_strndup(url, n);
+    client_key(c, key);
     return 0;
 }
 
@@ -459,6 +481,10 @@ void cli_client_close(cli_client *c)
         curl_global_cleanup();
     }
     free(c->base_url);
+    if (c->key)
+        memset(c->key, 0, strlen(c->key));
+    free(c->key);
+    free(c->key_source);
     memset(c, 0, sizeof(*c));
 }
 
@@ -602,13 +628,19 @@ int cli_http(cli_client *c, const cli_request *rq, cli_response *resp, mxu_err *
      * "Expect: 100-continue" round trip, and no invented
      * application/x-www-form-urlencoded type on a body the user did not type. */
     struct curl_slist *hdrs = NULL;
-    bool has_type = false;
+    bool has_type = false, has_auth = false;
     for (const struct curl_slist *l = rq->headers; l; l = l->next) {
         hdrs = curl_slist_append(hdrs, l->data);
         if (strncasecmp(l->data, "content-type:", 13) == 0 ||
             strncasecmp(l->data, "content-type;", 13) == 0)
             has_type = true;
+        if (strncasecmp(l->data, "authorization:", 14) == 0)
+            has_auth = true; /* the user's own (-H) wins */
     }
+    _cleanup_free_ char *auth =
+        c->key && !has_auth ? mxu_asprintf("Authorization: Bearer %s", c->key) : NULL;
+    if (auth)
+        hdrs = curl_slist_append(hdrs, auth);
     hdrs = curl_slist_append(hdrs, "Expect:");
     if (rq->body && !has_type)
         hdrs = curl_slist_append(hdrs, "Content-Type:");
@@ -630,6 +662,8 @@ int cli_http(cli_client *c, const cli_request *rq, cli_response *resp, mxu_err *
 
     CURLcode rc = curl_easy_perform(h);
     curl_slist_free_all(hdrs);
+    if (auth)
+        memset(auth, 0, strlen(auth));
     if (rc != CURLE_OK) {
         cli_response_free(resp);
         return transport_error(c, rc, err);
@@ -701,6 +735,12 @@ int cli_api(cli_client *c, const char *method, const char *path, json_t *body, c
     json_t *e = reply->json ? json_object_get(reply->json, "error") : NULL;
     reply->code = cli_json_str(e, "code", NULL);
     reply->message = cli_json_str(e, "message", NULL);
+    if (reply->message && reply->status == 401)
+        return mxu_err_set(err, EACCES, "%s (%s%s; see docs/policy.md)", reply->message,
+                           c->key ? "the key came from "
+                                  : "no key: pass --key, set MXU_KEY, or "
+                                    "add the node to ",
+                           c->key ? c->key_source : "~/.config/mxu/credentials");
     if (reply->message)
         return mxu_err_set(err, EIO, "%s", reply->message);
     /* Not the node's error form: a proxy or another server at that address. */

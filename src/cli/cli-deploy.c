@@ -149,7 +149,7 @@ static int report_refusal(const cli_reply *r, const mxu_err *err, bool json)
 int mxu_cmd_deploy(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_deploy;
-    const char *url = NULL, *dir = NULL, *arg;
+    const char *url = NULL, *key = NULL, *dir = NULL, *arg;
     bool json = false;
     mxu_err err;
     cli_parser p;
@@ -163,6 +163,9 @@ int mxu_cmd_deploy(int argc, char **argv)
             return 0;
         case CLI_OPT_URL:
             url = arg;
+            break;
+        case CLI_OPT_KEY:
+            key = arg;
             break;
         case OPT_JSON:
             json = true;
@@ -178,7 +181,7 @@ int mxu_cmd_deploy(int argc, char **argv)
         return cli_usage_error(h, "which folder? (the one that holds mxu.yaml)");
 
     cli_client c;
-    if (cli_client_init(&c, url, &err) < 0) {
+    if (cli_client_init(&c, url, key, &err) < 0) {
         fprintf(stderr, "mxu: %s\n", err.msg);
         return CLI_EXIT_USAGE;
     }

@@ -142,7 +142,7 @@ int mxu_cmd_ls(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     cli_reply r;
     mxu_err err;
@@ -304,7 +304,7 @@ int mxu_cmd_show(int argc, char **argv)
     if (a.npos == 0)
         return cli_usage_error(&cli_help_show, "which function?");
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     _cleanup_buf_ mxu_buf path = {0};
     mxu_buf_puts(&path, "/v1/functions/");
@@ -361,7 +361,7 @@ int mxu_cmd_alias(int argc, char **argv)
         return cli_usage_error(h, "'%s' is not a version number", a.pos[2]);
 
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     _cleanup_buf_ mxu_buf path = {0};
     mxu_buf_puts(&path, "/v1/functions/");
@@ -423,7 +423,7 @@ int mxu_cmd_rm(int argc, char **argv)
                                at + 1, name, at + 1);
 
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     _cleanup_buf_ mxu_buf path = {0};
     mxu_buf_puts(&path, "/v1/functions/");

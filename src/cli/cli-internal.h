@@ -33,11 +33,13 @@ typedef struct cli_verb_help {
 
 extern const cli_verb_help cli_help_deploy, cli_help_invoke, cli_help_ls, cli_help_show,
     cli_help_alias, cli_help_rm, cli_help_logs, cli_help_version, cli_help_health,
-    cli_help_resource, cli_help_usage, cli_help_bill;
+    cli_help_resource, cli_help_usage, cli_help_bill, cli_help_key, cli_help_tenant;
 
 /* The lines every verb's --help ends its options with. */
 #define CLI_COMMON_OPTIONS_HELP                                                            \
     "  --url URL      the node to talk to (default: $MXU_URL, else " CLI_DEFAULT_URL ")\n" \
+    "  --key KEY      the API key (default: $MXU_KEY, else the node's line in\n"           \
+    "                 ~/.config/mxu/credentials)\n"                                        \
     "  -h, --help     show this help\n"
 
 void cli_print_help(const cli_verb_help *h, FILE *out);
@@ -60,11 +62,11 @@ typedef struct cli_option {
 
 enum { CLI_OPT_END = 0, CLI_OPT_POSITIONAL = -2, CLI_OPT_ERROR = -1 };
 /* Ids every verb uses; verb-specific ids start at CLI_OPT_FIRST_VERB. */
-enum { CLI_OPT_URL = 1, CLI_OPT_HELP, CLI_OPT_JSON, CLI_OPT_FIRST_VERB = 16 };
-#define CLI_OPT_COMMON                   \
-    {"url", 0, true, CLI_OPT_URL},       \
-    {                                    \
-        "help", 'h', false, CLI_OPT_HELP \
+enum { CLI_OPT_URL = 1, CLI_OPT_HELP, CLI_OPT_JSON, CLI_OPT_KEY, CLI_OPT_FIRST_VERB = 16 };
+#define CLI_OPT_COMMON                                            \
+    {"url", 0, true, CLI_OPT_URL}, {"key", 0, true, CLI_OPT_KEY}, \
+    {                                                             \
+        "help", 'h', false, CLI_OPT_HELP                          \
     }
 
 typedef struct cli_parser {
@@ -89,6 +91,7 @@ int cli_parser_next(cli_parser *p, const char **arg, mxu_err *err);
  * -1 to go on, else the exit status (help printed or usage error). */
 typedef struct cli_simple_args {
     const char *url;
+    const char *key;
     bool json;
     const char *pos[4];
     int npos;
@@ -165,6 +168,8 @@ typedef struct cli_client {
     CURL *curl;        /* reused: keeps the connection alive across calls */
     char *base_url;    /* without a trailing '/' */
     bool url_from_env; /* for messages */
+    char *key;         /* API key sent as Authorization: Bearer, or NULL */
+    char *key_source;  /* where it came from, for messages: "--key", "MXU_KEY", a file */
     /* Set (by a signal handler) to abort the request in progress; applies to
      * every request that has no cancel flag of its own. */
     volatile sig_atomic_t *cancel;
@@ -183,11 +188,13 @@ typedef struct cli_request {
     volatile sig_atomic_t *cancel;
 } cli_request;
 
-/* url: the --url value or NULL for $MXU_URL / the default. */
-int cli_client_init(cli_client *c, const char *url, mxu_err *err);
+/* url: the --url value or NULL for $MXU_URL / the default. key: the --key
+ * value or NULL for $MXU_KEY, else the credentials file's line for the URL
+ * (docs/policy.md), else none. */
+int cli_client_init(cli_client *c, const char *url, const char *key, mxu_err *err);
 void cli_client_close(cli_client *c);
 /* cli_client_init, printing the message on failure; returns 0 or -1. */
-int cli_client_open(cli_client *c, const char *url);
+int cli_client_open(cli_client *c, const char *url, const char *key);
 /* Send one request and collect the whole response. Fails (err filled with a
  * sentence naming the node and what to do) only when no HTTP response came;
  * any status, 500 included, is a success here. */

@@ -186,7 +186,7 @@ static bool method_valid(const char *m)
 }
 
 typedef struct invoke_args {
-    const char *url, *target, *data, *file, *method;
+    const char *url, *key, *target, *data, *file, *method;
     bool json, include;
     struct curl_slist *headers; /* "Name: value" lines, owned */
 } invoke_args;
@@ -209,6 +209,9 @@ static int invoke_parse(int argc, char **argv, invoke_args *a)
             return 0;
         case CLI_OPT_URL:
             a->url = arg;
+            break;
+        case CLI_OPT_KEY:
+            a->key = arg;
             break;
         case OPT_JSON:
             a->json = true;
@@ -318,7 +321,7 @@ static int invoke_run(const invoke_args *a, const cli_target *t)
         mxu_buf_append(&body, "", 0); /* an empty body is still a body: POST, length 0 */
 
     cli_client c;
-    if (cli_client_init(&c, a->url, &err) < 0) {
+    if (cli_client_init(&c, a->url, a->key, &err) < 0) {
         fprintf(stderr, "mxu: %s\n", err.msg);
         return CLI_EXIT_USAGE;
     }

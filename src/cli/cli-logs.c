@@ -76,7 +76,7 @@ static void on_sigint(int sig)
 }
 
 typedef struct logs_args {
-    const char *url, *name;
+    const char *url, *key, *name;
     bool json, follow;
     uint64_t limit; /* 0 = the node's default */
 } logs_args;
@@ -97,6 +97,9 @@ static int logs_parse(int argc, char **argv, logs_args *a)
             return 0;
         case CLI_OPT_URL:
             a->url = arg;
+            break;
+        case CLI_OPT_KEY:
+            a->key = arg;
             break;
         case OPT_JSON:
             a->json = true;
@@ -264,7 +267,7 @@ int mxu_cmd_logs(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     _cleanup_free_ char *cursor = NULL;
     json_t *records = NULL;

@@ -54,7 +54,7 @@ const cli_verb_help cli_help_bill = {
 };
 
 typedef struct meter_args {
-    const char *url, *tenant, *function, *since, *month;
+    const char *url, *key, *tenant, *function, *since, *month;
     bool json, csv;
     unsigned long limit;
 } meter_args;
@@ -79,6 +79,9 @@ static int parse(const cli_verb_help *h, int argc, char **argv, meter_args *a)
             return 0;
         case CLI_OPT_URL:
             a->url = arg;
+            break;
+        case CLI_OPT_KEY:
+            a->key = arg;
             break;
         case CLI_OPT_JSON:
             a->json = true;
@@ -249,7 +252,7 @@ int mxu_cmd_usage(int argc, char **argv)
         mxu_buf_puts(&q, "&aggregate=1");
     mxu_buf_printf(&path, "/v1/usage%s", q.data);
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     cli_reply r;
     mxu_err err;
@@ -297,7 +300,7 @@ int mxu_cmd_bill(int argc, char **argv)
     query_param(&q, "month", a.month);
     mxu_buf_printf(&path, "/v1/bills%s", q.data);
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     cli_reply r;
     mxu_err err;

@@ -16,9 +16,9 @@ void mxu_cli_usage_all(FILE *out)
         const char *name, *summary;
     } serve = {"serve", "run a node"};
     static const cli_verb_help *const verbs[] = {
-        &cli_help_deploy, &cli_help_invoke, &cli_help_ls,     &cli_help_show,
-        &cli_help_logs,   &cli_help_alias,  &cli_help_rm,     &cli_help_resource,
-        &cli_help_usage,  &cli_help_bill,   &cli_help_health, &cli_help_version,
+        &cli_help_deploy, &cli_help_invoke, &cli_help_ls,       &cli_help_show,    &cli_help_logs,
+        &cli_help_alias,  &cli_help_rm,     &cli_help_resource, &cli_help_usage,   &cli_help_bill,
+        &cli_help_key,    &cli_help_tenant, &cli_help_health,   &cli_help_version,
     };
     /* Only the list: the main prints the usage line around it. */
     fprintf(out, "commands:\n");
@@ -49,7 +49,7 @@ int mxu_cmd_version(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     /* Asking for a version should not hang on an unroutable address. */
     c.connect_timeout_ms = 3000;
@@ -120,7 +120,7 @@ int mxu_cmd_health(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     cli_reply r;
     mxu_err err;

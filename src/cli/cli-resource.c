@@ -106,7 +106,7 @@ int mxu_cmd_resource(int argc, char **argv)
         return cli_usage_error(h, "move needs --to LOCATION");
 
     cli_client c;
-    if (cli_client_open(&c, a.url) < 0)
+    if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     if (ls) {
         rc = resource_ls(&c, a.json);

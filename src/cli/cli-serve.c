@@ -13,6 +13,7 @@
 #include "exec/exec.h"
 #include "http/http.h"
 #include "meter/meter.h"
+#include "policy/policy.h"
 #include "registry/registry.h"
 #include "resolve/resolve.h"
 #include "sched/sched.h"
@@ -34,6 +35,7 @@ typedef struct node {
     uv_loop_t loop;
     mxu_serve_config cfg;
     mxu_registry *reg;
+    mxu_policy *policy;
     mxu_resolver *resolver;
     mxu_sched *sched;
     mxu_meter *meter; /* NULL with --metering off */
@@ -77,6 +79,8 @@ static void usage(FILE *out)
             "                          benchmarks: no records, no bills; docs/metering.md)\n"
             "  --deploy DIR            deploy the function in DIR at start (repeatable)\n"
             "  --log-level LEVEL       debug, info, warn or error (default info)\n"
+            "  --auth on|off           require API keys (default on; docs/policy.md). off: every\n"
+            "                          request is the node admin, for benchmarks only\n"
             "  -h, --help              this help\n"
             "\n"
             "SIZE: 128Mi, 8Gi, 512M, or bytes. DUR: 500ms, 30s, 5m.\n"
@@ -230,8 +234,11 @@ static void on_start_deployed(void *ud, const mxu_deploy_result *res)
     } else {
         printf("deployed %s@%u\n", res->version->function, res->version->version);
     }
-    if (res->rc == 0)
+    if (res->rc == 0 && (res->version->manifest->is_public || n->cfg.auth_off))
         printf("  try: curl %s/fn/%s\n", n->url, res->version->function);
+    else if (res->rc == 0)
+        printf("  try: mxu invoke %s   (not public: curl needs -H 'Authorization: Bearer KEY')\n",
+               res->version->function);
     fflush(stdout);
     mxu_bundle_free(&d->bundle);
     free(d->files);
@@ -293,6 +300,7 @@ static int parse_args(node *n, int argc, char **argv)
         {"executor", required_argument, 0, 0},
         {"metering", required_argument, 0, 0},
         {"log-level", required_argument, 0, 0},
+        {"auth", required_argument, 0, 0},
         {"help", no_argument, 0, 'h'},
         {0, 0, 0, 0},
     };
@@ -417,6 +425,12 @@ int mxu_cmd_serve(int argc, char **argv)
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
     }
+    /* After the registry: it made state.db and switched it to WAL. */
+    mxu_policy_config pcfg = {.data_dir = n.cfg.data_dir, .auth = !n.cfg.auth_off};
+    if (mxu_policy_open(&pcfg, &n.policy, &err) < 0) {
+        fprintf(stderr, "mxu serve: %s\n", err.msg);
+        goto out;
+    }
     if (!n.cfg.metering_off) {
         mxu_prices *prices = NULL;
         if (n.cfg.prices_json) {
@@ -464,6 +478,7 @@ int mxu_cmd_serve(int argc, char **argv)
     mxu_api_config acfg = {.reg = n.reg,
                            .sched = n.sched,
                            .resolver = n.resolver,
+                           .policy = n.policy,
                            .data_dir = n.cfg.data_dir,
                            .listen = n.cfg.listen,
                            .max_invoke_body = n.cfg.max_body,
@@ -476,6 +491,21 @@ int mxu_cmd_serve(int argc, char **argv)
     }
     snprintf(n.url, sizeof(n.url), "http://%s%s%s:%d", strchr(addr, ':') ? "[" : "", addr,
              strchr(addr, ':') ? "]" : "", mxu_http_server_port(n.http));
+
+    /* The first admin key, and the CLI's credentials for this URL. The URL
+     * the CLI will use for a wildcard listener is loopback. */
+    {
+        char cred_url[128];
+        bool any = strcmp(addr, "0.0.0.0") == 0 || strcmp(addr, "::") == 0;
+        snprintf(cred_url, sizeof(cred_url), "%s", n.url);
+        if (any)
+            snprintf(cred_url, sizeof(cred_url), "http://%s:%d",
+                     strcmp(addr, "::") == 0 ? "[::1]" : "127.0.0.1", mxu_http_server_port(n.http));
+        if (mxu_policy_bootstrap(n.policy, cred_url, &err) < 0) {
+            fprintf(stderr, "mxu serve: %s\n", err.msg);
+            goto out;
+        }
+    }
 
     uv_signal_init(&n.loop, &n.sigterm);
     uv_signal_init(&n.loop, &n.sigint);
@@ -493,6 +523,15 @@ int mxu_cmd_serve(int argc, char **argv)
     printf("  memory:    %s budget for instances\n", budget);
     printf("  executors: %s\n", mxu_executor_names());
     printf("  metering:  %s\n", n.meter ? "on (usage.db)" : "off");
+    if (n.cfg.auth_off) {
+        printf("  auth:      OFF\n");
+        mxu_warn("AUTHENTICATION IS OFF (--auth off): anyone who can reach %s is the node's "
+                 "admin; use this for benchmarks only",
+                 n.url);
+    } else {
+        _cleanup_free_ char *keyfile = mxu_path_join(n.cfg.data_dir, "admin.key");
+        printf("  auth:      API keys required (admin key: %s)\n", keyfile);
+    }
     const char *no_sandbox = mxu_executor_unavailable("sandbox");
     if (no_sandbox)
         printf("  sandbox:   unavailable: %s\n", no_sandbox);
@@ -521,6 +560,7 @@ out:
     if (node_env != NULL)
         mxu_exec_reap_leftovers(id);
     mxu_registry_close(n.reg);
+    mxu_policy_close(n.policy);
     mxu_resolver_close(n.resolver);
     mxu_api_destroy(n.api);
     /* Let every handle finish closing before the loop goes. */

@@ -95,6 +95,16 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         c->metering_off = strcmp(v, "off") == 0;
         return 0;
     }
+    if (strcmp(key, "auth") == 0) {
+        /* YAML 1.1 would read on/off as booleans; libyaml hands us the text. */
+        if (strcmp(v, "on") == 0 || strcmp(v, "true") == 0)
+            c->auth_off = false;
+        else if (strcmp(v, "off") == 0 || strcmp(v, "false") == 0)
+            c->auth_off = true;
+        else
+            return mxu_err_set(err, EINVAL, "auth: '%s' is not on or off", v);
+        return 0;
+    }
     if (strcmp(key, "deploy") == 0) {
         c->deploy = mxu_realloc(c->deploy, (c->ndeploy + 1) * sizeof(char *));
         c->deploy[c->ndeploy++] = mxu_strdup(v);

@@ -19,6 +19,9 @@ typedef struct mxu_serve_config {
     char *log_level;
     /* The executor of manifests that name none; NULL = process. */
     char *executor;
+    /* `auth: off`: no API keys asked for, everyone is the node admin (for
+     * benchmarks that compare with and without; the node warns loudly). */
+    bool auth_off;
     char **deploy; /* folders to deploy at start */
     /* `resources:` of the config file: where resources live, applied (and
      * persisted in the map) at start: "kv:orders" → "redis://..." */

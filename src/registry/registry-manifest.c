@@ -66,13 +66,14 @@ enum field_id {
     F_KEEP_ALIVE,
     F_ENV,
     F_RESOURCES,
+    F_PUBLIC,
     F_COUNT
 };
 
 static const char *const field_names[F_COUNT] = {
-    "name",          "description",   "runtime",    "executor", "sources",
-    "build",         "command",       "memory",     "timeout",  "concurrency",
-    "min_instances", "max_instances", "keep_alive", "env",      "resources",
+    "name",       "description", "runtime",   "executor",    "sources",       "build",
+    "command",    "memory",      "timeout",   "concurrency", "min_instances", "max_instances",
+    "keep_alive", "env",         "resources", "public",
 };
 
 /* Where each top-level field was: its value's line in YAML, -1 when present
@@ -670,6 +671,27 @@ static int y_uint(yparse *p, yaml_node_t *n, const char *field, uint64_t max, ui
     return 0;
 }
 
+/* true or false, plain (unquoted): a quoted "true" is a string, and a
+ * manifest that makes a function public should say so unambiguously. */
+static int y_bool(yparse *p, yaml_node_t *n, const char *field, bool *out)
+{
+    char qbuf[80];
+    if (n->type != YAML_SCALAR_NODE || node_is_null(n))
+        return fail(p->file, node_line(n), field, p->err, "expected true or false, got %s",
+                    node_what(n));
+    const char *v = (const char *)n->data.scalar.value;
+    size_t len = n->data.scalar.length;
+    bool plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
+    if (plain && len == 4 && memcmp(v, "true", 4) == 0)
+        *out = true;
+    else if (plain && len == 5 && memcmp(v, "false", 5) == 0)
+        *out = false;
+    else
+        return fail(p->file, node_line(n), field, p->err, "expected true or false, got '%s'%s",
+                    QN(v, len), plain ? "" : " (remove the quotes)");
+    return 0;
+}
+
 static bool all_digits(const char *s)
 {
     if (*s == '\0')
@@ -1041,6 +1063,8 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
         return y_env(p, n);
     case F_RESOURCES:
         return y_resources(p, n);
+    case F_PUBLIC:
+        return y_bool(p, n, "public", &m->is_public);
     case F_COUNT:
         break;
     }
@@ -1197,7 +1221,7 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
                                       "max_value", (json_int_t)d->max_value, "ops_per_second",
                                       (json_int_t)d->ops_per_second));
     }
-    return json_pack(
+    json_t *j = json_pack(
         "{s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
         "name", m->name, "description", m->description, "runtime",
         m->runtime == MXU_RUNTIME_C ? "c" : "exec", "executor", m->executor, "sources",
@@ -1207,6 +1231,8 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
         "concurrency", (json_int_t)m->concurrency, "min_instances", (json_int_t)m->min_instances,
         "max_instances", (json_int_t)m->max_instances, "keep_alive_ms",
         (json_int_t)m->keep_alive_ms, "env", env, "resources", res);
+    json_object_set_new(j, "public", json_boolean(m->is_public));
+    return j;
 }
 
 #define JFILE "manifest JSON"
@@ -1385,6 +1411,10 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             rc = j_env(v, m, err);
         } else if (strcmp(key, "resources") == 0) {
             rc = j_resources(v, m, err);
+        } else if (strcmp(key, "public") == 0) {
+            if (!json_is_boolean(v))
+                return fail(JFILE, 0, key, err, "expected true or false");
+            m->is_public = json_is_true(v);
         } else {
             return fail(JFILE, 0, NULL, err, "unknown field '%s'", Q(key));
         }

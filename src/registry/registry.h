@@ -69,6 +69,7 @@ typedef struct mxu_manifest {
     size_t nenv;
     mxu_resource_decl *resources;
     size_t nresources;
+    bool is_public; /* `public: true`: invocable without an API key */
 } mxu_manifest;
 
 /* Parse and validate YAML text. `filename` is only used in messages. On error

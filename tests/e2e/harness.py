@@ -65,6 +65,12 @@ class Node:
         self.extra_args = list(extra_args)
         self.env = dict(os.environ)
         self.env.pop("MXU_URL", None)
+        self.env.pop("MXU_KEY", None)
+        # The node writes its admin key into the CLI credentials of the user
+        # it runs as: keep that in a folder of the test's, not in ~/.config.
+        self.config_home = tempfile.mkdtemp(prefix="mxu-e2e-cfg-")
+        self.env["XDG_CONFIG_HOME"] = self.config_home
+        self.key = None
         if env:
             self.env.update(env)
         self.proc = None
@@ -93,6 +99,13 @@ class Node:
             self.proc.wait()
             raise TestFailure(f"node did not start: {line!r} {self.stderr()}")
         self.url = f"http://127.0.0.1:{self.port}"
+        # Every request and CLI call of the tests is the node's admin unless a
+        # test says otherwise (auth=False, or its own Authorization header).
+        try:
+            with open(os.path.join(self.data_dir, "admin.key")) as f:
+                self.key = f.read().strip()
+        except OSError:
+            self.key = None  # --auth off
         # Keep reading stdout so the node never blocks on a full pipe.
         import threading
         self.stdout_lines = []
@@ -117,16 +130,26 @@ class Node:
         self.stop()
         if self.own_dir:
             shutil.rmtree(self.data_dir, ignore_errors=True)
+        shutil.rmtree(self.config_home, ignore_errors=True)
 
     # ---- HTTP ----
-    def request(self, method, path, body=None, headers=None, timeout=30):
+    def auth_headers(self, key=None):
+        """{"Authorization": "Bearer KEY"} for `key` (default: the admin key)."""
+        key = key or self.key
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def request(self, method, path, body=None, headers=None, timeout=30, auth=True, key=None):
+        """auth=False sends no key; key=K sends K instead of the admin key."""
         conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        headers = dict(headers or {})
+        if auth and not any(h.lower() == "authorization" for h in headers):
+            headers.update(self.auth_headers(key))
         try:
             if isinstance(body, str):
                 body = body.encode()
             if isinstance(body, (dict, list)):
                 body = json.dumps(body).encode()
-            conn.request(method, path, body=body, headers=headers or {})
+            conn.request(method, path, body=body, headers=headers)
             r = conn.getresponse()
             return Response(r.status, r.getheaders(), r.read())
         finally:
@@ -157,9 +180,14 @@ class Node:
             s.close()
 
     # ---- CLI ----
-    def cli(self, *args, input=None, check_rc=None, timeout=120):
+    def cli(self, *args, input=None, check_rc=None, timeout=120, key=None):
+        """The CLI as the admin (MXU_KEY), or with `key`; key=False: none."""
         env = dict(self.env)
         env["MXU_URL"] = self.url
+        if key is False:
+            env["XDG_CONFIG_HOME"] = os.path.join(self.config_home, "none")
+        elif key or self.key:
+            env["MXU_KEY"] = key or self.key
         p = subprocess.run([MXU] + list(args), input=input, capture_output=True, env=env,
                            timeout=timeout)
         if check_rc is not None and p.returncode != check_rc:

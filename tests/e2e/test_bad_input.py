@@ -102,7 +102,8 @@ def test_non_utf8_and_invalid_names():
     with Node() as n:
         for path in (b"/fn/caf\xc3\xa9", b"/fn/\xff\xfe", b"/fn/UPPER", b"/fn/a%2Fb",
                      b"/v1/functions/\xff"):
-            out = n.raw(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            out = n.raw(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                        b"Authorization: Bearer " + n.key.encode() + b"\r\n\r\n")
             check(out.startswith(b"HTTP/1.1 400"), (path, out[:200]))
             check(b"invalid_name" in out, out)
         r = n.post("/v1/functions", body={"manifest": "name: Bad-Name\nruntime: exec\n"

@@ -131,7 +131,7 @@ def test_exec_and_bytes():
     with Node() as n:
         n.deploy("echo")
         body = "x" * 1000
-        r = n.post("/fn/echo", body=body, headers={"X-Test": "abc"})
+        r = n.post("/fn/echo", body=body, headers={"X-Test": "abc"}, auth=False)  # public
         eq(r.status, 200)
         rec = record_of(n, r.headers["x-mxu-invocation-id"])
         eq(rec["status"], "ok")
@@ -188,7 +188,7 @@ def test_kill9_keeps_every_answered_record():
                 conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=5)
                 while not stop.is_set():
                     try:
-                        conn.request("GET", "/fn/load")
+                        conn.request("GET", "/fn/load", headers=n.auth_headers())
                         r = conn.getresponse()
                         r.read()
                         inv = r.getheader("X-Mxu-Invocation-Id")

@@ -132,7 +132,7 @@ def quiet_latencies(node, n):
     out = []
     for _ in range(n):
         t = time.perf_counter()
-        conn.request("GET", "/fn/quiet")
+        conn.request("GET", "/fn/quiet", headers=node.auth_headers())
         r = conn.getresponse()
         r.read()
         out.append(time.perf_counter() - t)

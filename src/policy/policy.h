@@ -1,0 +1,178 @@
+/*
+ * policy — who may do what on a node (docs/policy.md). This slice is
+ * authentication and the role matrix: tenants, API keys, and the decision
+ * "may this key do this action on this tenant's function". Rules over links,
+ * traffic shaping and quotas come later and will be decided here too.
+ *
+ * Keys look like `mxu_<id>_<secret>`: 16 hex digits of id, by which a key is
+ * found, and 64 hex digits (32 random bytes) of secret, of which only a
+ * BLAKE2b hash is stored. They live in the node's state database (tables
+ * `tenants` and `api_keys`) and are mirrored in memory, so authenticating a
+ * request is a hash lookup and one hash of 32 bytes, never a query; a
+ * revocation changes the mirror in the same call, so it takes effect at once.
+ *
+ * Everything runs on the loop thread. Principals (what an authenticated key
+ * is) stay valid until mxu_policy_close(): revoked keys are marked, never
+ * freed, so a request in flight never holds a dangling pointer.
+ */
+#ifndef MXU_POLICY_H
+#define MXU_POLICY_H
+
+#include "core/core.h"
+
+#include <jansson.h>
+
+/* ---- names, roles, key text ------------------------------------------------ */
+
+/* The tenant that exists from the first start and owns everything made
+ * before tenants existed; its admins are the node's operators. */
+#define MXU_TENANT_DEFAULT "default"
+
+/* Tenant names: [a-z][a-z0-9-]{0,31}, no trailing '-'. */
+bool mxu_tenant_name_valid(const char *s);
+
+enum mxu_role {
+    MXU_ROLE_ADMIN,    /* everything in its tenant; in tenant default: the node */
+    MXU_ROLE_DEPLOYER, /* deploy, delete, alias, invoke, read functions in scope */
+    MXU_ROLE_INVOKER,  /* invoke functions in scope */
+    MXU_ROLE_VIEWER,   /* read functions in scope: versions, logs, instances */
+};
+const char *mxu_role_name(enum mxu_role r);
+/* "admin" → MXU_ROLE_ADMIN; -1 (EINVAL, the message lists the roles) if unknown. */
+int mxu_role_parse(const char *s, enum mxu_role *out, mxu_err *err);
+
+/* A scope is an fnmatch(3) glob over function names ("*", "web-*",
+ * "api-[ab]"): at most 64 bytes of name characters and * ? [ ] !. */
+bool mxu_scope_valid(const char *s);
+bool mxu_scope_match(const char *scope, const char *function);
+
+#define MXU_KEY_ID_HEX     16 /* 8 random bytes */
+#define MXU_KEY_SECRET_HEX 64 /* 32 random bytes */
+#define MXU_KEY_TEXT_LEN   (4 + MXU_KEY_ID_HEX + 1 + MXU_KEY_SECRET_HEX)
+
+/* Split "mxu_<id>_<secret>" into the id (MXU_KEY_ID_HEX + 1 bytes) and the
+ * secret's 32 bytes. -1 with EINVAL and a message saying what is wrong with
+ * the shape (never quoting the secret). */
+int mxu_key_parse(const char *text, char *id, unsigned char secret[32], mxu_err *err);
+/* The stored form of a secret: BLAKE2b-256 over the id and the secret. */
+void mxu_key_hash(const char *id, const unsigned char secret[32], unsigned char hash[32]);
+
+/* "30d", "12h", "90s", "500ms" → milliseconds (days on top of the durations
+ * core knows). */
+int mxu_expiry_parse(const char *s, uint64_t *ms, mxu_err *err);
+
+/* ---- the policy store ------------------------------------------------------ */
+
+typedef struct mxu_policy mxu_policy;
+typedef struct mxu_principal mxu_principal;
+
+typedef struct mxu_policy_config {
+    const char *data_dir; /* holds state.db; must exist */
+    /* false: every request is the node admin, no key is asked for (for
+     * benchmarks comparing on and off; the node warns loudly). */
+    bool auth;
+} mxu_policy_config;
+
+/* Open the tables (creating them, and tenant default, on first start) and
+ * load tenants and keys into memory. */
+int mxu_policy_open(const mxu_policy_config *cfg, mxu_policy **out, mxu_err *err);
+void mxu_policy_close(mxu_policy *p);
+bool mxu_policy_auth_enabled(const mxu_policy *p);
+
+/* ---- tenants ---- */
+
+bool mxu_policy_tenant_exists(const mxu_policy *p, const char *name);
+/* EINVAL bad name, EEXIST exists. Durable before it returns. */
+int mxu_policy_tenant_create(mxu_policy *p, const char *name, mxu_err *err);
+/* Delete a tenant and revoke its keys. EPERM for tenant default, ENOENT if
+ * there is none. The caller checks first that the tenant owns nothing. */
+int mxu_policy_tenant_delete(mxu_policy *p, const char *name, mxu_err *err);
+/* [{"name", "created", "keys": N (live)}], sorted by name. */
+json_t *mxu_policy_tenants_json(const mxu_policy *p);
+
+/* ---- keys ---- */
+
+typedef struct mxu_key_spec {
+    const char *tenant;
+    enum mxu_role role;
+    const char *scope;   /* NULL = "*" */
+    uint64_t expires_ms; /* wall clock; 0 = never */
+    const char *note;    /* free text shown in listings; NULL = "" */
+} mxu_key_spec;
+
+/* Make a key. *text_out (caller frees, MXU_KEY_TEXT_LEN chars) is the only
+ * time the secret exists outside the caller's memory; *info_out is the key's
+ * JSON (as in listings). ENOENT no such tenant, EINVAL bad scope. */
+int mxu_policy_key_create(mxu_policy *p, const mxu_key_spec *spec, char **text_out,
+                          json_t **info_out, mxu_err *err);
+/* Revoke at once (memory and disk). ENOENT unknown id. Revoking twice is fine. */
+int mxu_policy_key_revoke(mxu_policy *p, const char *id, mxu_err *err);
+/* The tenant a key id belongs to, or NULL if there is no such key. */
+const char *mxu_policy_key_tenant(const mxu_policy *p, const char *id);
+/* [{"id", "tenant", "role", "scope", "created", "expires", "revoked", "note",
+ * "state": "active"|"revoked"|"expired"}] of one tenant (or all: NULL), by
+ * creation. Never a secret or a hash. */
+json_t *mxu_policy_keys_json(const mxu_policy *p, const char *tenant);
+
+/* ---- authentication ---- */
+
+/* Turn an Authorization header value (NULL if the request had none) into a
+ * principal. On failure -1 and err->code says which case it is, the message
+ * what to do:
+ *   ENOKEY       no header
+ *   EINVAL       not "Bearer mxu_<id>_<secret>"
+ *   ENOENT       no such key, or the secret does not match (the same answer
+ *                for both, so the answer tells nothing about which ids exist)
+ *   EKEYREVOKED  revoked (or its tenant was deleted)
+ *   EKEYEXPIRED  past its expiry
+ * With authentication off, always succeeds with the node admin. */
+int mxu_policy_authenticate(mxu_policy *p, const char *authorization, const mxu_principal **out,
+                            mxu_err *err);
+/* Is this header value an mxu key at all (so the node, not the function it
+ * is addressed to, is its recipient)? */
+bool mxu_policy_is_key_header(const char *authorization);
+
+const char *mxu_principal_tenant(const mxu_principal *who);
+enum mxu_role mxu_principal_role(const mxu_principal *who);
+const char *mxu_principal_key_id(const mxu_principal *who); /* "" with auth off */
+const char *mxu_principal_scope(const mxu_principal *who);
+/* Admin of tenant default: the node's operator. */
+bool mxu_principal_is_node_admin(const mxu_principal *who);
+
+/* ---- authorization: the role matrix (docs/policy.md) ---- */
+
+enum mxu_action {
+    MXU_ACT_INVOKE,     /* ANY /fn/NAME */
+    MXU_ACT_FN_READ,    /* GET function, versions, aliases, logs, instances; list */
+    MXU_ACT_FN_WRITE,   /* deploy, delete function or version, set or delete alias */
+    MXU_ACT_KEYS,       /* create, list, revoke keys of the tenant */
+    MXU_ACT_NODE_READ,  /* node-wide views: all instances, the resource map */
+    MXU_ACT_NODE_ADMIN, /* tenants, the resource map's changes */
+};
+
+/* May `who` do `act` on function `function` (NULL for actions that name
+ * none) of tenant `tenant`? 0 if so; else -1 with EACCES and a message that
+ * names the rule that denied it ("role invoker of tenant acme may not deploy
+ * functions"). */
+int mxu_policy_check(const mxu_principal *who, enum mxu_action act, const char *tenant,
+                     const char *function, mxu_err *err);
+
+/* ---- bootstrap: the first admin key ---- */
+
+/* At start: if tenant default has no live admin key, make one and write it
+ * to <data_dir>/admin.key (0600). Then, if admin.key holds a live key, put it
+ * into the CLI credentials file for `url` (see mxu_credentials_path). Says
+ * what it did in the node's log. Failing to write the credentials file is a
+ * warning, not an error (a node may run as a user without a home). */
+int mxu_policy_bootstrap(mxu_policy *p, const char *url, mxu_err *err);
+
+/* The CLI's credentials file: $XDG_CONFIG_HOME/mxu/credentials, else
+ * ~/.config/mxu/credentials. One line per node, "URL KEY"; mode 0600.
+ * Caller frees; NULL if neither variable is set. */
+char *mxu_credentials_path(void);
+/* The key stored for `url` (trailing '/' ignored), or NULL; caller frees. */
+char *mxu_credentials_lookup(const char *path, const char *url);
+/* Set the line for `url`, keeping the others; written atomically, 0600. */
+int mxu_credentials_store(const char *path, const char *url, const char *key, mxu_err *err);
+
+#endif
