@@ -45,7 +45,8 @@ fi
 LOGS="$RES/logs" PIDS="$RES/pids"
 mkdir -p "$RES/raw" "$LOGS" "$PIDS"
 . "$BENCH/lib.sh"
-trap 'stop_all_bg' EXIT INT TERM
+trap 'stop_all_bg' EXIT
+trap 'exit 130' INT TERM # stop, don't carry on without servers
 
 for c in bwrap crun runc hyperfine wrk python3 curl taskset setsid unshare; do
     command -v "$c" >/dev/null 2>&1 || { echo "bench/sandbox: missing $c (scripts/deps.sh --bench)" >&2; exit 1; }
