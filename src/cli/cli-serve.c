@@ -73,8 +73,9 @@ static void usage(FILE *out)
             "  --drain-timeout DUR     how long SIGTERM waits for invocations (default 10s)\n"
             "  --idle-timeout DUR      close idle keep-alive connections after (default 60s)\n"
             "  --read-timeout DUR      a started request must arrive within (default 30s)\n"
-            "  --executor NAME         for manifests that name none: process (default) or\n"
+            "  --executor NAME         for manifests that name none: process (default),\n"
             "                          sandbox (namespaces, cgroups, seccomp; docs/isolation.md)\n"
+            "                          or vm (KVM guests; docs/vm.md)\n"
             "  --metering on|off       usage records in DATA/usage.db (default on; off is for\n"
             "                          benchmarks: no records, no bills; docs/metering.md)\n"
             "  --deploy DIR            deploy the function in DIR at start (repeatable)\n"
@@ -407,7 +408,11 @@ int mxu_cmd_serve(int argc, char **argv)
 
     log_dir = mxu_path_join(n.cfg.data_dir, "logs");
     node_env = mxu_asprintf("MXU_NODE=%s", id);
-    mxu_registry_config rcfg = {.data_dir = n.cfg.data_dir};
+    mxu_registry_config rcfg = {
+        .data_dir = n.cfg.data_dir,
+        .default_executor = n.cfg.executor,
+        .vm_unavailable = mxu_executor_unavailable("vm"),
+    };
     mxu_resolver_config rscfg = {.loop = &n.loop, .data_dir = n.cfg.data_dir};
     if (mxu_resolver_open(&rscfg, &n.resolver, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);
@@ -535,6 +540,9 @@ int mxu_cmd_serve(int argc, char **argv)
     const char *no_sandbox = mxu_executor_unavailable("sandbox");
     if (no_sandbox)
         printf("  sandbox:   unavailable: %s\n", no_sandbox);
+    const char *no_vm = mxu_executor_unavailable("vm");
+    if (no_vm)
+        printf("  vm:        unavailable: %s\n", no_vm);
     if (n.cfg.executor && mxu_executor_unavailable(n.cfg.executor))
         mxu_warn("the default executor '%s' cannot run units here: %s", n.cfg.executor,
                  mxu_executor_unavailable(n.cfg.executor));

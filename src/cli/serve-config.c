@@ -85,8 +85,8 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         return set_str(&c->log_level, v);
     }
     if (strcmp(key, "executor") == 0) {
-        if (strcmp(v, "process") != 0 && strcmp(v, "sandbox") != 0)
-            return mxu_err_set(err, EINVAL, "executor: '%s' is not process or sandbox", v);
+        if (strcmp(v, "process") != 0 && strcmp(v, "sandbox") != 0 && strcmp(v, "vm") != 0)
+            return mxu_err_set(err, EINVAL, "executor: '%s' is not process, sandbox or vm", v);
         return set_str(&c->executor, v);
     }
     if (strcmp(key, "metering") == 0) {

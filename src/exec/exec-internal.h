@@ -48,6 +48,10 @@ void mxu_child_default_signals(void);
  * with errno. Loop thread only. */
 pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags);
 extern const mxu_executor_ops mxu_exec_sandbox_ops;
+/* src/exec/vm/exec-vm.c: KVM guests run by an mxu-vmm helper process. */
+extern const mxu_executor_ops mxu_exec_vm_ops;
+/* Why KVM guests cannot run here, or NULL (probed once, cached). */
+const char *mxu_vm_unavailable(void);
 
 /* The channel as two pipes (see mxu_proc_fds). On success host[0] reads the
  * instance's frames and host[1] writes to it; child[0] is to become the

@@ -23,6 +23,7 @@
 static const mxu_executor_ops *const executors[] = {
     &mxu_exec_process_ops,
     &mxu_exec_sandbox_ops,
+    &mxu_exec_vm_ops,
 };
 
 const mxu_executor_ops *mxu_executor_find(const char *name)
@@ -161,7 +162,9 @@ pid_t mxu_exec_start_child(void (*run)(void *arg), void *arg, int ns_flags)
 
 const char *mxu_executor_names(void)
 {
-    return mxu_sandbox_unavailable() ? "process" : "process, sandbox";
+    static const char *const names[] = {"process", "process, sandbox", "process, vm",
+                                        "process, sandbox, vm"};
+    return names[(mxu_sandbox_unavailable() ? 0 : 1) + (mxu_vm_unavailable() ? 0 : 2)];
 }
 
 const mxu_executor_ops *mxu_executor_at(size_t i)
@@ -173,6 +176,8 @@ const char *mxu_executor_unavailable(const char *name)
 {
     if (strcmp(name, "sandbox") == 0)
         return mxu_sandbox_unavailable();
+    if (strcmp(name, "vm") == 0)
+        return mxu_vm_unavailable();
     return mxu_executor_find(name) ? NULL : "no such executor";
 }
 

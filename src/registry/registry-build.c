@@ -245,20 +245,50 @@ int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *op
         return mxu_err_sys(err, errno, "cannot create %s", outdir);
 
     /* cc -std=gnu11 -O2 -I<sdk> -o .mxu/instance <sources> <cflags>
-     *    <sdk>/libmxufn.a -lpthread -l<libs> */
+     *    <sdk>/libmxufn.a -lpthread -l<libs>
+     * or, for the vm executor, a static guest image with no C library but
+     * the guest SDK's own (docs/vm.md; the flags match sdk/meson.build's
+     * guest_cflags, and guest.ld lays the image out as the VMM expects):
+     * cc -std=gnu11 -O2 -I<sdk> <guest flags> -o .mxu/instance <sources>
+     *    <cflags> <sdk>/libmxufn-guest.a -lgcc */
+    static const char *const guest_flags[] = {
+        "-static",
+        "-nostdlib",
+        "-no-pie",
+        "-fno-pic",
+        "-mno-red-zone",
+        "-fno-stack-protector",
+        "-fcf-protection=none",
+        "-fno-asynchronous-unwind-tables",
+        "-U_FORTIFY_SOURCE",
+        "-Wl,-z,max-page-size=4096",
+        "-Wl,-z,noexecstack",
+        "-Wl,--build-id=none",
+    };
     argv_buf a = {0};
     argv_add(&a, mxu_strdup(opts->cc));
     argv_add(&a, mxu_strdup("-std=gnu11"));
     argv_add(&a, mxu_strdup("-O2"));
     argv_add(&a, mxu_asprintf("-I%s", opts->sdk_include_dir));
+    if (opts->vm) {
+        for (size_t i = 0; i < MXU_ARRAY_LEN(guest_flags); i++)
+            argv_add(&a, mxu_strdup(guest_flags[i]));
+        _cleanup_free_ char *ld = mxu_path_join(opts->sdk_lib_dir, "guest.ld");
+        argv_add(&a, mxu_asprintf("-Wl,-T,%s", ld));
+    }
     argv_add(&a, mxu_strdup("-o"));
     argv_add(&a, mxu_strdup(MXU_BUNDLE_INSTANCE_PATH));
     for (size_t i = 0; i < m->nsources; i++)
         argv_add(&a, mxu_strdup(m->sources[i]));
     for (size_t i = 0; i < m->ncflags; i++)
         argv_add(&a, mxu_strdup(m->cflags[i]));
-    argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn.a"));
-    argv_add(&a, mxu_strdup("-lpthread"));
+    if (opts->vm) {
+        argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn-guest.a"));
+        argv_add(&a, mxu_strdup("-lgcc"));
+    } else {
+        argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn.a"));
+        argv_add(&a, mxu_strdup("-lpthread"));
+    }
     for (size_t i = 0; i < m->nlibs; i++)
         argv_add(&a, mxu_asprintf("-l%s", m->libs[i]));
 

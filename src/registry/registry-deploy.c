@@ -44,6 +44,7 @@ struct reg_deploy_job {
     char *bundles_dir;
     char *cc, *sdk_include_dir, *sdk_lib_dir;
     uint64_t build_timeout_ms;
+    bool vm;    /* runs under the vm executor: build a guest image */
     int cancel; /* set by close, read by the build thread (atomically) */
 
     /* Results of the write + build work item. */
@@ -131,6 +132,7 @@ static void build_work(uv_work_t *req)
             .sdk_include_dir = job->sdk_include_dir,
             .sdk_lib_dir = job->sdk_lib_dir,
             .timeout_ms = job->build_timeout_ms,
+            .vm = job->vm,
             .cancel = &job->cancel,
         };
         job->rc = reg_build_c(job->manifest, tmp, &opts, &job->log, &job->err);
@@ -199,7 +201,14 @@ static void hash_done(uv_work_t *req, int status)
 static void hash_work(uv_work_t *req)
 {
     reg_deploy_job *job = req->data;
-    reg_bundle_digest(job->manifest_text, job->manifest_len, job->files, job->nfiles, job->digest);
+    /* A manifest that names no executor builds differently when the node's
+     * default is vm: that build must not be mistaken for (or reuse) the
+     * process build of the same files. */
+    _cleanup_buf_ mxu_buf text = {0};
+    mxu_buf_append(&text, job->manifest_text, job->manifest_len);
+    if (job->vm && job->manifest->executor[0] == '\0')
+        mxu_buf_puts(&text, "\n# built for the node's default executor: vm\n");
+    reg_bundle_digest(text.data, text.len, job->files, job->nfiles, job->digest);
     work_mark_done(job);
 }
 
@@ -226,6 +235,24 @@ int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const 
     mxu_manifest *m = NULL;
     if (mxu_manifest_parse(manifest_text, manifest_len, manifest_filename, &m, err) < 0)
         return -1;
+    /* Under vm a function is a guest image: refuse early, with the reason,
+     * on a node that cannot run guests. */
+    const char *executor = m->executor[0] ? m->executor : reg->default_executor;
+    bool vm = strcmp(executor, "vm") == 0;
+    if (vm && reg->vm_unavailable) {
+        mxu_err_set(err, EINVAL, "%s: executor vm is not available on this node: %s", m->name,
+                    reg->vm_unavailable);
+        mxu_manifest_free(m);
+        return -1;
+    }
+    if (vm && m->runtime != MXU_RUNTIME_C) {
+        mxu_err_set(err, EINVAL,
+                    "%s: executor vm runs runtime c functions only (a guest has no operating "
+                    "system to run a command in)",
+                    m->name);
+        mxu_manifest_free(m);
+        return -1;
+    }
     reg_file *copied = NULL;
     if (reg_files_check(m, files, nfiles, &copied, err) < 0) {
         mxu_manifest_free(m);
@@ -245,6 +272,7 @@ int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const 
     job->sdk_include_dir = mxu_strdup(reg->sdk_include_dir);
     job->sdk_lib_dir = mxu_strdup(reg->sdk_lib_dir);
     job->build_timeout_ms = reg->build_timeout_ms;
+    job->vm = vm;
     job->work.data = job;
     uv_mutex_init(&job->mu);
     uv_cond_init(&job->cond);

@@ -58,6 +58,8 @@ struct mxu_registry {
     char *sdk_lib_dir;
     char *cc;
     uint64_t build_timeout_ms;
+    char *default_executor; /* "process" unless the node says otherwise */
+    char *vm_unavailable;   /* NULL = vm units can run here */
     sqlite3 *db;
     reg_function *functions; /* uthash head */
     /* Deploys run one at a time in arrival order: `running` is the one whose
@@ -138,6 +140,7 @@ typedef struct reg_build_opts {
     const char *sdk_include_dir;
     const char *sdk_lib_dir;
     uint64_t timeout_ms;
+    bool vm; /* build a guest image for the vm executor (sdk/guest, docs/vm.md) */
     /* Set from another thread to kill the compiler early (registry closing). */
     int *cancel; /* read with __atomic_load_n */
 } reg_build_opts;

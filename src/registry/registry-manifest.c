@@ -458,14 +458,18 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
                     MAX_DESCRIPTION);
     if (!L[F_RUNTIME])
         return fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
-    if (strcmp(m->executor, "vm") == 0)
-        return fail(file, L[F_EXECUTOR], "executor", err,
-                    "the vm executor is not available yet; use process or sandbox");
     /* "" = not given: the node's default executor (mxu serve --executor). */
     if (strcmp(m->executor, "process") != 0 && strcmp(m->executor, "sandbox") != 0 &&
-        m->executor[0] != '\0')
+        strcmp(m->executor, "vm") != 0 && m->executor[0] != '\0')
         return fail(file, L[F_EXECUTOR], "executor", err,
-                    "'%s' is not an executor (process or sandbox; vm is coming)", Q(m->executor));
+                    "'%s' is not an executor (process, sandbox or vm)", Q(m->executor));
+    if (strcmp(m->executor, "vm") == 0 && m->runtime != MXU_RUNTIME_C)
+        return fail(file, L[F_EXECUTOR], "executor", err,
+                    "vm runs runtime c functions only: a guest has no operating system to run "
+                    "a command in (docs/vm.md)");
+    if (strcmp(m->executor, "vm") == 0 && m->nlibs)
+        return fail(file, L[F_BUILD], "build", err,
+                    "libs: a vm guest links only the guest SDK, no system library (docs/vm.md)");
 
     if (m->runtime == MXU_RUNTIME_C) {
         if (L[F_COMMAND])

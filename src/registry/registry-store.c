@@ -474,6 +474,8 @@ int mxu_registry_open(uv_loop_t *loop, const mxu_registry_config *cfg, mxu_regis
     reg->sdk_lib_dir = mxu_strdup(cfg->sdk_lib_dir ? cfg->sdk_lib_dir : MXU_SDK_LIB_DIR);
     reg->cc = mxu_strdup(cfg->cc ? cfg->cc : MXU_C_COMPILER);
     reg->build_timeout_ms = cfg->build_timeout_ms ? cfg->build_timeout_ms : MXU_BUILD_TIMEOUT_MS;
+    reg->default_executor = mxu_strdup(cfg->default_executor ? cfg->default_executor : "process");
+    reg->vm_unavailable = cfg->vm_unavailable ? mxu_strdup(cfg->vm_unavailable) : NULL;
 
     if (mxu_mkdir_p(reg->bundles_dir, 0755, err) < 0 || db_open(reg, err) < 0 ||
         load_functions(reg, err) < 0 || load_versions(reg, err) < 0 || load_aliases(reg, err) < 0 ||
@@ -499,6 +501,8 @@ void mxu_registry_close(mxu_registry *reg)
     free(reg->bundles_dir);
     free(reg->sdk_include_dir);
     free(reg->sdk_lib_dir);
+    free(reg->default_executor);
+    free(reg->vm_unavailable);
     free(reg->cc);
     free(reg);
 }

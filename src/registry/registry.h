@@ -124,6 +124,13 @@ typedef struct mxu_registry_config {
     const char *cc;              /* compiler; NULL = MXU_C_COMPILER from mxu-config.h
                                     (the compiler mxu itself was built with) */
     uint64_t build_timeout_ms;   /* 0 = 120 s */
+    /* The executor of manifests that name none (NULL = process): a runtime c
+     * function that will run under vm is built as a guest image. */
+    const char *default_executor;
+    /* Why this node cannot run vm units (NULL = it can): vm deploys are then
+     * refused with it. The caller asks the executors (the registry does not
+     * know them). */
+    const char *vm_unavailable;
 } mxu_registry_config;
 
 /* Open (creating if needed) the state database, load every function, version

@@ -29,6 +29,11 @@ class TestFailure(AssertionError):
     pass
 
 
+class Skip(Exception):
+    """Raised by a test that cannot run here (say, no usable /dev/kvm): run.py
+    prints SKIP with the reason; it counts as neither passed nor failed."""
+
+
 def check(cond, msg="check failed"):
     if not cond:
         raise TestFailure(msg)

@@ -31,7 +31,8 @@ def on_alarm(signum, frame):
 def main():
     pattern = sys.argv[1] if len(sys.argv) > 1 else ""
     signal.signal(signal.SIGALRM, on_alarm)
-    failed = passed = 0
+    from harness import Skip
+    failed = passed = skipped = 0
     for fname in sorted(os.listdir(HERE)):
         if not (fname.startswith("test_") and fname.endswith(".py")):
             continue
@@ -47,6 +48,10 @@ def main():
                 signal.alarm(0)
                 print(f"PASS {full} ({time.time() - start:.1f}s)", flush=True)
                 passed += 1
+            except Skip as e:
+                signal.alarm(0)
+                print(f"SKIP {full}: {e}", flush=True)
+                skipped += 1
             except BaseException as e:  # noqa: B902 - report everything, keep going
                 signal.alarm(0)
                 if isinstance(e, KeyboardInterrupt):
@@ -55,7 +60,7 @@ def main():
                 reason = str(e).splitlines()[0] if str(e) else type(e).__name__
                 print(f"FAIL {full}: {reason}", flush=True)
                 traceback.print_exc(file=sys.stdout)
-    print(f"e2e: {passed} passed, {failed} failed", flush=True)
+    print(f"e2e: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if failed else 0
 
 

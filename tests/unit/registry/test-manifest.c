@@ -271,8 +271,14 @@ static void test_err_executor(void)
     char y[256];
     snprintf(y, sizeof(y), "%sexecutor: sandbox\n", head);
     mxu_manifest_free(parse_ok(y));
+    snprintf(y, sizeof(y), "%sexecutor: kvm\n", head);
+    EXPECT_ERR(y, FILE_NAME ":4: executor: ", "'kvm' is not an executor (process, sandbox or vm)");
+    /* vm takes runtime c only, and no system libraries */
     snprintf(y, sizeof(y), "%sexecutor: vm\n", head);
-    EXPECT_ERR(y, FILE_NAME ":4: executor: ", "the vm executor is not available yet");
+    EXPECT_ERR(y, FILE_NAME ":4: executor: ", "vm runs runtime c functions only");
+    mxu_manifest_free(parse_ok("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\n"));
+    EXPECT_ERR("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\nbuild:\n  libs: [m]\n",
+               FILE_NAME ":6: build: ", "a vm guest links only the guest SDK");
     snprintf(y, sizeof(y), "%sexecutor: docker\n", head);
     EXPECT_ERR(y, FILE_NAME ":4: executor: ", "'docker' is not an executor");
 }

@@ -1,0 +1,658 @@
+/*
+ * The VMM proper: KVM ioctls, straight from <linux/kvm.h> (no qemu, no
+ * library: the whole machine is one vCPU, one memory slot and a few tables).
+ *
+ * Divisions:
+ *   probe       is /dev/kvm usable, and why not
+ *   create      one linear sequence: memory, image, page tables, GDT, IDT,
+ *               TSS, vCPU, CPUID, special and general registers
+ *   run         KVM_RUN until a hypercall or a fault; timeouts kick
+ *   faults      turning an exit into a message for people
+ *
+ * Why no guest kernel: under PVM (the hypervisor of this project's machines)
+ * guest code at CPL0 is emulated instruction by instruction, about 3,000x
+ * slower, while CPL3 code runs natively. So the host builds every privileged
+ * structure once, the guest starts at CPL3 and never leaves it, and the only
+ * CPL0 code is the fault stubs, which run once, when the guest is already
+ * lost. The same setup is an ordinary long-mode machine on hardware VMX.
+ */
+#include "exec/vm/vm-internal.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <linux/kvm.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/ioctl.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <time.h>
+
+/* The system page (guest-physical 0 .. 2 MiB), supervisor-only. */
+#define SYS_GDT         0x1000ull
+#define SYS_IDT         0x2000ull
+#define SYS_TSS         0x3000ull
+#define SYS_STUBS       0x4000ull /* one 32-byte stub per exception vector */
+#define SYS_FAULT_STACK 0x8000ull /* top of the stack the stubs run on (IST1) */
+#define SYS_PML4        0x8000ull
+#define SYS_PDPT        0x9000ull
+#define SYS_PD          0xa000ull /* four page directories: 0 .. 4 GiB */
+
+#define SEL_KCODE 0x08
+#define SEL_UDATA (0x18 | 3)
+#define SEL_UCODE (0x20 | 3)
+#define SEL_TSS   0x28
+#define GDT_BYTES (7 * 8)
+#define NVECTORS  32
+
+#define PTE_P  (1ull << 0)
+#define PTE_RW (1ull << 1)
+#define PTE_US (1ull << 2)
+#define PTE_PS (1ull << 7)
+#define PTE_NX (1ull << 63)
+
+#define CR0_PE         (1ull << 0)
+#define CR0_MP         (1ull << 1)
+#define CR0_ET         (1ull << 4)
+#define CR0_NE         (1ull << 5)
+#define CR0_WP         (1ull << 16)
+#define CR0_PG         (1ull << 31)
+#define CR4_PAE        (1ull << 5)
+#define CR4_OSFXSR     (1ull << 9)
+#define CR4_OSXMMEXCPT (1ull << 10)
+#define EFER_LME       (1ull << 8)
+#define EFER_LMA       (1ull << 10)
+#define EFER_NXE       (1ull << 11)
+
+#define KVM_API_VERSION_NEEDED 12
+
+struct mxu_vm {
+    int kvm_fd, vm_fd, vcpu_fd;
+    struct kvm_run *run;
+    size_t run_size;
+    uint8_t *mem;
+    uint64_t mem_bytes;
+    timer_t timer;
+    bool has_timer;
+    bool dead; /* a fault was reported: never resume */
+};
+
+/* ---- probe ------------------------------------------------------------------------------- */
+
+static pthread_once_t probe_once = PTHREAD_ONCE_INIT;
+static char probe_msg[256];
+static bool probe_failed;
+
+static void probe_run(void)
+{
+    int kvm = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (kvm < 0) {
+        snprintf(probe_msg, sizeof(probe_msg), "cannot open /dev/kvm: %s%s", strerror(errno),
+                 errno == ENOENT ? " (no KVM on this machine)" : "");
+        probe_failed = true;
+        return;
+    }
+    int v = ioctl(kvm, KVM_GET_API_VERSION, 0);
+    static const struct {
+        int cap;
+        const char *name;
+    } caps[] = {
+        {KVM_CAP_USER_MEMORY, "KVM_CAP_USER_MEMORY"},
+        {KVM_CAP_IMMEDIATE_EXIT, "KVM_CAP_IMMEDIATE_EXIT"},
+        {KVM_CAP_EXT_CPUID, "KVM_CAP_EXT_CPUID"},
+    };
+    if (v != KVM_API_VERSION_NEEDED) {
+        snprintf(probe_msg, sizeof(probe_msg), "/dev/kvm speaks API version %d, not %d", v,
+                 KVM_API_VERSION_NEEDED);
+        probe_failed = true;
+        goto out;
+    }
+    for (size_t i = 0; i < MXU_ARRAY_LEN(caps); i++) {
+        if (ioctl(kvm, KVM_CHECK_EXTENSION, caps[i].cap) <= 0) {
+            snprintf(probe_msg, sizeof(probe_msg), "/dev/kvm lacks %s", caps[i].name);
+            probe_failed = true;
+            goto out;
+        }
+    }
+    int vm = ioctl(kvm, KVM_CREATE_VM, 0);
+    if (vm < 0) {
+        snprintf(probe_msg, sizeof(probe_msg), "/dev/kvm cannot create a VM: %s", strerror(errno));
+        probe_failed = true;
+        goto out;
+    }
+    close(vm);
+out:
+    close(kvm);
+}
+
+const char *mxu_vm_probe(void)
+{
+    pthread_once(&probe_once, probe_run);
+    return probe_failed ? probe_msg : NULL;
+}
+
+/* ---- create ------------------------------------------------------------------------------ */
+
+static void put64(uint8_t *mem, uint64_t gpa, uint64_t v)
+{
+    memcpy(mem + gpa, &v, sizeof(v));
+}
+
+/* The page directory entry for the 2 MiB page at `gpa`. */
+static void map_page(mxu_vm *vm, uint64_t gpa, uint64_t flags)
+{
+    uint64_t pd = SYS_PD + (gpa >> 30) * 0x1000;
+    put64(vm->mem, pd + ((gpa >> 21) & 511) * 8, gpa | PTE_P | PTE_PS | flags);
+}
+
+/* Flags of one image page: the union of its segments' rights (W^X was
+ * checked by vm_image_parse). */
+static uint64_t image_page_flags(const vm_image *im, uint64_t gpa)
+{
+    bool w = false, x = false;
+    for (size_t i = 0; i < im->nseg; i++) {
+        const vm_segment *s = &im->seg[i];
+        if (gpa < s->vaddr + s->memsz && s->vaddr < gpa + MXU_VM_PAGE) {
+            w |= s->write;
+            x |= s->exec;
+        }
+    }
+    return PTE_US | (w ? PTE_RW : 0) | (x ? 0 : PTE_NX);
+}
+
+static void build_page_tables(mxu_vm *vm, const vm_image *im)
+{
+    put64(vm->mem, SYS_PML4, SYS_PDPT | PTE_P | PTE_RW | PTE_US);
+    for (uint64_t i = 0; i < 4; i++)
+        put64(vm->mem, SYS_PDPT + i * 8, (SYS_PD + i * 0x1000) | PTE_P | PTE_RW | PTE_US);
+    uint64_t stack = vm->mem_bytes - (uint64_t)VM_STACK_PAGES * MXU_VM_PAGE;
+    uint64_t guard = stack - (uint64_t)VM_GUARD_PAGES * MXU_VM_PAGE;
+    /* System page: supervisor only, so CPL3 can neither read nor write the
+     * tables (and a NULL pointer faults); executable for the fault stubs. */
+    map_page(vm, 0, PTE_RW);
+    map_page(vm, MXU_VM_CTL_ADDR, PTE_RW | PTE_US | PTE_NX);
+    for (uint64_t a = MXU_VM_IMAGE_BASE; a < im->end; a += MXU_VM_PAGE)
+        map_page(vm, a, image_page_flags(im, a));
+    for (uint64_t a = im->end; a < guard; a += MXU_VM_PAGE)
+        map_page(vm, a, PTE_RW | PTE_US | PTE_NX); /* heap */
+    for (uint64_t a = stack; a < vm->mem_bytes; a += MXU_VM_PAGE)
+        map_page(vm, a, PTE_RW | PTE_US | PTE_NX);
+    /* Present in the tables, absent from the memory slot: a store exits. */
+    map_page(vm, MXU_VM_DOORBELL, PTE_RW | PTE_US | PTE_NX);
+}
+
+static void build_gdt_idt_tss(mxu_vm *vm)
+{
+    uint8_t *m = vm->mem;
+    put64(m, SYS_GDT + 0x00, 0);
+    put64(m, SYS_GDT + 0x08, 0x00af9a000000ffffull); /* kernel code, 64-bit */
+    put64(m, SYS_GDT + 0x10, 0x00cf92000000ffffull); /* kernel data */
+    put64(m, SYS_GDT + 0x18, 0x00cff2000000ffffull); /* user data, DPL 3 */
+    put64(m, SYS_GDT + 0x20, 0x00affa000000ffffull); /* user code, 64-bit, DPL 3 */
+    /* 64-bit TSS (busy, as it is once loaded), 16 bytes. */
+    uint64_t base = SYS_TSS, limit = 0x67;
+    put64(m, SYS_GDT + 0x28,
+          (limit & 0xffff) | ((base & 0xffffff) << 16) | (0x8bull << 40) |
+              (((base >> 24) & 0xff) << 56));
+    put64(m, SYS_GDT + 0x30, base >> 32);
+
+    /* TSS: every entry into CPL0 (only exceptions: interrupts are off and
+     * the gates are DPL 0, so `int n` is a #GP) lands on the fault stack.
+     * The I/O bitmap offset points past the limit: no port is allowed. */
+    put64(m, SYS_TSS + 4, SYS_FAULT_STACK);  /* rsp0 */
+    put64(m, SYS_TSS + 36, SYS_FAULT_STACK); /* ist1 */
+    uint16_t iomap = 104;
+    memcpy(m + SYS_TSS + 102, &iomap, 2);
+
+    /* One stub per vector: mov eax, vector; movabs [FAULT_DOORBELL], eax;
+     * hlt; jmp .-1. The store exits to the host, which reads the exception
+     * frame from the fault stack and discards the VM. */
+    for (uint32_t v = 0; v < NVECTORS; v++) {
+        uint64_t stub = SYS_STUBS + v * 32;
+        uint8_t *s = m + stub;
+        uint64_t db = MXU_VM_FAULT_DOORBELL;
+        s[0] = 0xb8;
+        memcpy(s + 1, &v, 4);
+        s[5] = 0xa3;
+        memcpy(s + 6, &db, 8);
+        s[14] = 0xf4;
+        s[15] = 0xeb;
+        s[16] = 0xfd;
+        /* Interrupt gate, present, DPL 0, IST 1. */
+        uint64_t lo = (stub & 0xffff) | ((uint64_t)SEL_KCODE << 16) | (1ull << 32) |
+                      (0x8eull << 40) | (((stub >> 16) & 0xffff) << 48);
+        put64(m, SYS_IDT + v * 16, lo);
+        put64(m, SYS_IDT + v * 16 + 8, stub >> 32);
+    }
+}
+
+static int set_cpuid(mxu_vm *vm, mxu_err *err)
+{
+    /* The guest's CPUID must say long mode and NX, or KVM refuses the EFER
+     * we set; the host's supported set is the honest answer. */
+    size_t n = 256;
+    struct kvm_cpuid2 *c = mxu_calloc(1, sizeof(*c) + n * sizeof(struct kvm_cpuid_entry2));
+    c->nent = (uint32_t)n;
+    int rc = ioctl(vm->kvm_fd, KVM_GET_SUPPORTED_CPUID, c);
+    if (rc == 0)
+        rc = ioctl(vm->vcpu_fd, KVM_SET_CPUID2, c);
+    int e = errno;
+    free(c);
+    return rc < 0 ? mxu_err_sys(err, e, "vm: cannot set the vCPU's CPUID") : 0;
+}
+
+static int set_registers(mxu_vm *vm, uint64_t entry, mxu_err *err)
+{
+    struct kvm_sregs sr;
+    if (ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sr) < 0)
+        return mxu_err_sys(err, errno, "vm: KVM_GET_SREGS");
+    struct kvm_segment code = {.base = 0,
+                               .limit = 0xffffffff,
+                               .selector = SEL_UCODE,
+                               .type = 11,
+                               .present = 1,
+                               .dpl = 3,
+                               .s = 1,
+                               .l = 1,
+                               .g = 1};
+    struct kvm_segment data = {.base = 0,
+                               .limit = 0xffffffff,
+                               .selector = SEL_UDATA,
+                               .type = 3,
+                               .present = 1,
+                               .dpl = 3,
+                               .db = 1,
+                               .s = 1,
+                               .g = 1};
+    sr.cs = code;
+    sr.ds = sr.es = sr.fs = sr.gs = sr.ss = data;
+    sr.tr = (struct kvm_segment){
+        .base = SYS_TSS, .limit = 0x67, .selector = SEL_TSS, .type = 11, .present = 1};
+    sr.gdt.base = SYS_GDT;
+    sr.gdt.limit = GDT_BYTES - 1;
+    sr.idt.base = SYS_IDT;
+    sr.idt.limit = NVECTORS * 16 - 1;
+    /* Paging with write protection honoured at CPL0 too; SSE usable at
+     * CPL3 (the x86-64 ABI assumes it; the compiler emits it). */
+    sr.cr0 = CR0_PE | CR0_MP | CR0_ET | CR0_NE | CR0_WP | CR0_PG;
+    sr.cr3 = SYS_PML4;
+    sr.cr4 = CR4_PAE | CR4_OSFXSR | CR4_OSXMMEXCPT;
+    sr.efer = EFER_LME | EFER_LMA | EFER_NXE;
+    if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &sr) < 0)
+        return mxu_err_sys(err, errno, "vm: KVM_SET_SREGS (long mode at CPL3)");
+
+    struct kvm_fpu fpu = {.fcw = 0x37f, .mxcsr = 0x1f80};
+    if (ioctl(vm->vcpu_fd, KVM_SET_FPU, &fpu) < 0)
+        return mxu_err_sys(err, errno, "vm: KVM_SET_FPU");
+
+    struct kvm_regs r = {
+        .rip = entry,
+        .rsp = vm->mem_bytes, /* 16-byte aligned; the stack page's top */
+        .rdi = MXU_VM_CTL_ADDR,
+        .rflags = 0x2, /* interrupts off: nothing may enter CPL0 but a fault */
+    };
+    if (ioctl(vm->vcpu_fd, KVM_SET_REGS, &r) < 0)
+        return mxu_err_sys(err, errno, "vm: KVM_SET_REGS");
+    return 0;
+}
+
+int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_vm **out,
+                  mxu_err *err)
+{
+    const char *why = mxu_vm_probe();
+    if (why)
+        return mxu_err_set(err, ENODEV, "vm: KVM is not usable: %s", why);
+    mem_bytes &= ~(uint64_t)(MXU_VM_PAGE - 1);
+    if (mem_bytes < MXU_VM_MEM_MIN || mem_bytes > MXU_VM_MEM_MAX)
+        return mxu_err_set(err, EINVAL, "vm: guest memory must be %llu MiB .. %llu GiB",
+                           (unsigned long long)(MXU_VM_MEM_MIN >> 20),
+                           (unsigned long long)(MXU_VM_MEM_MAX >> 30));
+
+    /* 1. Check the whole image before touching anything. */
+    vm_image im;
+    if (vm_image_parse(image, image_len, mem_bytes, &im, err) < 0)
+        return -1;
+
+    mxu_vm *vm = mxu_calloc(1, sizeof(*vm));
+    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+    vm->mem = MAP_FAILED;
+    vm->mem_bytes = mem_bytes;
+
+    /* 2. The VM. */
+    vm->kvm_fd = open("/dev/kvm", O_RDWR | O_CLOEXEC);
+    if (vm->kvm_fd < 0) {
+        mxu_err_sys(err, errno, "vm: open /dev/kvm");
+        goto fail;
+    }
+    vm->vm_fd = ioctl(vm->kvm_fd, KVM_CREATE_VM, 0);
+    if (vm->vm_fd < 0) {
+        mxu_err_sys(err, errno, "vm: KVM_CREATE_VM");
+        goto fail;
+    }
+
+    /* 3. Guest memory: exactly mem_bytes of private anonymous memory, in
+     *    one slot at guest-physical 0. Nothing else is backed: every other
+     *    address the page tables map (the doorbell) exits to us. Pages are
+     *    allocated by the host kernel only when the guest touches them. */
+    vm->mem = mmap(NULL, mem_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (vm->mem == MAP_FAILED) {
+        mxu_err_sys(err, errno, "vm: cannot map %llu MiB of guest memory",
+                    (unsigned long long)(mem_bytes >> 20));
+        goto fail;
+    }
+    struct kvm_userspace_memory_region region = {
+        .slot = 0,
+        .guest_phys_addr = 0,
+        .memory_size = mem_bytes,
+        .userspace_addr = (uintptr_t)vm->mem,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        mxu_err_sys(err, errno, "vm: KVM_SET_USER_MEMORY_REGION");
+        goto fail;
+    }
+
+    /* 4. The image's segments (checked in step 1); bss stays zero. */
+    for (size_t i = 0; i < im.nseg; i++)
+        memcpy(vm->mem + im.seg[i].vaddr, (const uint8_t *)image + im.seg[i].offset,
+               im.seg[i].filesz);
+
+    /* 5. Everything privileged, built once here: page tables, GDT, IDT,
+     *    TSS, the fault stubs. The guest cannot reach any of it. */
+    build_page_tables(vm, &im);
+    build_gdt_idt_tss(vm);
+
+    /* 6. The control block the guest finds in rdi. */
+    mxu_vm_ctl ctl = {
+        .magic = MXU_VM_CTL_MAGIC,
+        .abi = MXU_VM_ABI_VERSION,
+        .mem_bytes = mem_bytes,
+        .heap_start = im.end,
+        .heap_end = mem_bytes - (uint64_t)(VM_STACK_PAGES + VM_GUARD_PAGES) * MXU_VM_PAGE,
+        .now_ms = mxu_now_ns() / 1000000u,
+        .wall_ms = mxu_wall_ms(),
+    };
+    memcpy(vm->mem + MXU_VM_CTL_ADDR, &ctl, sizeof(ctl));
+
+    /* 7. The vCPU and its shared kvm_run page. */
+    vm->vcpu_fd = ioctl(vm->vm_fd, KVM_CREATE_VCPU, 0);
+    if (vm->vcpu_fd < 0) {
+        mxu_err_sys(err, errno, "vm: KVM_CREATE_VCPU");
+        goto fail;
+    }
+    int run_size = ioctl(vm->kvm_fd, KVM_GET_VCPU_MMAP_SIZE, 0);
+    if (run_size < (int)sizeof(struct kvm_run)) {
+        mxu_err_sys(err, errno, "vm: KVM_GET_VCPU_MMAP_SIZE");
+        goto fail;
+    }
+    vm->run_size = (size_t)run_size;
+    vm->run = mmap(NULL, vm->run_size, PROT_READ | PROT_WRITE, MAP_SHARED, vm->vcpu_fd, 0);
+    if (vm->run == MAP_FAILED) {
+        vm->run = NULL;
+        mxu_err_sys(err, errno, "vm: cannot map kvm_run");
+        goto fail;
+    }
+
+    /* 8. CPUID, then registers: long mode, CPL3, at the entry point. */
+    if (set_cpuid(vm, err) < 0 || set_registers(vm, im.entry, err) < 0)
+        goto fail;
+    *out = vm;
+    return 0;
+
+fail:
+    mxu_vm_destroy(vm);
+    return -1;
+}
+
+void mxu_vm_destroy(mxu_vm *vm)
+{
+    if (vm == NULL)
+        return;
+    if (vm->has_timer)
+        timer_delete(vm->timer);
+    if (vm->run)
+        munmap(vm->run, vm->run_size);
+    if (vm->vcpu_fd >= 0)
+        close(vm->vcpu_fd);
+    if (vm->mem != MAP_FAILED)
+        munmap(vm->mem, vm->mem_bytes);
+    if (vm->vm_fd >= 0)
+        close(vm->vm_fd);
+    if (vm->kvm_fd >= 0)
+        close(vm->kvm_fd);
+    free(vm);
+}
+
+volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm)
+{
+    return (volatile mxu_vm_ctl *)(vm->mem + MXU_VM_CTL_ADDR);
+}
+
+void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len)
+{
+    if (gpa > vm->mem_bytes || len > vm->mem_bytes - gpa)
+        return NULL;
+    return vm->mem + gpa;
+}
+
+uint64_t mxu_vm_mem_bytes(const mxu_vm *vm)
+{
+    return vm->mem_bytes;
+}
+
+/* ---- faults ------------------------------------------------------------------------------ */
+
+static const char *const vector_names[NVECTORS] = {
+    "divide error",
+    "debug",
+    "NMI",
+    "breakpoint",
+    "overflow",
+    "bound range exceeded",
+    "invalid opcode",
+    "device not available",
+    "double fault",
+    "coprocessor segment overrun",
+    "invalid TSS",
+    "segment not present",
+    "stack fault",
+    "general protection fault",
+    "page fault",
+    "reserved (15)",
+    "x87 floating-point error",
+    "alignment check",
+    "machine check",
+    "SIMD floating-point error",
+    "virtualization exception",
+    "control protection fault",
+};
+
+static bool vector_has_error_code(uint32_t v)
+{
+    return v == 8 || (v >= 10 && v <= 14) || v == 17 || v == 21 || v == 29 || v == 30;
+}
+
+/* An exception reached a stub: the CPU left its frame on the fault stack. */
+static void describe_exception(mxu_vm *vm, uint32_t v, mxu_err *err)
+{
+    uint64_t frame[6]; /* [error code,] rip, cs, rflags, rsp, ss */
+    bool ec = vector_has_error_code(v);
+    size_t n = ec ? 6 : 5;
+    memcpy(frame, vm->mem + SYS_FAULT_STACK - n * 8, n * 8);
+    uint64_t code = ec ? frame[0] : 0, rip = frame[ec ? 1 : 0];
+    const char *name = v < NVECTORS && vector_names[v] ? vector_names[v] : "exception";
+    if (v == 14) {
+        struct kvm_sregs sr;
+        uint64_t cr2 = ioctl(vm->vcpu_fd, KVM_GET_SREGS, &sr) == 0 ? sr.cr2 : 0;
+        mxu_err_set(err, EFAULT, "vm: guest fault: page fault: %s 0x%llx (%s) at rip 0x%llx",
+                    code & 16  ? "instruction fetch at"
+                    : code & 2 ? "write to"
+                               : "read of",
+                    (unsigned long long)cr2,
+                    !(code & 1) ? "not mapped"
+                    : code & 4  ? "not allowed"
+                                : "protection",
+                    (unsigned long long)rip);
+    } else if (ec) {
+        mxu_err_set(err, EFAULT, "vm: guest fault: %s (error code 0x%llx) at rip 0x%llx", name,
+                    (unsigned long long)code, (unsigned long long)rip);
+    } else {
+        mxu_err_set(err, EFAULT, "vm: guest fault: %s at rip 0x%llx", name,
+                    (unsigned long long)rip);
+    }
+}
+
+static uint64_t guest_rip(mxu_vm *vm)
+{
+    struct kvm_regs r;
+    return ioctl(vm->vcpu_fd, KVM_GET_REGS, &r) == 0 ? r.rip : 0;
+}
+
+/* ---- run --------------------------------------------------------------------------------- */
+
+/* The kick: the timer's signal interrupts KVM_RUN with EINTR; setting
+ * immediate_exit as well covers a signal that arrives just before the
+ * thread enters KVM_RUN (it then returns at once instead of running on). */
+static __thread struct kvm_run *kick_run;
+static __thread volatile sig_atomic_t kicked;
+
+static void on_kick(int sig)
+{
+    MXU_UNUSED(sig);
+    kicked = 1;
+    if (kick_run)
+        kick_run->immediate_exit = 1;
+}
+
+static int kick_signal(void)
+{
+    return SIGRTMIN + 3;
+}
+
+static int arm_timer(mxu_vm *vm, uint64_t timeout_ms, mxu_err *err)
+{
+    if (!vm->has_timer) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof(sa));
+        sa.sa_handler = on_kick; /* no SA_RESTART: KVM_RUN must return */
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(kick_signal(), &sa, NULL) < 0)
+            return mxu_err_sys(err, errno, "vm: sigaction");
+        sigset_t s;
+        sigemptyset(&s);
+        sigaddset(&s, kick_signal());
+        pthread_sigmask(SIG_UNBLOCK, &s, NULL);
+        struct sigevent sev;
+        memset(&sev, 0, sizeof(sev));
+        sev.sigev_notify = SIGEV_THREAD_ID;
+        sev.sigev_signo = kick_signal();
+        sev._sigev_un._tid = (pid_t)syscall(SYS_gettid);
+        if (timer_create(CLOCK_MONOTONIC, &sev, &vm->timer) < 0)
+            return mxu_err_sys(err, errno, "vm: timer_create");
+        vm->has_timer = true;
+    }
+    struct itimerspec its = {.it_value = {.tv_sec = (time_t)(timeout_ms / 1000),
+                                          .tv_nsec = (long)(timeout_ms % 1000) * 1000000L}};
+    if (timer_settime(vm->timer, 0, &its, NULL) < 0)
+        return mxu_err_sys(err, errno, "vm: timer_settime");
+    return 0;
+}
+
+static void disarm_timer(mxu_vm *vm)
+{
+    struct itimerspec its = {0};
+    timer_settime(vm->timer, 0, &its, NULL);
+}
+
+int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
+{
+    memset(ex, 0, sizeof(*ex));
+    if (vm->dead) {
+        ex->kind = MXU_VM_EXIT_FAULT;
+        return mxu_err_set(err, EFAULT, "vm: the guest has already failed");
+    }
+    kicked = 0;
+    kick_run = vm->run;
+    if (timeout_ms && arm_timer(vm, timeout_ms, err) < 0)
+        return -1;
+    struct kvm_run *run = vm->run;
+    int rc;
+    for (;;) {
+        rc = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+        if (rc < 0 && (errno == EINTR || errno == EAGAIN)) {
+            if (kicked)
+                break;
+            run->immediate_exit = 0; /* another signal: carry on */
+            continue;
+        }
+        break;
+    }
+    int e = errno;
+    if (timeout_ms)
+        disarm_timer(vm);
+    kick_run = NULL;
+    run->immediate_exit = 0;
+    mxu_vm_ctl_block(vm)->now_ms = mxu_now_ns() / 1000000u;
+    mxu_vm_ctl_block(vm)->wall_ms = mxu_wall_ms();
+    if (rc < 0 && kicked) {
+        ex->kind = MXU_VM_EXIT_TIMEOUT;
+        vm->dead = true; /* the guest is mid-instruction stream; it is not resumed */
+        mxu_err_set(err, ETIMEDOUT, "vm: guest ran past its %llu ms timeout and was stopped",
+                    (unsigned long long)timeout_ms);
+        return 0;
+    }
+    if (rc < 0)
+        return mxu_err_sys(err, e, "vm: KVM_RUN");
+
+    ex->kind = MXU_VM_EXIT_FAULT;
+    switch (run->exit_reason) {
+    case KVM_EXIT_MMIO: {
+        uint64_t a = run->mmio.phys_addr;
+        uint32_t v = 0;
+        memcpy(&v, run->mmio.data, MXU_MIN(run->mmio.len, 4u));
+        if (a == MXU_VM_DOORBELL && run->mmio.is_write && run->mmio.len == 4) {
+            ex->kind = MXU_VM_EXIT_HCALL;
+            ex->nr = v;
+            return 0;
+        }
+        if (a == MXU_VM_FAULT_DOORBELL && run->mmio.is_write && run->mmio.len == 4) {
+            describe_exception(vm, v, err);
+            break;
+        }
+        mxu_err_set(err, EFAULT,
+                    "vm: guest fault: %u-byte %s at guest-physical 0x%llx, outside guest memory "
+                    "(rip 0x%llx)",
+                    run->mmio.len, run->mmio.is_write ? "write" : "read", (unsigned long long)a,
+                    (unsigned long long)guest_rip(vm));
+        break;
+    }
+    case KVM_EXIT_SHUTDOWN:
+        mxu_err_set(err, EFAULT, "vm: guest fault: triple fault (shutdown) at rip 0x%llx",
+                    (unsigned long long)guest_rip(vm));
+        break;
+    case KVM_EXIT_IO:
+        mxu_err_set(err, EFAULT, "vm: guest fault: port I/O (port 0x%x) at rip 0x%llx",
+                    run->io.port, (unsigned long long)guest_rip(vm));
+        break;
+    case KVM_EXIT_HLT:
+        mxu_err_set(err, EFAULT, "vm: guest fault: halted at rip 0x%llx",
+                    (unsigned long long)guest_rip(vm));
+        break;
+    case KVM_EXIT_INTERNAL_ERROR:
+        mxu_err_set(err, EFAULT, "vm: guest fault: KVM internal error (suberror %u)",
+                    run->internal.suberror);
+        break;
+    case KVM_EXIT_FAIL_ENTRY:
+        mxu_err_set(err, EFAULT, "vm: guest fault: vCPU entry failed (reason 0x%llx)",
+                    (unsigned long long)run->fail_entry.hardware_entry_failure_reason);
+        break;
+    default:
+        mxu_err_set(err, EFAULT, "vm: guest fault: unexpected exit %u at rip 0x%llx",
+                    run->exit_reason, (unsigned long long)guest_rip(vm));
+        break;
+    }
+    vm->dead = true;
+    return 0;
+}

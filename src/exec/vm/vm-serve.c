@@ -1,0 +1,154 @@
+/*
+ * Serving a guest's hypercalls: the bridge between the channel pipes the
+ * node gave the helper process and the guest's buffers (vm-abi.h).
+ *
+ * The vCPU is stopped while a hypercall is served, so there is no ring and
+ * no concurrency: the guest fills the out buffer and rings, the host copies
+ * the bytes out and writes them to the node; the guest asks to READ, the host
+ * blocks on the node's pipe and copies what came into the in buffer. The
+ * node's pipes carry exactly the stream a process instance would write, so
+ * the node needs no change for vm instances, and the frames are validated
+ * there as for any instance. What is checked here is what only the VMM can
+ * check: the guest's lengths against its own buffers, read once.
+ */
+#include "exec/vm/vm.h"
+
+#include <errno.h>
+#include <poll.h>
+#include <string.h>
+
+/* Write everything, waiting for room: the node's side never stops reading
+ * for long (one libuv loop), so a blocking wait is fine here. Returns 0, or
+ * -1 with errno (EPIPE: the node closed the channel). */
+static int write_all(int fd, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        ssize_t k = write(fd, p, n);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = fd, .events = POLLOUT};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (k < 0)
+            return -1;
+        p += k;
+        n -= (size_t)k;
+    }
+    return 0;
+}
+
+/* Follow the frame grammar over the bytes the guest sends, only to know
+ * where frames end (the node decodes and validates them). */
+static void track_frames(mxu_vm_serve_state *st, const uint8_t *p, size_t n)
+{
+    while (n > 0) {
+        if (st->payload_left) {
+            size_t k = (size_t)MXU_MIN((uint64_t)n, st->payload_left);
+            st->payload_left -= k;
+            p += k;
+            n -= k;
+            continue;
+        }
+        size_t k = MXU_MIN(n, sizeof(st->hdr) - st->hdr_have);
+        memcpy(st->hdr + st->hdr_have, p, k);
+        st->hdr_have += (uint32_t)k;
+        p += k;
+        n -= k;
+        if (st->hdr_have == sizeof(st->hdr)) {
+            uint32_t len;
+            memcpy(&len, st->hdr, 4); /* little-endian, like the wire */
+            st->payload_left = len;
+            st->hdr_have = 0;
+        }
+    }
+}
+
+bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st)
+{
+    return st->hdr_have == 0 && st->payload_left == 0;
+}
+
+/* The guest's out_len, checked: read once, so the guest cannot change it
+ * between the check and the copy (it is stopped anyway, but a second vCPU
+ * one day must not reopen this). */
+static int take_out(mxu_vm *vm, const uint8_t **p, uint32_t *n, mxu_err *err)
+{
+    volatile mxu_vm_ctl *ctl = mxu_vm_ctl_block(vm);
+    uint32_t len = ctl->out_len;
+    if (len > MXU_VM_OUT_CAP)
+        return mxu_err_set(err, EFAULT,
+                           "vm: guest fault: hypercall with out_len %u, over the %u-byte buffer",
+                           len, MXU_VM_OUT_CAP);
+    *p = mxu_vm_guest_ptr(vm, MXU_VM_OUT_ADDR, len);
+    *n = len;
+    ctl->out_len = 0;
+    return 0;
+}
+
+int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
+                 mxu_vm_serve_state *st, mxu_err *err)
+{
+    volatile mxu_vm_ctl *ctl = mxu_vm_ctl_block(vm);
+    bool host_gone = false;
+    for (;;) {
+        mxu_vm_exit ex;
+        if (mxu_vm_run(vm, timeout_ms, &ex, err) < 0)
+            return -1;
+        if (ex.kind != MXU_VM_EXIT_HCALL)
+            return -1;
+        const uint8_t *p = NULL;
+        uint32_t n = 0;
+        switch (ex.nr) {
+        case MXU_VM_HC_WRITE:
+        case MXU_VM_HC_READ:
+            if (take_out(vm, &p, &n, err) < 0)
+                return -1;
+            if (n && !host_gone) {
+                track_frames(st, p, n);
+                if (write_all(out_fd, p, n) < 0) {
+                    if (errno != EPIPE)
+                        return mxu_err_sys(err, errno, "vm: writing to the node");
+                    host_gone = true;
+                }
+            }
+            if (ex.nr == MXU_VM_HC_WRITE)
+                break;
+            ctl->in_len = 0;
+            if (host_gone) {
+                st->exit_code = 0; /* nobody left to answer */
+                return 0;
+            }
+            for (;;) {
+                ssize_t k =
+                    read(in_fd, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, MXU_VM_IN_CAP), MXU_VM_IN_CAP);
+                if (k < 0 && errno == EINTR)
+                    continue;
+                if (k < 0 && errno == EAGAIN) {
+                    struct pollfd pfd = {.fd = in_fd, .events = POLLIN};
+                    poll(&pfd, 1, -1);
+                    continue;
+                }
+                if (k < 0)
+                    return mxu_err_sys(err, errno, "vm: reading from the node");
+                ctl->in_len = (uint32_t)k; /* 0: EOF, the guest exits */
+                break;
+            }
+            ctl->now_ms = mxu_now_ns() / 1000000u;
+            ctl->wall_ms = mxu_wall_ms();
+            break;
+        case MXU_VM_HC_STDERR:
+            if (take_out(vm, &p, &n, err) < 0)
+                return -1;
+            if (n && log_fd >= 0 && write_all(log_fd, p, n) < 0 && errno != EPIPE)
+                return mxu_err_sys(err, errno, "vm: writing the guest's stderr");
+            break;
+        case MXU_VM_HC_EXIT:
+            st->exit_code = (int)(ctl->exit_code & 0xff);
+            return 0;
+        default:
+            return mxu_err_set(err, EFAULT, "vm: guest fault: unknown hypercall %u", ex.nr);
+        }
+    }
+}

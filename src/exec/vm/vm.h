@@ -1,0 +1,85 @@
+/*
+ * vm — mxu's own small VMM: one KVM virtual machine with one vCPU that runs a
+ * guest image at CPL3 with no guest kernel (the ABI is in vm-abi.h, the
+ * design in docs/vm.md). This layer knows nothing of channels or instances:
+ * it boots an image, runs the vCPU until the guest makes a hypercall or
+ * fails, and lets its caller reach the guest's control block. The executor's
+ * helper process (vmm-main.c) builds the instance's channel on top.
+ *
+ * Threading: an mxu_vm is used by one thread. mxu_vm_run() blocks in KVM_RUN
+ * on that thread; a timeout kicks it out with a signal to the thread and
+ * kvm_run->immediate_exit (no race: a kick that lands before KVM_RUN makes
+ * KVM_RUN return at once).
+ */
+#ifndef MXU_VM_H
+#define MXU_VM_H
+
+#include "core/core.h"
+#include "exec/vm/vm-abi.h"
+
+typedef struct mxu_vm mxu_vm;
+
+/* Why /dev/kvm cannot run guests here, or NULL if it can: opens it, checks
+ * the API version and the capabilities the VMM uses, creates and drops one
+ * VM. The answer is computed once and cached (thread-safe). */
+const char *mxu_vm_probe(void);
+
+/* Boot an image: `image` is a static x86-64 ELF executable (ET_EXEC) as
+ * sdk/guest builds it, `mem_bytes` the guest's memory (rounded down to a
+ * multiple of 2 MiB, within MXU_VM_MEM_MIN..MAX). Every segment is checked
+ * against the layout in vm-abi.h before anything is copied. The vCPU is
+ * ready to run at the entry point. */
+int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_vm **out,
+                  mxu_err *err);
+void mxu_vm_destroy(mxu_vm *vm);
+
+typedef enum mxu_vm_exit_kind {
+    MXU_VM_EXIT_HCALL,   /* a doorbell store: nr holds the hypercall number */
+    MXU_VM_EXIT_FAULT,   /* the guest failed: err says how ("vm: guest fault: ...") */
+    MXU_VM_EXIT_TIMEOUT, /* the timeout passed and the vCPU was kicked out */
+} mxu_vm_exit_kind;
+
+typedef struct mxu_vm_exit {
+    mxu_vm_exit_kind kind;
+    uint32_t nr;
+} mxu_vm_exit;
+
+/* Run the vCPU until the next hypercall, a fault or `timeout_ms` (0: none).
+ * After a HCALL the caller serves it and calls mxu_vm_run() again to resume
+ * the guest after its store. After a FAULT the VM is unusable: destroy it.
+ * Returns 0 with *ex filled; -1 only when KVM itself fails. */
+int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err);
+
+/* The control block, in guest memory: the guest may change any field at any
+ * time it runs; read each field once per hypercall (see vm-abi.h). */
+volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm);
+/* A pointer to [gpa, gpa + len) in guest memory, or NULL if that range is
+ * not wholly inside it. */
+void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len);
+uint64_t mxu_vm_mem_bytes(const mxu_vm *vm);
+
+/* ---- serving a guest's channel (vm-serve.c) ----
+ * The host side of the hypercalls in vm-abi.h: the guest's channel bytes go
+ * to `out_fd`, bytes from `in_fd` come to the guest, its diagnostic text to
+ * `log_fd`. Every length the guest hands over is checked against the buffer
+ * it names; a bad one is the guest's fault, like a bad memory access. */
+typedef struct mxu_vm_serve_state {
+    /* Where the guest's byte stream stands in the frame grammar: a FATAL
+     * frame can be appended only between frames. */
+    uint8_t hdr[16];
+    uint32_t hdr_have;
+    uint64_t payload_left;
+    int exit_code; /* after a clean EXIT */
+} mxu_vm_serve_state;
+
+/* Run the guest until it exits (returns 0, st->exit_code set) or fails
+ * (returns -1 with "vm: guest fault: ..." or a host error in err; the VM is
+ * not usable afterwards). `timeout_ms` bounds each stretch the guest runs
+ * without a hypercall (0: none). A host that closed `out_fd` ends the guest
+ * with exit code 0, as a process instance gets EPIPE and exits. */
+int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
+                 mxu_vm_serve_state *st, mxu_err *err);
+/* True when the guest's output so far ends on a frame boundary. */
+bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st);
+
+#endif

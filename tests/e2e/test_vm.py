@@ -1,0 +1,204 @@
+"""
+The vm executor end to end (docs/vm.md): functions built as KVM guest images
+at deploy and run by an mxu-vmm helper per instance. Skipped, never passed,
+where /dev/kvm cannot run guests (the node says why at start).
+"""
+import os
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+
+from harness import EXAMPLES, MXU, Node, Skip, check, eq, make_function
+
+PROBE = r"""
+#include <mxu/fn.h>
+#include <stdlib.h>
+#include <string.h>
+
+int mxu_handle(mxu_req *req, mxu_res *res)
+{
+    const char *path = mxu_req_path(req);
+    if (strcmp(path, "/crash") == 0)
+        *(volatile int *)0x10 = 1;              /* NULL page: supervisor only */
+    if (strcmp(path, "/code") == 0)
+        *(volatile int *)(void *)mxu_handle = 1; /* its own code: read-only */
+    if (strcmp(path, "/beyond") == 0)
+        *(volatile int *)(0x7f000000ul) = 1;    /* past its memory */
+    if (strcmp(path, "/loop") == 0)
+        for (;;)
+            __asm__ volatile("");
+    if (strcmp(path, "/kv") == 0) {
+        size_t n = 0;
+        const void *v = NULL;
+        int rc = mxu_kv_get(req, "db", "k", &v, &n, NULL);
+        mxu_res_printf(res, "kv rc %d: %s", rc, mxu_last_error(req));
+        return 0;
+    }
+    mxu_log(MXU_INFO, "vm probe %s", path);
+    char *big = malloc(3 << 20); /* the heap works, past the first pages */
+    memset(big, 'x', 3 << 20);
+    mxu_res_status(res, 201);
+    mxu_res_header(res, "X-Vm", "yes");
+    size_t blen = 0;
+    const char *body = mxu_req_body(req, &blen);
+    mxu_res_printf(res, "%s %s %s q=%s body=%.*s big=%c\n", mxu_req_method(req), path,
+                   mxu_req_header(req, "X-Test") ? mxu_req_header(req, "X-Test") : "-",
+                   mxu_req_query(req), (int)blen, body, big[(3 << 20) - 1]);
+    free(big);
+    return 0;
+}
+"""
+
+MANIFEST = """name: {name}
+runtime: c
+sources: [probe.c]
+executor: vm
+memory: 32Mi
+timeout: {timeout}
+max_instances: 2
+resources:
+  db: {{uri: "kv:vmtest", access: read-write}}
+"""
+
+
+def vm_node(*args):
+    """A node that can run vm units, or Skip with the reason it gives."""
+    n = Node(*args)
+    if "vm" not in n.get("/v1/health").json().get("executors", []):
+        time.sleep(0.2)
+        why = [line for line in n.stdout_lines if b"vm:" in line]
+        n.stop()
+        raise Skip("the vm executor is unavailable here: " +
+                   (why[0].decode().strip() if why else "see the node's output"))
+    return n
+
+
+def deploy_probe(n, tmp, name="vmprobe", timeout="3s"):
+    d = make_function(tmp, name, MANIFEST.format(name=name, timeout=timeout),
+                      {"probe.c": PROBE})
+    return n.deploy(d)
+
+
+def test_hello_vm_over_http():
+    tmp = tempfile.mkdtemp()
+    try:
+        d = os.path.join(tmp, "hello")
+        shutil.copytree(os.path.join(EXAMPLES, "hello"), d)
+        with open(os.path.join(d, "mxu.yaml"), "a") as f:
+            f.write("executor: vm\n")
+        with vm_node() as n:
+            n.deploy(d)
+            r = n.get("/fn/hello?name=vm")
+            eq(r.status, 200, "status")
+            eq(r.text, "hello, vm\n", "body")
+            # warm reuse: the same instance answers again
+            pids = {i["pid"] for i in n.instances("hello")}
+            for k in range(20):
+                eq(n.get(f"/fn/hello?name=n{k}").text, f"hello, n{k}\n")
+            eq({i["pid"] for i in n.instances("hello")}, pids, "same instance")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_request_and_response_pass_through():
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp)
+            r = n.post("/fn/vmprobe/a/b?x=1&y=2", body=b"payload",
+                       headers={"X-Test": "t1"})
+            eq(r.status, 201, "status")
+            eq(r.headers.get("x-vm"), "yes", "header")
+            eq(r.text, "POST /a/b t1 q=x=1&y=2 body=payload big=x\n", "body")
+            # a descriptor operation: RES_OP out and RES_REPLY back over the guest's channel
+            eq(n.get("/fn/vmprobe/kv").text, "kv rc -2: no key 'k' in kv:vmtest", "kv get")
+            logs = n.cli("logs", "vmprobe").stdout.decode()
+            check("vm probe /a/b" in logs, "mxu_log line in the logs: " + logs[-400:])
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_guest_faults_give_502_and_the_next_invocation_works():
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp)
+            eq(n.get("/fn/vmprobe/ok").status, 201)
+            for path, what in [("/crash", "page fault"), ("/code", "page fault"),
+                               ("/beyond", "page fault")]:
+                r = n.get("/fn/vmprobe" + path)
+                eq(r.status, 502, path)
+                check("vm: guest fault: " + what in r.text, f"{path}: {r.text}")
+                eq(n.get("/fn/vmprobe/ok").status, 201, "after " + path)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_guest_loop_is_stopped_at_its_timeout():
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp, timeout="1s")
+            t = time.time()
+            r = n.get("/fn/vmprobe/loop")
+            check(r.status in (504, 502), f"status {r.status}")
+            check(time.time() - t < 5, "stopped in time")
+            eq(n.get("/fn/vmprobe/ok").status, 201)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_vm_runtime_exec_refused():
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            d = make_function(tmp, "vmexec", "name: vmexec\nruntime: exec\ncommand: [/bin/true]\n"
+                              "executor: vm\n", {})
+            p = n.cli("deploy", d)
+            check(p.returncode != 0, "refused")
+            check("vm runs runtime c functions only" in p.stderr.decode(), p.stderr.decode())
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_node_without_kvm_says_so_and_refuses_vm_deploys():
+    """/dev/kvm replaced by /dev/null in a mount namespace of the node's own."""
+    if not shutil.which("unshare") or os.geteuid() != 0:
+        raise Skip("needs root and unshare to hide /dev/kvm from a node")
+    tmp = tempfile.mkdtemp()
+    data = tempfile.mkdtemp(prefix="mxu-e2e-")
+    try:
+        args = ["unshare", "-m", "sh", "-c",
+                "mount --bind /dev/null /dev/kvm && exec \"$0\" \"$@\"", MXU, "serve",
+                "--listen", "127.0.0.1:0", "--data", data]
+        p = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        try:
+            out = b""
+            deadline = time.time() + 20
+            while time.time() < deadline and b"metering" not in out:
+                line = p.stdout.readline()
+                if not line:
+                    break
+                out += line
+            m = re.search(rb"listening on (http://127\.0\.0\.1:\d+)", out)
+            check(m, "node started: %r %r" % (out, p.stderr.read(2000) if p.poll() else b""))
+            # it may print the vm line after metering: read one more line
+            out += p.stdout.readline() if b"vm:" not in out else b""
+            check(b"vm:        unavailable: /dev/kvm" in out, out.decode())
+            d = os.path.join(tmp, "hello")
+            shutil.copytree(os.path.join(EXAMPLES, "hello"), d)
+            with open(os.path.join(d, "mxu.yaml"), "a") as f:
+                f.write("executor: vm\n")
+            env = dict(os.environ, MXU_URL=m.group(1).decode())
+            r = subprocess.run([MXU, "deploy", d], capture_output=True, env=env, timeout=60)
+            check(r.returncode != 0, "refused")
+            check("executor vm is not available on this node: /dev/kvm" in r.stderr.decode(),
+                  r.stderr.decode())
+        finally:
+            p.terminate()
+            p.wait(timeout=30)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(data, ignore_errors=True)

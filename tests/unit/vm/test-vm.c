@@ -1,0 +1,340 @@
+/*
+ * The VMM (src/exec/vm/) against a real KVM: boot a tiny guest
+ * (vm-guest.c), hypercall round trips, and every way a guest can fail, each
+ * of which must end as a clean "vm: guest fault: ..." error, never a hang or
+ * a crash of the host. Cases are SKIPped, not passed, where /dev/kvm cannot
+ * run guests. Each case runs in its own process with a timeout (test.h), and
+ * every guest that loops is kicked by the VMM's own timeout first.
+ */
+#include "test.h"
+
+#include "exec/vm/vm-internal.h"
+#include "mxu-config.h"
+
+#include <elf.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <time.h>
+
+#define MEM (32u << 20)
+
+static mxu_buf guest_image(void)
+{
+    mxu_buf img = {0};
+    mxu_err err = {0};
+    if (mxu_read_file(VM_GUEST, 16 << 20, &img, &err) < 0)
+        MXU_TEST_FAIL_("%s", err.msg);
+    return img;
+}
+
+static void need_kvm(void)
+{
+    const char *why = mxu_vm_probe();
+    if (why)
+        SKIP("KVM cannot run guests here: %s", why);
+}
+
+static double now_us(void)
+{
+    return (double)mxu_now_ns() / 1000.0;
+}
+
+/* Boot the guest, give it `cmd`, serve it until it ends. Returns serve's
+ * result; *err has the message, *code the exit code. */
+static int run_cmd(char cmd, uint64_t timeout_ms, int *code, mxu_err *err, mxu_buf *log)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_vm *vm;
+    if (mxu_vm_create(img.data, img.len, MEM, &vm, err) < 0)
+        MXU_TEST_FAIL_("create: %s", err->msg);
+    int in[2], out[2], lg[2];
+    CHECK(pipe(in) == 0 && pipe(out) == 0 && pipe(lg) == 0);
+    CHECK(write(in[1], &cmd, 1) == 1);
+    close(in[1]); /* after the command: EOF */
+    mxu_vm_serve_state st = {0};
+    int rc = mxu_vm_serve(vm, in[0], out[1], lg[1], timeout_ms, &st, err);
+    *code = st.exit_code;
+    close(lg[1]);
+    if (log) {
+        char b[4096];
+        ssize_t n = read(lg[0], b, sizeof(b));
+        if (n > 0)
+            mxu_buf_append(log, b, (size_t)n);
+    }
+    mxu_vm_destroy(vm);
+    close(in[0]);
+    close(out[0]);
+    close(out[1]);
+    close(lg[0]);
+    mxu_buf_free(&img);
+    return rc;
+}
+
+static void expect_fault_t(char cmd, uint64_t timeout_ms, const char *what)
+{
+    int code = -1;
+    mxu_err err = {0};
+    int rc = run_cmd(cmd, timeout_ms, &code, &err, NULL);
+    CHECK_EQ_INT(rc, -1);
+    CHECK_CONTAINS(err.msg, what);
+    printf("  '%c': %s\n", cmd, err.msg);
+}
+
+static void expect_fault(char cmd, const char *what)
+{
+    expect_fault_t(cmd, 5000, what);
+}
+
+static void test_boot_and_exit(void)
+{
+    int code = -1;
+    mxu_err err = {0};
+    mxu_buf log = {0};
+    CHECK_EQ_INT(run_cmd('x', 5000, &code, &err, NULL), 0);
+    CHECK_EQ_INT(code, 7);
+    CHECK_EQ_INT(run_cmd('s', 5000, &code, &err, &log), 0);
+    CHECK_EQ_INT(code, 0);
+    mxu_buf_puts(&log, "");
+    CHECK_STR(log.data, "guest says hi\n");
+    mxu_buf_free(&log);
+}
+
+static void test_create_and_first_hypercall_time(void)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_err err = {0};
+    double best = 1e9, sum = 0;
+    int rounds = 50;
+    for (int i = 0; i < rounds; i++) {
+        double t0 = now_us();
+        mxu_vm *vm;
+        if (mxu_vm_create(img.data, img.len, MEM, &vm, &err) < 0)
+            MXU_TEST_FAIL_("%s", err.msg);
+        mxu_vm_exit ex;
+        CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
+        CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+        CHECK_EQ_INT(ex.nr, MXU_VM_HC_READ); /* the guest asks for its command */
+        double dt = now_us() - t0;
+        best = dt < best ? dt : best;
+        sum += dt;
+        mxu_vm_destroy(vm);
+    }
+    printf("  create VM + boot to the first hypercall: mean %.0f us, best %.0f us (%d rounds)\n",
+           sum / rounds, best, rounds);
+    mxu_buf_free(&img);
+}
+
+struct echo_host {
+    int to_guest, from_guest;
+    int rounds;
+    double us;
+    bool ok;
+};
+
+static void *echo_driver(void *arg)
+{
+    struct echo_host *h = arg;
+    char c = 'e';
+    h->ok = write(h->to_guest, &c, 1) == 1;
+    char msg[64], back[64];
+    double t0 = now_us();
+    for (int i = 0; i < h->rounds && h->ok; i++) {
+        int n = snprintf(msg, sizeof(msg), "round %d", i);
+        h->ok = write(h->to_guest, msg, (size_t)n) == n;
+        ssize_t got = 0;
+        while (h->ok && got < n) {
+            ssize_t k = read(h->from_guest, back + got, (size_t)(n - got));
+            h->ok = k > 0;
+            got += k > 0 ? k : 0;
+        }
+        h->ok = h->ok && memcmp(msg, back, (size_t)n) == 0;
+    }
+    h->us = (now_us() - t0) / h->rounds;
+    close(h->to_guest); /* EOF: the guest exits */
+    return NULL;
+}
+
+static void test_hypercall_round_trip(void)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_err err = {0};
+    mxu_vm *vm;
+    if (mxu_vm_create(img.data, img.len, MEM, &vm, &err) < 0)
+        MXU_TEST_FAIL_("%s", err.msg);
+    int in[2], out[2];
+    CHECK(pipe(in) == 0 && pipe(out) == 0);
+    struct echo_host h = {.to_guest = in[1], .from_guest = out[0], .rounds = 2000};
+    pthread_t t;
+    CHECK(pthread_create(&t, NULL, echo_driver, &h) == 0);
+    mxu_vm_serve_state st = {0};
+    int rc = mxu_vm_serve(vm, in[0], out[1], -1, 10000, &st, &err);
+    pthread_join(t, NULL);
+    if (rc < 0)
+        MXU_TEST_FAIL_("%s", err.msg);
+    CHECK(h.ok);
+    CHECK_EQ_INT(st.exit_code, 0);
+    printf("  echo through the guest (pipe -> READ -> WRITE -> pipe): %.1f us per round trip\n",
+           h.us);
+    mxu_vm_destroy(vm);
+    mxu_buf_free(&img);
+}
+
+static void test_write_outside_memory(void)
+{
+    expect_fault('w', "vm: guest fault: page fault: write to 0x2001000 (not mapped)");
+}
+
+static void test_page_tables_protected(void)
+{
+    expect_fault('p', "vm: guest fault: page fault: write to 0x8000 (not allowed)");
+}
+
+static void test_code_protected(void)
+{
+    expect_fault('c', "vm: guest fault: page fault: write to 0x40");
+}
+
+static void test_infinite_loop_kicked(void)
+{
+    double t0 = now_us();
+    expect_fault_t('l', 300, "timeout");
+    double ms = (now_us() - t0) / 1000;
+    printf("  stopped after %.0f ms (timeout 300 ms)\n", ms);
+    CHECK(ms < 5000);
+}
+
+static void test_port_io_fault(void)
+{
+    /* PVM: triple fault (shutdown); VMX: #GP at CPL3, through the stubs. */
+    expect_fault('o', "vm: guest fault: ");
+}
+
+static void test_hostile_lengths(void)
+{
+    expect_fault('h', "out_len 4294967295, over the 1048576-byte buffer");
+    expect_fault('H', "out_len 1048577");
+    expect_fault('u', "unknown hypercall 99");
+    expect_fault('d', "8-byte write at guest-physical 0xf0000000");
+    expect_fault('r', "4-byte read at guest-physical 0xf0000000");
+}
+
+/* A copy of the guest image with one program header changed. */
+static void check_bad_image(void (*mutate)(uint8_t *img, Elf64_Phdr *ph), const char *what)
+{
+    mxu_buf img = guest_image();
+    Elf64_Ehdr eh;
+    memcpy(&eh, img.data, sizeof(eh));
+    Elf64_Phdr ph;
+    memcpy(&ph, img.data + eh.e_phoff, sizeof(ph));
+    mutate((uint8_t *)img.data, &ph);
+    memcpy(img.data + eh.e_phoff, &ph, sizeof(ph));
+    vm_image im;
+    mxu_err err = {0};
+    CHECK_EQ_INT(vm_image_parse(img.data, img.len, MEM, &im, &err), -1);
+    CHECK_CONTAINS(err.msg, what);
+    mxu_buf_free(&img);
+}
+
+static void m_low(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)i;
+    ph->p_vaddr = 0x1000; /* over the page tables */
+}
+static void m_high(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)i;
+    ph->p_memsz = MEM; /* into the stack and beyond */
+}
+static void m_wrap(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)i;
+    ph->p_vaddr = UINT64_MAX - 0x1000;
+}
+static void m_file(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)i;
+    ph->p_offset = UINT64_MAX - 4; /* offset + filesz overflows */
+}
+static void m_wx(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)i;
+    ph->p_flags |= PF_W; /* text becomes writable and executable */
+}
+static void m_type(uint8_t *i, Elf64_Phdr *ph)
+{
+    (void)ph;
+    i[16] = ET_DYN;
+}
+
+static void test_image_checks(void)
+{
+    mxu_buf img = guest_image();
+    vm_image im;
+    mxu_err err = {0};
+    CHECK_EQ_INT(vm_image_parse(img.data, img.len, MEM, &im, &err), 0);
+    CHECK_EQ_INT(vm_image_parse(img.data, 10, MEM, &im, &err), -1);
+    static const char script[] =
+        "#!/bin/sh\n# a script is not a guest image, however long it is\necho hi\n";
+    CHECK_EQ_INT(vm_image_parse(script, sizeof(script), MEM, &im, &err), -1);
+    CHECK_CONTAINS(err.msg, "not a 64-bit little-endian ELF");
+    mxu_buf_free(&img);
+    check_bad_image(m_low, "outside the image area");
+    check_bad_image(m_high, "outside the image area");
+    check_bad_image(m_wrap, "outside the image area");
+    check_bad_image(m_file, "outside the image file");
+    check_bad_image(m_wx, "share a 2 MiB page");
+    check_bad_image(m_type, "not a static x86-64 executable");
+    /* Memory bounds */
+    need_kvm();
+    img = guest_image();
+    mxu_vm *vm;
+    CHECK_EQ_INT(mxu_vm_create(img.data, img.len, 4u << 20, &vm, &err), -1);
+    CHECK_CONTAINS(err.msg, "guest memory must be");
+    CHECK_EQ_INT(mxu_vm_create(img.data, img.len, 4ull << 30, &vm, &err), -1);
+    mxu_buf_free(&img);
+}
+
+/* The helper process end to end: mxu-vmm as the executor runs it. */
+static void test_helper_reports_fault_as_fatal_frame(void)
+{
+    need_kvm();
+    int in[2], out[2], errp[2];
+    CHECK(pipe(in) == 0 && pipe(out) == 0 && pipe(errp) == 0);
+    pid_t pid = fork();
+    if (pid == 0) {
+        dup2(in[0], 3);
+        dup2(out[1], 4);
+        dup2(errp[1], 2);
+        execl(MXU_VMM_PATH, "mxu-vmm", "33554432", VM_GUEST, (char *)NULL);
+        _exit(127);
+    }
+    close(in[0]);
+    close(out[1]);
+    close(errp[1]);
+    CHECK(write(in[1], "w", 1) == 1);
+    uint8_t buf[2048];
+    ssize_t n = 0, k;
+    while ((k = read(out[0], buf + n, sizeof(buf) - (size_t)n)) > 0)
+        n += k;
+    int st;
+    waitpid(pid, &st, 0);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ_INT(WEXITSTATUS(st), 70);
+    CHECK(n > 16);
+    CHECK_EQ_INT(buf[4], 7); /* FATAL */
+    buf[n < (ssize_t)sizeof(buf) ? n : n - 1] = 0;
+    CHECK_CONTAINS((char *)buf + 24, "vm: guest fault: page fault");
+    close(in[1]);
+    close(out[0]);
+    close(errp[0]);
+}
+
+MXU_TESTS(TEST(test_boot_and_exit), TEST(test_create_and_first_hypercall_time),
+          TEST(test_hypercall_round_trip), TEST(test_write_outside_memory),
+          TEST(test_page_tables_protected), TEST(test_code_protected),
+          TEST(test_infinite_loop_kicked), TEST(test_port_io_fault), TEST(test_hostile_lengths),
+          TEST(test_image_checks), TEST(test_helper_reports_fault_as_fatal_frame))

@@ -1,0 +1,67 @@
+/*
+ * A tiny guest for test-vm (kvmtool's tests/ style): it reads one command
+ * byte from the host and then misbehaves, or echoes, as told. Built with the
+ * guest C library and guest.ld, like a function under the vm executor, but
+ * without the SDK: it talks the raw hypercall ABI.
+ */
+#include "mxu-guest.h"
+
+#include <string.h>
+
+int main(void);
+
+int main(void)
+{
+    static uint8_t buf[65536];
+    uint8_t cmd;
+    if (mxu_guest_recv(&cmd, 1) != 1)
+        return 1;
+    volatile mxu_vm_ctl *ctl = MXU_GUEST_CTL;
+    switch (cmd) {
+    case 'e': /* echo until EOF */
+        for (;;) {
+            size_t n = mxu_guest_recv(buf, sizeof(buf));
+            if (n == 0)
+                return 0;
+            mxu_guest_send(MXU_VM_HC_WRITE, buf, n);
+        }
+    case 'x':
+        return 7;
+    case 'w': /* past the end of guest memory */
+        *(volatile uint32_t *)(uintptr_t)(ctl->mem_bytes + 0x1000) = 1;
+        return 0;
+    case 'p': /* its own page tables */
+        *(volatile uint64_t *)0x8000 = 0;
+        return 0;
+    case 'c': /* its own code */
+        *(volatile uint8_t *)(uintptr_t)main = 0xcc;
+        return 0;
+    case 'l':
+        for (;;)
+            __asm__ volatile("");
+    case 'o': /* port I/O from CPL3: a triple fault under PVM, #GP on VMX */
+        __asm__ volatile("outb %%al, $0x80" ::"a"(0));
+        return 0;
+    case 'h': /* a hostile length */
+        ctl->out_len = 0xffffffffu;
+        mxu_guest_hcall(MXU_VM_HC_WRITE);
+        return 0;
+    case 'H': /* just over the buffer */
+        ctl->out_len = MXU_VM_OUT_CAP + 1;
+        mxu_guest_hcall(MXU_VM_HC_STDERR);
+        return 0;
+    case 'u':
+        mxu_guest_hcall(99);
+        return 0;
+    case 'd': /* the doorbell with the wrong width */
+        *(volatile uint64_t *)MXU_VM_DOORBELL = MXU_VM_HC_WRITE;
+        return 0;
+    case 'r': /* read the doorbell page */
+        return (int)*(volatile uint32_t *)MXU_VM_DOORBELL;
+    case 's': /* stderr text */
+        mxu_guest_send(MXU_VM_HC_STDERR, "guest says hi\n", 14);
+        return 0;
+    default:
+        return 2;
+    }
+}
