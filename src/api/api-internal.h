@@ -41,8 +41,11 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
 void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
                         uint32_t version, int status, const char *code, const char *fmt, ...)
     MXU_PRINTF(8, 9);
-/* /v1/usage, /v1/bills, /v1/prices; false if the path is none of them. */
-bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg);
+/* /v1/usage, /v1/bills, /v1/prices; false if the path is none of them.
+ * `only_tenant`: the caller may read only this tenant's usage and bills
+ * (their ?tenant= is this one or absent, checked by the caller); NULL: any. */
+bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg,
+                     const char *only_tenant);
 /* Unix ms or ISO-8601 UTC ("2026-11-30", "2026-11-30T05:18:01Z"). */
 int api_parse_time_ms(const char *s, uint64_t *out);
 /* `tenant`: from /t/TENANT/fn/..., or NULL for /fn/ (the caller's tenant). */

@@ -270,12 +270,14 @@ static int usage_filter(mxu_http_req *req, mxu_usage_filter *f, char *tenant, ch
     return 0;
 }
 
-static void get_usage(mxu_api *api, mxu_http_req *req)
+static void get_usage(mxu_api *api, mxu_http_req *req, const char *only_tenant)
 {
     char tenant[128], function[128];
     mxu_usage_filter f;
     if (usage_filter(req, &f, tenant, function, sizeof(tenant)) < 0)
         return;
+    if (only_tenant)
+        f.tenant = only_tenant; /* whatever the query said: see api_meter_route */
     mxu_err err;
     uint64_t next = 0;
     json_t *j = mxu_meter_query(api->cfg.meter, &f, &next, &err);
@@ -296,11 +298,13 @@ static void get_usage(mxu_api *api, mxu_http_req *req)
     api_json(req, 200, j);
 }
 
-static void get_bill(mxu_api *api, mxu_http_req *req)
+static void get_bill(mxu_api *api, mxu_http_req *req, const char *only_tenant)
 {
     char tenant[128], month[16];
-    if (!query_get(req, "tenant", tenant, sizeof(tenant)) ||
-        !query_get(req, "month", month, sizeof(month))) {
+    bool named = query_get(req, "tenant", tenant, sizeof(tenant));
+    if (only_tenant)
+        named = snprintf(tenant, sizeof(tenant), "%s", only_tenant) > 0;
+    if (!named || !query_get(req, "month", month, sizeof(month))) {
         api_error(req, 400, "bad_request", NULL,
                   "a bill is GET /v1/bills?tenant=TENANT&month=YYYY-MM");
         return;
@@ -347,7 +351,8 @@ static void prices(mxu_api *api, mxu_http_req *req)
     api_json(req, 200, mxu_prices_to_json(mxu_meter_prices(api->cfg.meter)));
 }
 
-bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg)
+bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, size_t nseg,
+                     const char *only_tenant)
 {
     if (nseg != 1)
         return false;
@@ -357,14 +362,14 @@ bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, si
         if (!get)
             api_method_not_allowed(req, "GET");
         else if (metering_on(api, req))
-            get_usage(api, req);
+            get_usage(api, req, only_tenant);
         return true;
     }
     if (strcmp(seg[0], "bills") == 0) {
         if (!get)
             api_method_not_allowed(req, "GET");
         else if (metering_on(api, req))
-            get_bill(api, req);
+            get_bill(api, req, only_tenant);
         return true;
     }
     if (strcmp(seg[0], "prices") == 0) {

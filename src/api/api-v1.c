@@ -177,14 +177,18 @@ static void on_deployed(void *ud, const mxu_deploy_result *res)
         return;
     }
     double secs = (double)(mxu_now_ns() - c->started_ns) / 1e9;
-    json_t *j = json_pack("{s:s, s:i, s:b, s:s, s:s, s:f}", "function", res->version->function,
-                          "version", (json_int_t)res->version->version, "unchanged", res->unchanged,
-                          "digest", res->version->digest, "build_log",
-                          res->build_log ? res->build_log : "", "seconds", secs);
+    json_t *j =
+        json_pack("{s:s, s:s, s:i, s:b, s:s, s:s, s:f}", "function", res->version->function,
+                  "tenant", res->version->tenant, "version", (json_int_t)res->version->version,
+                  "unchanged", res->unchanged, "digest", res->version->digest, "build_log",
+                  res->build_log ? res->build_log : "", "seconds", secs);
     api_json(c->req, res->unchanged ? 200 : 201, j);
     deploy_ctx_free(c);
 }
 
+/* Deploy into `tenant`: the key's own, or for the node admin the one named
+ * with ?tenant=. A deployer of another tenant can't deploy over this
+ * tenant's functions: its deploys land in its own tenant. */
 static void post_function(mxu_api *api, mxu_http_req *req, const mxu_principal *who,
                           const char *tenant)
 {
@@ -258,8 +262,8 @@ static void post_function(mxu_api *api, mxu_http_req *req, const mxu_principal *
     mxu_err err;
     _cleanup_free_ char *mpath_copy = mxu_strdup(mpath);
     c->manifest = mxu_strdup(manifest);
-    int rc = mxu_registry_deploy(api->cfg.reg, mpath, c->manifest, strlen(c->manifest), c->files,
-                                 c->nfiles, on_deployed, c, &err);
+    int rc = mxu_registry_deploy(api->cfg.reg, tenant, mpath, c->manifest, strlen(c->manifest),
+                                 c->files, c->nfiles, on_deployed, c, &err);
     json_decref(j);
     mpath = mpath_copy;
     if (rc < 0) {
@@ -277,22 +281,22 @@ int mxu_api_deploy_local(mxu_api *api, const char *manifest_path, const char *ma
                          size_t manifest_len, const mxu_deploy_file *files, size_t nfiles,
                          mxu_deploy_cb cb, void *ud, mxu_err *err)
 {
-    return mxu_registry_deploy(api->cfg.reg, manifest_path, manifest, manifest_len, files, nfiles,
-                               cb, ud, err);
+    return mxu_registry_deploy(api->cfg.reg, MXU_TENANT_DEFAULT, manifest_path, manifest,
+                               manifest_len, files, nfiles, cb, ud, err);
 }
 
 /* ---- functions ---- */
 
-static void get_function(mxu_api *api, mxu_http_req *req, const char *name)
+static void get_function(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name)
 {
     mxu_err err;
-    json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+    json_t *fn = mxu_registry_function_json(api->cfg.reg, tenant, name, &err);
     if (fn == NULL) {
         api_error_from(req, &err, name, NULL);
         return;
     }
-    json_object_set_new(fn, "instances", mxu_sched_instances_json(api->cfg.sched, name));
-    json_object_set_new(fn, "stats", mxu_sched_stats_json(api->cfg.sched, name));
+    json_object_set_new(fn, "instances", mxu_sched_instances_json(api->cfg.sched, tenant, name));
+    json_object_set_new(fn, "stats", mxu_sched_stats_json(api->cfg.sched, tenant, name));
     json_object_set_new(fn, "capacity", mxu_sched_capacity_json(api->cfg.sched));
     api_json(req, 200, fn);
 }
@@ -307,14 +311,15 @@ static bool parse_version(const char *s, uint32_t *out)
 }
 
 /* GET of one part of a function's JSON, e.g. {"aliases": {...}}. */
-static void get_function_field(mxu_api *api, mxu_http_req *req, const char *name, const char *field)
+static void get_function_field(mxu_api *api, mxu_http_req *req, const char *tenant,
+                               const char *name, const char *field)
 {
     mxu_err err;
     if (!is_method(req, "GET")) {
         method_not_allowed(req, "GET");
         return;
     }
-    json_t *fn = mxu_registry_function_json(api->cfg.reg, name, &err);
+    json_t *fn = mxu_registry_function_json(api->cfg.reg, tenant, name, &err);
     if (fn == NULL) {
         api_error_from(req, &err, name, NULL);
         return;
@@ -323,11 +328,12 @@ static void get_function_field(mxu_api *api, mxu_http_req *req, const char *name
     json_decref(fn);
 }
 
-static void versions(mxu_api *api, mxu_http_req *req, const char *name, const char *ver)
+static void versions(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name,
+                     const char *ver)
 {
     mxu_err err;
     if (ver == NULL) {
-        get_function_field(api, req, name, "versions");
+        get_function_field(api, req, tenant, name, "versions");
         return;
     }
     uint32_t v;
@@ -336,14 +342,14 @@ static void versions(mxu_api *api, mxu_http_req *req, const char *name, const ch
         return;
     }
     if (is_method(req, "GET")) {
-        mxu_fn_version *fv = mxu_registry_resolve(api->cfg.reg, name, ver, &err);
+        mxu_fn_version *fv = mxu_registry_resolve(api->cfg.reg, tenant, name, ver, &err);
         if (fv == NULL) {
             api_error_from(req, &err, name, ver);
             return;
         }
         api_json(req, 200, mxu_fn_version_to_json(fv));
     } else if (is_method(req, "DELETE")) {
-        if (mxu_registry_delete_version(api->cfg.reg, name, v, &err) < 0) {
+        if (mxu_registry_delete_version(api->cfg.reg, tenant, name, v, &err) < 0) {
             api_error_from(req, &err, name, ver);
             return;
         }
@@ -355,11 +361,12 @@ static void versions(mxu_api *api, mxu_http_req *req, const char *name, const ch
     }
 }
 
-static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const char *alias)
+static void aliases(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name,
+                    const char *alias)
 {
     mxu_err err;
     if (alias == NULL) {
-        get_function_field(api, req, name, "aliases");
+        get_function_field(api, req, tenant, name, "aliases");
         return;
     }
     if (!mxu_name_valid(alias)) {
@@ -379,7 +386,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const cha
             return;
         }
         json_decref(j);
-        if (mxu_registry_set_alias(api->cfg.reg, name, alias, (uint32_t)v, &err) < 0) {
+        if (mxu_registry_set_alias(api->cfg.reg, tenant, name, alias, (uint32_t)v, &err) < 0) {
             char ref[16];
             snprintf(ref, sizeof(ref), "%u", (unsigned)v);
             api_error_from(req, &err, name, ref);
@@ -388,7 +395,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *name, const cha
         api_json(req, 200,
                  json_pack("{s:s, s:s, s:I}", "function", name, "alias", alias, "version", v));
     } else if (is_method(req, "DELETE")) {
-        if (mxu_registry_delete_alias(api->cfg.reg, name, alias, &err) < 0) {
+        if (mxu_registry_delete_alias(api->cfg.reg, tenant, name, alias, &err) < 0) {
             api_error_from(req, &err, name, alias);
             return;
         }
@@ -414,17 +421,17 @@ static void logs(mxu_api *api, mxu_http_req *req, const char *tenant, const char
     query_u64(req, "after", &after);
     if (query_u64(req, "limit", &limit) && (limit == 0 || limit > 10000))
         limit = 10000;
-    json_t *recs = mxu_sched_logs_json(api->cfg.sched, name, after, (size_t)limit, &next);
+    json_t *recs = mxu_sched_logs_json(api->cfg.sched, tenant, name, after, (size_t)limit, &next);
     api_json(req, 200, json_pack("{s:o, s:I}", "records", recs, "next", (json_int_t)next));
 }
 
-static void function_root(mxu_api *api, mxu_http_req *req, const char *name)
+static void function_root(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name)
 {
     mxu_err err;
     if (is_method(req, "GET")) {
-        get_function(api, req, name);
+        get_function(api, req, tenant, name);
     } else if (is_method(req, "DELETE")) {
-        if (mxu_registry_delete_function(api->cfg.reg, name, &err) < 0) {
+        if (mxu_registry_delete_function(api->cfg.reg, tenant, name, &err) < 0) {
             api_error_from(req, &err, name, NULL);
             return;
         }
@@ -455,7 +462,27 @@ static void on_moved(void *ud, const mxu_err *err)
     free(c);
 }
 
-static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const char *action)
+/* Keep the entries of a resource list that are `tenant`'s. Steals `arr`. */
+static json_t *filter_tenant(json_t *arr, const char *tenant)
+{
+    json_t *out = json_array();
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        const char *t = json_string_value(json_object_get(o, "tenant"));
+        if (t && strcmp(t, tenant) == 0)
+            json_array_append(out, o);
+    }
+    json_decref(arr);
+    return out;
+}
+
+/* The resource map is per tenant: kv:orders of tenant acme is another store
+ * than default's. `tenant` is whose entries are read or changed; `all`: the
+ * whole map (a node-wide reader listing without ?tenant=). */
+static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool all,
+                      const char *uri, const char *action)
 {
     mxu_err err;
     if (api->cfg.resolver == NULL) {
@@ -463,11 +490,13 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const ch
         return;
     }
     if (uri == NULL) {
-        if (!is_method(req, "GET"))
+        if (!is_method(req, "GET")) {
             method_not_allowed(req, "GET");
-        else
-            api_json(req, 200,
-                     json_pack("{s:o}", "resources", mxu_resolver_list_json(api->cfg.resolver)));
+            return;
+        }
+        json_t *list = mxu_resolver_list_json(api->cfg.resolver);
+        api_json(req, 200,
+                 json_pack("{s:o}", "resources", all ? list : filter_tenant(list, tenant)));
         return;
     }
     if (action && strcmp(action, "move") == 0) {
@@ -488,7 +517,7 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const ch
         c->req = req;
         c->uri = mxu_strdup(uri);
         c->started_ns = mxu_now_ns();
-        int rc = mxu_resolver_move(api->cfg.resolver, "default", uri, to, on_moved, c, &err);
+        int rc = mxu_resolver_move(api->cfg.resolver, tenant, uri, to, on_moved, c, &err);
         json_decref(j);
         if (rc < 0) {
             free(c->uri);
@@ -511,18 +540,22 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *uri, const ch
             api_error(req, 400, "bad_request", NULL, "set a resource with {\"backend\": LOCATION}");
             return;
         }
-        int rc = mxu_resolver_set(api->cfg.resolver, "default", uri, backend, &err);
-        json_t *out = rc == 0 ? json_pack("{s:s, s:s}", "resource", uri, "backend", backend) : NULL;
+        int rc = mxu_resolver_set(api->cfg.resolver, tenant, uri, backend, &err);
+        json_t *out = rc == 0 ? json_pack("{s:s, s:s, s:s}", "resource", uri, "tenant", tenant,
+                                          "backend", backend)
+                              : NULL;
         json_decref(j);
         if (rc < 0)
             api_error_from(req, &err, NULL, NULL);
         else
             api_json(req, 200, out);
     } else if (is_method(req, "DELETE")) {
-        if (mxu_resolver_set(api->cfg.resolver, "default", uri, NULL, &err) < 0)
+        if (mxu_resolver_set(api->cfg.resolver, tenant, uri, NULL, &err) < 0)
             api_error_from(req, &err, NULL, NULL);
         else
-            api_json(req, 200, json_pack("{s:s, s:s}", "resource", uri, "backend", "embedded"));
+            api_json(req, 200,
+                     json_pack("{s:s, s:s, s:s}", "resource", uri, "tenant", tenant, "backend",
+                               "embedded"));
     } else {
         method_not_allowed(req, "PUT, DELETE");
     }
@@ -564,6 +597,30 @@ static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, c
         if (strcmp(name, MXU_TENANT_DEFAULT) == 0) {
             api_error(req, 409, "conflict", NULL,
                       "tenant 'default' cannot be deleted: it owns the node");
+            return;
+        }
+        size_t owned = mxu_tenant_name_valid(name) ? mxu_registry_count(api->cfg.reg, name) : 0;
+        if (owned > 0) {
+            /* Name a few: the operator has to delete them (or ask the
+             * tenant to) before trying again. */
+            json_t *fns = mxu_registry_list_json(api->cfg.reg, name);
+            _cleanup_buf_ mxu_buf names = {0};
+            size_t i;
+            json_t *o;
+            json_array_foreach(fns, i, o)
+            {
+                if (i == 5) {
+                    mxu_buf_printf(&names, ", ... (%zu in all)", owned);
+                    break;
+                }
+                mxu_buf_printf(&names, "%s%s", i ? ", " : "",
+                               json_string_value(json_object_get(o, "name")));
+            }
+            json_decref(fns);
+            api_error(req, 409, "conflict", json_pack("{s:I}", "functions", (json_int_t)owned),
+                      "tenant %s still owns %zu function%s (%s); delete them first (DELETE "
+                      "/v1/functions/NAME?tenant=%s)",
+                      name, owned, owned == 1 ? "" : "s", names.data ? names.data : "", name);
             return;
         }
         if (mxu_policy_tenant_delete(pol, name, &err) < 0) {
@@ -755,37 +812,69 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
             method_not_allowed(req, "GET");
             return;
         }
-        /* Node-wide for the operator; otherwise the caller's own functions. */
+        /* Node-wide for the operator; otherwise the caller's own tenant's
+         * functions, in its scope. */
         mxu_err err;
-        json_t *all = mxu_sched_instances_json(api->cfg.sched, NULL);
-        if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) < 0) {
-            if (!api_allow(req, who, MXU_ACT_FN_READ, mxu_principal_tenant(who), NULL)) {
-                json_decref(all);
+        json_t *all;
+        if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0) {
+            all = mxu_sched_instances_json(api->cfg.sched, NULL, NULL);
+        } else {
+            const char *own = mxu_principal_tenant(who);
+            if (!api_allow(req, who, MXU_ACT_FN_READ, own, NULL))
                 return;
-            }
-            if (strcmp(mxu_principal_tenant(who), MXU_TENANT_DEFAULT) != 0)
-                json_array_clear(all);
-            all = filter_scope(who, all, "function");
+            all =
+                filter_scope(who, mxu_sched_instances_json(api->cfg.sched, own, NULL), "function");
         }
         api_json(req, 200, json_pack("{s:o}", "instances", all));
         return;
     }
     /* Usage, bills and prices are the node's books: the operator's (a viewer
-     * of tenant default may read them). Tenants reading their own usage is
-     * for later. */
-    if (nseg >= 1 &&
-        (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0 ||
-         strcmp(seg[0], "prices") == 0) &&
-        !api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN, NULL,
-                   NULL))
+     * of tenant default may read them all). A tenant's admin and viewer read
+     * their own tenant's usage and bills: ?tenant= is theirs, or forced to
+     * it when absent. Prices stay the node's (they hold every tenant's
+     * overrides). */
+    const char *only_tenant = NULL;
+    if (nseg >= 1 && (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0) &&
+        is_method(req, "GET")) {
+        mxu_err err;
+        if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) < 0) {
+            char tbuf[40];
+            only_tenant = mxu_principal_tenant(who);
+            bool named = query_str(req, "tenant", tbuf, sizeof(tbuf));
+            if (!api_allow(req, who, MXU_ACT_USAGE, named ? tbuf : only_tenant, NULL))
+                return;
+        }
+    } else if (nseg >= 1 &&
+               (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0 ||
+                strcmp(seg[0], "prices") == 0) &&
+               !api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN,
+                          NULL, NULL)) {
         return;
-    if (api_meter_route(api, req, seg, nseg))
+    }
+    if (api_meter_route(api, req, seg, nseg, only_tenant))
         return;
     if (nseg >= 1 && nseg <= 3 && strcmp(seg[0], "resources") == 0) {
-        if (!api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN,
-                       NULL, NULL))
+        /* A tenant's admin manages its own entries; the node admin any
+         * tenant's (?tenant=T, default: its own); a node-wide reader lists
+         * the whole map. */
+        char tbuf[40];
+        bool named = query_str(req, "tenant", tbuf, sizeof(tbuf));
+        if (named && !mxu_tenant_name_valid(tbuf)) {
+            api_error(req, 400, "invalid_name", NULL, "?tenant= must be a tenant name");
             return;
-        resources(api, req, nseg >= 2 ? seg[1] : NULL, nseg == 3 ? seg[2] : NULL);
+        }
+        const char *tenant = named ? tbuf : mxu_principal_tenant(who);
+        mxu_err err;
+        bool node_reader = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
+        bool listing = nseg == 1 && is_method(req, "GET");
+        if (!(listing && node_reader) && !api_allow(req, who, MXU_ACT_RESOURCES, tenant, NULL))
+            return;
+        if (!listing && !mxu_policy_tenant_exists(api->cfg.policy, tenant)) {
+            api_error(req, 404, "tenant_not_found", NULL, "no tenant '%s'", tenant);
+            return;
+        }
+        resources(api, req, tenant, listing && node_reader && !named, nseg >= 2 ? seg[1] : NULL,
+                  nseg == 3 ? seg[2] : NULL);
         return;
     }
     if (nseg == 0 || strcmp(seg[0], "functions") != 0) {
@@ -810,18 +899,15 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         if (is_method(req, "GET")) {
             if (!api_allow(req, who, MXU_ACT_FN_READ, tenant, NULL))
                 return;
-            json_t *fns = strcmp(tenant, MXU_TENANT_DEFAULT) == 0
-                              ? mxu_registry_list_json(api->cfg.reg)
-                              : json_array();
+            json_t *fns = mxu_registry_list_json(api->cfg.reg, tenant);
             api_json(req, 200, json_pack("{s:o}", "functions", filter_scope(who, fns, "name")));
         } else if (is_method(req, "POST")) {
             if (!api_allow(req, who, MXU_ACT_FN_WRITE, tenant, NULL))
                 return;
-            if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
-                api_error(req, 501, "not_supported", NULL,
-                          "tenant %s cannot deploy yet: function names are not scoped by tenant "
-                          "in this version (only tenant default has functions)",
-                          tenant);
+            /* Deploying for a tenant that does not exist would make
+             * functions nobody but the node admin can reach. */
+            if (!mxu_policy_tenant_exists(api->cfg.policy, tenant)) {
+                api_error(req, 404, "tenant_not_found", NULL, "no tenant '%s'", tenant);
                 return;
             }
             post_function(api, req, who, tenant);
@@ -839,26 +925,21 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     }
     if (!api_allow(req, who, reading ? MXU_ACT_FN_READ : MXU_ACT_FN_WRITE, tenant, name))
         return;
-    if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
-        api_error(req, 404, "function_not_found", NULL, "no function '%s' in tenant %s", name,
-                  tenant);
-        return;
-    }
     if (nseg == 2) {
-        function_root(api, req, name);
+        function_root(api, req, tenant, name);
     } else if (strcmp(seg[2], "versions") == 0 && nseg <= 4) {
-        versions(api, req, name, nseg == 4 ? seg[3] : NULL);
+        versions(api, req, tenant, name, nseg == 4 ? seg[3] : NULL);
     } else if (strcmp(seg[2], "aliases") == 0 && nseg <= 4) {
-        aliases(api, req, name, nseg == 4 ? seg[3] : NULL);
+        aliases(api, req, tenant, name, nseg == 4 ? seg[3] : NULL);
     } else if (strcmp(seg[2], "logs") == 0 && nseg == 3) {
         logs(api, req, tenant, name);
     } else if (strcmp(seg[2], "instances") == 0 && nseg == 3) {
         if (!is_method(req, "GET"))
             method_not_allowed(req, "GET");
         else
-            api_json(
-                req, 200,
-                json_pack("{s:o}", "instances", mxu_sched_instances_json(api->cfg.sched, name)));
+            api_json(req, 200,
+                     json_pack("{s:o}", "instances",
+                               mxu_sched_instances_json(api->cfg.sched, tenant, name)));
     } else {
         api_error(req, 404, "not_found", NULL, "no such API path; see docs/api.md");
     }

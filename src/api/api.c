@@ -165,13 +165,7 @@ bool api_allow(mxu_http_req *req, const mxu_principal *who, enum mxu_action act,
 mxu_fn_version *api_resolve(mxu_api *api, const char *tenant, const char *name, const char *ref,
                             mxu_err *err)
 {
-    /* The registry does not scope names by tenant yet: every function is
-     * tenant default's, and other tenants have none. */
-    if (strcmp(tenant, MXU_TENANT_DEFAULT) != 0) {
-        mxu_err_set(err, ENOENT, "no function '%.64s' in tenant %s", name, tenant);
-        return NULL;
-    }
-    return mxu_registry_resolve(api->cfg.reg, name, ref, err);
+    return mxu_registry_resolve(api->cfg.reg, tenant, name, ref, err);
 }
 
 void mxu_api_handle(mxu_http_req *req, void *ud)

@@ -7,18 +7,20 @@
  *   mxu resource set kv:orders redis://127.0.0.1:6379/0     (no copy)
  *   mxu resource reset kv:orders                            (back to embedded)
  *   mxu resource move kv:orders --to redis://127.0.0.1:6379/0
+ *   ... --tenant acme                                       (another tenant's map)
  */
 #include "cli-internal.h"
 
 #include <string.h>
 #include <unistd.h>
 
-static const cli_option resource_flags[] = {{"to", 0, true, CLI_OPT_FIRST_VERB}};
+static const cli_option resource_flags[] = {{"to", 0, true, CLI_OPT_FIRST_VERB},
+                                            {"tenant", 0, true, CLI_OPT_FIRST_VERB + 1}};
 
 const cli_verb_help cli_help_resource = {
     .name = "resource",
     .usage = "resource ls | set URI LOCATION | reset URI | move URI --to LOCATION"
-             "  [--json] [--url URL]",
+             "  [--tenant T] [--json] [--url URL]",
     .summary = "list, re-bind or move resources (kv:, blob:, queue:)",
     .description =
         "Functions name resources by descriptor (kv:orders); the node's resource map says\n"
@@ -28,26 +30,41 @@ const cli_verb_help cli_help_resource = {
         "  set    point a resource at LOCATION at once; data is NOT copied\n"
         "  reset  back to the default location; data is NOT copied\n"
         "  move   copy the data to LOCATION, then switch, while functions keep running\n"
-        "         (writes made during the copy go to both places; none is lost)",
+        "         (writes made during the copy go to both places; none is lost)\n"
+        "The map is per tenant: kv:orders of tenant acme is not default's kv:orders.\n"
+        "A tenant's admin manages its own tenant's entries; the node admin any tenant's.",
     .options = "  --to LOCATION  where `move` takes the resource\n"
+               "  --tenant T     whose map (default: the key's tenant; ls: all the key may see)\n"
                "  --json         print the node's JSON answer\n",
     .example = "  mxu resource move kv:orders --to redis://127.0.0.1:6379/0\n"
                "  moved kv:orders to redis://127.0.0.1:6379/0 in 0.8 s\n",
 };
 
-static int resource_ls(cli_client *c, bool json)
+/* "?tenant=T" or "" */
+static void tenant_query(mxu_buf *path, const char *tenant)
+{
+    if (tenant) {
+        mxu_buf_puts(path, "?tenant=");
+        cli_path_segment(path, tenant);
+    }
+}
+
+static int resource_ls(cli_client *c, const char *tenant, bool json)
 {
     cli_reply r;
     mxu_err err;
     int status = 0;
-    if (cli_api(c, "GET", "/v1/resources", NULL, &r, &err) < 0) {
+    _cleanup_buf_ mxu_buf path = {0};
+    mxu_buf_puts(&path, "/v1/resources");
+    tenant_query(&path, tenant);
+    if (cli_api(c, "GET", path.data, NULL, &r, &err) < 0) {
         status = cli_fail(&r, &err, json);
     } else if (json) {
         cli_print_json_text(&r.raw);
     } else {
-        static const char *const heads[] = {"RESOURCE", "BACKEND", "IN USE", "STATE"};
+        static const char *const heads[] = {"TENANT", "RESOURCE", "BACKEND", "IN USE", "STATE"};
         cli_table t;
-        cli_table_init(&t, 4, heads);
+        cli_table_init(&t, 5, heads);
         json_t *arr = json_object_get(r.json, "resources");
         size_t i;
         json_t *o;
@@ -61,7 +78,8 @@ static int resource_ls(cli_client *c, bool json)
             else
                 mxu_buf_puts(&state,
                              json_is_true(json_object_get(o, "default")) ? "default" : "mapped");
-            const char *row[] = {cli_json_str(o, "resource", "?"), cli_json_str(o, "backend", "?"),
+            const char *row[] = {cli_json_str(o, "tenant", "?"), cli_json_str(o, "resource", "?"),
+                                 cli_json_str(o, "backend", "?"),
                                  json_is_true(json_object_get(o, "bound")) ? "yes" : "no",
                                  state.data};
             cli_table_add(&t, row);
@@ -77,11 +95,14 @@ int mxu_cmd_resource(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_resource;
     cli_simple_args a;
-    const char *to = NULL;
-    /* --to takes a value, which the simple parser does not keep: find it first. */
+    const char *to = NULL, *tenant = NULL;
+    /* --to and --tenant take a value, which the simple parser does not keep:
+     * find them first. */
     for (int i = 1; i + 1 < argc; i++) {
         if (strcmp(argv[i], "--to") == 0)
             to = argv[i + 1];
+        else if (strcmp(argv[i], "--tenant") == 0)
+            tenant = argv[i + 1];
     }
     int rc =
         cli_parse_simple(h, argc, argv, resource_flags, MXU_ARRAY_LEN(resource_flags), 1, 3, &a);
@@ -109,7 +130,7 @@ int mxu_cmd_resource(int argc, char **argv)
     if (cli_client_open(&c, a.url, a.key) < 0)
         return CLI_EXIT_USAGE;
     if (ls) {
-        rc = resource_ls(&c, a.json);
+        rc = resource_ls(&c, tenant, a.json);
         cli_client_close(&c);
         return rc;
     }
@@ -129,6 +150,7 @@ int mxu_cmd_resource(int argc, char **argv)
     } else {
         method = "DELETE";
     }
+    tenant_query(&path, tenant);
     cli_reply r;
     mxu_err err;
     int status = 0;

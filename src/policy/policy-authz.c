@@ -26,7 +26,11 @@ static const char *action_what(enum mxu_action act)
     case MXU_ACT_NODE_READ:
         return "see node-wide views (every instance, the resource map)";
     case MXU_ACT_NODE_ADMIN:
-        return "manage tenants or the resource map";
+        return "manage tenants or prices";
+    case MXU_ACT_RESOURCES:
+        return "manage the tenant's resource map";
+    case MXU_ACT_USAGE:
+        return "read the tenant's usage and bills";
     }
     return "do that";
 }
@@ -42,7 +46,10 @@ static bool role_allows(enum mxu_role r, enum mxu_action act)
     case MXU_ACT_FN_WRITE:
         return r == MXU_ROLE_ADMIN || r == MXU_ROLE_DEPLOYER;
     case MXU_ACT_KEYS:
+    case MXU_ACT_RESOURCES:
         return r == MXU_ROLE_ADMIN;
+    case MXU_ACT_USAGE:
+        return r == MXU_ROLE_ADMIN || r == MXU_ROLE_VIEWER;
     case MXU_ACT_NODE_READ:
     case MXU_ACT_NODE_ADMIN:
         return false; /* tenant default only, below */

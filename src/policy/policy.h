@@ -146,8 +146,10 @@ enum mxu_action {
     MXU_ACT_FN_READ,    /* GET function, versions, aliases, logs, instances; list */
     MXU_ACT_FN_WRITE,   /* deploy, delete function or version, set or delete alias */
     MXU_ACT_KEYS,       /* create, list, revoke keys of the tenant */
-    MXU_ACT_NODE_READ,  /* node-wide views: all instances, the resource map */
-    MXU_ACT_NODE_ADMIN, /* tenants, the resource map's changes */
+    MXU_ACT_NODE_READ,  /* node-wide views: all instances, the whole resource map */
+    MXU_ACT_NODE_ADMIN, /* tenants, prices */
+    MXU_ACT_RESOURCES,  /* the tenant's entries of the resource map: list, set, reset, move */
+    MXU_ACT_USAGE,      /* read the tenant's usage records and bills */
 };
 
 /* May `who` do `act` on function `function` (NULL for actions that name

@@ -23,12 +23,15 @@
  */
 #include "registry-internal.h"
 
+#include "policy/policy.h"
+
 #include <errno.h>
 #include <string.h>
 #include <sys/stat.h>
 
 struct reg_deploy_job {
     mxu_registry *reg; /* NULL once detached by close */
+    char *tenant;      /* who the function is deployed for */
     reg_deploy_job *next;
     uv_work_t work;
     mxu_deploy_cb cb;
@@ -62,6 +65,7 @@ struct reg_deploy_job {
 static void job_free(reg_deploy_job *job)
 {
     mxu_manifest_free(job->manifest);
+    free(job->tenant);
     free(job->manifest_text);
     reg_files_free(job->files, job->nfiles);
     free(job->bundles_dir);
@@ -108,7 +112,7 @@ static void commit(reg_deploy_job *job, bool fresh_folder)
     mxu_registry *reg = job->reg;
     mxu_err err = {0};
     mxu_manifest *m = steal_pointer(&job->manifest);
-    mxu_fn_version *v = reg_commit_version(reg, m, job->digest, &err);
+    mxu_fn_version *v = reg_commit_version(reg, job->tenant, m, job->digest, &err);
     if (v == NULL) {
         /* Nothing names the folder we just made: take it away again. */
         if (fresh_folder && !reg_digest_in_use(reg, job->digest))
@@ -178,7 +182,7 @@ static void hash_done(uv_work_t *req, int status)
         finish(job, -1, &e, NULL, false);
         return;
     }
-    reg_function *fn = reg_function_find(reg, job->manifest->name);
+    reg_function *fn = reg_function_find(reg, job->tenant, job->manifest->name);
     mxu_fn_version *latest = fn ? reg_function_latest(fn) : NULL;
     if (latest && strcmp(latest->digest, job->digest) == 0) {
         finish(job, 0, NULL, latest, true);
@@ -226,12 +230,16 @@ static void start_next(mxu_registry *reg)
     uv_queue_work(reg->loop, &job->work, hash_work, hash_done);
 }
 
-int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const char *manifest_text,
-                        size_t manifest_len, const mxu_deploy_file *files, size_t nfiles,
-                        mxu_deploy_cb cb, void *ud, mxu_err *err)
+int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manifest_filename,
+                        const char *manifest_text, size_t manifest_len,
+                        const mxu_deploy_file *files, size_t nfiles, mxu_deploy_cb cb, void *ud,
+                        mxu_err *err)
 {
     if (cb == NULL)
         return mxu_err_set(err, EINVAL, "deploy: no callback");
+    if (tenant == NULL || !mxu_tenant_name_valid(tenant))
+        return mxu_err_set(err, EINVAL, "deploy: '%.40s' is not a tenant name",
+                           tenant ? tenant : "");
     mxu_manifest *m = NULL;
     if (mxu_manifest_parse(manifest_text, manifest_len, manifest_filename, &m, err) < 0)
         return -1;
@@ -263,6 +271,7 @@ int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const 
     job->cb = cb;
     job->ud = ud;
     job->manifest = m;
+    job->tenant = mxu_strdup(tenant);
     job->manifest_text = mxu_strndup(manifest_text, manifest_len);
     job->manifest_len = manifest_len;
     job->files = copied;

@@ -39,8 +39,13 @@ typedef struct reg_alias {
     UT_hash_handle hh;
 } reg_alias;
 
+/* The model's key of a function: "TENANT/NAME" ('/' is in neither). */
+#define REG_KEY_MAX 128
+
 typedef struct reg_function {
-    char *name; /* hash key */
+    char *key;    /* hash key: "tenant/name" */
+    char *tenant; /* points into key */
+    char *name;   /* points into key */
     uint64_t created_ms;
     mxu_fn_version **versions; /* ascending by number; the last one is latest */
     size_t nversions, cap;
@@ -61,7 +66,7 @@ struct mxu_registry {
     char *default_executor; /* "process" unless the node says otherwise */
     char *vm_unavailable;   /* NULL = vm units can run here */
     sqlite3 *db;
-    reg_function *functions; /* uthash head */
+    reg_function *functions; /* uthash head, by "tenant/name" */
     /* Deploys run one at a time in arrival order: `running` is the one whose
      * work is under way, `queue_head`..`queue_tail` wait behind it. */
     reg_deploy_job *running;
@@ -82,15 +87,15 @@ void reg_text_clean(char *s);
 
 /* ---- store (registry-store.c) ---- */
 
-reg_function *reg_function_find(mxu_registry *reg, const char *name);
+reg_function *reg_function_find(mxu_registry *reg, const char *tenant, const char *name);
 mxu_fn_version *reg_function_latest(const reg_function *fn);
 /* Is any version (of any function) stored with this bundle digest? */
 bool reg_digest_in_use(mxu_registry *reg, const char *digest);
-/* Commit a new version of `manifest->name` whose bundle is bundles/<digest>,
- * then add it to the model and tell the listener. Takes ownership of
- * `manifest` (freed on failure). */
-mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, const char *digest,
-                                   mxu_err *err);
+/* Commit a new version of `tenant`'s `manifest->name` whose bundle is
+ * bundles/<digest>, then add it to the model and tell the listener. Takes
+ * ownership of `manifest` (freed on failure). */
+mxu_fn_version *reg_commit_version(mxu_registry *reg, const char *tenant, mxu_manifest *manifest,
+                                   const char *digest, mxu_err *err);
 void reg_notify(mxu_registry *reg, enum mxu_registry_event ev, mxu_fn_version *v);
 
 /* ---- bundles (registry-bundle.c) ---- */

@@ -18,6 +18,8 @@
  */
 #include "registry-internal.h"
 
+#include "policy/policy.h"
+
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
@@ -349,7 +351,28 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
     }
     const char *target = colon + 1;
     if (strcmp(kind, "svc") == 0) {
-        /* name, name@3 or name@alias */
+        /* name, name@3 or name@alias, each optionally tenant/ first: another
+         * tenant's function (refused at call time unless it is public; see
+         * sched-svc.c). */
+        const char *slash = strchr(target, '/');
+        if (slash) {
+            char tname[40];
+            size_t tl = (size_t)(slash - target);
+            bool tok = tl < sizeof(tname);
+            if (tok) {
+                memcpy(tname, target, tl);
+                tname[tl] = '\0';
+                tok = mxu_tenant_name_valid(tname);
+            }
+            if (!tok) {
+                snprintf(why, whylen,
+                         "'%s': before '/' comes a tenant name (lowercase letters, digits and "
+                         "'-', starting with a letter, at most 32), e.g. svc:acme/resize@prod",
+                         Q(uri));
+                return -1;
+            }
+            target = slash + 1;
+        }
         const char *at = strchr(target, '@');
         char fname[64];
         size_t fl = at ? (size_t)(at - target) : strlen(target);
@@ -369,8 +392,8 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
         }
         if (!ok) {
             snprintf(why, whylen,
-                     "'%s': the target must be a function name, name@version or name@alias "
-                     "(e.g. svc:resize@prod)",
+                     "'%s': the target must be a function name, name@version or name@alias, "
+                     "optionally after TENANT/ (e.g. svc:resize@prod, svc:acme/resize@prod)",
                      Q(uri));
             return -1;
         }
@@ -405,7 +428,7 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
     }
     d->uri = mxu_strdup(uri);
     d->kind = mxu_strdup(kind);
-    d->target = mxu_strdup(target);
+    d->target = mxu_strdup(colon + 1);
     d->access = mxu_strdup(access);
     d->max_value = strcmp(kind, "kv") == 0      ? MiB
                    : strcmp(kind, "queue") == 0 ? 256 * 1024

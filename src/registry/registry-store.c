@@ -1,6 +1,6 @@
 /*
  * The registry's state: an SQLite database (the truth, durable) mirrored by an
- * in-memory model (uthash tables keyed by function name) that serves every
+ * in-memory model (uthash tables keyed by "tenant/name") that serves every
  * read, so that resolving `name@ref` on the invocation path is a hash lookup
  * and a binary search, never a query and never an allocation.
  *
@@ -9,14 +9,17 @@
  * the caller is told it failed. With WAL and synchronous=FULL, a COMMIT that
  * returned is on disk, so what a client was told survives kill -9.
  *
- * Schema (user_version 1):
- *   functions(name, created_ms, next_version, deleted_ms)
+ * Schema (user_version 2):
+ *   functions(tenant, name, created_ms, next_version, deleted_ms)
+ *     (tenant, name) is the key: names are scoped per tenant.
  *     next_version only ever grows, and a deleted function keeps its row (a
  *     tombstone with deleted_ms set): a function deleted and deployed again
  *     goes on counting, so `name@3` never names two different bundles.
- *   versions(function, number, manifest JSON, digest, created_ms)
- *   aliases(function, alias, version) — user aliases; `latest` is not
- *     stored: it is by definition the newest remaining version.
+ *   versions(tenant, function, number, manifest JSON, digest, created_ms)
+ *   aliases(tenant, function, alias, version) — user aliases; `latest` is
+ *     not stored: it is by definition the newest remaining version.
+ * Version 1 had no tenant column (every function was tenant default's);
+ * opening such a database migrates it in one transaction (db_migrate).
  *
  * Divisions: versions (refcounting, JSON) · SQL helpers · schema and loading ·
  * open/close · resolve · writes (commit of a deploy, aliases, deletion) ·
@@ -25,6 +28,7 @@
 #include "registry-internal.h"
 
 #include "mxu-config.h"
+#include "policy/policy.h"
 
 #include <errno.h>
 #include <stdarg.h>
@@ -34,7 +38,7 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define SCHEMA_VERSION 1
+#define SCHEMA_VERSION 2
 
 /* ---- versions -------------------------------------------------------------- */
 
@@ -48,6 +52,7 @@ void mxu_fn_version_unref(mxu_fn_version *v)
 {
     if (v == NULL || --v->refs > 0)
         return;
+    free(v->tenant);
     free(v->function);
     mxu_manifest_free(v->manifest);
     free(v->digest);
@@ -65,16 +70,18 @@ json_t *mxu_fn_version_to_json(const mxu_fn_version *v)
 {
     char created[40];
     format_time(v->created_ms, created, sizeof(created));
-    return json_pack("{s:s, s:I, s:s, s:s, s:o}", "function", v->function, "version",
-                     (json_int_t)v->version, "digest", v->digest, "created", created, "manifest",
-                     mxu_manifest_to_json(v->manifest));
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o}", "function", v->function, "tenant", v->tenant,
+                     "version", (json_int_t)v->version, "digest", v->digest, "created", created,
+                     "manifest", mxu_manifest_to_json(v->manifest));
 }
 
 /* Takes ownership of `m`. */
-static mxu_fn_version *version_new(mxu_registry *reg, const char *function, uint32_t number,
-                                   mxu_manifest *m, const char *digest, uint64_t created_ms)
+static mxu_fn_version *version_new(mxu_registry *reg, const char *tenant, const char *function,
+                                   uint32_t number, mxu_manifest *m, const char *digest,
+                                   uint64_t created_ms)
 {
     mxu_fn_version *v = mxu_calloc(1, sizeof(*v));
+    v->tenant = mxu_strdup(tenant);
     v->function = mxu_strdup(function);
     v->version = number;
     v->manifest = m;
@@ -88,10 +95,22 @@ static mxu_fn_version *version_new(mxu_registry *reg, const char *function, uint
 
 /* ---- the in-memory model ----------------------------------------------------- */
 
-reg_function *reg_function_find(mxu_registry *reg, const char *name)
+/* "tenant/name" into `key` (REG_KEY_MAX); false if it does not fit, which
+ * no valid pair does (tenant <= 32, name <= 63). On the stack: resolving
+ * stays allocation-free. */
+static bool function_key(const char *tenant, const char *name, char *key)
 {
+    int n = snprintf(key, REG_KEY_MAX, "%s/%s", tenant, name);
+    return n > 0 && n < REG_KEY_MAX;
+}
+
+reg_function *reg_function_find(mxu_registry *reg, const char *tenant, const char *name)
+{
+    char key[REG_KEY_MAX];
+    if (tenant == NULL || name == NULL || !function_key(tenant, name, key))
+        return NULL;
     reg_function *fn = NULL;
-    HASH_FIND_STR(reg->functions, name, fn);
+    HASH_FIND_STR(reg->functions, key, fn);
     return fn;
 }
 
@@ -100,12 +119,18 @@ mxu_fn_version *reg_function_latest(const reg_function *fn)
     return fn->nversions ? fn->versions[fn->nversions - 1] : NULL;
 }
 
-static reg_function *function_add(mxu_registry *reg, const char *name, uint64_t created_ms)
+static reg_function *function_add(mxu_registry *reg, const char *tenant, const char *name,
+                                  uint64_t created_ms)
 {
     reg_function *fn = mxu_calloc(1, sizeof(*fn));
-    fn->name = mxu_strdup(name);
+    /* The hash key "tenant/name", and a second copy split at the '/' that
+     * tenant and name point into. */
+    fn->key = mxu_asprintf("%s/%s", tenant, name);
+    fn->tenant = mxu_asprintf("%s/%s", tenant, name);
+    fn->tenant[strlen(tenant)] = '\0';
+    fn->name = fn->tenant + strlen(tenant) + 1;
     fn->created_ms = created_ms;
-    HASH_ADD_KEYPTR(hh, reg->functions, fn->name, strlen(fn->name), fn);
+    HASH_ADD_KEYPTR(hh, reg->functions, fn->key, strlen(fn->key), fn);
     return fn;
 }
 
@@ -122,7 +147,8 @@ static void function_free(mxu_registry *reg, reg_function *fn)
         mxu_fn_version_unref(fn->versions[i]);
     free(fn->versions);
     HASH_DEL(reg->functions, fn);
-    free(fn->name);
+    free(fn->key);
+    free(fn->tenant); /* fn->name points into it */
     free(fn);
 }
 
@@ -262,29 +288,53 @@ static int tx_commit(mxu_registry *reg, mxu_err *err)
 
 /* ---- schema and loading --------------------------------------------------------- */
 
-static const char schema_v1[] =
+static const char schema_v2[] =
     "CREATE TABLE functions ("
-    "  name TEXT PRIMARY KEY,"
+    "  tenant TEXT NOT NULL,"
+    "  name TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL,"
     "  next_version INTEGER NOT NULL,"
-    "  deleted_ms INTEGER"
+    "  deleted_ms INTEGER,"
+    "  PRIMARY KEY (tenant, name)"
     ");"
     "CREATE TABLE versions ("
-    "  function TEXT NOT NULL REFERENCES functions(name),"
+    "  tenant TEXT NOT NULL,"
+    "  function TEXT NOT NULL,"
     "  number INTEGER NOT NULL,"
     "  manifest TEXT NOT NULL,"
     "  digest TEXT NOT NULL,"
     "  created_ms INTEGER NOT NULL,"
-    "  PRIMARY KEY (function, number)"
+    "  PRIMARY KEY (tenant, function, number),"
+    "  FOREIGN KEY (tenant, function) REFERENCES functions(tenant, name)"
     ");"
     "CREATE TABLE aliases ("
+    "  tenant TEXT NOT NULL,"
     "  function TEXT NOT NULL,"
     "  alias TEXT NOT NULL,"
     "  version INTEGER NOT NULL,"
-    "  PRIMARY KEY (function, alias),"
-    "  FOREIGN KEY (function, version) REFERENCES versions(function, number)"
+    "  PRIMARY KEY (tenant, function, alias),"
+    "  FOREIGN KEY (tenant, function, version) REFERENCES versions(tenant, function, number)"
     ");"
-    "PRAGMA user_version = 1;";
+    "PRAGMA user_version = 2;";
+
+/* Version 1 → 2: every function so far is tenant default's. SQLite can't
+ * change a primary key in place, so the old tables are renamed aside, the
+ * new ones made as a fresh database has them, the rows copied with tenant
+ * 'default', and the old tables dropped; all in the caller's transaction,
+ * with foreign keys off (they would see the tables half-moved). */
+static const char migrate_v1_v2_rename[] = "ALTER TABLE aliases RENAME TO aliases_v1;"
+                                           "ALTER TABLE versions RENAME TO versions_v1;"
+                                           "ALTER TABLE functions RENAME TO functions_v1;";
+static const char migrate_v1_v2_copy[] =
+    "INSERT INTO functions(tenant, name, created_ms, next_version, deleted_ms) "
+    "  SELECT 'default', name, created_ms, next_version, deleted_ms FROM functions_v1;"
+    "INSERT INTO versions(tenant, function, number, manifest, digest, created_ms) "
+    "  SELECT 'default', function, number, manifest, digest, created_ms FROM versions_v1;"
+    "INSERT INTO aliases(tenant, function, alias, version) "
+    "  SELECT 'default', function, alias, version FROM aliases_v1;"
+    "DROP TABLE aliases_v1;"
+    "DROP TABLE versions_v1;"
+    "DROP TABLE functions_v1;";
 
 /* Bring the schema to SCHEMA_VERSION, one step per version, each step in a
  * transaction (SQLite's DDL and user_version are transactional). */
@@ -309,32 +359,42 @@ static int db_migrate(mxu_registry *reg, mxu_err *err)
                            "state database has schema %d, but this mxu knows only up to %d "
                            "(was it written by a newer mxu?)",
                            version, SCHEMA_VERSION);
-    if (version == 0) {
-        if (tx_begin(reg, err) < 0)
-            return -1;
-        if (db_exec(reg, schema_v1, err) < 0) {
-            tx_rollback(reg);
-            return -1;
-        }
-        if (tx_commit(reg, err) < 0)
-            return -1;
+    if (version == SCHEMA_VERSION)
+        return 0;
+    if (tx_begin(reg, err) < 0)
+        return -1;
+    if ((version == 1 && db_exec(reg, migrate_v1_v2_rename, err) < 0) ||
+        db_exec(reg, schema_v2, err) < 0 ||
+        (version == 1 && db_exec(reg, migrate_v1_v2_copy, err) < 0)) {
+        tx_rollback(reg);
+        return mxu_err_prefix(err, "cannot bring the state database from schema %d to %d", version,
+                              SCHEMA_VERSION);
     }
+    if (tx_commit(reg, err) < 0)
+        return -1;
+    if (version == 1)
+        mxu_info("state database: schema 1 -> 2 (function names scoped per tenant; every "
+                 "existing function is tenant default's)");
     return 0;
 }
 
 static int load_functions(mxu_registry *reg, mxu_err *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    if (db_prepare(reg, "SELECT name, created_ms FROM functions WHERE deleted_ms IS NULL", &st,
-                   err) < 0)
+    if (db_prepare(reg, "SELECT tenant, name, created_ms FROM functions WHERE deleted_ms IS NULL",
+                   &st, err) < 0)
         return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
+        const char *tenant = (const char *)sqlite3_column_text(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        if (tenant == NULL || !mxu_tenant_name_valid(tenant))
+            return mxu_err_set(err, EIO, "state database: bad tenant name '%s'",
+                               tenant ? tenant : "");
         if (name == NULL || !mxu_name_valid(name))
             return mxu_err_set(err, EIO, "state database: bad function name '%s'",
                                name ? name : "");
-        function_add(reg, name, (uint64_t)sqlite3_column_int64(st, 1));
+        function_add(reg, tenant, name, (uint64_t)sqlite3_column_int64(st, 2));
     }
     if (rc != SQLITE_DONE)
         return db_error(reg, err, "load functions");
@@ -345,17 +405,18 @@ static int load_versions(mxu_registry *reg, mxu_err *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
     if (db_prepare(reg,
-                   "SELECT function, number, manifest, digest, created_ms FROM versions "
-                   "ORDER BY function, number",
+                   "SELECT tenant, function, number, manifest, digest, created_ms FROM versions "
+                   "ORDER BY tenant, function, number",
                    &st, err) < 0)
         return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        sqlite3_int64 number = sqlite3_column_int64(st, 1);
-        const char *manifest = (const char *)sqlite3_column_text(st, 2);
-        const char *digest = (const char *)sqlite3_column_text(st, 3);
-        reg_function *fn = name ? reg_function_find(reg, name) : NULL;
+        const char *tenant = (const char *)sqlite3_column_text(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        sqlite3_int64 number = sqlite3_column_int64(st, 2);
+        const char *manifest = (const char *)sqlite3_column_text(st, 3);
+        const char *digest = (const char *)sqlite3_column_text(st, 4);
+        reg_function *fn = reg_function_find(reg, tenant, name);
         if (fn == NULL || number < 1 || number > UINT32_MAX || manifest == NULL || digest == NULL ||
             !reg_digest_valid(digest))
             return mxu_err_set(err, EIO,
@@ -378,8 +439,8 @@ static int load_versions(mxu_registry *reg, mxu_err *err)
             return mxu_err_set(err, EIO, "state database: version %lld of '%s' names '%s'",
                                (long long)number, name, m->name);
         }
-        function_append(fn, version_new(reg, name, (uint32_t)number, m, digest,
-                                        (uint64_t)sqlite3_column_int64(st, 4)));
+        function_append(fn, version_new(reg, fn->tenant, name, (uint32_t)number, m, digest,
+                                        (uint64_t)sqlite3_column_int64(st, 5)));
     }
     if (rc != SQLITE_DONE)
         return db_error(reg, err, "load versions");
@@ -389,14 +450,15 @@ static int load_versions(mxu_registry *reg, mxu_err *err)
 static int load_aliases(mxu_registry *reg, mxu_err *err)
 {
     _cleanup_stmt_ sqlite3_stmt *st = NULL;
-    if (db_prepare(reg, "SELECT function, alias, version FROM aliases", &st, err) < 0)
+    if (db_prepare(reg, "SELECT tenant, function, alias, version FROM aliases", &st, err) < 0)
         return -1;
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        const char *name = (const char *)sqlite3_column_text(st, 0);
-        const char *alias = (const char *)sqlite3_column_text(st, 1);
-        sqlite3_int64 number = sqlite3_column_int64(st, 2);
-        reg_function *fn = name ? reg_function_find(reg, name) : NULL;
+        const char *tenant = (const char *)sqlite3_column_text(st, 0);
+        const char *name = (const char *)sqlite3_column_text(st, 1);
+        const char *alias = (const char *)sqlite3_column_text(st, 2);
+        sqlite3_int64 number = sqlite3_column_int64(st, 3);
+        reg_function *fn = reg_function_find(reg, tenant, name);
         ssize_t idx = fn && number >= 1 && number <= UINT32_MAX
                           ? function_version_index(fn, (uint32_t)number)
                           : -1;
@@ -419,7 +481,8 @@ static int load_aliases(mxu_registry *reg, mxu_err *err)
     HASH_ITER(hh, reg->functions, fn, tmp)
     {
         if (fn->nversions == 0) {
-            mxu_warn("registry: function '%s' has no versions; ignoring it", fn->name);
+            mxu_warn("registry: function '%s' of tenant %s has no versions; ignoring it", fn->name,
+                     fn->tenant);
             function_free(reg, fn);
         }
     }
@@ -448,9 +511,13 @@ static int db_open(mxu_registry *reg, mxu_err *err)
     sqlite3_finalize(st);
     if (!wal)
         return mxu_err_set(err, EIO, "state database %s: cannot switch to WAL mode", path);
-    if (db_exec(reg, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=ON;", err) < 0)
+    /* Foreign keys go on after the migration: it moves tables whose keys
+     * would otherwise be checked half-way (the pragma is a no-op inside a
+     * transaction, so it can't be switched around the migration's). */
+    if (db_exec(reg, "PRAGMA synchronous=FULL; PRAGMA foreign_keys=OFF;", err) < 0 ||
+        db_migrate(reg, err) < 0)
         return -1;
-    return db_migrate(reg, err);
+    return db_exec(reg, "PRAGMA foreign_keys=ON;", err);
 }
 
 int mxu_registry_open(uv_loop_t *loop, const mxu_registry_config *cfg, mxu_registry **out,
@@ -523,16 +590,35 @@ static int client_err(mxu_err *err, int code, const char *fmt, ...)
     return -1;
 }
 
-/* ---- resolve ------------------------------------------------------------------------ */
+/* " in tenant acme" for messages about another tenant's functions; "" for
+ * tenant default, whose messages read as they did before tenants. */
+#define IN_TENANT_MAX 48
+static const char *in_tenant(const char *tenant, char *buf)
+{
+    if (tenant == NULL || strcmp(tenant, MXU_TENANT_DEFAULT) == 0)
+        return "";
+    snprintf(buf, IN_TENANT_MAX, " in tenant %.32s", tenant);
+    return buf;
+}
 
-mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const char *ref,
+static reg_function *function_or_err(mxu_registry *reg, const char *tenant, const char *name,
                                      mxu_err *err)
 {
-    reg_function *fn = name ? reg_function_find(reg, name) : NULL;
-    if (fn == NULL) {
-        client_err(err, ENOENT, "no function '%.64s'", name ? name : "");
+    reg_function *fn = reg_function_find(reg, tenant, name);
+    char tb[IN_TENANT_MAX];
+    if (fn == NULL)
+        client_err(err, ENOENT, "no function '%.64s'%s", name ? name : "", in_tenant(tenant, tb));
+    return fn;
+}
+
+/* ---- resolve ------------------------------------------------------------------------ */
+
+mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *tenant, const char *name,
+                                     const char *ref, mxu_err *err)
+{
+    reg_function *fn = function_or_err(reg, tenant, name, err);
+    if (fn == NULL)
         return NULL;
-    }
     if (ref == NULL || ref[0] == '\0' || strcmp(ref, "latest") == 0)
         return reg_function_latest(fn);
     if (ref[0] >= '0' && ref[0] <= '9') {
@@ -565,8 +651,8 @@ static void drop_bundle_if_unused(mxu_registry *reg, mxu_fn_version *v)
         reg_bundle_remove(reg->bundles_dir, v->digest);
 }
 
-mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, const char *digest,
-                                   mxu_err *err)
+mxu_fn_version *reg_commit_version(mxu_registry *reg, const char *tenant, mxu_manifest *manifest,
+                                   const char *digest, mxu_err *err)
 {
     /* a copy: `manifest` is freed on failure, and the message names it */
     _cleanup_free_ char *name = mxu_strdup(manifest->name);
@@ -586,9 +672,11 @@ mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, co
     sqlite3_int64 number = 1;
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        if (db_prepare(reg, "SELECT next_version FROM functions WHERE name=?", &st, err) < 0)
+        if (db_prepare(reg, "SELECT next_version FROM functions WHERE tenant=? AND name=?", &st,
+                       err) < 0)
             goto fail;
-        sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 2, name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(st);
         if (rc == SQLITE_ROW) {
             number = sqlite3_column_int64(st, 0);
@@ -606,13 +694,14 @@ mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, co
          * advance the counter in the same statement. */
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         if (db_prepare(reg,
-                       "INSERT INTO functions(name, created_ms, next_version, deleted_ms) "
-                       "VALUES(?1, ?2, ?3 + 1, NULL) ON CONFLICT(name) DO UPDATE SET "
-                       "next_version = ?3 + 1, deleted_ms = NULL, created_ms = CASE WHEN "
-                       "deleted_ms IS NULL THEN created_ms ELSE ?2 END",
+                       "INSERT INTO functions(tenant, name, created_ms, next_version, "
+                       "deleted_ms) VALUES(?4, ?1, ?2, ?3 + 1, NULL) ON CONFLICT(tenant, name) "
+                       "DO UPDATE SET next_version = ?3 + 1, deleted_ms = NULL, created_ms = "
+                       "CASE WHEN deleted_ms IS NULL THEN created_ms ELSE ?2 END",
                        &st, err) < 0)
             goto fail;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, tenant, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 2, (sqlite3_int64)now);
         sqlite3_bind_int64(st, 3, number);
         if (db_step_done(reg, st, err) < 0)
@@ -621,8 +710,8 @@ mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, co
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         if (db_prepare(reg,
-                       "INSERT INTO versions(function, number, manifest, digest, created_ms) "
-                       "VALUES(?, ?, ?, ?, ?)",
+                       "INSERT INTO versions(function, number, manifest, digest, created_ms, "
+                       "tenant) VALUES(?, ?, ?, ?, ?, ?)",
                        &st, err) < 0)
             goto fail;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
@@ -630,6 +719,7 @@ mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, co
         sqlite3_bind_text(st, 3, json, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 4, digest, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 5, (sqlite3_int64)now);
+        sqlite3_bind_text(st, 6, tenant, -1, SQLITE_STATIC);
         if (db_step_done(reg, st, err) < 0)
             goto fail;
     }
@@ -637,10 +727,10 @@ mxu_fn_version *reg_commit_version(mxu_registry *reg, mxu_manifest *manifest, co
         goto fail_no_tx;
 
     /* Committed: now, and only now, the model changes. */
-    reg_function *fn = reg_function_find(reg, name);
+    reg_function *fn = reg_function_find(reg, tenant, name);
     if (fn == NULL)
-        fn = function_add(reg, name, now);
-    mxu_fn_version *v = version_new(reg, name, (uint32_t)number, manifest, digest, now);
+        fn = function_add(reg, tenant, name, now);
+    mxu_fn_version *v = version_new(reg, tenant, name, (uint32_t)number, manifest, digest, now);
     function_append(fn, v);
     reg_notify(reg, MXU_REG_VERSION_ADDED, v);
     return v;
@@ -667,20 +757,12 @@ static int alias_name_check(const char *alias, mxu_err *err)
     return 0;
 }
 
-static reg_function *function_or_err(mxu_registry *reg, const char *name, mxu_err *err)
-{
-    reg_function *fn = name ? reg_function_find(reg, name) : NULL;
-    if (fn == NULL)
-        client_err(err, ENOENT, "no function '%.64s'", name ? name : "");
-    return fn;
-}
-
-int mxu_registry_set_alias(mxu_registry *reg, const char *name, const char *alias, uint32_t version,
-                           mxu_err *err)
+int mxu_registry_set_alias(mxu_registry *reg, const char *tenant, const char *name,
+                           const char *alias, uint32_t version, mxu_err *err)
 {
     if (alias_name_check(alias, err) < 0)
         return -1;
-    reg_function *fn = function_or_err(reg, name, err);
+    reg_function *fn = function_or_err(reg, tenant, name, err);
     if (fn == NULL)
         return -1;
     ssize_t idx = function_version_index(fn, version);
@@ -696,13 +778,15 @@ int mxu_registry_set_alias(mxu_registry *reg, const char *name, const char *alia
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
         if (db_prepare(reg,
-                       "INSERT INTO aliases(function, alias, version) VALUES(?, ?, ?) "
-                       "ON CONFLICT(function, alias) DO UPDATE SET version = excluded.version",
+                       "INSERT INTO aliases(function, alias, version, tenant) VALUES(?, ?, ?, ?) "
+                       "ON CONFLICT(tenant, function, alias) DO UPDATE SET version = "
+                       "excluded.version",
                        &st, err) < 0)
             goto fail;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
         sqlite3_bind_int64(st, 3, version);
+        sqlite3_bind_text(st, 4, tenant, -1, SQLITE_STATIC);
         if (db_step_done(reg, st, err) < 0)
             goto fail;
     }
@@ -721,11 +805,12 @@ fail:
     return -1;
 }
 
-int mxu_registry_delete_alias(mxu_registry *reg, const char *name, const char *alias, mxu_err *err)
+int mxu_registry_delete_alias(mxu_registry *reg, const char *tenant, const char *name,
+                              const char *alias, mxu_err *err)
 {
     if (alias_name_check(alias, err) < 0)
         return -1;
-    reg_function *fn = function_or_err(reg, name, err);
+    reg_function *fn = function_or_err(reg, tenant, name, err);
     if (fn == NULL)
         return -1;
     reg_alias *a = alias_find(fn, alias);
@@ -735,10 +820,12 @@ int mxu_registry_delete_alias(mxu_registry *reg, const char *name, const char *a
         return -1;
     {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        if (db_prepare(reg, "DELETE FROM aliases WHERE function=? AND alias=?", &st, err) < 0)
+        if (db_prepare(reg, "DELETE FROM aliases WHERE function=? AND alias=? AND tenant=?", &st,
+                       err) < 0)
             goto fail;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
         sqlite3_bind_text(st, 2, alias, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, tenant, -1, SQLITE_STATIC);
         if (db_step_done(reg, st, err) < 0)
             goto fail;
     }
@@ -758,24 +845,26 @@ fail:
 /* In the open transaction: remove every alias and version of `name` (or only
  * version `number` if non-zero) and, if the function is left empty, turn its
  * row into a tombstone. */
-static int db_delete(mxu_registry *reg, const char *name, uint32_t number, bool tombstone,
-                     mxu_err *err)
+static int db_delete(mxu_registry *reg, const char *tenant, const char *name, uint32_t number,
+                     bool tombstone, mxu_err *err)
 {
     static const char *const all[] = {
-        "DELETE FROM aliases WHERE function=?1",
-        "DELETE FROM versions WHERE function=?1",
+        "DELETE FROM aliases WHERE function=?1 AND tenant=?4",
+        "DELETE FROM versions WHERE function=?1 AND tenant=?4",
     };
     static const char *const one[] = {
-        "DELETE FROM versions WHERE function=?1 AND number=?2",
+        "DELETE FROM versions WHERE function=?1 AND number=?2 AND tenant=?4",
     };
     const char *const *sqls = number ? one : all;
     size_t n = number ? MXU_ARRAY_LEN(one) : MXU_ARRAY_LEN(all);
     for (size_t i = 0; i < n + (tombstone ? 1 : 0); i++) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
-        const char *sql = i < n ? sqls[i] : "UPDATE functions SET deleted_ms=?3 WHERE name=?1";
+        const char *sql =
+            i < n ? sqls[i] : "UPDATE functions SET deleted_ms=?3 WHERE name=?1 AND tenant=?4";
         if (db_prepare(reg, sql, &st, err) < 0)
             return -1;
         sqlite3_bind_text(st, 1, name, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 4, tenant, -1, SQLITE_STATIC);
         if (i < n && number)
             sqlite3_bind_int64(st, 2, number);
         if (i == n)
@@ -806,14 +895,15 @@ static void function_forget(mxu_registry *reg, reg_function *fn)
     free(vs);
 }
 
-int mxu_registry_delete_function(mxu_registry *reg, const char *name, mxu_err *err)
+int mxu_registry_delete_function(mxu_registry *reg, const char *tenant, const char *name,
+                                 mxu_err *err)
 {
-    reg_function *fn = function_or_err(reg, name, err);
+    reg_function *fn = function_or_err(reg, tenant, name, err);
     if (fn == NULL)
         return -1;
     if (tx_begin(reg, err) < 0)
         return -1;
-    if (db_delete(reg, name, 0, true, err) < 0) {
+    if (db_delete(reg, tenant, name, 0, true, err) < 0) {
         tx_rollback(reg);
         return -1;
     }
@@ -823,9 +913,10 @@ int mxu_registry_delete_function(mxu_registry *reg, const char *name, mxu_err *e
     return 0;
 }
 
-int mxu_registry_delete_version(mxu_registry *reg, const char *name, uint32_t version, mxu_err *err)
+int mxu_registry_delete_version(mxu_registry *reg, const char *tenant, const char *name,
+                                uint32_t version, mxu_err *err)
 {
-    reg_function *fn = function_or_err(reg, name, err);
+    reg_function *fn = function_or_err(reg, tenant, name, err);
     if (fn == NULL)
         return -1;
     ssize_t idx = function_version_index(fn, version);
@@ -839,11 +930,11 @@ int mxu_registry_delete_version(mxu_registry *reg, const char *name, uint32_t ve
                            "the alias first",
                            version, name, a->name);
     if (fn->nversions == 1)
-        return mxu_registry_delete_function(reg, name, err);
+        return mxu_registry_delete_function(reg, tenant, name, err);
 
     if (tx_begin(reg, err) < 0)
         return -1;
-    if (db_delete(reg, name, version, false, err) < 0) {
+    if (db_delete(reg, tenant, name, version, false, err) < 0) {
         tx_rollback(reg);
         return -1;
     }
@@ -896,14 +987,15 @@ static json_t *function_json(reg_function *fn, bool full)
     } else {
         versions = json_integer((json_int_t)fn->nversions);
     }
-    return json_pack("{s:s, s:s, s:I, s:o, s:o}", "name", fn->name, "created", created, "latest",
-                     (json_int_t)reg_function_latest(fn)->version, "versions", versions, "aliases",
-                     aliases_json(fn));
+    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "name", fn->name, "tenant", fn->tenant,
+                     "created", created, "latest", (json_int_t)reg_function_latest(fn)->version,
+                     "versions", versions, "aliases", aliases_json(fn));
 }
 
-json_t *mxu_registry_function_json(mxu_registry *reg, const char *name, mxu_err *err)
+json_t *mxu_registry_function_json(mxu_registry *reg, const char *tenant, const char *name,
+                                   mxu_err *err)
 {
-    reg_function *fn = function_or_err(reg, name, err);
+    reg_function *fn = function_or_err(reg, tenant, name, err);
     return fn ? function_json(fn, true) : NULL;
 }
 
@@ -911,26 +1003,43 @@ static int cmp_function(const void *a, const void *b)
 {
     const reg_function *fa = *(const reg_function *const *)a;
     const reg_function *fb = *(const reg_function *const *)b;
-    return strcmp(fa->name, fb->name);
+    int c = strcmp(fa->tenant, fb->tenant);
+    return c ? c : strcmp(fa->name, fb->name);
 }
 
-/* Functions sorted by name; caller frees the array. */
-static reg_function **sorted_functions(mxu_registry *reg, size_t *n)
+/* `tenant`'s functions (all if NULL) sorted by tenant, then name; caller
+ * frees the array. */
+static reg_function **sorted_functions(mxu_registry *reg, const char *tenant, size_t *n)
 {
-    *n = HASH_COUNT(reg->functions);
-    reg_function **fns = mxu_calloc(*n ? *n : 1, sizeof(*fns));
+    reg_function **fns = mxu_calloc(HASH_COUNT(reg->functions) + 1, sizeof(*fns));
     size_t i = 0;
     reg_function *fn, *tmp;
     HASH_ITER(hh, reg->functions, fn, tmp)
-    fns[i++] = fn;
+    {
+        if (tenant == NULL || strcmp(fn->tenant, tenant) == 0)
+            fns[i++] = fn;
+    }
+    *n = i;
     qsort(fns, *n, sizeof(*fns), cmp_function);
     return fns;
 }
 
-json_t *mxu_registry_list_json(mxu_registry *reg)
+size_t mxu_registry_count(mxu_registry *reg, const char *tenant)
+{
+    size_t n = 0;
+    reg_function *fn, *tmp;
+    HASH_ITER(hh, reg->functions, fn, tmp)
+    {
+        if (tenant == NULL || strcmp(fn->tenant, tenant) == 0)
+            n++;
+    }
+    return n;
+}
+
+json_t *mxu_registry_list_json(mxu_registry *reg, const char *tenant)
 {
     size_t n;
-    _cleanup_free_ reg_function **fns = sorted_functions(reg, &n);
+    _cleanup_free_ reg_function **fns = sorted_functions(reg, tenant, &n);
     json_t *a = json_array();
     for (size_t i = 0; i < n; i++)
         json_array_append_new(a, function_json(fns[i], false));
@@ -941,7 +1050,7 @@ void mxu_registry_foreach_aliased(mxu_registry *reg, void (*cb)(void *ud, mxu_fn
                                   void *ud)
 {
     size_t n;
-    _cleanup_free_ reg_function **fns = sorted_functions(reg, &n);
+    _cleanup_free_ reg_function **fns = sorted_functions(reg, NULL, &n);
     for (size_t i = 0; i < n; i++) {
         reg_function *fn = fns[i];
         mxu_fn_version *latest = reg_function_latest(fn);

@@ -90,6 +90,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err);
  * reference while the version exists; anyone who keeps the pointer across
  * loop turns (a pool, an in-flight invocation) takes their own. */
 typedef struct mxu_fn_version {
+    char *tenant;     /* owner; names are unique per tenant */
     char *function;   /* name */
     uint32_t version; /* 1, 2, ... never reused, even after deletion */
     mxu_manifest *manifest;
@@ -103,12 +104,10 @@ typedef struct mxu_fn_version {
 
 mxu_fn_version *mxu_fn_version_ref(mxu_fn_version *v);
 /* The tenant that owns a version: the one place usage records, resources and
- * policy take it from. Every function belongs to "default" until tenants
- * arrive (issue 5). */
+ * policy take it from. */
 static inline const char *mxu_fn_version_tenant(const mxu_fn_version *v)
 {
-    (void)v;
-    return "default";
+    return v->tenant;
 }
 void mxu_fn_version_unref(mxu_fn_version *v);
 json_t *mxu_fn_version_to_json(const mxu_fn_version *v); /* new reference */
@@ -144,12 +143,19 @@ int mxu_registry_open(uv_loop_t *loop, const mxu_registry_config *cfg, mxu_regis
  * cancelled work item still gets its (internal) after-work callback. */
 void mxu_registry_close(mxu_registry *reg);
 
-/* Resolve `name` plus a reference: NULL or "" → alias latest; digits → that
- * version; anything else → that alias. Returns a borrowed pointer (valid until
- * the next registry mutation; take a reference to keep it), or NULL with
- * ENOENT and a message saying which of function / version / alias is missing. */
-mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *name, const char *ref,
-                                     mxu_err *err);
+/* Function names are scoped per tenant: every call below that names a
+ * function takes the tenant that owns it ("default" for what was made before
+ * tenants existed), and two tenants may each have their own `hello`. The
+ * registry does not check that the tenant exists (policy does); a tenant
+ * without functions simply has none. */
+
+/* Resolve `tenant`'s `name` plus a reference: NULL or "" → alias latest;
+ * digits → that version; anything else → that alias. Returns a borrowed
+ * pointer (valid until the next registry mutation; take a reference to keep
+ * it), or NULL with ENOENT and a message saying which of function / version /
+ * alias is missing. */
+mxu_fn_version *mxu_registry_resolve(mxu_registry *reg, const char *tenant, const char *name,
+                                     const char *ref, mxu_err *err);
 
 /* ---- deploy ---- */
 
@@ -174,47 +180,54 @@ typedef struct mxu_deploy_result {
 
 typedef void (*mxu_deploy_cb)(void *ud, const mxu_deploy_result *res);
 
-/* Deploy a function from its manifest text and files. The manifest is parsed
+/* Deploy a function of `tenant` from its manifest text and files. The manifest is parsed
  * and the files checked at once: if that fails, returns -1 and the callback
  * never runs. Otherwise returns 0 and the callback runs later from the loop,
  * exactly once, after the bundle was built (off the loop thread) and, on
  * success, the new version committed and `latest` moved to it. Deploys run
  * one at a time in arrival order. */
-int mxu_registry_deploy(mxu_registry *reg, const char *manifest_filename, const char *manifest_text,
-                        size_t manifest_len, const mxu_deploy_file *files, size_t nfiles,
-                        mxu_deploy_cb cb, void *ud, mxu_err *err);
+int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manifest_filename,
+                        const char *manifest_text, size_t manifest_len,
+                        const mxu_deploy_file *files, size_t nfiles, mxu_deploy_cb cb, void *ud,
+                        mxu_err *err);
 
 /* ---- aliases, deletion ---- */
 
 /* Point `alias` at an existing version (creating or moving the alias).
  * "latest" can't be set by hand (EINVAL); it always follows the newest version. */
-int mxu_registry_set_alias(mxu_registry *reg, const char *name, const char *alias, uint32_t version,
-                           mxu_err *err);
-int mxu_registry_delete_alias(mxu_registry *reg, const char *name, const char *alias, mxu_err *err);
+int mxu_registry_set_alias(mxu_registry *reg, const char *tenant, const char *name,
+                           const char *alias, uint32_t version, mxu_err *err);
+int mxu_registry_delete_alias(mxu_registry *reg, const char *tenant, const char *name,
+                              const char *alias, mxu_err *err);
 /* Delete one version. Refused (EBUSY) while an alias other than latest points
  * at it. If it was latest, latest moves to the newest remaining version; if
  * none remains, the function itself is deleted. Its bundle folder is removed
  * at once if no other version shares it and nobody else holds a reference to
  * the version (a running instance may), else at the next open. */
-int mxu_registry_delete_version(mxu_registry *reg, const char *name, uint32_t version,
-                                mxu_err *err);
+int mxu_registry_delete_version(mxu_registry *reg, const char *tenant, const char *name,
+                                uint32_t version, mxu_err *err);
 /* Delete a function with all its versions and aliases. Its version numbers
  * stay used: deployed again, the function goes on from the next number, so a
  * stale `name@3` never names different code. */
-int mxu_registry_delete_function(mxu_registry *reg, const char *name, mxu_err *err);
+int mxu_registry_delete_function(mxu_registry *reg, const char *tenant, const char *name,
+                                 mxu_err *err);
 
 /* ---- reading ---- */
 
-/* JSON for the API. Function: {"name", "created", "latest", "versions": [...],
- * "aliases": {"latest": 3, "prod": 2}}. NULL + ENOENT if there is no such
- * function. */
-json_t *mxu_registry_function_json(mxu_registry *reg, const char *name, mxu_err *err);
-/* Array of function objects (as above, without the full versions list:
- * "versions" is a count), sorted by name. */
-json_t *mxu_registry_list_json(mxu_registry *reg);
+/* JSON for the API. Function: {"name", "tenant", "created", "latest",
+ * "versions": [...], "aliases": {"latest": 3, "prod": 2}}. NULL + ENOENT if
+ * `tenant` has no such function. */
+json_t *mxu_registry_function_json(mxu_registry *reg, const char *tenant, const char *name,
+                                   mxu_err *err);
+/* Array of `tenant`'s function objects (as above, without the full versions
+ * list: "versions" is a count), sorted by name; tenant NULL: every tenant's,
+ * sorted by tenant, then name. */
+json_t *mxu_registry_list_json(mxu_registry *reg, const char *tenant);
+/* How many functions `tenant` owns (a tenant is deleted only when none). */
+size_t mxu_registry_count(mxu_registry *reg, const char *tenant);
 
 /* Visit every version that at least one alias points at (the versions a node
- * keeps min_instances of), in function-name order. `cb` must not change the
+ * keeps min_instances of), of every tenant, in (tenant, name) order. `cb` must not change the
  * registry. */
 void mxu_registry_foreach_aliased(mxu_registry *reg, void (*cb)(void *ud, mxu_fn_version *v),
                                   void *ud);

@@ -70,7 +70,7 @@ static void log_append(mxu_instance *inst, const char *data, size_t n)
         mxu_buf_append(&inst->start_log, data, MXU_MIN(n, 16384 - inst->start_log.len));
     /* Output outside any invocation still belongs to the function's log. */
     mxu_fn_version *v = inst->pool->version;
-    mxu_logstore_append(s->logs, v->function, v->version, 0, "stderr", data, n);
+    mxu_logstore_append(s->logs, v->tenant, v->function, v->version, 0, "stderr", data, n);
 }
 
 /* Read everything available now; returns false at end of file. */
@@ -260,7 +260,7 @@ static void handle_log(mxu_instance *inst, const mxu_frame_hdr *h, const uint8_t
     mxu_buf_puts(&line, prefix);
     mxu_buf_append(&line, msg.text.ptr, msg.text.len);
     mxu_fn_version *v = inst->pool->version;
-    mxu_logstore_append(s->logs, v->function, v->version, 0, "log", line.data, line.len);
+    mxu_logstore_append(s->logs, v->tenant, v->function, v->version, 0, "log", line.data, line.len);
 }
 
 /* ---- descriptor operations ------------------------------------------------------ */
@@ -326,7 +326,8 @@ static void log_denial(mxu_instance *inst, mxu_invocation *inv, const char *why)
     mxu_sched *s = inst->pool->sched;
     mxu_fn_version *v = inst->pool->version;
     _cleanup_free_ char *line = mxu_asprintf("policy denial: %s", why);
-    mxu_logstore_append(s->logs, v->function, v->version, inv->id, "mxu", line, strlen(line));
+    mxu_logstore_append(s->logs, v->tenant, v->function, v->version, inv->id, "mxu", line,
+                        strlen(line));
     mxu_warn("%s: %s", mxu_unit_label(inst->pool->unit), line);
 }
 
@@ -844,6 +845,7 @@ json_t *mxu_instance_json(mxu_instance *inst)
         mxu_unit_executor(pool->unit)->usage(inst->proc, &u);
     json_t *j = json_object();
     json_object_set_new(j, "id", json_integer((json_int_t)inst->id));
+    json_object_set_new(j, "tenant", json_string(pool->version->tenant));
     json_object_set_new(j, "function", json_string(pool->version->function));
     json_object_set_new(j, "version", json_integer(pool->version->version));
     json_object_set_new(j, "executor", json_string(mxu_unit_executor(pool->unit)->name));

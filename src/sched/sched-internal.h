@@ -228,11 +228,13 @@ void mxu_sched_usage_mark(mxu_instance *inst);
 /* sched-log.c */
 mxu_logstore *mxu_logstore_open(const char *dir);
 void mxu_logstore_close(mxu_logstore *ls);
-/* Append `text` (split into lines) for function/version/invocation (0 = none). */
-void mxu_logstore_append(mxu_logstore *ls, const char *function, uint32_t version,
-                         uint64_t invocation, const char *stream, const char *text, size_t len);
-json_t *mxu_logstore_read(mxu_logstore *ls, const char *function, uint64_t after, size_t limit,
-                          uint64_t *next);
+/* Append `text` (split into lines) for tenant's function/version/invocation
+ * (0 = none). */
+void mxu_logstore_append(mxu_logstore *ls, const char *tenant, const char *function,
+                         uint32_t version, uint64_t invocation, const char *stream,
+                         const char *text, size_t len);
+json_t *mxu_logstore_read(mxu_logstore *ls, const char *tenant, const char *function,
+                          uint64_t after, size_t limit, uint64_t *next);
 
 static inline uint64_t sched_now(const mxu_sched *s)
 {

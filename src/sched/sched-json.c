@@ -15,11 +15,18 @@ json_t *mxu_sched_capacity_json(mxu_sched *s)
                      (json_int_t)s->ninstances, "queued", (json_int_t)queued);
 }
 
-json_t *mxu_sched_instances_json(mxu_sched *s, const char *function)
+/* Is pool p's version tenant's (any tenant: NULL) function (any: NULL)? */
+static bool pool_is(const mxu_pool *p, const char *tenant, const char *function)
+{
+    return (tenant == NULL || strcmp(p->version->tenant, tenant) == 0) &&
+           (function == NULL || strcmp(p->version->function, function) == 0);
+}
+
+json_t *mxu_sched_instances_json(mxu_sched *s, const char *tenant, const char *function)
 {
     json_t *arr = json_array();
     for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
-        if (function && strcmp(p->version->function, function) != 0)
+        if (!pool_is(p, tenant, function))
             continue;
         mxu_list_foreach(&p->instances, it)
         {
@@ -30,11 +37,11 @@ json_t *mxu_sched_instances_json(mxu_sched *s, const char *function)
     return arr;
 }
 
-json_t *mxu_sched_stats_json(mxu_sched *s, const char *function)
+json_t *mxu_sched_stats_json(mxu_sched *s, const char *tenant, const char *function)
 {
     json_t *obj = json_object();
     for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
-        if (strcmp(p->version->function, function) != 0)
+        if (!pool_is(p, tenant, function))
             continue;
         char key[16], last[40] = "";
         snprintf(key, sizeof(key), "%u", p->version->version);
@@ -52,8 +59,8 @@ json_t *mxu_sched_stats_json(mxu_sched *s, const char *function)
     return obj;
 }
 
-json_t *mxu_sched_logs_json(mxu_sched *s, const char *function, uint64_t after, size_t limit,
-                            uint64_t *next)
+json_t *mxu_sched_logs_json(mxu_sched *s, const char *tenant, const char *function, uint64_t after,
+                            size_t limit, uint64_t *next)
 {
-    return mxu_logstore_read(s->logs, function, after, limit, next);
+    return mxu_logstore_read(s->logs, tenant, function, after, limit, next);
 }

@@ -1,6 +1,9 @@
 /*
  * Function logs: what instances write to stderr/stdout and send as LOG
- * frames, kept per function in <log_dir>/<function>.log as JSON lines:
+ * frames, kept per function in <log_dir>/<function>.log (tenant default's,
+ * where they were before tenants) or <log_dir>/<tenant>/<function>.log
+ * (another tenant's: two tenants' `hello` must not share a file) as JSON
+ * lines:
  *
  *   {"time":"2026-11-30T05:18:01.123Z","version":3,"invocation":"0000018c2f3e0001",
  *    "stream":"stderr","text":"one line"}
@@ -25,7 +28,7 @@
 #define LOG_READ_WINDOW  (1u << 20) /* a reader starting at 0 sees at most the last 1 MiB */
 
 typedef struct logfile {
-    char *function;
+    char *function; /* "name" (tenant default) or "tenant/name": the path under dir */
     int fd;
     uint64_t size;
     UT_hash_handle hh;
@@ -69,12 +72,32 @@ static char *log_path(mxu_logstore *ls, const char *function, const char *suffix
     return mxu_asprintf("%s/%s.log%s", ls->dir, function, suffix);
 }
 
-static logfile *log_get(mxu_logstore *ls, const char *function)
+/* Where under the log folder `tenant`'s function's log is, without ".log";
+ * fits a buffer of 128 (tenant <= 32, name <= 63). */
+static void log_name(const char *tenant, const char *function, char *out, size_t outlen)
 {
+    if (tenant == NULL || strcmp(tenant, "default") == 0)
+        snprintf(out, outlen, "%s", function);
+    else
+        snprintf(out, outlen, "%s/%s", tenant, function);
+}
+
+static logfile *log_get(mxu_logstore *ls, const char *tenant, const char *name)
+{
+    char function[128];
+    log_name(tenant, name, function, sizeof(function));
     logfile *f = NULL;
     HASH_FIND_STR(ls->files, function, f);
     if (f)
         return f;
+    if (strchr(function, '/')) {
+        _cleanup_free_ char *tdir = mxu_path_join(ls->dir, tenant);
+        mxu_err err;
+        if (mxu_mkdir_p(tdir, 0700, &err) < 0) {
+            mxu_warn("cannot keep logs of tenant %s: %s", tenant, err.msg);
+            return NULL;
+        }
+    }
     _cleanup_free_ char *path = log_path(ls, function, "");
     int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0600);
     if (fd < 0) {
@@ -123,12 +146,13 @@ static void utf8_sanitize(const char *s, size_t n, mxu_buf *out)
     }
 }
 
-void mxu_logstore_append(mxu_logstore *ls, const char *function, uint32_t version,
-                         uint64_t invocation, const char *stream, const char *text, size_t len)
+void mxu_logstore_append(mxu_logstore *ls, const char *tenant, const char *function,
+                         uint32_t version, uint64_t invocation, const char *stream,
+                         const char *text, size_t len)
 {
     if (ls == NULL || ls->dir == NULL || len == 0)
         return;
-    logfile *f = log_get(ls, function);
+    logfile *f = log_get(ls, tenant, function);
     if (f == NULL)
         return;
     char ts[40], inv[24];
@@ -164,14 +188,16 @@ void mxu_logstore_append(mxu_logstore *ls, const char *function, uint32_t versio
         f->size += (uint64_t)n;
 }
 
-json_t *mxu_logstore_read(mxu_logstore *ls, const char *function, uint64_t after, size_t limit,
-                          uint64_t *next)
+json_t *mxu_logstore_read(mxu_logstore *ls, const char *tenant, const char *function,
+                          uint64_t after, size_t limit, uint64_t *next)
 {
     json_t *arr = json_array();
     *next = after;
     if (ls == NULL || ls->dir == NULL)
         return arr;
-    _cleanup_free_ char *path = log_path(ls, function, "");
+    char name[128];
+    log_name(tenant, function, name, sizeof(name));
+    _cleanup_free_ char *path = log_path(ls, name, "");
     _cleanup_close_ int fd = open(path, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (fd < 0 || fstat(fd, &st) < 0)

@@ -9,6 +9,14 @@
  * caller dies meanwhile, the callee's invocation is cancelled: its result
  * would have nobody to go to.
  *
+ * Names resolve in the calling function's tenant: `svc:resize@prod` of a
+ * function of tenant acme is acme's `resize`. `svc:TENANT/NAME@REF` names
+ * another tenant's function; such a call is refused (MXU_RES_DENIED) unless
+ * the callee is public, because cross-tenant links need a policy rule and
+ * policy documents are not there yet (docs/policy.md). A public callee is
+ * what anyone may invoke over HTTP without a key, so calling it from
+ * another tenant gives nobody more than they had.
+ *
  * A svc call is metered like a client's invocation, marked with its caller.
  * Its record is handed to the meter before the reply goes to the caller, so
  * it is queued before the caller's own record can be; the meter commits in
@@ -72,9 +80,15 @@ static void svc_record(svc_call *c, const mxu_invoke_res *res)
             r.bytes_out += (uint64_t)name.len + value.len + 4;
     }
     r.caller = c->inv_id;
-    char caller[96];
+    char caller[160];
     const mxu_fn_version *cv = c->caller->pool->version;
-    snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
+    /* The record is the callee's tenant's: name the caller's tenant when it
+     * is another one, or the name would read as one of the callee's. */
+    if (res->fn && strcmp(mxu_fn_version_tenant(cv), mxu_fn_version_tenant(res->fn)) != 0)
+        snprintf(caller, sizeof(caller), "%s/%s@%u", mxu_fn_version_tenant(cv), cv->function,
+                 cv->version);
+    else
+        snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
     r.caller_function = caller;
     mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
 }
@@ -131,15 +145,41 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
     c->call_id = msg->call_id;
     caller->svc_call = c;
 
-    /* svc:NAME or svc:NAME@REF */
-    char name[64], ref[64] = "";
-    const char *at = strchr(decl->target, '@');
-    size_t nlen = at ? (size_t)(at - decl->target) : strlen(decl->target);
-    snprintf(name, sizeof(name), "%.*s", (int)MXU_MIN(nlen, sizeof(name) - 1), decl->target);
+    /* svc:NAME, svc:NAME@REF, svc:TENANT/NAME[@REF] (the manifest was
+     * validated, so the parts fit) */
+    const char *own = mxu_fn_version_tenant(pool->version);
+    char tenant[40], name[64], ref[64] = "";
+    const char *target = decl->target;
+    const char *slash = strchr(target, '/');
+    if (slash) {
+        snprintf(tenant, sizeof(tenant), "%.*s",
+                 (int)MXU_MIN((size_t)(slash - target), sizeof(tenant) - 1), target);
+        target = slash + 1;
+    } else {
+        snprintf(tenant, sizeof(tenant), "%s", own);
+    }
+    const char *at = strchr(target, '@');
+    size_t nlen = at ? (size_t)(at - target) : strlen(target);
+    snprintf(name, sizeof(name), "%.*s", (int)MXU_MIN(nlen, sizeof(name) - 1), target);
     if (at)
         snprintf(ref, sizeof(ref), "%s", at + 1);
     mxu_err err;
-    mxu_fn_version *v = s->reg ? mxu_registry_resolve(s->reg, name, ref, &err) : NULL;
+    mxu_fn_version *v = s->reg ? mxu_registry_resolve(s->reg, tenant, name, ref, &err) : NULL;
+    bool cross = strcmp(tenant, own) != 0;
+    if (cross && (v == NULL || !v->manifest->is_public)) {
+        /* The same answer whether or not the function is there: a refusal
+         * must not list another tenant's functions. */
+        char why[256];
+        snprintf(why, sizeof(why),
+                 "%s: cross-tenant svc calls need a policy rule: not yet supported (only a "
+                 "public function of another tenant may be called)",
+                 decl->uri);
+        mxu_warn("denied svc call from %s/%s@%u to %s: cross-tenant, callee not public", own,
+                 pool->version->function, pool->version->version, decl->uri);
+        mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_DENIED, why, 0, 0, NULL, 0);
+        svc_finish(c);
+        return;
+    }
     if (v == NULL) {
         mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_NOT_FOUND,
                                s->reg ? err.msg : "no registry", 0, 0, NULL, 0);

@@ -128,14 +128,14 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
     if (inv->log.len > 0 || inv->log_truncated) {
         if (inv->log_truncated)
             mxu_buf_puts(&inv->log, "\n[mxu: log truncated]");
-        mxu_logstore_append(s->logs, pool->version->function, pool->version->version, inv->id,
-                            "stderr", inv->log.data, inv->log.len);
+        mxu_logstore_append(s->logs, pool->version->tenant, pool->version->function,
+                            pool->version->version, inv->id, "stderr", inv->log.data, inv->log.len);
     }
     if (res->error != MXU_INV_OK && res->message) {
         _cleanup_free_ char *line =
             mxu_asprintf("%s: %s", mxu_inv_error_code(res->error), res->message);
-        mxu_logstore_append(s->logs, pool->version->function, pool->version->version, inv->id,
-                            "mxu", line, strlen(line));
+        mxu_logstore_append(s->logs, pool->version->tenant, pool->version->function,
+                            pool->version->version, inv->id, "mxu", line, strlen(line));
     }
 
     if (!inv->cancelled && inv->cb)
@@ -509,7 +509,8 @@ static mxu_pool *pool_get(mxu_sched *s, mxu_fn_version *v, mxu_err *err)
     }
     /* Resource descriptors are bound once per unit; bindings follow the map. */
     mxu_desc_table *desc = NULL;
-    if (mxu_desc_table_create(v->manifest, s->cfg.resolver, "default", &desc, err) < 0) {
+    if (mxu_desc_table_create(v->manifest, s->cfg.resolver, mxu_fn_version_tenant(v), &desc, err) <
+        0) {
         mxu_unit_free(unit);
         return NULL;
     }
@@ -671,7 +672,8 @@ static void set_min(void *ud, mxu_fn_version *v)
         return;
     mxu_pool *pool = pool_get(s, v, &err);
     if (pool == NULL) {
-        mxu_warn("%s@%u: cannot keep instances warm: %s", v->function, v->version, err.msg);
+        mxu_warn("%s/%s@%u: cannot keep instances warm: %s", v->tenant, v->function, v->version,
+                 err.msg);
         return;
     }
     pool->min = v->manifest->min_instances;

@@ -153,15 +153,17 @@ void mxu_sched_cancel(mxu_invocation *inv);
 
 /* {"memory_budget":..,"memory_reserved":..,"memory_free":..,"instances":..,"queued":..} */
 json_t *mxu_sched_capacity_json(mxu_sched *s);
-/* Array of instances, of one function (name) or all (NULL). */
-json_t *mxu_sched_instances_json(mxu_sched *s, const char *function);
-/* Per version counters of one function: {"3": {"invocations":..,"errors":..,..}} */
-json_t *mxu_sched_stats_json(mxu_sched *s, const char *function);
+/* Array of instances ({"tenant", "function", "version", ...}) of one
+ * tenant's (NULL: every tenant's) function `function` (NULL: all of them). */
+json_t *mxu_sched_instances_json(mxu_sched *s, const char *tenant, const char *function);
+/* Per version counters of one tenant's function:
+ * {"3": {"invocations":..,"errors":..,..}} */
+json_t *mxu_sched_stats_json(mxu_sched *s, const char *tenant, const char *function);
 
-/* Log records of a function, oldest first, after cursor `after` (0 = from the
- * start of what is kept), at most `limit`; sets *next to the cursor to pass
- * next time. Records: {"time","version","invocation","stream","text"}. */
-json_t *mxu_sched_logs_json(mxu_sched *s, const char *function, uint64_t after, size_t limit,
-                            uint64_t *next);
+/* Log records of a tenant's function, oldest first, after cursor `after` (0 =
+ * from the start of what is kept), at most `limit`; sets *next to the cursor
+ * to pass next time. Records: {"time","version","invocation","stream","text"}. */
+json_t *mxu_sched_logs_json(mxu_sched *s, const char *tenant, const char *function, uint64_t after,
+                            size_t limit, uint64_t *next);
 
 #endif

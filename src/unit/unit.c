@@ -34,7 +34,11 @@ int mxu_unit_create(mxu_fn_version *v, const char *node_env, const char *default
                            v->function, v->version, name, mxu_executor_names());
     mxu_unit *u = mxu_calloc(1, sizeof(*u));
     u->version = mxu_fn_version_ref(v);
-    u->label = mxu_asprintf("%s@%u", v->function, v->version);
+    /* Node log lines name units by label: another tenant's carry its name,
+     * since two tenants may each have `hello`. */
+    u->label = strcmp(v->tenant, "default") == 0
+                   ? mxu_asprintf("%s@%u", v->function, v->version)
+                   : mxu_asprintf("%s/%s@%u", v->tenant, v->function, v->version);
     u->executor = ops;
 
     /* argv: runtime c runs the built instance; exec runs the command with

@@ -220,8 +220,20 @@ def test_role_matrix_other_tenant_and_scopes():
                "may not act on tenant default")
         for role in ROLES:
             denied(n.get("/v1/tenants", key=keys[role]), f"role {role} of tenant acme")
-            denied(n.get("/v1/resources", key=keys[role]), f"role {role} of tenant acme")
-            denied(n.get("/v1/usage", key=keys[role]), f"role {role} of tenant acme")
+            # its own resource map (admin) and usage (admin, viewer); never the node's
+            r = n.get("/v1/resources", key=keys[role])
+            if role == "admin":
+                eq(r.status, 200, r.body)
+                check(all(x["tenant"] == "acme" for x in r.json()["resources"]), r.body)
+            else:
+                denied(r, f"role {role} of tenant acme")
+            r = n.get("/v1/usage", key=keys[role])
+            if role in ("admin", "viewer"):
+                eq(r.status, 200, r.body)
+                check(all(x["tenant"] == "acme" for x in r.json()["records"]), r.body)
+            else:
+                denied(r, f"role {role} of tenant acme")
+            denied(n.get("/v1/prices", key=keys[role]), f"role {role} of tenant acme")
             denied(n.post("/v1/tenants", body={"name": "x"}, key=keys[role]), "tenant default")
             # tenant isolation: acme sees none of default's functions
             r = n.get("/v1/functions", key=keys[role])

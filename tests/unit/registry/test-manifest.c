@@ -433,6 +433,26 @@ static void test_err_resources(void)
     EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "name@version");
     snprintf(y, sizeof(y), "%s  s: {uri: \"svc:x@Prod\"}\n", head);
     EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "name@alias");
+    /* svc:TENANT/NAME[@REF]: another tenant's function */
+    snprintf(y, sizeof(y), "%s  s: {uri: \"svc:Acme/x\"}\n", head);
+    EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "before '/' comes a tenant name");
+    snprintf(y, sizeof(y), "%s  s: {uri: \"svc:/x\"}\n", head);
+    EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "before '/' comes a tenant name");
+    snprintf(y, sizeof(y), "%s  s: {uri: \"svc:acme/\"}\n", head);
+    EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "optionally after TENANT/");
+    snprintf(y, sizeof(y), "%s  s: {uri: \"svc:acme/x/y\"}\n", head);
+    EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "optionally after TENANT/");
+    snprintf(y, sizeof(y), "%s  s: {uri: \"svc:acme/x@Prod\"}\n", head);
+    EXPECT_ERR(y, FILE_NAME ":5: resources.s.uri: ", "name@alias");
+    {
+        mxu_manifest *m = NULL;
+        mxu_err err;
+        snprintf(y, sizeof(y), "%s  s: {uri: \"svc:acme-2/x-y@prod\"}\n", head);
+        CHECK_EQ_INT(mxu_manifest_parse(y, strlen(y), FILE_NAME, &m, &err), 0);
+        CHECK_STR(m->resources[0].kind, "svc");
+        CHECK_STR(m->resources[0].target, "acme-2/x-y@prod");
+        mxu_manifest_free(m);
+    }
     snprintf(y, sizeof(y), "%s  Orders: {uri: \"kv:orders\", access: read}\n", head);
     EXPECT_ERR(y, FILE_NAME ":5: resources: ", "'Orders' is not a valid local name");
     snprintf(y, sizeof(y), "%s  db:\n    access: read\n", head);

@@ -106,13 +106,15 @@ static void run_until(tenv *t, dres *d, int calls)
 }
 
 /* Deploy and wait; returns the callback's rc (fails the test on a sync error). */
+static const char *deploy_tenant = "default"; /* whose functions deploy_wait makes */
+
 static int deploy_wait(tenv *t, const char *yaml, const mxu_deploy_file *files, size_t n, dres *d)
 {
     mxu_err err = {0};
     free(d->log);
     memset(d, 0, sizeof(*d));
-    if (mxu_registry_deploy(t->reg, "fn/mxu.yaml", yaml, strlen(yaml), files, n, deploy_cb, d,
-                            &err) < 0)
+    if (mxu_registry_deploy(t->reg, deploy_tenant, "fn/mxu.yaml", yaml, strlen(yaml), files, n,
+                            deploy_cb, d, &err) < 0)
         MXU_TEST_FAIL_("deploy refused: %s", err.msg);
     run_until(t, d, 1);
     CHECK_EQ_INT(d->calls, 1);
@@ -173,7 +175,7 @@ static char *read_text(const char *path)
 static uint32_t resolve_num(tenv *t, const char *name, const char *ref)
 {
     mxu_err err = {0};
-    mxu_fn_version *v = mxu_registry_resolve(t->reg, name, ref, &err);
+    mxu_fn_version *v = mxu_registry_resolve(t->reg, "default", name, ref, &err);
     if (v == NULL)
         MXU_TEST_FAIL_("resolve %s@%s: %s", name, ref ? ref : "(null)", err.msg);
     return v->version;
@@ -182,7 +184,7 @@ static uint32_t resolve_num(tenv *t, const char *name, const char *ref)
 static void expect_resolve_fails(tenv *t, const char *name, const char *ref, const char *sub)
 {
     mxu_err err = {0};
-    CHECK(mxu_registry_resolve(t->reg, name, ref, &err) == NULL);
+    CHECK(mxu_registry_resolve(t->reg, "default", name, ref, &err) == NULL);
     CHECK_EQ_INT(err.code, ENOENT);
     CHECK_CONTAINS(err.msg, sub);
 }
@@ -214,7 +216,7 @@ static void test_deploy_and_resolve(void)
     CHECK_EQ_INT(resolve_num(&t, "hello", "1"), 1);
 
     mxu_err err = {0};
-    mxu_fn_version *v = mxu_registry_resolve(t.reg, "hello", NULL, &err);
+    mxu_fn_version *v = mxu_registry_resolve(t.reg, "default", "hello", NULL, &err);
     CHECK_STR(v->function, "hello");
     CHECK(reg_digest_valid(v->digest));
     char want[256];
@@ -296,36 +298,36 @@ static void test_aliases(void)
     evlog ev = {{0}};
     mxu_registry_set_listener(t.reg, listener, &ev);
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 1, &err), 0);
     CHECK_EQ_INT(resolve_num(&t, "hello", "prod"), 1);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 2, &err), 0); /* move */
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 2, &err), 0); /* move */
     CHECK_EQ_INT(resolve_num(&t, "hello", "prod"), 2);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 2, &err), 0); /* no-op */
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "canary", 3, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 2, &err), 0); /* no-op */
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "canary", 3, &err), 0);
     CHECK_STR(ev.text, "aliases hello@1;aliases hello@2;aliases hello@3;");
 
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "latest", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "latest", 1, &err), -1);
     CHECK_EQ_INT(err.code, EINVAL);
     CHECK_CONTAINS(err.msg, "latest");
-    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "hello", "latest", &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "default", "hello", "latest", &err), -1);
     CHECK_EQ_INT(err.code, EINVAL);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "Prod!", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "Prod!", 1, &err), -1);
     CHECK_EQ_INT(err.code, EINVAL);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "7", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "7", 1, &err), -1);
     CHECK_EQ_INT(err.code, EINVAL);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "beta", 9, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "beta", 9, &err), -1);
     CHECK_EQ_INT(err.code, ENOENT);
     CHECK_CONTAINS(err.msg, "no version 9");
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "nope", "beta", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "nope", "beta", 1, &err), -1);
     CHECK_EQ_INT(err.code, ENOENT);
-    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "hello", "beta", &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "default", "hello", "beta", &err), -1);
     CHECK_EQ_INT(err.code, ENOENT);
 
-    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "hello", "prod", &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "default", "hello", "prod", &err), 0);
     expect_resolve_fails(&t, "hello", "prod", "no alias 'prod'");
     CHECK_EQ_INT(resolve_num(&t, "hello", "canary"), 3);
 
-    json_t *j = mxu_registry_function_json(t.reg, "hello", &err);
+    json_t *j = mxu_registry_function_json(t.reg, "default", "hello", &err);
     CHECK(j != NULL);
     char *s = json_dumps(json_object_get(j, "aliases"), JSON_COMPACT);
     CHECK_STR(s, "{\"latest\":3,\"canary\":3}");
@@ -343,27 +345,27 @@ static void test_delete_version(void)
     deploy_hello(&t, "hello", "3");
     mxu_err err = {0};
     _cleanup_free_ char *dir1 =
-        mxu_strdup(mxu_registry_resolve(t.reg, "hello", "1", &err)->bundle_dir);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 2, &err), 0);
+        mxu_strdup(mxu_registry_resolve(t.reg, "default", "hello", "1", &err)->bundle_dir);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 2, &err), 0);
     evlog ev = {{0}};
     mxu_registry_set_listener(t.reg, listener, &ev);
 
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 2, &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 2, &err), -1);
     CHECK_EQ_INT(err.code, EBUSY);
     CHECK_CONTAINS(err.msg, "alias 'prod'");
     CHECK_EQ_INT(resolve_num(&t, "hello", "2"), 2);
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 7, &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 7, &err), -1);
     CHECK_EQ_INT(err.code, ENOENT);
 
     /* deleting latest moves latest back */
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 3, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 3, &err), 0);
     CHECK_EQ_INT(resolve_num(&t, "hello", NULL), 2);
     expect_resolve_fails(&t, "hello", "3", "no version 3");
     CHECK_STR(ev.text, "removed hello@3;aliases hello@2;");
 
     /* an old version: its bundle folder goes too */
     CHECK(exists(dir1));
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 1, &err), 0);
     CHECK(!exists(dir1));
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), 1);
 
@@ -371,9 +373,9 @@ static void test_delete_version(void)
     CHECK_EQ_INT(deploy_hello(&t, "hello", "4"), 4);
 
     /* the last version: the function goes, but its numbering stays */
-    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "hello", "prod", &err), 0);
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 2, &err), 0);
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 4, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "default", "hello", "prod", &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 2, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 4, &err), 0);
     expect_resolve_fails(&t, "hello", NULL, "no function 'hello'");
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), 0);
     CHECK_EQ_INT(deploy_hello(&t, "hello", "5"), 5);
@@ -388,15 +390,15 @@ static void test_delete_function(void)
     deploy_hello(&t, "hello", "2");
     deploy_hello(&t, "other", "1");
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 1, &err), 0);
     evlog ev = {{0}};
     mxu_registry_set_listener(t.reg, listener, &ev);
-    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "hello", &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "default", "hello", &err), 0);
     CHECK_STR(ev.text, "removed hello@1;removed hello@2;");
     expect_resolve_fails(&t, "hello", "prod", "no function 'hello'");
-    CHECK(mxu_registry_function_json(t.reg, "hello", &err) == NULL);
+    CHECK(mxu_registry_function_json(t.reg, "default", "hello", &err) == NULL);
     CHECK_EQ_INT(err.code, ENOENT);
-    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "hello", &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "default", "hello", &err), -1);
     CHECK_EQ_INT(err.code, ENOENT);
     /* "other" has the same files as hello@1 but another manifest: its own bundle */
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), 1);
@@ -406,7 +408,7 @@ static void test_delete_function(void)
     env_reopen(&t);
     expect_resolve_fails(&t, "hello", NULL, "no function 'hello'");
     CHECK_EQ_INT(deploy_hello(&t, "hello", "x"), 3);
-    json_t *j = mxu_registry_function_json(t.reg, "hello", &err);
+    json_t *j = mxu_registry_function_json(t.reg, "default", "hello", &err);
     CHECK_EQ_INT(json_array_size(json_object_get(j, "versions")), 1);
     json_decref(j);
     env_fini(&t);
@@ -421,30 +423,30 @@ static void test_reopen_keeps_everything(void)
     deploy_hello(&t, "hello", "3");
     deploy_hello(&t, "beta", "1");
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 2, &err), 0);
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 2, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 1, &err), 0);
     const char *envy = "name: envy\nruntime: exec\ncommand: /bin/true\nenv:\n  ZED: 1\n  ALPHA: 2\n"
                        "  MID: \"three\"\nresources:\n  zz: {uri: \"kv:z\", access: read}\n"
                        "  aa: {uri: \"svc:x@prod\"}\n";
     dres d = {0};
     CHECK_EQ_INT(deploy_wait(&t, envy, NULL, 0, &d), 0);
     free(d.log);
-    json_t *before = mxu_registry_list_json(t.reg);
-    json_t *hello_before = mxu_registry_function_json(t.reg, "hello", &err);
+    json_t *before = mxu_registry_list_json(t.reg, NULL);
+    json_t *hello_before = mxu_registry_function_json(t.reg, "default", "hello", &err);
     env_close_registry(&t);
 
     env_reopen(&t);
-    json_t *after = mxu_registry_list_json(t.reg);
-    json_t *hello_after = mxu_registry_function_json(t.reg, "hello", &err);
+    json_t *after = mxu_registry_list_json(t.reg, NULL);
+    json_t *hello_after = mxu_registry_function_json(t.reg, "default", "hello", &err);
     CHECK(json_equal(before, after));
     CHECK(json_equal(hello_before, hello_after));
     CHECK_EQ_INT(resolve_num(&t, "hello", "prod"), 2);
     CHECK_EQ_INT(resolve_num(&t, "hello", NULL), 3);
     expect_resolve_fails(&t, "hello", "1", "no version 1");
-    mxu_fn_version *v = mxu_registry_resolve(t.reg, "hello", "3", &err);
+    mxu_fn_version *v = mxu_registry_resolve(t.reg, "default", "hello", "3", &err);
     CHECK(exists(v->exe_path));
     /* env and resources keep the manifest's order through the database */
-    v = mxu_registry_resolve(t.reg, "envy", NULL, &err);
+    v = mxu_registry_resolve(t.reg, "default", "envy", NULL, &err);
     CHECK_EQ_INT(v->manifest->nenv, 3);
     CHECK_STR(v->manifest->env_names[0], "ZED");
     CHECK_STR(v->manifest->env_names[1], "ALPHA");
@@ -467,7 +469,7 @@ static void test_open_sweeps_leftovers(void)
     deploy_hello(&t, "hello", "1");
     mxu_err err = {0};
     _cleanup_free_ char *kept =
-        mxu_strdup(mxu_registry_resolve(t.reg, "hello", NULL, &err)->bundle_dir);
+        mxu_strdup(mxu_registry_resolve(t.reg, "default", "hello", NULL, &err)->bundle_dir);
     _cleanup_free_ char *bundles = mxu_strdup(t.reg->bundles_dir);
     env_close_registry(&t);
 
@@ -518,7 +520,7 @@ static void test_c_build(void)
     if (deploy_wait(&t, yaml, files, 2, &d) != 0)
         MXU_TEST_FAIL_("build failed: %s\n%s", d.err.msg, d.log);
     mxu_err err = {0};
-    mxu_fn_version *v = mxu_registry_resolve(t.reg, "calc", NULL, &err);
+    mxu_fn_version *v = mxu_registry_resolve(t.reg, "default", "calc", NULL, &err);
     char want[256];
     snprintf(want, sizeof(want), "%s/.mxu/instance", v->bundle_dir);
     CHECK_STR(v->exe_path, want);
@@ -538,7 +540,7 @@ static void test_c_build(void)
                         "build: {cflags: [-DX=3, -Isrc], libs: [m]}\n";
     CHECK_EQ_INT(deploy_wait(&t, yaml3, files, 2, &d), 0);
     CHECK_EQ_INT(d.version, 2);
-    v = mxu_registry_resolve(t.reg, "calc", NULL, &err);
+    v = mxu_registry_resolve(t.reg, "default", "calc", NULL, &err);
     snprintf(cmd, sizeof(cmd), "'%s'", v->exe_path);
     rc = system(cmd);
     CHECK(WIFEXITED(rc));
@@ -558,7 +560,7 @@ static void test_build_failure_changes_nothing(void)
     dres d = {0};
     CHECK_EQ_INT(deploy_wait(&t, yaml, files, 1, &d), 0);
     CHECK_EQ_INT(d.version, 1);
-    json_t *before = mxu_registry_list_json(t.reg);
+    json_t *before = mxu_registry_list_json(t.reg, NULL);
     int nbundles = count_entries(t.reg->bundles_dir, NULL);
 
     files[0].data = bad;
@@ -571,14 +573,14 @@ static void test_build_failure_changes_nothing(void)
     CHECK_CONTAINS(d.log, "error");
     CHECK_CONTAINS(d.log, "undeclared_thing");
 
-    json_t *after = mxu_registry_list_json(t.reg);
+    json_t *after = mxu_registry_list_json(t.reg, NULL);
     CHECK(json_equal(before, after));
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), nbundles);
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, ".tmp-"), 0);
     /* and not in the database either */
     env_close_registry(&t);
     env_reopen(&t);
-    json_t *reopened = mxu_registry_list_json(t.reg);
+    json_t *reopened = mxu_registry_list_json(t.reg, NULL);
     CHECK(json_equal(before, reopened));
     /* the next good deploy gets number 2: the failed one used none */
     /* a link error: the message quotes the linker's complaint */
@@ -649,8 +651,8 @@ static void test_fifo(void)
     mxu_err err = {0};
     const mxu_deploy_file *sets[4] = {a, a, b, a};
     for (int i = 0; i < 4; i++)
-        CHECK_EQ_INT(mxu_registry_deploy(t.reg, "mxu.yaml", hello_yaml, strlen(hello_yaml), sets[i],
-                                         2, deploy_cb, &d[i], &err),
+        CHECK_EQ_INT(mxu_registry_deploy(t.reg, "default", "mxu.yaml", hello_yaml,
+                                         strlen(hello_yaml), sets[i], 2, deploy_cb, &d[i], &err),
                      0);
     /* nothing runs before the loop does */
     for (int i = 0; i < 4; i++)
@@ -674,11 +676,11 @@ static void test_fifo(void)
     CHECK_STR(d[3].digest, d[0].digest);
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), 2);
     /* the shared bundle stays while version 3 uses it */
-    mxu_fn_version *v1 = mxu_registry_resolve(t.reg, "hello", "1", &err);
+    mxu_fn_version *v1 = mxu_registry_resolve(t.reg, "default", "hello", "1", &err);
     _cleanup_free_ char *dir = mxu_strdup(v1->bundle_dir);
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 1, &err), 0);
     CHECK(exists(dir));
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 3, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 3, &err), 0);
     CHECK(!exists(dir));
     env_fini(&t);
 }
@@ -688,8 +690,8 @@ static void expect_deploy_refused(tenv *t, const char *yaml, const mxu_deploy_fi
 {
     dres d = {0};
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_deploy(t->reg, "fn/mxu.yaml", yaml, strlen(yaml), files, n, deploy_cb,
-                                     &d, &err),
+    CHECK_EQ_INT(mxu_registry_deploy(t->reg, "default", "fn/mxu.yaml", yaml, strlen(yaml), files, n,
+                                     deploy_cb, &d, &err),
                  -1);
     CHECK_EQ_INT(err.code, EINVAL);
     CHECK_CONTAINS(err.msg, sub);
@@ -742,7 +744,7 @@ static void test_deploy_refused_at_once(void)
     CHECK_EQ_INT(
         deploy_wait(&t, "name: sh\nruntime: exec\ncommand: /bin/sh -c 'echo'\n", NULL, 0, &d), 0);
     mxu_err err = {0};
-    CHECK_STR(mxu_registry_resolve(t.reg, "sh", NULL, &err)->exe_path, "/bin/sh");
+    CHECK_STR(mxu_registry_resolve(t.reg, "default", "sh", NULL, &err)->exe_path, "/bin/sh");
     free(d.log);
     env_fini(&t);
 }
@@ -754,20 +756,20 @@ static void test_commit_failure(void)
     tenv t;
     env_init(&t);
     deploy_hello(&t, "hello", "1");
-    json_t *before = mxu_registry_list_json(t.reg);
+    json_t *before = mxu_registry_list_json(t.reg, NULL);
     CHECK_EQ_INT(sqlite3_exec(t.reg->db, "PRAGMA query_only=ON", NULL, NULL, NULL), SQLITE_OK);
     mxu_deploy_file files[] = {{"run.sh", 0755, run_sh, strlen(run_sh)}, {"v", 0644, "2", 1}};
     dres d = {0};
     CHECK_EQ_INT(deploy_wait(&t, hello_yaml, files, 2, &d), -1);
     CHECK_EQ_INT(d.err.code, EIO);
     CHECK_CONTAINS(d.err.msg, "cannot store the new version of 'hello'");
-    json_t *after = mxu_registry_list_json(t.reg);
+    json_t *after = mxu_registry_list_json(t.reg, NULL);
     CHECK(json_equal(before, after));
     CHECK_EQ_INT(count_entries(t.reg->bundles_dir, NULL), 1);
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "hello", "prod", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 1, &err), -1);
     expect_resolve_fails(&t, "hello", "prod", "no alias");
-    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "hello", &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "default", "hello", &err), -1);
     CHECK_EQ_INT(resolve_num(&t, "hello", NULL), 1);
 
     CHECK_EQ_INT(sqlite3_exec(t.reg->db, "PRAGMA query_only=OFF", NULL, NULL, NULL), SQLITE_OK);
@@ -787,8 +789,8 @@ static void test_close_cancels_pending(void)
     dres d[3] = {{0}};
     mxu_err err = {0};
     for (int i = 0; i < 3; i++)
-        CHECK_EQ_INT(mxu_registry_deploy(t.reg, "mxu.yaml", hello_yaml, strlen(hello_yaml), a, 1,
-                                         deploy_cb, &d[i], &err),
+        CHECK_EQ_INT(mxu_registry_deploy(t.reg, "default", "mxu.yaml", hello_yaml,
+                                         strlen(hello_yaml), a, 1, deploy_cb, &d[i], &err),
                      0);
     mxu_registry_close(t.reg);
     t.reg = NULL;
@@ -812,8 +814,9 @@ static void test_deleted_in_use_keeps_bundle(void)
     deploy_hello(&t, "hello", "1");
     deploy_hello(&t, "hello", "2");
     mxu_err err = {0};
-    mxu_fn_version *v1 = mxu_fn_version_ref(mxu_registry_resolve(t.reg, "hello", "1", &err));
-    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "hello", 1, &err), 0);
+    mxu_fn_version *v1 =
+        mxu_fn_version_ref(mxu_registry_resolve(t.reg, "default", "hello", "1", &err));
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "default", "hello", 1, &err), 0);
     CHECK(exists(v1->exe_path)); /* a running instance may still need it */
     CHECK_EQ_INT(v1->version, 1);
     _cleanup_free_ char *dir = mxu_strdup(v1->bundle_dir);
@@ -844,13 +847,176 @@ static void test_open_refuses_bad_database(void)
     CHECK_EQ_INT(err.code, EPROTO);
     CHECK_CONTAINS(err.msg, "schema 99");
 
-    CHECK_EQ_INT(sqlite3_exec(h, "PRAGMA user_version=1; UPDATE versions SET manifest='{\"x\":1}'",
+    CHECK_EQ_INT(sqlite3_exec(h, "PRAGMA user_version=2; UPDATE versions SET manifest='{\"x\":1}'",
                               NULL, NULL, NULL),
                  SQLITE_OK);
     sqlite3_close(h);
     CHECK_EQ_INT(mxu_registry_open(&t.loop, &t.cfg, &reg, &err), -1);
     CHECK_CONTAINS(err.msg, "manifest of hello@1");
     CHECK_CONTAINS(err.msg, "unknown field 'x'");
+    env_fini(&t);
+}
+
+/* Two tenants, each with its own `hello`: same name, separate versions,
+ * aliases, deletion and listings; and it all survives a reopen. */
+static void test_tenants_scope_names(void)
+{
+    tenv t;
+    env_init(&t);
+    mxu_err err = {0};
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "default 1"), 1);
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "default 2"), 2);
+    deploy_tenant = "acme";
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "acme 1"), 1); /* its own numbering */
+    CHECK_EQ_INT(deploy_hello(&t, "only-acme", "x"), 1);
+    deploy_tenant = "default";
+
+    mxu_fn_version *d = mxu_registry_resolve(t.reg, "default", "hello", NULL, &err);
+    mxu_fn_version *a = mxu_registry_resolve(t.reg, "acme", "hello", NULL, &err);
+    CHECK(d != NULL && a != NULL && d != a);
+    CHECK_STR(mxu_fn_version_tenant(d), "default");
+    CHECK_STR(mxu_fn_version_tenant(a), "acme");
+    CHECK_EQ_INT(d->version, 2);
+    CHECK_EQ_INT(a->version, 1);
+    CHECK(strcmp(d->digest, a->digest) != 0);
+    /* another tenant's name is not there */
+    CHECK(mxu_registry_resolve(t.reg, "default", "only-acme", NULL, &err) == NULL);
+    CHECK_EQ_INT(err.code, ENOENT);
+    CHECK(mxu_registry_resolve(t.reg, "other", "hello", NULL, &err) == NULL);
+    CHECK_CONTAINS(err.msg, "no function 'hello' in tenant other");
+    CHECK(mxu_registry_function_json(t.reg, "default", "only-acme", &err) == NULL);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "only-acme", "prod", 1, &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "default", "only-acme", &err), -1);
+    CHECK_EQ_INT(mxu_registry_delete_version(t.reg, "other", "hello", 1, &err), -1);
+
+    /* aliases are per tenant */
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "acme", "hello", "prod", 1, &err), 0);
+    CHECK(mxu_registry_resolve(t.reg, "default", "hello", "prod", &err) == NULL);
+    CHECK(mxu_registry_resolve(t.reg, "acme", "hello", "prod", &err) == a);
+
+    /* listings */
+    json_t *l = mxu_registry_list_json(t.reg, "acme");
+    CHECK_EQ_INT(json_array_size(l), 2);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(l, 0), "name")), "hello");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(l, 0), "tenant")), "acme");
+    json_decref(l);
+    l = mxu_registry_list_json(t.reg, "default");
+    CHECK_EQ_INT(json_array_size(l), 1);
+    json_decref(l);
+    l = mxu_registry_list_json(t.reg, NULL); /* acme's first, then default's */
+    CHECK_EQ_INT(json_array_size(l), 3);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(l, 2), "tenant")), "default");
+    json_decref(l);
+    CHECK_EQ_INT(mxu_registry_count(t.reg, "acme"), 2);
+    CHECK_EQ_INT(mxu_registry_count(t.reg, "default"), 1);
+    CHECK_EQ_INT(mxu_registry_count(t.reg, "nobody"), 0);
+
+    /* survives a reopen */
+    env_close_registry(&t);
+    env_reopen(&t);
+    a = mxu_registry_resolve(t.reg, "acme", "hello", "prod", &err);
+    CHECK(a != NULL);
+    CHECK_STR(a->tenant, "acme");
+    CHECK_EQ_INT(mxu_registry_resolve(t.reg, "default", "hello", NULL, &err)->version, 2);
+
+    /* deleting acme's hello leaves default's; numbering goes on per tenant */
+    CHECK_EQ_INT(mxu_registry_delete_alias(t.reg, "acme", "hello", "prod", &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "acme", "hello", &err), 0);
+    CHECK(mxu_registry_resolve(t.reg, "acme", "hello", NULL, &err) == NULL);
+    CHECK(mxu_registry_resolve(t.reg, "default", "hello", NULL, &err) != NULL);
+    deploy_tenant = "acme";
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "acme again"), 2);
+    deploy_tenant = "default";
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "default 3"), 3);
+
+    /* a bad tenant name is refused at once */
+    CHECK_EQ_INT(mxu_registry_deploy(t.reg, "Bad/x", "mxu.yaml", hello_yaml, strlen(hello_yaml),
+                                     NULL, 0, deploy_cb, NULL, &err),
+                 -1);
+    CHECK_EQ_INT(err.code, EINVAL);
+    env_fini(&t);
+}
+
+/* A data directory of the previous mxu (schema 1: no tenants) opens: its
+ * functions are tenant default's, with versions, aliases, tombstones and
+ * the version counters they had. The old database is written with the old
+ * schema's own SQL, as the previous release made it. */
+static void test_migrate_schema_1(void)
+{
+    tenv t;
+    env_init(&t);
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "1"), 1);
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "2"), 2);
+    CHECK_EQ_INT(deploy_hello(&t, "gone", "1"), 1);
+    mxu_err err = {0};
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "hello", "prod", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_delete_function(t.reg, "default", "gone", &err), 0);
+    char *digest1 = mxu_strdup(mxu_registry_resolve(t.reg, "default", "hello", "1", &err)->digest);
+    _cleanup_free_ char *db = mxu_path_join(t.reg->data_dir, "state.db");
+    env_close_registry(&t);
+
+    /* Rewrite the database as schema 1 had it. */
+    sqlite3 *h;
+    CHECK_EQ_INT(sqlite3_open(db, &h), SQLITE_OK);
+    char *msg = NULL;
+    int rc = sqlite3_exec(
+        h,
+        "BEGIN;"
+        "CREATE TABLE f1 AS SELECT name, created_ms, next_version, deleted_ms FROM functions;"
+        "CREATE TABLE v1 AS SELECT function, number, manifest, digest, created_ms FROM versions;"
+        "CREATE TABLE a1 AS SELECT function, alias, version FROM aliases;"
+        "DROP TABLE aliases; DROP TABLE versions; DROP TABLE functions;"
+        "CREATE TABLE functions (name TEXT PRIMARY KEY, created_ms INTEGER NOT NULL,"
+        "  next_version INTEGER NOT NULL, deleted_ms INTEGER);"
+        "CREATE TABLE versions (function TEXT NOT NULL REFERENCES functions(name),"
+        "  number INTEGER NOT NULL, manifest TEXT NOT NULL, digest TEXT NOT NULL,"
+        "  created_ms INTEGER NOT NULL, PRIMARY KEY (function, number));"
+        "CREATE TABLE aliases (function TEXT NOT NULL, alias TEXT NOT NULL,"
+        "  version INTEGER NOT NULL, PRIMARY KEY (function, alias),"
+        "  FOREIGN KEY (function, version) REFERENCES versions(function, number));"
+        "INSERT INTO functions SELECT * FROM f1; INSERT INTO versions SELECT * FROM v1;"
+        "INSERT INTO aliases SELECT * FROM a1; DROP TABLE f1; DROP TABLE v1; DROP TABLE a1;"
+        "PRAGMA user_version = 1;"
+        "COMMIT;",
+        NULL, NULL, &msg);
+    if (rc != SQLITE_OK)
+        MXU_TEST_FAIL_("writing schema 1: %s", msg ? msg : "?");
+    sqlite3_close(h);
+
+    env_reopen(&t);
+    mxu_fn_version *v = mxu_registry_resolve(t.reg, "default", "hello", "prod", &err);
+    CHECK(v != NULL);
+    CHECK_STR(v->tenant, "default");
+    CHECK_EQ_INT(v->version, 1);
+    CHECK_STR(v->digest, digest1);
+    CHECK_EQ_INT(mxu_registry_resolve(t.reg, "default", "hello", NULL, &err)->version, 2);
+    CHECK(mxu_registry_resolve(t.reg, "default", "gone", NULL, &err) == NULL);
+    CHECK(exists(v->exe_path));
+    /* counters carried over: the tombstone's too */
+    CHECK_EQ_INT(deploy_hello(&t, "hello", "3"), 3);
+    CHECK_EQ_INT(deploy_hello(&t, "gone", "again"), 2);
+    /* the schema is the new one, and foreign keys hold on it */
+    CHECK_EQ_INT(sqlite3_open(db, &h), SQLITE_OK);
+    sqlite3_stmt *st = NULL;
+    CHECK_EQ_INT(sqlite3_prepare_v2(h, "PRAGMA user_version", -1, &st, NULL), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_step(st), SQLITE_ROW);
+    CHECK_EQ_INT(sqlite3_column_int(st, 0), 2);
+    sqlite3_finalize(st);
+    CHECK_EQ_INT(sqlite3_prepare_v2(h, "PRAGMA foreign_key_check", -1, &st, NULL), SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_step(st), SQLITE_DONE);
+    sqlite3_finalize(st);
+    CHECK_EQ_INT(sqlite3_prepare_v2(h, "SELECT count(*) FROM sqlite_master WHERE name LIKE '%_v1'",
+                                    -1, &st, NULL),
+                 SQLITE_OK);
+    CHECK_EQ_INT(sqlite3_step(st), SQLITE_ROW);
+    CHECK_EQ_INT(sqlite3_column_int(st, 0), 0);
+    sqlite3_finalize(st);
+    sqlite3_close(h);
+    /* and a reopen does not migrate again */
+    env_close_registry(&t);
+    env_reopen(&t);
+    CHECK_EQ_INT(mxu_registry_resolve(t.reg, "default", "hello", NULL, &err)->version, 3);
+    free(digest1);
     env_fini(&t);
 }
 
@@ -870,10 +1036,10 @@ static void test_json_and_foreach(void)
     deploy_hello(&t, "alpha", "2");
     deploy_hello(&t, "alpha", "3");
     mxu_err err = {0};
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "alpha", "prod", 1, &err), 0);
-    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "alpha", "beta", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "alpha", "prod", 1, &err), 0);
+    CHECK_EQ_INT(mxu_registry_set_alias(t.reg, "default", "alpha", "beta", 1, &err), 0);
 
-    json_t *list = mxu_registry_list_json(t.reg);
+    json_t *list = mxu_registry_list_json(t.reg, NULL);
     CHECK_EQ_INT(json_array_size(list), 2);
     json_t *a = json_array_get(list, 0);
     CHECK_STR(json_string_value(json_object_get(a, "name")), "alpha");
@@ -887,7 +1053,7 @@ static void test_json_and_foreach(void)
     CHECK_STR(json_string_value(json_object_get(json_array_get(list, 1), "name")), "zeta");
     json_decref(list);
 
-    json_t *f = mxu_registry_function_json(t.reg, "alpha", &err);
+    json_t *f = mxu_registry_function_json(t.reg, "default", "alpha", &err);
     json_t *vs = json_object_get(f, "versions");
     CHECK_EQ_INT(json_array_size(vs), 3);
     json_t *v2 = json_array_get(vs, 1);
@@ -910,4 +1076,5 @@ MXU_TESTS(TEST(test_deploy_and_resolve), TEST(test_unchanged_redeploy), TEST(tes
           TEST(test_build_failure_changes_nothing), TEST(test_build_timeout), TEST(test_fifo),
           TEST(test_deploy_refused_at_once), TEST(test_commit_failure),
           TEST(test_close_cancels_pending), TEST(test_deleted_in_use_keeps_bundle),
-          TEST(test_open_refuses_bad_database), TEST(test_json_and_foreach))
+          TEST(test_open_refuses_bad_database), TEST(test_json_and_foreach),
+          TEST(test_tenants_scope_names), TEST(test_migrate_schema_1))

@@ -122,7 +122,7 @@ static json_int_t cap_field(fx *f, const char *key)
 
 static size_t ninst(fx *f, const char *function)
 {
-    json_t *a = mxu_sched_instances_json(f->s, function);
+    json_t *a = mxu_sched_instances_json(f->s, NULL, function);
     size_t n = json_array_size(a);
     json_decref(a);
     return n;
@@ -131,7 +131,7 @@ static size_t ninst(fx *f, const char *function)
 /* Field `key` of instance `i` of `function`; fails when there is no such one. */
 static json_int_t inst_field(fx *f, const char *function, size_t i, const char *key)
 {
-    json_t *a = mxu_sched_instances_json(f->s, function);
+    json_t *a = mxu_sched_instances_json(f->s, NULL, function);
     json_t *o = json_array_get(a, i);
     if (o == NULL)
         MXU_TEST_FAIL_("%s has no instance %zu", function ? function : "(any)", i);
@@ -147,7 +147,7 @@ static void on_sample(uv_check_t *h)
         return;
     f->max_instances_seen = MXU_MAX(f->max_instances_seen, cap_field(f, "instances"));
     f->max_queued_seen = MXU_MAX(f->max_queued_seen, cap_field(f, "queued"));
-    json_t *a = mxu_sched_instances_json(f->s, NULL);
+    json_t *a = mxu_sched_instances_json(f->s, NULL, NULL);
     size_t i;
     json_t *o;
     json_array_foreach(a, i, o)
@@ -194,6 +194,7 @@ static mxu_fn_version *fx_version(fx *f, const char *name, const char *exe, cons
         MXU_TEST_FAIL_("manifest for %s: %s", name, err.msg);
     CHECK(f->nversions < MXU_ARRAY_LEN(f->versions));
     mxu_fn_version *v = mxu_calloc(1, sizeof(*v));
+    v->tenant = mxu_strdup("default");
     v->function = mxu_strdup(name);
     v->version = 1;
     v->manifest = m;
@@ -277,7 +278,7 @@ static void fx_finish(fx *f)
 {
     for (size_t i = 0; i < f->nversions; i++) {
         /* Every instance process this case saw must be gone after shutdown. */
-        json_t *a = mxu_sched_instances_json(f->s, f->versions[i]->function);
+        json_t *a = mxu_sched_instances_json(f->s, NULL, f->versions[i]->function);
         size_t k;
         json_t *o;
         json_array_foreach(a, k, o)
@@ -439,7 +440,7 @@ static void test_warm_reuse(void)
     CHECK(!c[0].sync);
 
     /* What the scheduler shows: one ready instance, that pid, three served. */
-    json_t *a = mxu_sched_instances_json(f.s, "warm");
+    json_t *a = mxu_sched_instances_json(f.s, NULL, "warm");
     CHECK_EQ_INT(json_array_size(a), 1);
     json_t *o = json_array_get(a, 0);
     CHECK_EQ_INT(obj_int(o, "pid"), c[0].pid);
@@ -458,7 +459,7 @@ static void test_warm_reuse(void)
     CHECK_EQ_U64(cap_field(&f, "memory_budget"), 1024 * MiB);
     CHECK_EQ_U64(cap_field(&f, "memory_reserved"), 32 * MiB);
     CHECK_EQ_U64(cap_field(&f, "memory_free"), 992 * MiB);
-    json_t *st = mxu_sched_stats_json(f.s, "warm");
+    json_t *st = mxu_sched_stats_json(f.s, NULL, "warm");
     json_t *s1 = json_object_get(st, "1");
     CHECK(s1 != NULL);
     CHECK_EQ_INT(obj_int(s1, "invocations"), 3);
@@ -570,7 +571,7 @@ static void test_queue_full(void)
     CHECK(a.seq < b.seq && b.seq < c.seq);
     CHECK_EQ_INT(b.pid, w.pid);
     CHECK_EQ_INT(c.pid, w.pid);
-    json_t *st = mxu_sched_stats_json(f.s, "qfull");
+    json_t *st = mxu_sched_stats_json(f.s, NULL, "qfull");
     CHECK_EQ_INT(obj_int(json_object_get(st, "1"), "rejected"), 1);
     json_decref(st);
     fx_finish(&f);
@@ -750,7 +751,7 @@ static void test_timeout_reruns_followers(void)
     CHECK_EQ_INT(ninst(&f, "tmo"), 1);
     CHECK_EQ_INT(inst_field(&f, "tmo", 0, "pid"), y.pid);
     CHECK_EQ_INT(starts(v), 2);
-    json_t *st = mxu_sched_stats_json(f.s, "tmo");
+    json_t *st = mxu_sched_stats_json(f.s, NULL, "tmo");
     CHECK_EQ_INT(obj_int(json_object_get(st, "1"), "timeouts"), 1);
     json_decref(st);
     fx_finish(&f);
@@ -841,7 +842,7 @@ static void test_crash_reruns_followers(void)
     CHECK_EQ_INT(ninst(&f, "crash"), 1);
     CHECK_EQ_INT(inst_field(&f, "crash", 0, "pid"), y.pid);
     CHECK_EQ_INT(starts(v), 2);
-    json_t *st = mxu_sched_stats_json(f.s, "crash");
+    json_t *st = mxu_sched_stats_json(f.s, NULL, "crash");
     CHECK_EQ_INT(obj_int(json_object_get(st, "1"), "crashes"), 1);
     json_decref(st);
     fx_finish(&f);
