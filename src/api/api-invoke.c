@@ -26,7 +26,7 @@ typedef struct inv_ctx {
     uint32_t nhdr;
     bool in_invoke; /* inside mxu_sched_invoke(): the callback must not free */
     bool done;
-    bool held;         /* answered, waiting for its usage record to be durable */
+    bool held;         /* answered, waiting for its usage record to be written */
     uint64_t bytes_in; /* for the usage record */
     mxu_slice names[MAX_FORWARDED_HEADERS];
     mxu_slice values[MAX_FORWARDED_HEADERS];
@@ -109,7 +109,7 @@ static void on_sent(void *ud)
     free(ud);
 }
 
-/* Answer, after the usage record is durable when metering is on. */
+/* Answer, once the usage record is in the journal when metering is on. */
 static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_header *hdrs,
                    size_t nh, mxu_buf *body)
 {

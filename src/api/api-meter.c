@@ -1,7 +1,8 @@
 /*
  * Metering at the API edge (docs/metering.md): answers held until their
- * usage record is durable, rejections recorded before they are answered,
- * and the management paths /v1/usage, /v1/bills and /v1/prices.
+ * usage record is in the journal (the same loop turn), rejections recorded
+ * before they are answered, and the management paths /v1/usage, /v1/bills
+ * (which first wait for the journal to be in usage.db) and /v1/prices.
  *
  * What a record counts as the bytes of a request and a response is decided
  * here, because only here is HTTP known: the body's length plus, for each
@@ -37,21 +38,18 @@ uint64_t api_request_bytes(mxu_http_req *req)
 typedef struct held {
     mxu_http_req *req;
     int status;
-    mxu_http_header *hdrs;
     size_t nhdrs;
-    char *block;
     mxu_buf body;
     void (*done)(void *ud);
     void *done_ud;
+    mxu_http_header *hdrs; /* points into the same allocation, then the strings */
 } held;
 
-static void on_durable(void *ud)
+static void on_recorded(void *ud)
 {
     held *h = ud;
     mxu_http_respond(h->req, h->status, h->hdrs, h->nhdrs, &h->body);
     mxu_buf_free(&h->body);
-    free(h->hdrs);
-    free(h->block);
     if (h->done)
         h->done(h->done_ud);
     free(h);
@@ -63,24 +61,25 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
 {
     rec->http_status = status;
     rec->bytes_out = body ? body->len : 0;
-    for (size_t i = 0; i < nhdrs; i++)
-        rec->bytes_out += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 4;
+    size_t bytes = 0;
+    for (size_t i = 0; i < nhdrs; i++) {
+        size_t n = strlen(hdrs[i].name) + strlen(hdrs[i].value);
+        rec->bytes_out += n + 4;
+        bytes += n + 2;
+    }
     if (api->cfg.meter == NULL) {
         mxu_http_respond(req, status, hdrs, nhdrs, body);
         if (done)
             done(ud);
         return;
     }
-    /* Copy the headers into one block: the caller's go when this returns. */
-    size_t bytes = 0;
-    for (size_t i = 0; i < nhdrs; i++)
-        bytes += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 2;
-    held *h = mxu_calloc(1, sizeof(*h));
+    /* The answer waits for the end of this loop turn: copy the headers (the
+     * caller's go when this returns), all in one allocation. */
+    held *h = mxu_malloc(sizeof(*h) + nhdrs * sizeof(mxu_http_header) + bytes);
     h->req = req;
     h->status = status;
-    h->hdrs = mxu_malloc((nhdrs + 1) * sizeof(*h->hdrs));
-    h->block = mxu_malloc(bytes + 1);
-    char *w = h->block;
+    h->hdrs = (mxu_http_header *)(h + 1);
+    char *w = (char *)(h->hdrs + nhdrs);
     for (size_t i = 0; i < nhdrs; i++) {
         size_t nl = strlen(hdrs[i].name) + 1, vl = strlen(hdrs[i].value) + 1;
         memcpy(w, hdrs[i].name, nl);
@@ -91,13 +90,14 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
         w += vl;
     }
     h->nhdrs = nhdrs;
+    h->body = (mxu_buf){0};
     if (body) {
         h->body = *body;
         *body = (mxu_buf){0};
     }
     h->done = done;
     h->done_ud = ud;
-    mxu_meter_record(api->cfg.meter, rec, on_durable, h);
+    mxu_meter_record(api->cfg.meter, rec, on_recorded, h);
 }
 
 void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
@@ -319,6 +319,59 @@ static void get_bill(mxu_api *api, mxu_http_req *req, const char *only_tenant)
     api_json(req, 200, j);
 }
 
+/* ---- reads wait for ingestion ----
+ * A record is in the journal when its answer leaves, and in usage.db a few
+ * milliseconds later. A read first waits (without blocking the loop) until
+ * everything recorded so far is in usage.db, so it sees every record whose
+ * answer went out, the caller's own invocations included. */
+
+#define READ_WAIT_MS 10000
+
+typedef void (*read_fn)(mxu_api *api, mxu_http_req *req, const char *only_tenant);
+
+typedef struct read_wait {
+    mxu_api *api;
+    mxu_http_req *req;
+    read_fn run;
+    char *only_tenant; /* a copy: the caller's may not outlive the wait */
+    bool gone;
+} read_wait;
+
+static void on_read_abort(mxu_http_req *req, void *ud)
+{
+    read_wait *w = ud;
+    w->gone = true; /* the sync still runs: it frees w */
+    mxu_http_respond(req, 499, NULL, 0, NULL);
+}
+
+static void on_read_ready(void *ud, bool ingested)
+{
+    read_wait *w = ud;
+    if (!w->gone) {
+        mxu_http_req_on_abort(w->req, NULL, NULL);
+        if (ingested)
+            w->run(w->api, w->req, w->only_tenant);
+        else
+            api_error(w->req, 503, "usage_behind", NULL,
+                      "usage records are not all in usage.db yet after %d s (the disk is slow or "
+                      "failing: see the node's log); retry",
+                      READ_WAIT_MS / 1000);
+    }
+    free(w->only_tenant);
+    free(w);
+}
+
+static void after_ingest(mxu_api *api, mxu_http_req *req, read_fn run, const char *only_tenant)
+{
+    read_wait *w = mxu_calloc(1, sizeof(*w));
+    w->api = api;
+    w->req = req;
+    w->run = run;
+    w->only_tenant = only_tenant ? mxu_strdup(only_tenant) : NULL;
+    mxu_http_req_on_abort(req, on_read_abort, w);
+    mxu_meter_sync(api->cfg.meter, READ_WAIT_MS, on_read_ready, w);
+}
+
 static void prices(mxu_api *api, mxu_http_req *req)
 {
     if (strcmp(mxu_http_req_method(req), "GET") == 0) {
@@ -362,14 +415,14 @@ bool api_meter_route(mxu_api *api, mxu_http_req *req, const char *const *seg, si
         if (!get)
             api_method_not_allowed(req, "GET");
         else if (metering_on(api, req))
-            get_usage(api, req, only_tenant);
+            after_ingest(api, req, get_usage, only_tenant);
         return true;
     }
     if (strcmp(seg[0], "bills") == 0) {
         if (!get)
             api_method_not_allowed(req, "GET");
         else if (metering_on(api, req))
-            get_bill(api, req, only_tenant);
+            after_ingest(api, req, get_bill, only_tenant);
         return true;
     }
     if (strcmp(seg[0], "prices") == 0) {

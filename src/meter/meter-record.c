@@ -1,8 +1,7 @@
 /*
  * Usage records: their names, their JSON and CSV forms, and the packed form
- * records travel in from the loop thread to the writer thread (one
- * allocation per record, strings included, so the caller's strings can go
- * as soon as mxu_meter_record() returns).
+ * a journal frame holds (strings included, so the caller's strings can go as
+ * soon as mxu_meter_record() returns).
  */
 #include "meter-internal.h"
 
@@ -123,8 +122,10 @@ void mxu_usage_record_csv(const mxu_usage_record *r, mxu_buf *out)
 }
 
 /* ---- packed form ----
- * Fixed part (the numbers, little-endian host order: it never leaves the
- * process), then five strings, each a u16 length and its bytes. */
+ * Fixed part (the numbers in the host's byte order and struct layout: the
+ * journal is read back only by the node that wrote it; a change here needs
+ * a new journal magic in meter-journal.c), then five strings, each a u16
+ * length, its bytes and a NUL. */
 
 #define NSTR 5
 
@@ -138,22 +139,22 @@ typedef struct packed_fixed {
 
 void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out)
 {
-    packed_fixed f = {
-        .invocation = r->invocation,
-        .start_ms = r->start_ms,
-        .wall_us = r->wall_us,
-        .billed_ms = r->billed_ms,
-        .memory_bytes = r->memory_bytes,
-        .cpu_us = r->cpu_us,
-        .peak_bytes = r->peak_bytes,
-        .bytes_in = r->bytes_in,
-        .bytes_out = r->bytes_out,
-        .caller = r->caller,
-        .version = r->version,
-        .http_status = r->http_status,
-        .status = (uint8_t)r->status,
-        .cold = r->cold,
-    };
+    packed_fixed f;
+    memset(&f, 0, sizeof(f)); /* the padding goes to disk too */
+    f.invocation = r->invocation;
+    f.start_ms = r->start_ms;
+    f.wall_us = r->wall_us;
+    f.billed_ms = r->billed_ms;
+    f.memory_bytes = r->memory_bytes;
+    f.cpu_us = r->cpu_us;
+    f.peak_bytes = r->peak_bytes;
+    f.bytes_in = r->bytes_in;
+    f.bytes_out = r->bytes_out;
+    f.caller = r->caller;
+    f.version = r->version;
+    f.http_status = r->http_status;
+    f.status = (uint8_t)r->status;
+    f.cold = r->cold;
     mxu_buf_append(out, &f, sizeof(f));
     const char *strs[NSTR] = {r->tenant, r->function, r->executor, r->code, r->caller_function};
     for (int i = 0; i < NSTR; i++) {

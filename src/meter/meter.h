@@ -2,15 +2,17 @@
  * meter — usage records, the price table and bills (docs/metering.md).
  *
  * Every invocation, whatever its outcome (ok, error, timeout, crash, or
- * rejected before it ran), becomes one usage record. Records are appended by
- * a writer thread to their own SQLite database in the node's data directory
- * (usage.db, WAL, synchronous=FULL), one transaction per batch: many records
- * share one fsync. mxu_meter_record() hands a record over and, once the batch
- * holding it is durable, calls back on the loop thread: a caller holds the
- * client's answer until then, so no answered invocation is ever without its
- * record, even after kill -9. The writer commits in the order records were
- * handed over, so a record is durable no later than any record handed over
- * after it (svc calls rely on that: see sched-svc.c).
+ * rejected before it ran), becomes one usage record. mxu_meter_record()
+ * appends the record to a batch that is written, once per loop turn, to an
+ * append-only journal in the node's data directory, and then calls back on
+ * the loop thread: a caller holds the client's answer until then, so no
+ * answered invocation is ever without its record, even after kill -9 (the
+ * record is in the kernel before the answer leaves). A writer thread moves
+ * the journal into a SQLite database (usage.db) every few milliseconds;
+ * queries wait for it (mxu_meter_sync). Records reach the journal in the
+ * order they were recorded, so a record is written no later than any record
+ * handed over after it (svc calls rely on that: see sched-svc.c).
+ * docs/metering.md says what a machine crash (not a process kill) can lose.
  *
  * Money is exact: prices are decimal strings parsed into integer pico-units
  * (1e-12 of the currency), bills are computed from summed integer quantities
@@ -81,9 +83,10 @@ json_t *mxu_usage_record_json(const mxu_usage_record *r);
 void mxu_usage_csv_header(mxu_buf *out);
 void mxu_usage_record_csv(const mxu_usage_record *r, mxu_buf *out);
 
-/* The queue's wire form: a record packed into one allocation (strings
- * included) and back. Decoding checks every length; -1 if malformed.
- * Decoded strings point into `data`. */
+/* The packed form, as a journal frame holds it (meter-journal.c): the
+ * numbers and the strings of a record in one run of bytes, and back.
+ * Decoding checks every length; -1 if malformed. Decoded strings point into
+ * `data`. */
 void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out);
 int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *out);
 
@@ -158,26 +161,44 @@ int mxu_month_range(const char *month, uint64_t *start_ms, uint64_t *end_ms, mxu
 
 /* ---- the meter ---- */
 
-/* Open (creating) the usage database at `path` and start its writer thread.
- * `prices` is taken over; it replaces the stored table if not NULL (the
- * config file wins), else the stored table (or the built-in one) is used. */
+/* Open (creating) the usage database at `path`, replay into it what the
+ * journal next to it (same directory) holds beyond what was ingested (a node
+ * killed with -9 leaves such records), start a fresh journal segment and the
+ * writer thread. `prices` is taken over; it replaces the stored table if not
+ * NULL (the config file wins), else the stored table (or the built-in one)
+ * is used. Environment, for tests: MXU_METER_INGEST_MS, how often the writer
+ * ingests (default 10); MXU_METER_SEGMENT_BYTES, where journal segments
+ * rotate (default 16 MiB). */
 int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_meter **out,
                    mxu_err *err);
-/* Write what is queued, stop the writer, run the callbacks still pending,
- * close the database. */
+/* Write what is batched (running its callbacks), ingest everything, stop
+ * the writer, run the syncs still waiting, close the database. */
 void mxu_meter_close(mxu_meter *m);
 
 typedef void (*mxu_meter_cb)(void *ud);
-/* Queue one record. `cb` (may be NULL) runs once, on the loop thread, when
- * the record is durable. Never calls cb before returning. If writing fails
- * (disk full), the writer retries: held answers wait, and the node says why
- * in its log. */
+/* Record one. `cb` (may be NULL) runs once, on the loop thread, when the
+ * record is in the journal (written to the kernel: it survives the process
+ * being killed), at the latest just before the loop next waits for events.
+ * Never calls cb before returning. If the write fails (disk full), it is
+ * retried from a timer: held answers wait, and the node says why in its
+ * log. */
 void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_cb cb, void *ud);
 
-/* cb(ud) runs on the loop once every record queued before this call is
- * durable (shutdown: answers held for records go out before connections
- * close). */
+/* cb(ud) runs on the loop once every record recorded before this call is
+ * written and ingested into usage.db (shutdown: answers held for records go
+ * out before connections close). Asks the writer to ingest at once. */
 void mxu_meter_flush(mxu_meter *m, mxu_meter_cb cb, void *ud);
+
+/* The same with a bound, for reads: cb(ud, true) once every record recorded
+ * before this call is in usage.db, so a query then sees every record whose
+ * answer went out; cb(ud, false) if that takes more than `timeout_ms`
+ * (0 = no bound) because usage.db cannot be written. Runs exactly once,
+ * never before returning. */
+typedef void (*mxu_meter_sync_cb)(void *ud, bool ingested);
+void mxu_meter_sync(mxu_meter *m, uint64_t timeout_ms, mxu_meter_sync_cb cb, void *ud);
+
+/* Queries read usage.db as it is: call them from mxu_meter_sync()'s callback
+ * to see every record answered so far. */
 
 /* Records, newest first, matching the filters (NULL / 0 = any): at most
  * `limit`, strictly older than cursor `before` (a record's seq; 0 = from the
@@ -203,8 +224,9 @@ json_t *mxu_meter_bill(mxu_meter *m, const char *tenant, const char *month, mxu_
 const mxu_prices *mxu_meter_prices(const mxu_meter *m);
 int mxu_meter_set_prices(mxu_meter *m, mxu_prices *p, mxu_err *err);
 
-/* Counters: records queued, committed, batches, and the time spent in
- * commits (for the benchmark and `mxu health`). */
+/* Counters: records recorded ("queued") and ingested ("committed"), writer
+ * batches and the time spent in their commits, journal writes and bytes,
+ * records replayed at open (for the benchmark and `mxu health`). */
 json_t *mxu_meter_stats_json(const mxu_meter *m);
 
 #endif

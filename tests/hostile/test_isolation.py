@@ -80,12 +80,7 @@ def setup():
     ctx = Ctx()
     # Half a CPU per instance: on a 2-CPU machine the noisy neighbour leaves
     # the node, the quiet function and the client more than one CPU.
-    # Metering off: this measures CPU isolation; with usage records on, the
-    # quiet function's p99 is its record's fsync, which the noisy one
-    # disturbs (0.7 -> 4 ms here): a node-level cost, followed up in
-    # docs/metering.md ("Open: fsync latency under a noisy neighbour").
-    ctx.node = Node("--executor", "sandbox", "--metering", "off",
-                    env={"MXU_SANDBOX_CPUS": "0.5"})
+    ctx.node = Node("--executor", "sandbox", env={"MXU_SANDBOX_CPUS": "0.5"})
     ctx.node.deploy(make_function(TMP, "quiet", "name: quiet\nruntime: c\nsources: [q.c]\n"
                                   "memory: 32Mi\nconcurrency: 1\nmax_instances: 1\nkeep_alive: 5m\n",
                                   {"q.c": QUIET}))

@@ -1,14 +1,22 @@
 /*
  * The meter: price parsing, money formatting, bill arithmetic (against an
  * independent bignum computation over random records), the packed record
- * form, and the store (records durable before their callback, queries,
+ * form, the journal (framing, a torn tail cut at replay, replay after a
+ * kill -9 between write and ingest, idempotent replay, rotation), and the
+ * store (records written before their callback, queries after a sync,
  * bills from what was stored, prices kept across a reopen).
  */
 #include "meter/meter-internal.h"
 #include "test.h"
 
 #include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 typedef unsigned __int128 u128;
 
@@ -388,11 +396,290 @@ static void test_record_encoding(void)
 
 /* ---- the store ---- */
 
+/* ---- the journal ---- */
+
+static int count_record(void *ud, const mxu_usage_record *r)
+{
+    CHECK_STR(r->tenant, "default");
+    (*(uint64_t *)ud)++;
+    return 0;
+}
+
+static void test_journal_framing(void)
+{
+    mxu_buf b = {0};
+    size_t ends[20];
+    for (int i = 0; i < 20; i++) {
+        mxu_usage_record r = sample((uint64_t)i + 1);
+        r.function = i % 3 ? "hello" : "a-longer-function-name";
+        mxu_journal_append(&b, &r);
+        ends[i] = b.len;
+    }
+    uint64_t seen = 0;
+    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, count_record, &seen), b.len);
+    CHECK_EQ_U64(seen, 20);
+    /* Every cut is scanned up to the last whole frame before it. */
+    for (size_t n = 0; n <= b.len; n++) {
+        size_t want = 0;
+        for (int i = 0; i < 20 && ends[i] <= n; i++)
+            want = ends[i];
+        CHECK_EQ_U64(mxu_journal_scan(b.data, n, true, NULL, NULL), want);
+    }
+    /* Any byte of the last frame flipped: that frame is cut, the rest kept. */
+    for (size_t at = ends[18]; at < ends[19]; at++) {
+        b.data[at] ^= 0x40;
+        CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, NULL, NULL), ends[18]);
+        b.data[at] ^= 0x40;
+    }
+    /* Zeros (a file extended but never written) are not a frame. */
+    size_t len = b.len;
+    mxu_buf_append(&b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
+    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, NULL, NULL), len);
+    mxu_buf_free(&b);
+}
+
 static int durable_count;
 static void on_durable(void *ud)
 {
     MXU_UNUSED(ud);
     durable_count++;
+}
+
+static void on_synced(void *ud, bool ok)
+{
+    *(int *)ud = ok ? 1 : -1;
+}
+
+/* Run the loop until everything recorded so far is in usage.db. */
+static int sync_wait(uv_loop_t *loop, mxu_meter *m)
+{
+    int done = 0;
+    mxu_meter_sync(m, 20000, on_synced, &done);
+    CHECK_EQ_INT(done, 0); /* never before returning */
+    while (done == 0)
+        uv_run(loop, UV_RUN_ONCE);
+    return done;
+}
+
+static uint64_t stored_count(uv_loop_t *loop, mxu_meter *m)
+{
+    CHECK_EQ_INT(sync_wait(loop, m), 1);
+    mxu_usage_filter f = {.limit = 10000};
+    uint64_t next;
+    mxu_err err;
+    json_t *j = mxu_meter_query(m, &f, &next, &err);
+    CHECK(j != NULL);
+    json_t *recs = json_object_get(j, "records"), *r;
+    size_t i;
+    /* Every id once: a replay never inserts twice. */
+    uint64_t n = json_array_size(recs);
+    char *seen = calloc(n + 1, 1);
+    json_array_foreach(recs, i, r)
+    {
+        uint64_t id = strtoull(json_string_value(json_object_get(r, "invocation")), NULL, 16);
+        CHECK(id >= 1 && id <= n);
+        CHECK(!seen[id]);
+        seen[id] = 1;
+    }
+    free(seen);
+    json_decref(j);
+    return n;
+}
+
+static char *journal_dir(void)
+{
+    char tmpl[] = "/tmp/mxu-test-journal-XXXXXX";
+    CHECK(mkdtemp(tmpl) != NULL);
+    return strdup(tmpl);
+}
+
+static size_t count_segments(const char *dir)
+{
+    uint64_t *gens;
+    size_t n;
+    mxu_err err;
+    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
+    free(gens);
+    return n;
+}
+
+/* In a child: open the meter, record `ingested` records (ids from first + 1)
+ * and sync them into usage.db, record the rest of `total` and let one loop
+ * turn write them (their
+ * callbacks ran: their answers would have gone out), then die by SIGKILL
+ * before the writer (interval: an hour) ingests them. */
+static void killed_node(const char *dir, int first, int ingested, int total)
+{
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        setenv("MXU_METER_INGEST_MS", "3600000", 1);
+        char *path = mxu_path_join(dir, "usage.db");
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        mxu_meter *m;
+        mxu_err err;
+        if (mxu_meter_open(&loop, path, NULL, &m, &err) < 0)
+            _exit(2);
+        for (int i = 1; i <= total; i++) {
+            mxu_usage_record r = sample((uint64_t)(first + i));
+            mxu_meter_record(m, &r, on_durable, NULL);
+            if (i == ingested && sync_wait(&loop, m) != 1)
+                _exit(3);
+        }
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (durable_count != total)
+            _exit(4);
+        kill(getpid(), SIGKILL);
+        _exit(5);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFSIGNALED(st) && WTERMSIG(st) == SIGKILL);
+}
+
+static mxu_meter *open_at(uv_loop_t *loop, const char *dir)
+{
+    char *path = mxu_path_join(dir, "usage.db");
+    mxu_meter *m;
+    mxu_err err;
+    if (mxu_meter_open(loop, path, NULL, &m, &err) < 0)
+        MXU_TEST_FAIL_("open: %s", err.msg);
+    free(path);
+    return m;
+}
+
+static void close_at(uv_loop_t *loop, mxu_meter *m)
+{
+    mxu_meter_close(m);
+    uv_run(loop, UV_RUN_DEFAULT);
+}
+
+static void test_journal_replay_after_kill(void)
+{
+    char *dir = journal_dir();
+    killed_node(dir, 0, 300, 700);
+    /* A half-written frame at the end of the killed node's segment, as a
+     * power loss would leave it. */
+    uint64_t *gens;
+    size_t n;
+    mxu_err err;
+    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
+    CHECK(n >= 1);
+    char *seg = mxu_journal_path(dir, gens[0]);
+    struct stat st;
+    CHECK(stat(seg, &st) == 0);
+    CHECK(st.st_size > 16 + 400 * 100); /* the 400 unread records are there */
+    mxu_buf torn = {0};
+    mxu_usage_record r = sample(9999);
+    mxu_journal_append(&torn, &r);
+    size_t torn_len = torn.len / 2;
+    int fd = open(seg, O_WRONLY | O_APPEND);
+    CHECK(fd >= 0);
+    CHECK(write(fd, torn.data, torn.len / 2) == (ssize_t)(torn.len / 2));
+    close(fd);
+    mxu_buf_free(&torn);
+
+    /* Reopened: the 400 written-but-not-ingested records are replayed, the
+     * torn one is cut, nothing is counted twice. */
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 700);
+    json_t *stats = mxu_meter_stats_json(m);
+    CHECK_EQ_U64(json_integer_value(json_object_get(stats, "replayed")), 400);
+    CHECK_EQ_U64(json_integer_value(json_object_get(stats, "cut_bytes")), torn_len);
+    json_decref(stats);
+    close_at(&loop, m);
+    /* The old segment is gone once its records are in. */
+    CHECK(access(seg, F_OK) < 0);
+    free(seg);
+    free(gens);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 700);
+    close_at(&loop, m);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
+/* Replay is idempotent: a node that dies after replaying into usage.db but
+ * before removing the segments replays them again from the stored position,
+ * and a segment put back whole adds nothing. */
+static void test_journal_replay_idempotent(void)
+{
+    char *dir = journal_dir();
+    killed_node(dir, 0, 50, 250);
+    uint64_t *gens;
+    size_t n;
+    mxu_err err;
+    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
+    CHECK(n >= 1);
+    mxu_buf saved = {0};
+    CHECK(mxu_journal_read(dir, gens[0], &saved, &err) == 0);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 250);
+    close_at(&loop, m);
+    /* The replayed segment comes back, as if the node had died before
+     * unlinking it. */
+    char *seg = mxu_journal_path(dir, gens[0]);
+    CHECK(mxu_write_file_atomic(seg, saved.data, saved.len, 0600, &err) == 0);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 250);
+    json_t *stats = mxu_meter_stats_json(m);
+    CHECK_EQ_U64(json_integer_value(json_object_get(stats, "replayed")), 0);
+    json_decref(stats);
+    close_at(&loop, m);
+    CHECK(access(seg, F_OK) < 0);
+    /* A second kill on top: each record once. */
+    killed_node(dir, 250, 10, 20);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 270);
+    close_at(&loop, m);
+    CHECK(uv_loop_close(&loop) == 0);
+    free(seg);
+    free(gens);
+    mxu_buf_free(&saved);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
+/* Segments rotate at MXU_METER_SEGMENT_BYTES; the ingested ones go; every
+ * record is stored once, across rotations and a reopen. */
+static void test_journal_rotation(void)
+{
+    setenv("MXU_METER_SEGMENT_BYTES", "8192", 1);
+    setenv("MXU_METER_INGEST_MS", "1", 1);
+    char *dir = journal_dir();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    uint64_t id = 0;
+    for (int round = 0; round < 60; round++) {
+        for (int i = 0; i < 40; i++) {
+            mxu_usage_record r = sample(++id);
+            mxu_meter_record(m, &r, NULL, NULL);
+        }
+        uv_run(&loop, UV_RUN_NOWAIT);
+        if (round % 3 == 0)
+            CHECK_EQ_INT(sync_wait(&loop, m), 1);
+        CHECK(count_segments(dir) <= 4);
+    }
+    CHECK_EQ_U64(stored_count(&loop, m), id);
+    json_t *stats = mxu_meter_stats_json(m);
+    uint64_t gen = (uint64_t)json_integer_value(json_object_get(stats, "journal_segment"));
+    CHECK(gen >= 20); /* 2400 records of ~150 bytes in 8 KiB segments */
+    json_decref(stats);
+    close_at(&loop, m);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), id);
+    close_at(&loop, m);
+    CHECK(count_segments(dir) <= 2);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
 }
 
 static void test_store(void)
@@ -415,8 +702,10 @@ static void test_store(void)
         mxu_meter_record(m, &r, on_durable, NULL);
     }
     CHECK_EQ_INT(durable_count, 0); /* never before returning */
-    while (durable_count < N)
-        uv_run(&loop, UV_RUN_ONCE);
+    /* One loop turn writes them all and releases every callback. */
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_INT(durable_count, N);
+    CHECK_EQ_INT(sync_wait(&loop, m), 1);
     /* Paging: newest first, every record once. */
     mxu_usage_filter f = {.limit = 64};
     int seen = 0;
@@ -477,4 +766,6 @@ static void test_store(void)
 
 MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(test_price_table),
           TEST(test_bill_property), TEST(test_bill_edges), TEST(test_month),
-          TEST(test_record_encoding), TEST(test_store))
+          TEST(test_record_encoding), TEST(test_journal_framing),
+          TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
+          TEST(test_journal_rotation), TEST(test_store))

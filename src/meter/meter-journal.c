@@ -1,0 +1,174 @@
+/*
+ * The usage journal: append-only segment files in the data directory that
+ * hold every usage record before its answer leaves (docs/metering.md,
+ * "Durability").
+ *
+ * A segment is DIR/usage.journal.<gen> (gen a decimal number that only
+ * grows): a 16-byte header ("mxujrnl1" and the gen, so a file that is not a
+ * journal of this format is never misread), then frames. A frame is
+ *
+ *     u32 len | u32 crc32(len bytes, then payload) | payload (len bytes)
+ *
+ * where the payload is a record's packed form (meter-record.c). Integers are
+ * in the host's byte order: a journal is read back only by the node that
+ * wrote it, on the same machine, and a changed packed form gets a new magic.
+ *
+ * The checksum is what makes the tail trustworthy: after a power loss the
+ * end of a segment may hold a half-written frame, zeros, or old blocks. A
+ * scan stops at the first frame whose length is implausible, whose bytes run
+ * past the end, whose checksum fails or whose record does not decode; what
+ * follows is cut. Folding the length into the checksum means a run of zeros
+ * is never a valid (empty) frame.
+ *
+ * Everything here is plain functions on buffers and files, shared by the
+ * writer thread, the replay at start and the unit tests.
+ */
+#include "meter-internal.h"
+
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+#include <zlib.h>
+
+static const char journal_magic[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '1'};
+#define JOURNAL_PREFIX "usage.journal."
+
+static uint32_t frame_crc(uint32_t len, const void *payload)
+{
+    uLong c = crc32(0L, Z_NULL, 0);
+    c = crc32(c, (const Bytef *)&len, sizeof(len));
+    return (uint32_t)crc32(c, payload, len);
+}
+
+void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r)
+{
+    /* Pack straight into the batch behind a placeholder header, then fill
+     * it in: no copy of the record. */
+    size_t at = out->len;
+    uint32_t hdr[2] = {0, 0};
+    mxu_buf_append(out, hdr, sizeof(hdr));
+    mxu_usage_record_encode(r, out);
+    uint32_t len = (uint32_t)(out->len - at - sizeof(hdr));
+    hdr[0] = len;
+    hdr[1] = frame_crc(len, out->data + at + sizeof(hdr));
+    memcpy(out->data + at, hdr, sizeof(hdr));
+}
+
+size_t mxu_journal_scan(const void *data, size_t len, bool verify, mxu_journal_each_fn each,
+                        void *ud)
+{
+    const char *p = data;
+    size_t off = 0;
+    while (len - off >= 8) {
+        uint32_t hdr[2];
+        memcpy(hdr, p + off, sizeof(hdr));
+        if (hdr[0] == 0 || hdr[0] > MXU_JOURNAL_FRAME_MAX || hdr[0] > len - off - 8)
+            break;
+        const char *payload = p + off + 8;
+        if (verify && frame_crc(hdr[0], payload) != hdr[1])
+            break;
+        mxu_usage_record r;
+        if (mxu_usage_record_decode(payload, hdr[0], &r) < 0)
+            break;
+        if (each && each(ud, &r) < 0)
+            break;
+        off += 8 + (size_t)hdr[0];
+    }
+    return off;
+}
+
+char *mxu_journal_path(const char *dir, uint64_t gen)
+{
+    char name[64];
+    snprintf(name, sizeof(name), JOURNAL_PREFIX "%llu", (unsigned long long)gen);
+    return mxu_path_join(dir, name);
+}
+
+int mxu_journal_create(const char *dir, uint64_t gen, int *fdp, mxu_err *err)
+{
+    _cleanup_free_ char *path = mxu_journal_path(dir, gen);
+    /* O_EXCL: a generation is used once; an existing file would mean two
+     * writers. The old one is removed only if it holds nothing but a header
+     * (a spare made just before a crash). */
+    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+    if (fd < 0 && errno == EEXIST) {
+        struct stat st;
+        if (stat(path, &st) == 0 && st.st_size <= MXU_JOURNAL_HDR && unlink(path) == 0)
+            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        else
+            errno = EEXIST;
+    }
+    if (fd < 0)
+        return mxu_err_set(err, errno, "cannot create %s: %s", path, strerror(errno));
+    char hdr[MXU_JOURNAL_HDR];
+    memcpy(hdr, journal_magic, sizeof(journal_magic));
+    memcpy(hdr + 8, &gen, sizeof(gen));
+    /* The header is made durable, and the file's name with it, before any
+     * record goes in: a segment that holds records always has a valid
+     * header after a power loss. */
+    if (mxu_write_all(fd, hdr, sizeof(hdr)) < 0 || fdatasync(fd) < 0) {
+        int e = errno;
+        close(fd);
+        unlink(path);
+        return mxu_err_set(err, e, "cannot write %s: %s", path, strerror(e));
+    }
+    if (mxu_fsync_dir(dir, err) < 0) {
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    *fdp = fd;
+    return 0;
+}
+
+static int cmp_u64(const void *a, const void *b)
+{
+    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+    return x < y ? -1 : x > y;
+}
+
+int mxu_journal_list(const char *dir, uint64_t **gens, size_t *n, mxu_err *err)
+{
+    *gens = NULL;
+    *n = 0;
+    DIR *d = opendir(dir);
+    if (d == NULL)
+        return mxu_err_sys(err, errno, "cannot list %s", dir);
+    size_t cap = 0;
+    struct dirent *e;
+    while ((e = readdir(d)) != NULL) {
+        if (strncmp(e->d_name, JOURNAL_PREFIX, strlen(JOURNAL_PREFIX)) != 0)
+            continue;
+        uint64_t g;
+        if (mxu_parse_u64(e->d_name + strlen(JOURNAL_PREFIX), &g) < 0)
+            continue; /* not ours (e.g. an editor's backup) */
+        if (*n == cap) {
+            cap = cap ? cap * 2 : 8;
+            *gens = mxu_realloc(*gens, cap * sizeof(**gens));
+        }
+        (*gens)[(*n)++] = g;
+    }
+    closedir(d);
+    if (*n)
+        qsort(*gens, *n, sizeof(**gens), cmp_u64);
+    return 0;
+}
+
+int mxu_journal_read(const char *dir, uint64_t gen, mxu_buf *out, mxu_err *err)
+{
+    _cleanup_free_ char *path = mxu_journal_path(dir, gen);
+    mxu_buf_reset(out);
+    if (mxu_read_file(path, SIZE_MAX / 2, out, err) < 0)
+        return -1;
+    uint64_t hgen;
+    if (out->len < MXU_JOURNAL_HDR || memcmp(out->data, journal_magic, 8) != 0 ||
+        (memcpy(&hgen, out->data + 8, sizeof(hgen)), hgen != gen))
+        return mxu_err_set(err, EINVAL, "%s: not a usage journal of this format (bad header)",
+                           path);
+    return 0;
+}
