@@ -32,9 +32,11 @@ cleanup() {
 }
 trap cleanup EXIT INT TERM
 
+# --auth off on both: this compares metering on and off, with nothing else
+# different (authentication's own cost is bench/run.sh's).
 start_node() { # name port metering
     mkdir -p "$TMP/$1"
-    taskset -c "$SERVER_CPU" "$MXU_BIN" serve --listen "127.0.0.1:$2" --data "$TMP/$1" \
+    taskset -c "$SERVER_CPU" "$MXU_BIN" serve --auth off --listen "127.0.0.1:$2" --data "$TMP/$1" \
         --metering "$3" --deploy "$BENCH/functions/noop" >"$TMP/$1.log" 2>&1 &
     PIDS="$PIDS $!"
     i=0
