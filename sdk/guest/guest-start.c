@@ -28,9 +28,41 @@ void mxu_guest_start(volatile mxu_vm_ctl *ctl)
     mxu_guest_exit(main());
 }
 
+/* Channel bytes written and not yet handed over: they wait in the out
+ * buffer until it is full or the guest asks to READ (which takes them in
+ * the same exit). A warm invocation is then one exit, not two: the RESULT
+ * goes out with the READ that waits for the next INVOKE. Under PVM an exit
+ * costs about 18 us, the whole of a no-op invocation's guest time. */
+static uint32_t out_pend;
+
+/* Hand the pending channel bytes over now (before STDERR, which uses the
+ * same buffer, and before EXIT). */
+static void flush_pending(void)
+{
+    if (out_pend == 0)
+        return;
+    MXU_GUEST_CTL->out_len = out_pend;
+    out_pend = 0;
+    mxu_guest_hcall(MXU_VM_HC_WRITE);
+}
+
 void mxu_guest_send(uint32_t nr, const void *p, size_t n)
 {
     const uint8_t *b = p;
+    if (nr == MXU_VM_HC_WRITE) {
+        while (n > 0) {
+            size_t k = MXU_VM_OUT_CAP - out_pend;
+            k = n < k ? n : k;
+            memcpy((uint8_t *)(uintptr_t)MXU_VM_OUT_ADDR + out_pend, b, k);
+            out_pend += (uint32_t)k;
+            b += k;
+            n -= k;
+            if (out_pend == MXU_VM_OUT_CAP)
+                flush_pending();
+        }
+        return;
+    }
+    flush_pending();
     do {
         size_t k = n < MXU_VM_OUT_CAP ? n : MXU_VM_OUT_CAP;
         memcpy((void *)(uintptr_t)MXU_VM_OUT_ADDR, b, k);
@@ -47,7 +79,9 @@ static size_t in_pos, in_have;
 size_t mxu_guest_recv(void *p, size_t cap)
 {
     if (in_pos == in_have) {
-        MXU_GUEST_CTL->out_len = 0;
+        /* READ hands over the pending output first: one exit for both. */
+        MXU_GUEST_CTL->out_len = out_pend;
+        out_pend = 0;
         mxu_guest_hcall(MXU_VM_HC_READ);
         uint32_t n = MXU_GUEST_CTL->in_len;
         in_pos = 0;
@@ -63,6 +97,7 @@ size_t mxu_guest_recv(void *p, size_t cap)
 
 void mxu_guest_exit(int code)
 {
+    flush_pending();
     for (;;) {
         MXU_GUEST_CTL->exit_code = (uint32_t)code;
         mxu_guest_hcall(MXU_VM_HC_EXIT);

@@ -23,8 +23,11 @@ static inline void mxu_guest_hcall(uint32_t nr)
     __asm__ volatile("" ::: "memory");
 }
 
-/* Send `n` bytes to the host through the out buffer, in pieces of at most
- * MXU_VM_OUT_CAP, with hypercall `nr` (WRITE or STDERR). */
+/* Send `n` bytes to the host through the out buffer with hypercall `nr`.
+ * STDERR text goes at once, in pieces of at most MXU_VM_OUT_CAP. Channel
+ * bytes (WRITE) are batched: they wait in the out buffer until it is full,
+ * the guest READs (the READ hands them over in the same exit), writes
+ * STDERR text or exits. */
 void mxu_guest_send(uint32_t nr, const void *p, size_t n);
 /* Wait for bytes from the host; copy up to `cap` of them to `p`. Returns the
  * count, 0 when the host closed the channel. Bytes beyond `cap` are kept for

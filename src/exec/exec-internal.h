@@ -31,6 +31,7 @@ struct mxu_exec {
     char *node_env;              /* "MXU_NODE=<id>" */
     mxu_proc *procs;             /* every proc not yet closed, for destroy */
     struct mxu_sandbox *sandbox; /* exec-sandbox.c's per-node state */
+    struct mxu_vm_spares *vm;    /* exec-vm.c's spare helpers; NULL until a vm unit */
 };
 
 extern const mxu_executor_ops mxu_exec_process_ops;
@@ -52,6 +53,9 @@ extern const mxu_executor_ops mxu_exec_sandbox_ops;
 extern const mxu_executor_ops mxu_exec_vm_ops;
 /* Why KVM guests cannot run here, or NULL (probed once, cached). */
 const char *mxu_vm_unavailable(void);
+/* Drop the vm executor's spare helpers (their processes are killed and
+ * reaped with every other by mxu_exec_destroy). */
+void mxu_vm_fini(mxu_exec *ex);
 
 /* The channel as two pipes (see mxu_proc_fds). On success host[0] reads the
  * instance's frames and host[1] writes to it; child[0] is to become the

@@ -314,6 +314,7 @@ void mxu_exec_destroy(mxu_exec *ex)
 {
     if (ex == NULL)
         return;
+    mxu_vm_fini(ex);
     /* Shutdown: everything still running dies now, and is reaped here so no
      * zombie or orphan outlives the node. */
     while (ex->procs) {

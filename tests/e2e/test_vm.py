@@ -36,6 +36,11 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         mxu_res_printf(res, "kv rc %d: %s", rc, mxu_last_error(req));
         return 0;
     }
+    if (strcmp(path, "/count") == 0) { /* guest state: survives only in its own VM */
+        static int calls;
+        mxu_res_printf(res, "calls %d", ++calls);
+        return 0;
+    }
     mxu_log(MXU_INFO, "vm probe %s", path);
     char *big = malloc(3 << 20); /* the heap works, past the first pages */
     memset(big, 'x', 3 << 20);
@@ -58,6 +63,7 @@ executor: vm
 memory: 32Mi
 timeout: {timeout}
 max_instances: 2
+keep_alive: {keep_alive}
 resources:
   db: {{uri: "kv:vmtest", access: read-write}}
 """
@@ -75,8 +81,9 @@ def vm_node(*args):
     return n
 
 
-def deploy_probe(n, tmp, name="vmprobe", timeout="3s"):
-    d = make_function(tmp, name, MANIFEST.format(name=name, timeout=timeout),
+def deploy_probe(n, tmp, name="vmprobe", timeout="3s", keep_alive="60s"):
+    d = make_function(tmp, name, MANIFEST.format(name=name, timeout=timeout,
+                                                 keep_alive=keep_alive),
                       {"probe.c": PROBE})
     return n.deploy(d)
 
@@ -146,6 +153,56 @@ def test_guest_loop_is_stopped_at_its_timeout():
             check(r.status in (504, 502), f"status {r.status}")
             check(time.time() - t < 5, "stopped in time")
             eq(n.get("/fn/vmprobe/ok").status, 201)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def helpers(node_pid):
+    """PIDs of the node's mxu-vmm children (instances and spares)."""
+    out = set()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                st = f.read()
+        except OSError:
+            continue
+        comm = st[st.index("(") + 1:st.rindex(")")]
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        if ppid == node_pid and comm == "mxu-vmm":
+            out.add(int(d))
+    return out
+
+
+def test_cold_starts_take_spare_vms_each_used_once():
+    """Spares (docs/vm.md): every cold start is a helper booted ahead of time,
+    never one that served before: guest state starts afresh each time."""
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp, keep_alive="0s")
+            eq(n.get("/fn/vmprobe/count").text, "calls 1", "first")
+            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                       what="scaled to zero, two spares booted")
+            seen = set()
+            for k in range(8):
+                spares = helpers(n.proc.pid)
+                seen |= spares
+                r = n.get("/fn/vmprobe/count")
+                eq(r.text, "calls 1", f"cold start {k}: a fresh guest")
+                eq(r.headers.get("x-mxu-cold"), "1", "cold")
+                n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                           what="scaled to zero, spares refilled")
+                check(not (helpers(n.proc.pid) & (seen - spares)), "a used spare came back")
+            # A spare killed from outside is dropped; cold starts carry on.
+            victim = sorted(helpers(n.proc.pid))[0]
+            os.kill(victim, 9)
+            n.wait_for(lambda: victim not in helpers(n.proc.pid), what="victim reaped")
+            for _ in range(3):
+                eq(n.get("/fn/vmprobe/count").text, "calls 1", "after a dead spare")
+                n.wait_for(lambda: not n.instances("vmprobe"), what="scaled to zero")
+            check("a spare VM killed by signal 9" in n.stderr(), "warned about the dead spare")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -11,6 +11,20 @@
  * function's sources linked with the guest SDK, sdk/guest/); prepare()
  * checks it once per unit, so a unit built for another executor fails with
  * a message instead of a crash loop.
+ *
+ * Spares. A cold start that forks and execs the helper and then builds and
+ * boots a VM costs about 2 ms, most of it fork+exec and KVM setup that does
+ * not depend on the invocation. So for every unit the executor keeps
+ * *spares* (two by default; MXU_VM_SPARES): helpers already started with
+ * the unit's warm spec, whose guest has booted and sent HELLO and waits in
+ * its first READ, the HELLO sitting in the channel pipe. spawn() hands the
+ * oldest spare over as the instance (its exit callback becomes the
+ * caller's) and refills a moment later, off the request's path. A spare
+ * serves exactly one instance and has never run an invocation before: no
+ * two instances ever share a VM. Spares are made at prepare() (so even the
+ * first cold start finds one) and after each spawn; a spare that dies on
+ * its own is dropped and not replaced at once, so a broken image cannot
+ * make the node fork in a loop.
  */
 #include "exec/exec-internal.h"
 #include "exec/vm/vm-internal.h"
@@ -18,13 +32,46 @@
 
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 
 /* RLIMIT_DATA of the helper: guest memory is a private mapping of the
  * helper's, so the limit is the guest's memory plus the helper's own needs. */
 #define HELPER_OVERHEAD (64ull << 20)
+
+#define SPARES_DEFAULT 2
+#define SPARES_MAX     8
+/* Spares of one unit that died before use, in a row, after which the unit
+ * gets no more until one is used (a broken image must not fork forever). */
+#define SPARE_FAILURES_MAX 3
+/* Refill this long after a spawn: the instance that took the spare gets
+ * its first frames through before the node forks again. */
+#define REFILL_DELAY_MS 2
+
+/* One unit's spares and the spec to make more: a deep copy of the warm
+ * spec prepare() was given (spawn's spec is borrowed for the call only). */
+typedef struct vm_unit {
+    char *label, *image, *cwd;
+    char **envp;
+    uint64_t memory_bytes, cpu_limit_s;
+    uint32_t max_open_files;
+    unsigned refs;
+    mxu_proc *spare[SPARES_MAX];
+    unsigned nspare;
+    unsigned failures;
+    struct mxu_vm_spares *owner;
+    struct vm_unit *next;
+} vm_unit;
+
+struct mxu_vm_spares {
+    mxu_exec *ex;
+    vm_unit *units;
+    unsigned per_unit;
+    uv_timer_t refill;
+};
 
 const char *mxu_vm_unavailable(void)
 {
@@ -43,9 +90,11 @@ static uint64_t guest_memory(const mxu_exec_spec *spec)
     return m & ~(uint64_t)(MXU_VM_PAGE - 1);
 }
 
+static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec);
+static void unit_refill(vm_unit *u);
+
 static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
 {
-    MXU_UNUSED(ex);
     const char *why = mxu_vm_probe();
     if (why)
         return mxu_err_set(err, ENODEV, "%s: the vm executor cannot run here: %s", spec->label,
@@ -67,11 +116,15 @@ static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
     if (vm_image_parse(img.data, img.len, mem, &im, err) < 0)
         return mxu_err_prefix(err, "%s: %s is not a guest image (deploy it with executor: vm)",
                               spec->label, spec->argv[0]);
+    vm_unit *u = unit_get(ex, spec);
+    if (u)
+        unit_refill(u);
     return 0;
 }
 
-static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb, void *ud,
-                    mxu_proc **out, mxu_err *err)
+/* Start a helper for `spec` (the warm spec of a unit, or a copy of it). */
+static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb, void *ud,
+                        mxu_proc **out, mxu_err *err)
 {
     char mem[32];
     snprintf(mem, sizeof(mem), "%" PRIu64, guest_memory(spec));
@@ -82,6 +135,178 @@ static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb ex
     if (mxu_exec_process_ops.spawn(ex, &hs, exit_cb, ud, out, err) < 0)
         return -1;
     (*out)->ops = &mxu_exec_vm_ops;
+    return 0;
+}
+
+/* ---- spares -------------------------------------------------------------------------------- */
+
+static struct mxu_vm_spares *spares_get(mxu_exec *ex)
+{
+    if (ex->vm)
+        return ex->vm;
+    struct mxu_vm_spares *sp = mxu_calloc(1, sizeof(*sp));
+    sp->ex = ex;
+    const char *env = getenv("MXU_VM_SPARES");
+    int n = env && env[0] ? atoi(env) : SPARES_DEFAULT;
+    sp->per_unit = (unsigned)MXU_MIN(MXU_MAX(n, 0), SPARES_MAX);
+    uv_timer_init(ex->loop, &sp->refill);
+    sp->refill.data = sp;
+    ex->vm = sp;
+    return sp;
+}
+
+/* The unit's spare bookkeeping, made on its first prepare; NULL when spares
+ * are off. */
+static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec)
+{
+    struct mxu_vm_spares *sp = spares_get(ex);
+    if (sp->per_unit == 0 || !spec->channel)
+        return NULL;
+    for (vm_unit *u = sp->units; u; u = u->next) {
+        if (strcmp(u->label, spec->label) == 0 && strcmp(u->image, spec->argv[0]) == 0) {
+            u->refs++;
+            return u;
+        }
+    }
+    vm_unit *u = mxu_calloc(1, sizeof(*u));
+    u->owner = sp;
+    u->label = mxu_strdup(spec->label);
+    u->image = mxu_strdup(spec->argv[0]);
+    u->cwd = spec->cwd ? mxu_strdup(spec->cwd) : NULL;
+    size_t n = 0;
+    while (spec->envp && spec->envp[n])
+        n++;
+    u->envp = mxu_calloc(n + 1, sizeof(char *));
+    for (size_t i = 0; i < n; i++)
+        u->envp[i] = mxu_strdup(spec->envp[i]);
+    u->memory_bytes = spec->memory_bytes;
+    u->cpu_limit_s = spec->cpu_limit_s;
+    u->max_open_files = spec->max_open_files;
+    u->refs = 1;
+    u->next = sp->units;
+    sp->units = u;
+    return u;
+}
+
+static vm_unit *unit_find(mxu_exec *ex, const mxu_exec_spec *spec)
+{
+    if (ex->vm == NULL)
+        return NULL;
+    for (vm_unit *u = ex->vm->units; u; u = u->next)
+        if (strcmp(u->label, spec->label) == 0 && strcmp(u->image, spec->argv[0]) == 0)
+            return u;
+    return NULL;
+}
+
+static void unit_discard_spares(vm_unit *u)
+{
+    for (unsigned i = 0; i < u->nspare; i++)
+        mxu_proc_free(u->spare[i]); /* killed; reaped without a callback */
+    u->nspare = 0;
+}
+
+static void unit_free(vm_unit *u)
+{
+    unit_discard_spares(u);
+    for (size_t i = 0; u->envp[i]; i++)
+        free(u->envp[i]);
+    free(u->envp);
+    free(u->label);
+    free(u->image);
+    free(u->cwd);
+    free(u);
+}
+
+/* A spare ended before anyone used it (a VM that could not be built, a kill
+ * from outside): drop it, say why (its stderr), and count the failure. */
+static void on_spare_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
+{
+    vm_unit *u = ud;
+    for (unsigned i = 0; i < u->nspare; i++) {
+        if (u->spare[i] != p)
+            continue;
+        u->nspare--;
+        memmove(&u->spare[i], &u->spare[i + 1], (u->nspare - i) * sizeof(u->spare[0]));
+        break;
+    }
+    char why[64], text[512];
+    mxu_proc_exit_describe(ex, why, sizeof(why));
+    ssize_t n = p->fds.stderr_r >= 0 ? read(p->fds.stderr_r, text, sizeof(text) - 1) : -1;
+    text[n > 0 ? n : 0] = '\0';
+    if (n > 0 && text[n - 1] == '\n')
+        text[n - 1] = '\0';
+    mxu_warn("vm: %s: a spare VM %s before use%s%s", u->label, why, n > 0 ? ": " : "", text);
+    u->failures++;
+    mxu_proc_free(p);
+}
+
+static void unit_refill(vm_unit *u)
+{
+    struct mxu_vm_spares *sp = u->owner;
+    const char *argv[] = {u->image, NULL};
+    mxu_exec_spec spec = {
+        .label = u->label,
+        .argv = argv,
+        .envp = (const char *const *)u->envp,
+        .cwd = u->cwd,
+        .memory_bytes = u->memory_bytes,
+        .cpu_limit_s = u->cpu_limit_s,
+        .max_open_files = u->max_open_files,
+        .channel = true,
+    };
+    while (u->nspare < sp->per_unit && u->failures < SPARE_FAILURES_MAX) {
+        mxu_err err = {0};
+        mxu_proc *p;
+        if (helper_start(sp->ex, &spec, on_spare_exit, u, &p, &err) < 0) {
+            mxu_warn("vm: %s: cannot start a spare VM: %s", u->label, err.msg);
+            u->failures++;
+            return;
+        }
+        u->spare[u->nspare++] = p;
+    }
+}
+
+static void refill_all(uv_timer_t *t)
+{
+    struct mxu_vm_spares *sp = t->data;
+    for (vm_unit *u = sp->units; u; u = u->next)
+        unit_refill(u);
+}
+
+/* The unit's oldest spare that is still alive, taken out of the list; NULL
+ * when there is none. A spare that died a moment ago may not have been
+ * reaped yet: its pidfd says so without waiting. */
+static mxu_proc *spare_take(vm_unit *u)
+{
+    while (u->nspare > 0) {
+        mxu_proc *p = u->spare[0];
+        u->nspare--;
+        memmove(&u->spare[0], &u->spare[1], u->nspare * sizeof(u->spare[0]));
+        struct pollfd pfd = {.fd = p->pidfd, .events = POLLIN};
+        if (!p->exited && poll(&pfd, 1, 0) == 0)
+            return p;
+        mxu_proc_free(p); /* reaped by the loop, without a callback */
+    }
+    return NULL;
+}
+
+static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb, void *ud,
+                    mxu_proc **out, mxu_err *err)
+{
+    vm_unit *u = spec->channel ? unit_find(ex, spec) : NULL;
+    mxu_proc *p = u ? spare_take(u) : NULL;
+    if (p) {
+        /* The spare becomes the instance: from now on its end is the
+         * caller's to hear about. */
+        p->exit_cb = exit_cb;
+        p->ud = ud;
+        u->failures = 0;
+        *out = p;
+    } else if (helper_start(ex, spec, exit_cb, ud, out, err) < 0) {
+        return -1;
+    }
+    if (u && !uv_is_active((uv_handle_t *)&ex->vm->refill))
+        uv_timer_start(&ex->vm->refill, refill_all, REFILL_DELAY_MS, 0);
     return 0;
 }
 
@@ -104,8 +329,37 @@ static int vm_cpu(mxu_proc *p, uint64_t *cpu_us)
 
 static void vm_release(mxu_exec *ex, const mxu_exec_spec *spec)
 {
-    MXU_UNUSED(ex);
-    MXU_UNUSED(spec);
+    if (ex->vm == NULL)
+        return;
+    for (vm_unit **pp = &ex->vm->units; *pp; pp = &(*pp)->next) {
+        vm_unit *u = *pp;
+        if (strcmp(u->label, spec->label) != 0 || strcmp(u->image, spec->argv[0]) != 0 ||
+            --u->refs > 0)
+            continue;
+        *pp = u->next;
+        unit_free(u);
+        return;
+    }
+}
+
+static void on_refill_closed(uv_handle_t *h)
+{
+    free(h->data);
+}
+
+void mxu_vm_fini(mxu_exec *ex)
+{
+    struct mxu_vm_spares *sp = ex->vm;
+    if (sp == NULL)
+        return;
+    ex->vm = NULL;
+    while (sp->units) {
+        vm_unit *u = sp->units;
+        sp->units = u->next;
+        unit_free(u);
+    }
+    uv_timer_stop(&sp->refill);
+    uv_close((uv_handle_t *)&sp->refill, on_refill_closed); /* frees sp */
 }
 
 const mxu_executor_ops mxu_exec_vm_ops = {

@@ -31,4 +31,9 @@ typedef struct vm_image {
  * executable, entry inside an executable segment, and room for a heap. */
 int vm_image_parse(const void *image, size_t len, uint64_t mem_bytes, vm_image *out, mxu_err *err);
 
+/* The vCPU's general registers now (tests compare a reset guest's with
+ * the pristine image's). Returns the ioctl's result. */
+struct kvm_regs;
+int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r);
+
 #endif

@@ -7,6 +7,7 @@
  *   create      one linear sequence: memory, image, page tables, GDT, IDT,
  *               TSS, vCPU, CPUID, special and general registers
  *   run         KVM_RUN until a hypercall or a fault; timeouts kick
+ *   pristine    snapshot a booted guest, and reset a used one to it
  *   faults      turning an exit into a message for people
  *
  * Why no guest kernel: under PVM (the hypervisor of this project's machines)
@@ -77,6 +78,12 @@ struct mxu_vm {
     timer_t timer;
     bool has_timer;
     bool dead; /* a fault was reported: never resume */
+    /* The pristine image (mxu_vm_snapshot): guest memory in a sealed memfd
+     * that guest memory is a private mapping of, and the vCPU's state. */
+    int pristine_fd;
+    struct kvm_regs snap_regs;
+    struct kvm_sregs snap_sregs;
+    struct kvm_fpu snap_fpu;
 };
 
 /* ---- probe ------------------------------------------------------------------------------- */
@@ -316,7 +323,7 @@ int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_v
         return -1;
 
     mxu_vm *vm = mxu_calloc(1, sizeof(*vm));
-    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = -1;
+    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->pristine_fd = -1;
     vm->mem = MAP_FAILED;
     vm->mem_bytes = mem_bytes;
 
@@ -422,6 +429,8 @@ void mxu_vm_destroy(mxu_vm *vm)
         close(vm->vm_fd);
     if (vm->kvm_fd >= 0)
         close(vm->kvm_fd);
+    if (vm->pristine_fd >= 0)
+        close(vm->pristine_fd);
     free(vm);
 }
 
@@ -655,4 +664,141 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
     }
     vm->dead = true;
     return 0;
+}
+
+/* ---- pristine ----------------------------------------------------------------------------
+ * A booted guest waiting in its first READ is the same for every instance
+ * of a unit; mxu_vm_snapshot() keeps it, and mxu_vm_reset() puts a used
+ * guest back into exactly that state without building a new VM.
+ *
+ * Memory is copy-on-write: the snapshot copies the pages the guest has
+ * (mincore: only resident ones; the rest are zero) into a memfd, seals it
+ * read-only, and maps guest memory as a MAP_PRIVATE view of it. A reset is
+ * then one mmap(MAP_FIXED) of a fresh private view over the old one: the
+ * kernel drops every page the guest (or the host, on its behalf) wrote, and
+ * KVM, told through its MMU notifier, drops its mappings of them, so the
+ * next access sees the pristine byte. Its cost grows with the pages the
+ * instance dirtied, not with guest memory. (The other way, KVM's dirty log
+ * and copying back the logged pages, must also track what the host writes
+ * into guest memory, which KVM does not log; and write-protecting pages for
+ * the log costs a fault per first write under PVM's shadow paging.)
+ *
+ * The vCPU's registers come back with KVM_SET_REGS/SREGS/FPU. The snapshot
+ * is taken after completing the pending MMIO exit (KVM_RUN with
+ * immediate_exit: "guest state is consistent only after userspace has
+ * re-entered the kernel"), so rip is past the doorbell store, and a reset
+ * guest resumes as if the hypercall it was stopped in had just returned.
+ */
+
+/* Complete the MMIO exit the vCPU stopped on, without running the guest. */
+static int complete_exit(mxu_vm *vm, mxu_err *err)
+{
+    vm->run->immediate_exit = 1;
+    int rc = ioctl(vm->vcpu_fd, KVM_RUN, 0);
+    int e = errno;
+    vm->run->immediate_exit = 0;
+    if (rc < 0 && e != EINTR && e != EAGAIN)
+        return mxu_err_sys(err, e, "vm: completing the last exit");
+    return 0;
+}
+
+static int map_pristine(mxu_vm *vm, mxu_err *err)
+{
+    void *m = mmap(vm->mem, vm->mem_bytes, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_FIXED | MAP_NORESERVE, vm->pristine_fd, 0);
+    if (m == MAP_FAILED) {
+        /* The old mapping may be gone: the VM must never run again. */
+        vm->dead = true;
+        return mxu_err_sys(err, errno, "vm: cannot map the pristine image");
+    }
+    return 0;
+}
+
+int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
+{
+    if (vm->dead || vm->pristine_fd >= 0)
+        return mxu_err_set(err, EINVAL, "vm: %s",
+                           vm->dead ? "a failed guest cannot be a pristine image"
+                                    : "the VM already has a pristine image");
+    if (complete_exit(vm, err) < 0)
+        return -1;
+    if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &vm->snap_regs) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_GET_SREGS, &vm->snap_sregs) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_GET_FPU, &vm->snap_fpu) < 0)
+        return mxu_err_sys(err, errno, "vm: reading the vCPU's state");
+
+    int fd = memfd_create("mxu-vm-pristine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return mxu_err_sys(err, errno, "vm: memfd_create");
+    if (ftruncate(fd, (off_t)vm->mem_bytes) < 0) {
+        int e = errno;
+        close(fd);
+        return mxu_err_sys(err, e, "vm: sizing the pristine image");
+    }
+    /* Copy what is resident, in runs; everything else reads as zero in
+     * both. */
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t npages = vm->mem_bytes / (uint64_t)pg;
+    unsigned char *vec = mxu_malloc(npages);
+    int rc = mincore(vm->mem, vm->mem_bytes, vec);
+    for (size_t i = 0; rc == 0 && i < npages;) {
+        if (!(vec[i] & 1)) {
+            i++;
+            continue;
+        }
+        size_t j = i;
+        while (j < npages && (vec[j] & 1))
+            j++;
+        size_t off = i * (size_t)pg, len = (j - i) * (size_t)pg;
+        while (len > 0) {
+            ssize_t k = pwrite(fd, vm->mem + off, len, (off_t)off);
+            if (k < 0 && errno == EINTR)
+                continue;
+            if (k <= 0) {
+                rc = -1;
+                break;
+            }
+            off += (size_t)k;
+            len -= (size_t)k;
+        }
+        i = j;
+    }
+    int e = errno;
+    free(vec);
+    /* Sealed: nothing, not even this process, can change the image now. */
+    if (rc == 0 &&
+        fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
+        rc = -1;
+        e = errno;
+    }
+    if (rc < 0) {
+        close(fd);
+        return mxu_err_sys(err, e, "vm: writing the pristine image");
+    }
+    vm->pristine_fd = fd;
+    /* From now on guest memory is a private view of the image: the copy the
+     * guest booted in is dropped, its pages are shared with the image. */
+    return map_pristine(vm, err);
+}
+
+int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
+{
+    if (vm->pristine_fd < 0)
+        return mxu_err_set(err, EINVAL, "vm: no pristine image to reset to");
+    if (vm->dead)
+        return mxu_err_set(err, EINVAL, "vm: a failed guest is discarded, not reset");
+    if (complete_exit(vm, err) < 0 || map_pristine(vm, err) < 0)
+        return -1;
+    if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &vm->snap_sregs) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_SET_FPU, &vm->snap_fpu) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_SET_REGS, &vm->snap_regs) < 0) {
+        vm->dead = true;
+        return mxu_err_sys(err, errno, "vm: restoring the vCPU's state");
+    }
+    return 0;
+}
+
+int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r)
+{
+    return ioctl(vm->vcpu_fd, KVM_GET_REGS, r);
 }

@@ -58,6 +58,18 @@ volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm);
 void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len);
 uint64_t mxu_vm_mem_bytes(const mxu_vm *vm);
 
+/* ---- the pristine image (vm-kvm.c) ----
+ * Keep the guest's state now — memory and vCPU — as its pristine image:
+ * call it when the guest is stopped in a hypercall (typically its first
+ * READ, booted and waiting for work). Guest memory becomes a private
+ * copy-on-write view of a sealed memfd holding the image. */
+int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err);
+/* Put the guest back into its pristine image: every byte of guest memory
+ * and the vCPU's registers as they were at mxu_vm_snapshot(); the guest
+ * resumes as if the hypercall it was snapshotted in had just returned. A
+ * failed (faulted, timed out) VM is refused: it is discarded, never reused. */
+int mxu_vm_reset(mxu_vm *vm, mxu_err *err);
+
 /* ---- serving a guest's channel (vm-serve.c) ----
  * The host side of the hypercalls in vm-abi.h: the guest's channel bytes go
  * to `out_fd`, bytes from `in_fd` come to the guest, its diagnostic text to

@@ -12,6 +12,7 @@
 #include "mxu-config.h"
 
 #include <elf.h>
+#include <linux/kvm.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
@@ -124,6 +125,114 @@ static void test_create_and_first_hypercall_time(void)
     }
     printf("  create VM + boot to the first hypercall: mean %.0f us, best %.0f us (%d rounds)\n",
            sum / rounds, best, rounds);
+    mxu_buf_free(&img);
+}
+
+/* Run a booted guest (stopped in a READ) on command `cmd` until it exits;
+ * its WRITE and STDERR output is dropped. Returns its exit code. */
+static int run_to_exit(mxu_vm *vm, char cmd)
+{
+    mxu_err err = {0};
+    volatile mxu_vm_ctl *ctl = mxu_vm_ctl_block(vm);
+    *(char *)mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, 1) = cmd;
+    ctl->in_len = 1;
+    for (;;) {
+        mxu_vm_exit ex;
+        if (mxu_vm_run(vm, 5000, &ex, &err) < 0 || ex.kind != MXU_VM_EXIT_HCALL)
+            MXU_TEST_FAIL_("guest '%c': %s", cmd, err.msg);
+        if (ex.nr == MXU_VM_HC_EXIT)
+            return (int)ctl->exit_code;
+        ctl->out_len = 0;
+        ctl->in_len = 0; /* a READ: EOF */
+    }
+}
+
+/* Boot to the first READ and keep that as the pristine image. */
+static mxu_vm *boot_pristine(const mxu_buf *img)
+{
+    mxu_err err = {0};
+    mxu_vm *vm;
+    if (mxu_vm_create(img->data, img->len, MEM, &vm, &err) < 0)
+        MXU_TEST_FAIL_("create: %s", err.msg);
+    mxu_vm_exit ex;
+    CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
+    CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+    CHECK_EQ_INT(ex.nr, MXU_VM_HC_READ);
+    if (mxu_vm_snapshot(vm, &err) < 0)
+        MXU_TEST_FAIL_("snapshot: %s", err.msg);
+    return vm;
+}
+
+/* A reset guest is byte for byte the pristine one: all of guest memory and
+ * the vCPU's registers, after a guest that dirtied bss, heap, stack and
+ * buffers, and after one that echoed; and it then runs like a new one. */
+static void test_reset_is_pristine(void)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_vm *vm = boot_pristine(&img);
+    mxu_err err = {0};
+    uint8_t *pristine = mxu_malloc(MEM);
+    memcpy(pristine, mxu_vm_guest_ptr(vm, 0, MEM), MEM);
+    struct kvm_regs r0, r1;
+    CHECK(mxu_vm_vcpu_regs(vm, &r0) == 0);
+
+    const char cmds[] = {'m', 'e', 'm', 'x'};
+    const int codes[] = {9, 0, 9, 7};
+    for (size_t i = 0; i < sizeof(cmds); i++) {
+        CHECK_EQ_INT(run_to_exit(vm, cmds[i]), codes[i]);
+        CHECK(memcmp(pristine, mxu_vm_guest_ptr(vm, 0, MEM), MEM) != 0);
+        if (mxu_vm_reset(vm, &err) < 0)
+            MXU_TEST_FAIL_("reset: %s", err.msg);
+        CHECK(memcmp(pristine, mxu_vm_guest_ptr(vm, 0, MEM), MEM) == 0);
+        CHECK(mxu_vm_vcpu_regs(vm, &r1) == 0);
+        CHECK(memcmp(&r0, &r1, sizeof(r0)) == 0);
+    }
+    CHECK_EQ_INT(run_to_exit(vm, 'x'), 7);
+    /* A guest that failed is never reset: it is discarded. */
+    CHECK(mxu_vm_reset(vm, &err) == 0);
+    *(char *)mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, 1) = 'p';
+    mxu_vm_ctl_block(vm)->in_len = 1;
+    mxu_vm_exit ex;
+    CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
+    CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_FAULT);
+    CHECK_EQ_INT(mxu_vm_reset(vm, &err), -1);
+    CHECK_CONTAINS(err.msg, "discarded");
+    free(pristine);
+    mxu_vm_destroy(vm);
+    mxu_buf_free(&img);
+}
+
+/* What a reset costs next to a new VM, and what the guest then pays to
+ * fault its pages back in. */
+static void test_reset_time(void)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_vm *vm = boot_pristine(&img);
+    mxu_err err = {0};
+    const char cmds[] = {'x', 'm'};
+    for (size_t c = 0; c < sizeof(cmds); c++) {
+        int rounds = 200;
+        double reset = 0, run = 0, best = 1e9;
+        for (int i = 0; i < rounds; i++) {
+            double t0 = now_us();
+            run_to_exit(vm, cmds[c]);
+            double t1 = now_us();
+            if (mxu_vm_reset(vm, &err) < 0)
+                MXU_TEST_FAIL_("reset: %s", err.msg);
+            double t2 = now_us();
+            run += t1 - t0;
+            reset += t2 - t1;
+            best = t2 - t1 < best ? t2 - t1 : best;
+        }
+        printf("  reset after '%c' (%s): mean %.1f us, best %.1f us; the guest's run from "
+               "pristine %.1f us (%d rounds)\n",
+               cmds[c],
+               cmds[c] == 'm' ? "4 MiB heap + 64 KiB bss and stack dirtied" : "exit at once",
+               reset / rounds, best, run / rounds, rounds);
+    }
+    mxu_vm_destroy(vm);
     mxu_buf_free(&img);
 }
 
@@ -337,4 +446,5 @@ MXU_TESTS(TEST(test_boot_and_exit), TEST(test_create_and_first_hypercall_time),
           TEST(test_hypercall_round_trip), TEST(test_write_outside_memory),
           TEST(test_page_tables_protected), TEST(test_code_protected),
           TEST(test_infinite_loop_kicked), TEST(test_port_io_fault), TEST(test_hostile_lengths),
-          TEST(test_image_checks), TEST(test_helper_reports_fault_as_fatal_frame))
+          TEST(test_image_checks), TEST(test_helper_reports_fault_as_fatal_frame),
+          TEST(test_reset_is_pristine), TEST(test_reset_time))

@@ -6,6 +6,7 @@
  */
 #include "mxu-guest.h"
 
+#include <stdlib.h>
 #include <string.h>
 
 int main(void);
@@ -58,6 +59,17 @@ int main(void)
         return 0;
     case 'r': /* read the doorbell page */
         return (int)*(volatile uint32_t *)MXU_VM_DOORBELL;
+    case 'm': { /* dirty memory wherever it may: bss, heap, stack, out buffer */
+        memset(buf, 0xa5, sizeof(buf));
+        uint8_t *h = malloc(4u << 20);
+        if (h)
+            memset(h, 0x5a, 4u << 20);
+        volatile uint8_t stack[65536];
+        for (size_t i = 0; i < sizeof(stack); i++)
+            stack[i] = (uint8_t)i;
+        mxu_guest_send(MXU_VM_HC_STDERR, "dirty\n", 6);
+        return h && stack[7] == 7 ? 9 : 3;
+    }
     case 's': /* stderr text */
         mxu_guest_send(MXU_VM_HC_STDERR, "guest says hi\n", 14);
         return 0;
