@@ -9,7 +9,9 @@ functions once keeps the suite short). After every test the runner checks
 that the node still answers /v1/health and a canary invocation, so an attack
 that took the node down fails even if its own assertion passed. Prints
 "PASS hostile/<module>/<test>" or "FAIL hostile/<module>/<test>: reason"
-(scripts/check.sh counts these lines).
+(scripts/check.sh counts these lines). A module whose setup() raises Skip
+(the vm attacks where /dev/kvm cannot run guests) prints "SKIP ..." for each
+of its tests: skipped, never passed.
 
   tests/hostile/run.py              all
   tests/hostile/run.py fork         tests whose name contains "fork"
@@ -60,7 +62,8 @@ def node_serving(ctx):
 def main():
     pattern = sys.argv[1] if len(sys.argv) > 1 else ""
     signal.signal(signal.SIGALRM, on_alarm)
-    failed = passed = 0
+    from harness import Skip
+    failed = passed = skipped = 0
     for fname in sorted(os.listdir(HERE)):
         if not (fname.startswith("test_") and fname.endswith(".py")):
             continue
@@ -74,6 +77,12 @@ def main():
             signal.alarm(TEST_TIMEOUT)
             ctx = mod.setup() if hasattr(mod, "setup") else None
             signal.alarm(0)
+        except Skip as e:
+            signal.alarm(0)
+            for n in wanted:
+                print(f"SKIP hostile/{fname[5:-3]}/{n[5:]}: {e}", flush=True)
+                skipped += 1
+            continue
         except BaseException as e:  # noqa: B902
             signal.alarm(0)
             for n in wanted:
@@ -108,7 +117,7 @@ def main():
                 failed += 1
                 print(f"FAIL hostile/{fname[5:-3]}/teardown: {e}", flush=True)
                 traceback.print_exc(file=sys.stdout)
-    print(f"hostile: {passed} passed, {failed} failed", flush=True)
+    print(f"hostile: {passed} passed, {failed} failed, {skipped} skipped", flush=True)
     return 1 if failed else 0
 
 

@@ -575,6 +575,20 @@ static void disarm_timer(mxu_vm *vm)
     timer_settime(vm->timer, 0, &its, NULL);
 }
 
+mxu_vm_mmio_kind mxu_vm_mmio_decode(uint64_t addr, uint32_t len, bool is_write,
+                                    const uint8_t data[8], uint32_t *value)
+{
+    *value = 0;
+    if (!is_write || len != 4)
+        return MXU_VM_MMIO_BAD;
+    memcpy(value, data, 4);
+    if (addr == MXU_VM_DOORBELL)
+        return MXU_VM_MMIO_HCALL;
+    if (addr == MXU_VM_FAULT_DOORBELL)
+        return MXU_VM_MMIO_FAULT;
+    return MXU_VM_MMIO_BAD;
+}
+
 int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
 {
     memset(ex, 0, sizeof(*ex));
@@ -620,13 +634,16 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
     case KVM_EXIT_MMIO: {
         uint64_t a = run->mmio.phys_addr;
         uint32_t v = 0;
-        memcpy(&v, run->mmio.data, MXU_MIN(run->mmio.len, 4u));
-        if (a == MXU_VM_DOORBELL && run->mmio.is_write && run->mmio.len == 4) {
+        mxu_vm_mmio_kind k =
+            mxu_vm_mmio_decode(a, run->mmio.len, run->mmio.is_write != 0, run->mmio.data, &v);
+        if (k == MXU_VM_MMIO_HCALL) {
             ex->kind = MXU_VM_EXIT_HCALL;
             ex->nr = v;
             return 0;
         }
-        if (a == MXU_VM_FAULT_DOORBELL && run->mmio.is_write && run->mmio.len == 4) {
+        if (k == MXU_VM_MMIO_FAULT) {
+            /* The guest can store here too, and so forge its own fault
+             * report: harmless, it ends the guest all the same. */
             describe_exception(vm, v, err);
             break;
         }

@@ -12,6 +12,7 @@
  * check: the guest's lengths against its own buffers, read once.
  */
 #include "exec/vm/vm.h"
+#include "unit/frame.h"
 
 #include <errno.h>
 #include <poll.h>
@@ -39,30 +40,49 @@ static int write_all(int fd, const uint8_t *p, size_t n)
     return 0;
 }
 
-/* Follow the frame grammar over the bytes the guest sends, only to know
- * where frames end (the node decodes and validates them). */
-static void track_frames(mxu_vm_serve_state *st, const uint8_t *p, size_t n)
+/* Follow the frame grammar over a byte stream, only to know where frames
+ * end (the node decodes and validates them); `on_hdr` sees each header. */
+typedef struct frame_track {
+    uint8_t *hdr;
+    uint32_t *hdr_have;
+    uint64_t *payload_left;
+} frame_track;
+
+static void track_frames(frame_track t, const uint8_t *p, size_t n, uint64_t *last_invoke)
 {
     while (n > 0) {
-        if (st->payload_left) {
-            size_t k = (size_t)MXU_MIN((uint64_t)n, st->payload_left);
-            st->payload_left -= k;
+        if (*t.payload_left) {
+            size_t k = (size_t)MXU_MIN((uint64_t)n, *t.payload_left);
+            *t.payload_left -= k;
             p += k;
             n -= k;
             continue;
         }
-        size_t k = MXU_MIN(n, sizeof(st->hdr) - st->hdr_have);
-        memcpy(st->hdr + st->hdr_have, p, k);
-        st->hdr_have += (uint32_t)k;
+        size_t k = MXU_MIN(n, 16u - *t.hdr_have);
+        memcpy(t.hdr + *t.hdr_have, p, k);
+        *t.hdr_have += (uint32_t)k;
         p += k;
         n -= k;
-        if (st->hdr_have == sizeof(st->hdr)) {
+        if (*t.hdr_have == 16) {
             uint32_t len;
-            memcpy(&len, st->hdr, 4); /* little-endian, like the wire */
-            st->payload_left = len;
-            st->hdr_have = 0;
+            memcpy(&len, t.hdr, 4); /* little-endian, like the wire */
+            *t.payload_left = len;
+            *t.hdr_have = 0;
+            if (last_invoke && t.hdr[4] == MXU_FRAME_INVOKE)
+                memcpy(last_invoke, t.hdr + 8, 8);
         }
     }
+}
+
+void mxu_vm_track_out(mxu_vm_serve_state *st, const uint8_t *p, size_t n)
+{
+    track_frames((frame_track){st->hdr, &st->hdr_have, &st->payload_left}, p, n, NULL);
+}
+
+void mxu_vm_track_in(mxu_vm_serve_state *st, const uint8_t *p, size_t n)
+{
+    track_frames((frame_track){st->in_hdr, &st->in_hdr_have, &st->in_payload_left}, p, n,
+                 &st->last_invoke);
 }
 
 bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st)
@@ -70,21 +90,37 @@ bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st)
     return st->hdr_have == 0 && st->payload_left == 0;
 }
 
-/* The guest's out_len, checked: read once, so the guest cannot change it
- * between the check and the copy (it is stopped anyway, but a second vCPU
- * one day must not reopen this). */
-static int take_out(mxu_vm *vm, const uint8_t **p, uint32_t *n, mxu_err *err)
+int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hcall_args *hc,
+                        mxu_err *err)
 {
-    volatile mxu_vm_ctl *ctl = mxu_vm_ctl_block(vm);
-    uint32_t len = ctl->out_len;
-    if (len > MXU_VM_OUT_CAP)
-        return mxu_err_set(err, EFAULT,
-                           "vm: guest fault: hypercall with out_len %u, over the %u-byte buffer",
-                           len, MXU_VM_OUT_CAP);
-    *p = mxu_vm_guest_ptr(vm, MXU_VM_OUT_ADDR, len);
-    *n = len;
-    ctl->out_len = 0;
-    return 0;
+    memset(hc, 0, sizeof(*hc));
+    hc->nr = nr;
+    if (mem_bytes < MXU_VM_OUT_ADDR + MXU_VM_OUT_CAP)
+        return mxu_err_set(err, EINVAL, "vm: guest memory too small for the channel buffers");
+    volatile mxu_vm_ctl *ctl = (volatile mxu_vm_ctl *)(mem + MXU_VM_CTL_ADDR);
+    switch (nr) {
+    case MXU_VM_HC_WRITE:
+    case MXU_VM_HC_READ:
+    case MXU_VM_HC_STDERR: {
+        /* Read once, so the guest cannot change it between the check and
+         * the copy (it is stopped anyway, but a second vCPU one day must
+         * not reopen this). */
+        uint32_t len = ctl->out_len;
+        if (len > MXU_VM_OUT_CAP)
+            return mxu_err_set(
+                err, EFAULT, "vm: guest fault: hypercall with out_len %u, over the %u-byte buffer",
+                len, MXU_VM_OUT_CAP);
+        hc->out = mem + MXU_VM_OUT_ADDR;
+        hc->out_len = len;
+        ctl->out_len = 0;
+        return 0;
+    }
+    case MXU_VM_HC_EXIT:
+        hc->exit_code = (int)(ctl->exit_code & 0xff);
+        return 0;
+    default:
+        return mxu_err_set(err, EFAULT, "vm: guest fault: unknown hypercall %u", nr);
+    }
 }
 
 int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
@@ -98,15 +134,17 @@ int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout
             return -1;
         if (ex.kind != MXU_VM_EXIT_HCALL)
             return -1;
-        const uint8_t *p = NULL;
-        uint32_t n = 0;
+        mxu_vm_hcall_args hc;
+        if (mxu_vm_hcall_decode(mxu_vm_guest_ptr(vm, 0, mxu_vm_mem_bytes(vm)), mxu_vm_mem_bytes(vm),
+                                ex.nr, &hc, err) < 0)
+            return -1;
+        const uint8_t *p = hc.out;
+        uint32_t n = hc.out_len;
         switch (ex.nr) {
         case MXU_VM_HC_WRITE:
         case MXU_VM_HC_READ:
-            if (take_out(vm, &p, &n, err) < 0)
-                return -1;
             if (n && !host_gone) {
-                track_frames(st, p, n);
+                mxu_vm_track_out(st, p, n);
                 if (write_all(out_fd, p, n) < 0) {
                     if (errno != EPIPE)
                         return mxu_err_sys(err, errno, "vm: writing to the node");
@@ -133,22 +171,19 @@ int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout
                 if (k < 0)
                     return mxu_err_sys(err, errno, "vm: reading from the node");
                 ctl->in_len = (uint32_t)k; /* 0: EOF, the guest exits */
+                mxu_vm_track_in(st, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, (uint64_t)k), (size_t)k);
                 break;
             }
             ctl->now_ms = mxu_now_ns() / 1000000u;
             ctl->wall_ms = mxu_wall_ms();
             break;
         case MXU_VM_HC_STDERR:
-            if (take_out(vm, &p, &n, err) < 0)
-                return -1;
             if (n && log_fd >= 0 && write_all(log_fd, p, n) < 0 && errno != EPIPE)
                 return mxu_err_sys(err, errno, "vm: writing the guest's stderr");
             break;
-        case MXU_VM_HC_EXIT:
-            st->exit_code = (int)(ctl->exit_code & 0xff);
+        default: /* EXIT: the decoder refused every other number */
+            st->exit_code = hc.exit_code;
             return 0;
-        default:
-            return mxu_err_set(err, EFAULT, "vm: guest fault: unknown hypercall %u", ex.nr);
         }
     }
 }

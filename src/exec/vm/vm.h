@@ -50,6 +50,18 @@ typedef struct mxu_vm_exit {
  * Returns 0 with *ex filled; -1 only when KVM itself fails. */
 int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err);
 
+/* An MMIO exit, classified: a 4-byte store to MXU_VM_DOORBELL is a
+ * hypercall (*value = its number), one to MXU_VM_FAULT_DOORBELL a fault
+ * stub's report (*value = the vector); anything else — another address,
+ * width or a read — is a bad access, the guest's fault. */
+typedef enum mxu_vm_mmio_kind {
+    MXU_VM_MMIO_HCALL,
+    MXU_VM_MMIO_FAULT,
+    MXU_VM_MMIO_BAD,
+} mxu_vm_mmio_kind;
+mxu_vm_mmio_kind mxu_vm_mmio_decode(uint64_t addr, uint32_t len, bool is_write,
+                                    const uint8_t data[8], uint32_t *value);
+
 /* The control block, in guest memory: the guest may change any field at any
  * time it runs; read each field once per hypercall (see vm-abi.h). */
 volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm);
@@ -81,6 +93,13 @@ typedef struct mxu_vm_serve_state {
     uint8_t hdr[16];
     uint32_t hdr_have;
     uint64_t payload_left;
+    /* The same for the node's bytes to the guest, to know the last INVOKE
+     * it was given: a FATAL frame names it, so the node blames that
+     * invocation rather than the instance's start. */
+    uint8_t in_hdr[16];
+    uint32_t in_hdr_have;
+    uint64_t in_payload_left;
+    uint64_t last_invoke;
     int exit_code; /* after a clean EXIT */
 } mxu_vm_serve_state;
 
@@ -91,6 +110,25 @@ typedef struct mxu_vm_serve_state {
  * with exit code 0, as a process instance gets EPIPE and exits. */
 int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
                  mxu_vm_serve_state *st, mxu_err *err);
+/* One hypercall, decoded: what the host is to do. */
+typedef struct mxu_vm_hcall_args {
+    uint32_t nr;
+    const uint8_t *out; /* WRITE, READ, STDERR: out_len bytes, inside the out buffer */
+    uint32_t out_len;
+    int exit_code; /* EXIT */
+} mxu_vm_hcall_args;
+
+/* Decode hypercall `nr` against the control block of guest memory `mem`
+ * (`mem_bytes` long): the one place that reads what the guest hands over.
+ * out_len is read once, checked against the out buffer and cleared; an
+ * unknown number or a bad length is "vm: guest fault: ..." (-1). No KVM
+ * needed: the fuzz target (fuzz/fuzz-vm-hcall.c) drives it directly. */
+int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hcall_args *hc,
+                        mxu_err *err);
+/* Follow the frame grammar over the guest's bytes to the node (out) and the
+ * node's to the guest (in, noting the last INVOKE's id). */
+void mxu_vm_track_out(mxu_vm_serve_state *st, const uint8_t *p, size_t n);
+void mxu_vm_track_in(mxu_vm_serve_state *st, const uint8_t *p, size_t n);
 /* True when the guest's output so far ends on a frame boundary. */
 bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st);
 

@@ -33,12 +33,14 @@
 #define EXIT_GUEST_FAULT 70
 #define EXIT_VM_SETUP    71
 
-static void fatal_frame(int fd, const char *msg)
+/* `id`: the invocation the guest was running (the last INVOKE it was
+ * given), so the node blames it; 0 before any, when the start failed. */
+static void fatal_frame(int fd, uint64_t id, const char *msg)
 {
     uint8_t buf[16 + 1024];
     mxu_slice text = {msg, (uint32_t)strnlen(msg, sizeof(buf) - 64)};
     size_t n = mxu_log_encode(buf + 16, sizeof(buf) - 16, 3, text);
-    mxu_frame_hdr h = {.len = (uint32_t)n, .type = MXU_FRAME_FATAL};
+    mxu_frame_hdr h = {.len = (uint32_t)n, .type = MXU_FRAME_FATAL, .id = id};
     mxu_frame_hdr_encode(&h, buf);
     mxu_write_all(fd, buf, 16 + n);
 }
@@ -69,7 +71,7 @@ int main(int argc, char **argv)
     mxu_vm *vm;
     if (mxu_vm_create(image.data, image.len, mem, &vm, &err) < 0) {
         fprintf(stderr, "mxu-vmm: %s\n", err.msg);
-        fatal_frame(4, err.msg);
+        fatal_frame(4, 0, err.msg);
         return EXIT_VM_SETUP;
     }
     mxu_buf_free(&image);
@@ -80,7 +82,7 @@ int main(int argc, char **argv)
     if (rc < 0) {
         fprintf(stderr, "%s\n", err.msg);
         if (mxu_vm_serve_between_frames(&st))
-            fatal_frame(4, err.msg);
+            fatal_frame(4, st.last_invoke, err.msg);
         return EXIT_GUEST_FAULT;
     }
     return st.exit_code;

@@ -1,0 +1,261 @@
+#!/bin/sh
+# bench/vm.sh — the vm executor (docs/vm.md) beside process and sandbox, in
+# one run on this machine, one node:
+#
+#   1. cold start: the first invoke after scale to zero, end to end over HTTP
+#      (bench/src/coldstart.c: X-Mxu-Cold counted, p50/p99 over COLD_RUNS) of
+#      the no-op function `cold` under process, sandbox (when the node can
+#      run it) and vm, in interleaved rounds;
+#   2. warm throughput of the no-op function, vm vs process (wrk -t1 -c32
+#      and -c1, REPEATS rounds interleaved, the ratio per round, median);
+#   3. memory per idle VM: PSS and RSS of an idle instance's mxu-vmm helper
+#      and of an idle spare, minus the guest's RAM (its one mapping, found in
+#      /proc/PID/smaps by size), against issue 7's target of <= 1 MiB.
+#
+# Standalone (sh bench/vm.sh) or from bench/run.sh. Writes $RES/vm.md (the
+# summary) and raw files under $RES/raw/; prints the summary. Waits for a
+# quiet machine before each measurement (bench/lib.sh).
+# Env: BENCH_DIR (/tmp/mxu-bench), MXU_BIN (build/mxu), COLD_RUNS (300),
+#   REPEATS (3), DURATION (10s), SERVER_CPU (0), CLIENT_CPU (1),
+#   BENCH_PORT (18200: uses +20), BENCH_QUICK=1 (40 runs, 1 x 3 s).
+# Needs: /dev/kvm that can run guests (else it says so and exits 0), wrk,
+#   python3, curl, taskset, setsid, cc.
+set -u
+
+BENCH=$(cd "$(dirname "$0")" && pwd)
+REPO=$(cd "$BENCH/.." && pwd)
+BENCH_DIR=${BENCH_DIR:-/tmp/mxu-bench}
+MXU_BIN=${MXU_BIN:-$REPO/build/mxu}
+SERVER_CPU=${SERVER_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+QUIET_MIN=${QUIET_MIN:-90}
+QUIET_WAIT=${QUIET_WAIT:-60}
+OTHERS_MAX=${OTHERS_MAX:-5}
+RETRIES=${RETRIES:-2}
+if [ "${BENCH_QUICK:-0}" = 1 ]; then
+    COLD_RUNS=${COLD_RUNS:-40} REPEATS=${REPEATS:-1} DURATION=${DURATION:-3s}
+else
+    COLD_RUNS=${COLD_RUNS:-300} REPEATS=${REPEATS:-3} DURATION=${DURATION:-10s}
+fi
+WARMUP=${WARMUP:-2s}
+PORT=$((${BENCH_PORT:-18200} + 20))
+if [ -z "${RES:-}" ]; then
+    RES="$BENCH_DIR/results/vm-$(date +%Y%m%d-%H%M%S)"
+fi
+LOGS="$RES/logs" PIDS="$RES/pids"
+mkdir -p "$RES/raw" "$LOGS" "$PIDS"
+. "$BENCH/lib.sh"
+trap 'stop_all_bg' EXIT
+trap 'exit 130' INT TERM # stop, don't carry on without servers
+
+for c in wrk python3 curl taskset setsid cc; do
+    command -v "$c" >/dev/null 2>&1 || { echo "bench/vm: missing $c (scripts/deps.sh --bench)" >&2; exit 1; }
+done
+[ -x "$MXU_BIN" ] || { echo "bench/vm: $MXU_BIN not found: run make" >&2; exit 1; }
+
+W="$BENCH_DIR/vm"
+mkdir -p "$W/bin"
+cc -O2 -o "$W/bin/coldstart" "$BENCH/src/coldstart.c" || exit 1
+
+# ---------------------------------------------------------------- the node
+F="$W/functions"
+rm -rf "$F"
+mkdir -p "$F"
+for f in cold noop; do
+    for x in vm sandbox; do
+        cp -r "$BENCH/functions/$f" "$F/$f-$x"
+        sed -i "s/^name: .*/name: $f-$x/" "$F/$f-$x/mxu.yaml"
+        printf 'executor: %s\n' "$x" >>"$F/$f-$x/mxu.yaml"
+    done
+    cp -r "$BENCH/functions/$f" "$F/$f"
+done
+DATA="$W/data"
+rm -rf "$DATA"
+# --auth off and --metering off: this script measures the executors, not
+# authentication or usage records (bench/run.sh and metering.sh do).
+start_bg mxu-vm "$MXU_BIN" serve --auth off --metering off --listen "127.0.0.1:$PORT" \
+    --data "$DATA" --log-level warn --deploy "$F/cold" --deploy "$F/noop"
+wait_http "http://127.0.0.1:$PORT/v1/health" 120 || exit 1
+EXECUTORS=$(curl -sS "http://127.0.0.1:$PORT/v1/health" |
+    python3 -c 'import json,sys; print(" ".join(json.load(sys.stdin).get("executors", [])))')
+case " $EXECUTORS " in
+*" vm "*) ;;
+*)
+    echo "bench/vm: SKIP: the node cannot run vm guests here ($(grep -m1 'vm:' "$LOGS/mxu-vm.log"))" |
+        tee "$RES/vm.md"
+    exit 0
+    ;;
+esac
+COLD="cold cold-vm"
+WARM="noop noop-vm"
+MXU_URL="http://127.0.0.1:$PORT" "$MXU_BIN" deploy "$F/cold-vm" >/dev/null &&
+    MXU_URL="http://127.0.0.1:$PORT" "$MXU_BIN" deploy "$F/noop-vm" >/dev/null || exit 1
+case " $EXECUTORS " in
+*" sandbox "*)
+    MXU_URL="http://127.0.0.1:$PORT" "$MXU_BIN" deploy "$F/cold-sandbox" >/dev/null && COLD="$COLD cold-sandbox"
+    ;;
+esac
+"$MXU_BIN" version >"$RES/raw/vm-mxu-version.txt" 2>&1 || true
+(cd "$REPO" && git rev-parse --short HEAD) >"$RES/raw/vm-commit.txt" 2>/dev/null || true
+grep -m1 -i 'model name' /proc/cpuinfo >"$RES/raw/vm-cpu.txt" 2>/dev/null || true
+for f in $COLD $WARM; do # the first (cold) start of each, and spares made
+    curl -fsS -o /dev/null "http://127.0.0.1:$PORT/fn/$f" || log "first invoke of $f failed"
+done
+
+# ---------------------------------------------------------------- 1: cold
+# Two rounds per function, interleaved, so a busy spell hits all of them.
+half=$(((COLD_RUNS + 1) / 2))
+for round in 1 2; do
+    for f in $COLD; do
+        wait_quiet
+        log "cold start round $round: $half runs of /fn/$f (idle $LAST_IDLE %)"
+        taskset -c "$CLIENT_CPU" timeout 900 "$W/bin/coldstart" 127.0.0.1 "$PORT" "$f" "$half" \
+            "$RES/raw/vm-cold-$f-r$round.tsv" >"$RES/raw/vm-cold-$f-r$round.txt" 2>&1 ||
+            log "coldstart $f failed"
+        log "$(head -1 "$RES/raw/vm-cold-$f-r$round.txt")"
+    done
+done
+
+# ---------------------------------------------------------------- 2: warm
+for c in 32 1; do
+    for f in $WARM; do
+        run_wrk "vm-$f" "http://127.0.0.1:$PORT/fn/$f" "$c" 0
+    done
+done
+r=1
+while [ $r -le "$REPEATS" ]; do
+    for c in 32 1; do
+        for f in $WARM; do
+            run_wrk "vm-$f" "http://127.0.0.1:$PORT/fn/$f" "$c" "$r"
+        done
+    done
+    r=$((r + 1))
+done
+
+# ---------------------------------------------------------------- 3: memory
+# An idle instance of noop-vm (warm from the runs above) and an idle spare of
+# cold-vm: every mapping of the helper but the guest's RAM is overhead.
+NODE_PID=$(cat "$PIDS/mxu-vm")
+curl -sS "http://127.0.0.1:$PORT/v1/functions/noop-vm/instances" >"$RES/raw/vm-instances.json"
+sleep 2
+python3 - "$RES/raw/vm-instances.json" "$NODE_PID" >"$RES/raw/vm-memory.txt" <<'EOF'
+import json, os, sys
+insts = json.load(open(sys.argv[1]))
+insts = insts.get("instances", insts) if isinstance(insts, dict) else insts
+node = int(sys.argv[2])
+used = {i["pid"] for i in insts}
+def helpers():
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            st = open(f"/proc/{d}/stat").read()
+            argv = open(f"/proc/{d}/cmdline").read().split("\0")
+        except OSError:
+            continue
+        ppid = int(st[st.rindex(")") + 2:].split()[1])
+        if ppid == node and st[st.index("(") + 1:st.rindex(")")] == "mxu-vmm":
+            out.append((int(d), argv))
+    return out
+def smaps(pid, guest):
+    """(total rss, total pss, guest rss, guest pss) in KiB: the guest's RAM is
+    the one mapping exactly `guest` bytes long."""
+    tot = [0, 0, 0, 0]
+    cur_guest = False
+    for line in open(f"/proc/{pid}/smaps"):
+        f = line.split()
+        if "-" in f[0] and len(f[0]) > 8 and ":" not in f[0]:
+            a, b = (int(x, 16) for x in f[0].split("-"))
+            cur_guest = b - a == guest
+        elif f[0] == "Rss:":
+            tot[0] += int(f[1])
+            tot[2] += int(f[1]) if cur_guest else 0
+        elif f[0] == "Pss:":
+            tot[1] += int(f[1])
+            tot[3] += int(f[1]) if cur_guest else 0
+    return tot
+for pid, argv in helpers():
+    guest = int(argv[1]) if len(argv) > 2 and argv[1].isdigit() else 0
+    rss, pss, grss, gpss = smaps(pid, guest)
+    kind = "instance" if pid in used else "spare"
+    print(f"{kind} pid={pid} image={os.path.basename(os.path.dirname(os.path.dirname(argv[2])))} "
+          f"guest_mib={guest >> 20} rss_kib={rss} pss_kib={pss} guest_rss_kib={grss} "
+          f"guest_pss_kib={gpss} overhead_rss_kib={rss - grss} overhead_pss_kib={pss - gpss}")
+EOF
+cat "$RES/raw/vm-memory.txt" >&2
+stop_bg mxu-vm
+
+# ---------------------------------------------------------------- summary
+python3 - "$RES" "$COLD" <<'EOF' >"$RES/vm.md"
+import glob, os, re, statistics, sys
+res, cold_names = sys.argv[1], sys.argv[2].split()
+raw = os.path.join(res, "raw")
+commit = open(os.path.join(raw, "vm-commit.txt")).read().strip() if os.path.exists(os.path.join(raw, "vm-commit.txt")) else "?"
+print(f"vm executor, commit {commit}")
+print()
+print("| cold start, end to end over HTTP | p50 | p90 | p99 | runs | cold | rounds' p50 |")
+print("|---|---:|---:|---:|---:|---:|---|")
+p50s = {}
+for f in cold_names:
+    us, rounds, cold = [], [], 0
+    for r in (1, 2):
+        try:
+            rows = [l.split() for l in open(os.path.join(raw, f"vm-cold-{f}-r{r}.tsv"))]
+        except OSError:
+            continue
+        rows = [x for x in rows if len(x) >= 4 and x[0].isdigit()]
+        vals = sorted(float(x[1]) for x in rows if x[3] == "200")
+        cold += sum(1 for x in rows if x[2] == "1")
+        if vals:
+            rounds.append(statistics.median(vals))
+        us += vals
+    if not us:
+        continue
+    us.sort()
+    pct = lambda p: us[min(len(us) - 1, max(0, int(round(p * len(us) + 0.5)) - 1))]
+    p50s[f] = pct(0.5)
+    print(f"| `{f}` | {pct(0.5) / 1000:.2f} ms | {pct(0.9) / 1000:.2f} ms | {pct(0.99) / 1000:.2f} ms | "
+          f"{len(us)} | {cold} | {', '.join(f'{x / 1000:.2f}' for x in rounds)} |")
+print()
+if "cold-vm" in p50s:
+    v = p50s["cold-vm"]
+    print(f"- vm cold start p50 {v / 1000:.2f} ms (target <= 1 ms: {'met' if v <= 1000 else 'NOT met'})"
+          + (f"; process {p50s['cold'] / 1000:.2f} ms" if "cold" in p50s else ""))
+def rps(f, c, r):
+    try:
+        t = open(os.path.join(raw, f"wrk-vm-{f}-c{c}-r{r}.txt")).read()
+        return float(re.search(r"Requests/sec:\s*([0-9.]+)", t).group(1))
+    except (OSError, AttributeError):
+        return None
+for c in (32, 1):
+    ratios, a, b = [], [], []
+    r = 1
+    while rps("noop", c, r) is not None:
+        p, v = rps("noop", c, r), rps("noop-vm", c, r)
+        if p and v:
+            ratios.append(v / p)
+            a.append(p)
+            b.append(v)
+        r += 1
+    if ratios:
+        m = statistics.median(ratios)
+        print(f"- warm no-op, {c} connection(s): vm {statistics.median(b):.0f} req/s, process "
+              f"{statistics.median(a):.0f} req/s: **{m:.2f}x** (rounds: "
+              f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.7x: {'met' if m >= 0.7 else 'NOT met'})")
+try:
+    for line in open(os.path.join(raw, "vm-memory.txt")):
+        kv = dict(x.split("=", 1) for x in line.split()[1:])
+        o = int(kv["overhead_pss_kib"])
+        print(f"- memory of an idle {line.split()[0]} (`{kv['image']}`, {kv['guest_mib']} MiB guest): "
+              f"PSS {int(kv['pss_kib'])} KiB, of which guest RAM {kv['guest_pss_kib']} KiB; "
+              f"overhead PSS {o} KiB / RSS {kv['overhead_rss_kib']} KiB "
+              f"(target <= 1024 KiB: {'met' if o <= 1024 else 'NOT met'})")
+except OSError:
+    pass
+busy = os.path.join(res, "busy.txt")
+if os.path.exists(busy):
+    print(f"- the machine was busy before {sum(1 for _ in open(busy))} measurement(s) (busy.txt)")
+EOF
+cat "$RES/vm.md"
+echo "raw results: $RES"
