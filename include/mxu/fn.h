@@ -268,7 +268,9 @@ enum mxu_fn_error {
     MXU_E_UNAVAILABLE = -5,  /* backend down or unreachable: retrying later may help */
     MXU_E_DEADLINE = -6,     /* the invocation's deadline passed */
     MXU_E_INVALID = -7,      /* malformed arguments, or an operation the kind lacks */
-    MXU_E_RATE_LIMITED = -8, /* the descriptor's operations-per-second budget is spent */
+    MXU_E_RATE_LIMITED = -8, /* the descriptor's operations-per-second budget is spent; svc:
+                                the link's rate or concurrency limit, or the callee tenant's
+                                monthly quota (the message names it) */
     MXU_E_CALL_FAILED = -9,  /* svc: the callee crashed, timed out or could not start */
     MXU_E_NOMEM = -32,       /* the SDK ran out of memory */
 };

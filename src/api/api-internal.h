@@ -26,6 +26,9 @@ void api_error(mxu_http_req *req, int status, const char *code, json_t *extra, c
 void api_error_from(mxu_http_req *req, const mxu_err *err, const char *name, const char *ref);
 
 void api_method_not_allowed(mxu_http_req *req, const char *allow);
+bool api_is_method(mxu_http_req *req, const char *m);
+/* The request body as a JSON object; NULL after answering 400 if it is not one. */
+json_t *api_body_json(mxu_http_req *req);
 
 /* api-meter.c. The request's size as usage records count it. */
 uint64_t api_request_bytes(mxu_http_req *req);
@@ -51,6 +54,18 @@ int api_parse_time_ms(const char *s, uint64_t *out);
 /* `tenant`: from /t/TENANT/fn/..., or NULL for /fn/ (the caller's tenant). */
 void api_invoke(mxu_api *api, mxu_http_req *req, const char *tenant, const char *target);
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path);
+
+/* api-shape.c: /v1/tenants/T/limits, /v1/tenants/T/quotas, /v1/keys/ID/limits;
+ * false if the path is none of them. */
+bool api_shape_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who,
+                     const char *const *seg, size_t nseg);
+/* `cur` with the fields of `body` that are limits' (null removes one). */
+int api_limits_merge(const mxu_limits *cur, json_t *body, mxu_limits *out, mxu_err *err);
+/* A key's "limits" and "priority" from a body: checked (before the key is
+ * made) and applied (after). */
+int api_key_shape_check(json_t *body, mxu_err *err);
+int api_key_shape_apply(mxu_policy *pol, const char *id, json_t *limits, json_t *priority,
+                        mxu_err *err);
 
 /* ---- authentication and authorization (api.c) ---- */
 

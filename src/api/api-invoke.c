@@ -28,6 +28,11 @@ typedef struct inv_ctx {
     bool done;
     bool held;         /* answered, waiting for its usage record to be written */
     uint64_t bytes_in; /* for the usage record */
+    /* Traffic shaping and quota (docs/policy.md): the concurrency slots it
+     * holds, and whether it reserved one invocation of its tenant's quota. */
+    mxu_shape_ticket ticket;
+    bool quota_reserved;
+    char tenant[40];
     mxu_slice names[MAX_FORWARDED_HEADERS];
     mxu_slice values[MAX_FORWARDED_HEADERS];
 } inv_ctx;
@@ -109,12 +114,63 @@ static void on_sent(void *ud)
     free(ud);
 }
 
+/* The invocation is over for shaping: give back its concurrency slots, and
+ * its quota reservation (its record, if any, was counted just before). */
+static void shape_done(inv_ctx *c)
+{
+    mxu_shape_release(&c->ticket);
+    if (c->quota_reserved) {
+        c->quota_reserved = false;
+        mxu_quota_release(c->api->cfg.policy, c->tenant);
+    }
+}
+
+/* 429 from traffic shaping or a quota: Retry-After from the limit, the
+ * limit named in the message, recorded as rejected. */
+static void reject_shaped(mxu_api *api, mxu_http_req *req, const mxu_fn_version *v,
+                          const mxu_shape_denial *d)
+{
+    char id[24], retry[16];
+    uint64_t inv = mxu_sched_new_invocation_id(api->cfg.sched);
+    snprintf(id, sizeof(id), "%016llx", (unsigned long long)inv);
+    snprintf(retry, sizeof(retry), "%u", d->retry_after_s);
+    json_t *j = json_pack("{s:{s:s, s:s, s:s, s:i}}", "error", "code", d->code, "message",
+                          d->message, "invocation", id, "retry_after", (int)d->retry_after_s);
+    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
+    json_decref(j);
+    mxu_buf out = {0};
+    mxu_buf_puts(&out, text ? text : "{}");
+    mxu_buf_puts(&out, "\n");
+    free(text);
+    mxu_http_header h[] = {{"Content-Type", "application/json"},
+                           {"X-Mxu-Invocation-Id", id},
+                           {"X-Mxu-Error", d->code},
+                           {"Retry-After", retry}};
+    uint64_t now_ns = mxu_now_ns(), start_ns = mxu_http_req_start_ns(req);
+    mxu_usage_record r = {
+        .invocation = inv,
+        .tenant = mxu_fn_version_tenant(v),
+        .function = v->function,
+        .version = v->version,
+        .executor = "",
+        .start_ms = mxu_wall_ms() - (now_ns > start_ns ? (now_ns - start_ns) / 1000000 : 0),
+        .wall_us = now_ns > start_ns ? (now_ns - start_ns) / 1000 : 0,
+        .memory_bytes = v->manifest->memory_bytes,
+        .status = MXU_USAGE_REJECTED,
+        .code = d->code,
+        .bytes_in = api->cfg.meter ? api_request_bytes(req) : 0,
+    };
+    api_respond_metered(api, req, &r, 429, h, MXU_ARRAY_LEN(h), &out, NULL, NULL);
+    mxu_buf_free(&out);
+}
+
 /* Answer, once the usage record is in the journal when metering is on. */
 static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_header *hdrs,
                    size_t nh, mxu_buf *body)
 {
     mxu_api *api = c->api;
     if (api->cfg.meter == NULL) {
+        shape_done(c);
         mxu_http_respond(c->req, status, hdrs, nh, body);
         ctx_release(c);
         return;
@@ -131,6 +187,9 @@ static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_h
      * and leaves the context to on_sent. */
     c->held = true;
     api_respond_metered(api, c->req, &r, status, hdrs, nh, body, on_sent, c);
+    /* The record was handed over (and counted by the quota) in that call;
+     * the context lives until on_sent. */
+    shape_done(c);
 }
 
 static void respond_error(inv_ctx *c, mxu_invoke_res *res)
@@ -232,6 +291,7 @@ static void on_abort(mxu_http_req *req, void *ud)
     /* The client is gone: drop the invocation (or its result) and the request. */
     if (c->inv)
         mxu_sched_cancel(c->inv);
+    shape_done(c);
     mxu_http_respond(req, 499, NULL, 0, NULL);
     free(c);
 }
@@ -340,8 +400,44 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         return;
     }
 
+    /* The class it queues in: the key's, or lower if the request asks
+     * (X-Mxu-Priority may only lower it; a higher one is not granted). */
+    enum mxu_priority prio = mxu_principal_priority(who);
+    const char *ph = mxu_http_req_header(req, "X-Mxu-Priority");
+    if (ph) {
+        enum mxu_priority asked;
+        mxu_err perr;
+        if (mxu_priority_parse(ph, &asked, &perr) < 0) {
+            api_error(req, 400, "bad_priority", NULL, "X-Mxu-Priority: %s", perr.msg);
+            return;
+        }
+        if (mxu_priority_rank(asked) < mxu_priority_rank(prio))
+            prio = asked;
+    }
+    /* Traffic shaping, then the quota: both refuse before anything runs. */
+    const char *owner = mxu_fn_version_tenant(v);
+    const mxu_manifest *m = v->manifest;
+    mxu_limits fnl = {.rate = m->rate,
+                      .period_ms = m->rate_period_ms,
+                      .burst = m->burst,
+                      .concurrency = m->max_concurrency};
+    mxu_shape_ticket ticket = {0};
+    mxu_shape_denial denial;
+    if (mxu_shape_admit(pol, who, owner, v->function, &fnl, mxu_now_ns(), &ticket, &denial) < 0) {
+        reject_shaped(api, req, v, &denial);
+        return;
+    }
+    if (api->cfg.meter && mxu_quota_reserve(pol, owner, mxu_wall_ms(), &denial) < 0) {
+        mxu_shape_release(&ticket);
+        reject_shaped(api, req, v, &denial);
+        return;
+    }
+
     inv_ctx *c = mxu_calloc(1, sizeof(*c));
     c->api = api;
+    c->ticket = ticket;
+    c->quota_reserved = api->cfg.meter != NULL;
+    snprintf(c->tenant, sizeof(c->tenant), "%s", owner);
     c->req = req;
     c->inv = NULL;
     c->version = v->version;
@@ -370,6 +466,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         .hdr_values = c->values,
         .nhdr = c->nhdr,
         .bytes_in = c->bytes_in,
+        .priority = prio,
     };
     mxu_http_req_steal_body(req, &ir.body);
     /* on_abort must be registered before invoking: the callback may run at once. */

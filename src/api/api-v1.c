@@ -35,13 +35,13 @@ void api_method_not_allowed(mxu_http_req *req, const char *allow)
     method_not_allowed(req, allow);
 }
 
-static bool is_method(mxu_http_req *req, const char *m)
+bool api_is_method(mxu_http_req *req, const char *m)
 {
     return strcmp(mxu_http_req_method(req), m) == 0;
 }
 
 /* Parse the request body as a JSON object, or answer 400 and return NULL. */
-static json_t *body_json(mxu_http_req *req)
+json_t *api_body_json(mxu_http_req *req)
 {
     size_t len;
     const char *body = mxu_http_req_body(req, &len);
@@ -192,7 +192,7 @@ static void on_deployed(void *ud, const mxu_deploy_result *res)
 static void post_function(mxu_api *api, mxu_http_req *req, const mxu_principal *who,
                           const char *tenant)
 {
-    json_t *j = body_json(req);
+    json_t *j = api_body_json(req);
     if (j == NULL)
         return;
     /* The key's scope is over function names, and the name is in the
@@ -315,7 +315,7 @@ static void get_function_field(mxu_api *api, mxu_http_req *req, const char *tena
                                const char *name, const char *field)
 {
     mxu_err err;
-    if (!is_method(req, "GET")) {
+    if (!api_is_method(req, "GET")) {
         method_not_allowed(req, "GET");
         return;
     }
@@ -341,14 +341,14 @@ static void versions(mxu_api *api, mxu_http_req *req, const char *tenant, const 
         api_error(req, 400, "bad_request", NULL, "a version is a positive number");
         return;
     }
-    if (is_method(req, "GET")) {
+    if (api_is_method(req, "GET")) {
         mxu_fn_version *fv = mxu_registry_resolve(api->cfg.reg, tenant, name, ver, &err);
         if (fv == NULL) {
             api_error_from(req, &err, name, ver);
             return;
         }
         api_json(req, 200, mxu_fn_version_to_json(fv));
-    } else if (is_method(req, "DELETE")) {
+    } else if (api_is_method(req, "DELETE")) {
         if (mxu_registry_delete_version(api->cfg.reg, tenant, name, v, &err) < 0) {
             api_error_from(req, &err, name, ver);
             return;
@@ -375,8 +375,8 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *tenant, const c
                   "letter");
         return;
     }
-    if (is_method(req, "PUT")) {
-        json_t *j = body_json(req);
+    if (api_is_method(req, "PUT")) {
+        json_t *j = api_body_json(req);
         if (j == NULL)
             return;
         json_int_t v = 0;
@@ -394,7 +394,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *tenant, const c
         }
         api_json(req, 200,
                  json_pack("{s:s, s:s, s:I}", "function", name, "alias", alias, "version", v));
-    } else if (is_method(req, "DELETE")) {
+    } else if (api_is_method(req, "DELETE")) {
         if (mxu_registry_delete_alias(api->cfg.reg, tenant, name, alias, &err) < 0) {
             api_error_from(req, &err, name, alias);
             return;
@@ -408,7 +408,7 @@ static void aliases(mxu_api *api, mxu_http_req *req, const char *tenant, const c
 static void logs(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name)
 {
     mxu_err err;
-    if (!is_method(req, "GET")) {
+    if (!api_is_method(req, "GET")) {
         method_not_allowed(req, "GET");
         return;
     }
@@ -428,9 +428,9 @@ static void logs(mxu_api *api, mxu_http_req *req, const char *tenant, const char
 static void function_root(mxu_api *api, mxu_http_req *req, const char *tenant, const char *name)
 {
     mxu_err err;
-    if (is_method(req, "GET")) {
+    if (api_is_method(req, "GET")) {
         get_function(api, req, tenant, name);
-    } else if (is_method(req, "DELETE")) {
+    } else if (api_is_method(req, "DELETE")) {
         if (mxu_registry_delete_function(api->cfg.reg, tenant, name, &err) < 0) {
             api_error_from(req, &err, name, NULL);
             return;
@@ -490,7 +490,7 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
         return;
     }
     if (uri == NULL) {
-        if (!is_method(req, "GET")) {
+        if (!api_is_method(req, "GET")) {
             method_not_allowed(req, "GET");
             return;
         }
@@ -500,11 +500,11 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
         return;
     }
     if (action && strcmp(action, "move") == 0) {
-        if (!is_method(req, "POST")) {
+        if (!api_is_method(req, "POST")) {
             method_not_allowed(req, "POST");
             return;
         }
-        json_t *j = body_json(req);
+        json_t *j = api_body_json(req);
         if (j == NULL)
             return;
         const char *to = NULL;
@@ -530,8 +530,8 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
         api_error(req, 404, "not_found", NULL, "no such API path; see docs/api.md");
         return;
     }
-    if (is_method(req, "PUT")) {
-        json_t *j = body_json(req);
+    if (api_is_method(req, "PUT")) {
+        json_t *j = api_body_json(req);
         if (j == NULL)
             return;
         const char *backend = NULL;
@@ -549,7 +549,7 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
             api_error_from(req, &err, NULL, NULL);
         else
             api_json(req, 200, out);
-    } else if (is_method(req, "DELETE")) {
+    } else if (api_is_method(req, "DELETE")) {
         if (mxu_resolver_set(api->cfg.resolver, tenant, uri, NULL, &err) < 0)
             api_error_from(req, &err, NULL, NULL);
         else
@@ -569,10 +569,10 @@ static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, c
     mxu_policy *pol = api->cfg.policy;
     if (!api_allow(req, who, MXU_ACT_NODE_ADMIN, NULL, NULL))
         return;
-    if (name == NULL && is_method(req, "GET")) {
+    if (name == NULL && api_is_method(req, "GET")) {
         api_json(req, 200, json_pack("{s:o}", "tenants", mxu_policy_tenants_json(pol)));
-    } else if (name == NULL && is_method(req, "POST")) {
-        json_t *j = body_json(req);
+    } else if (name == NULL && api_is_method(req, "POST")) {
+        json_t *j = api_body_json(req);
         if (j == NULL)
             return;
         const char *tname = NULL;
@@ -591,7 +591,7 @@ static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, c
         }
         api_json(req, 201, json_pack("{s:s}", "tenant", tname));
         json_decref(j);
-    } else if (name && is_method(req, "DELETE")) {
+    } else if (name && api_is_method(req, "DELETE")) {
         /* A tenant that still owns functions keeps them reachable by nobody
          * but the node admin: make the owner delete them first. */
         if (strcmp(name, MXU_TENANT_DEFAULT) == 0) {
@@ -639,7 +639,7 @@ static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, c
 static void post_key(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
 {
     mxu_err err;
-    json_t *j = body_json(req);
+    json_t *j = api_body_json(req);
     if (j == NULL)
         return;
     const char *tenant = mxu_principal_tenant(who), *role = NULL, *scope = NULL;
@@ -671,6 +671,12 @@ static void post_key(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
         json_decref(j);
         return;
     }
+    /* Limits and a priority class may come with the key (docs/policy.md). */
+    if (api_key_shape_check(j, &err) < 0) {
+        api_error(req, 400, "bad_request", NULL, "%s", err.msg);
+        json_decref(j);
+        return;
+    }
     spec.expires_ms = ttl ? mxu_wall_ms() + ttl : 0;
     char *text = NULL;
     json_t *info = NULL;
@@ -681,6 +687,14 @@ static void post_key(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
         else
             api_error_from(req, &err, NULL, NULL);
         return;
+    }
+    const char *kid = json_string_value(json_object_get(info, "id"));
+    if (json_object_get(j, "limits") || json_object_get(j, "priority")) {
+        if (api_key_shape_apply(api->cfg.policy, kid, json_object_get(j, "limits"),
+                                json_object_get(j, "priority"), &err) < 0)
+            mxu_warn("key %s: its limits were not stored: %s", kid, err.msg);
+        else
+            json_object_update_new(info, mxu_policy_key_limits_json(api->cfg.policy, kid));
     }
     json_decref(j);
     mxu_info("key %s made for tenant %s (role %s) by key %s",
@@ -698,7 +712,7 @@ static void keys(mxu_api *api, mxu_http_req *req, const mxu_principal *who, cons
 {
     mxu_err err;
     mxu_policy *pol = api->cfg.policy;
-    if (id == NULL && is_method(req, "GET")) {
+    if (id == NULL && api_is_method(req, "GET")) {
         char tbuf[40];
         const char *tenant = mxu_principal_tenant(who);
         bool all = mxu_principal_is_node_admin(who);
@@ -710,9 +724,9 @@ static void keys(mxu_api *api, mxu_http_req *req, const mxu_principal *who, cons
             return;
         api_json(req, 200,
                  json_pack("{s:o}", "keys", mxu_policy_keys_json(pol, all ? NULL : tenant)));
-    } else if (id == NULL && is_method(req, "POST")) {
+    } else if (id == NULL && api_is_method(req, "POST")) {
         post_key(api, req, who);
-    } else if (id && is_method(req, "DELETE")) {
+    } else if (id && api_is_method(req, "DELETE")) {
         const char *tenant = mxu_policy_key_tenant(pol, id);
         if (tenant == NULL) {
             api_error(req, 404, "key_not_found", NULL, "no key '%.40s'", id);
@@ -790,7 +804,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     if (nseg == 1 && strcmp(seg[0], "health") == 0) {
         /* Open without a key: load balancers and `mxu health` probe it, and
          * it tells nothing about any tenant. */
-        if (!is_method(req, "GET"))
+        if (!api_is_method(req, "GET"))
             method_not_allowed(req, "GET");
         else
             get_health(api, req);
@@ -798,6 +812,8 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     }
     const mxu_principal *who = api_authenticate(api, req);
     if (who == NULL)
+        return;
+    if (api_shape_route(api, req, who, seg, nseg))
         return;
     if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "tenants") == 0) {
         tenants(api, req, who, nseg == 2 ? seg[1] : NULL);
@@ -808,7 +824,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         return;
     }
     if (nseg == 1 && strcmp(seg[0], "instances") == 0) {
-        if (!is_method(req, "GET")) {
+        if (!api_is_method(req, "GET")) {
             method_not_allowed(req, "GET");
             return;
         }
@@ -835,7 +851,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
      * overrides). */
     const char *only_tenant = NULL;
     if (nseg >= 1 && (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0) &&
-        is_method(req, "GET")) {
+        api_is_method(req, "GET")) {
         mxu_err err;
         if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) < 0) {
             char tbuf[40];
@@ -847,8 +863,9 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     } else if (nseg >= 1 &&
                (strcmp(seg[0], "usage") == 0 || strcmp(seg[0], "bills") == 0 ||
                 strcmp(seg[0], "prices") == 0) &&
-               !api_allow(req, who, is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN,
-                          NULL, NULL)) {
+               !api_allow(req, who,
+                          api_is_method(req, "GET") ? MXU_ACT_NODE_READ : MXU_ACT_NODE_ADMIN, NULL,
+                          NULL)) {
         return;
     }
     if (api_meter_route(api, req, seg, nseg, only_tenant))
@@ -866,7 +883,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         const char *tenant = named ? tbuf : mxu_principal_tenant(who);
         mxu_err err;
         bool node_reader = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
-        bool listing = nseg == 1 && is_method(req, "GET");
+        bool listing = nseg == 1 && api_is_method(req, "GET");
         if (!(listing && node_reader) && !api_allow(req, who, MXU_ACT_RESOURCES, tenant, NULL))
             return;
         if (!listing && !mxu_policy_tenant_exists(api->cfg.policy, tenant)) {
@@ -894,14 +911,14 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         }
         tenant = tenant_buf;
     }
-    bool reading = is_method(req, "GET") || is_method(req, "HEAD");
+    bool reading = api_is_method(req, "GET") || api_is_method(req, "HEAD");
     if (nseg == 1) {
-        if (is_method(req, "GET")) {
+        if (api_is_method(req, "GET")) {
             if (!api_allow(req, who, MXU_ACT_FN_READ, tenant, NULL))
                 return;
             json_t *fns = mxu_registry_list_json(api->cfg.reg, tenant);
             api_json(req, 200, json_pack("{s:o}", "functions", filter_scope(who, fns, "name")));
-        } else if (is_method(req, "POST")) {
+        } else if (api_is_method(req, "POST")) {
             if (!api_allow(req, who, MXU_ACT_FN_WRITE, tenant, NULL))
                 return;
             /* Deploying for a tenant that does not exist would make
@@ -934,7 +951,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     } else if (strcmp(seg[2], "logs") == 0 && nseg == 3) {
         logs(api, req, tenant, name);
     } else if (strcmp(seg[2], "instances") == 0 && nseg == 3) {
-        if (!is_method(req, "GET"))
+        if (!api_is_method(req, "GET"))
             method_not_allowed(req, "GET");
         else
             api_json(req, 200,

@@ -33,12 +33,26 @@ const cli_verb_help cli_help_key = {
                "  --scope GLOB    functions the key may touch (default *), e.g. 'web-*'\n"
                "  --expires DUR   lifetime: 30d, 12h, 90s (default: never)\n"
                "  --note TEXT     a reminder shown by ls\n"
+               "  --rate R        the key's rate limit: 100/s, 6000/m, 50/h\n"
+               "  --burst N       requests at once within the rate\n"
+               "  --concurrency N its invocations running at once\n"
+               "  --priority P    critical, default or batch (its queue class)\n"
                "  --json          print the node's JSON answer\n",
     .example = "  mxu key create --tenant acme --role deployer --scope 'web-*' --expires 30d\n"
                "  mxu_3f2a9c1e0b7d4a65_9d1c...\n",
 };
 
-enum { OPT_TENANT = CLI_OPT_FIRST_VERB, OPT_ROLE, OPT_SCOPE, OPT_EXPIRES, OPT_NOTE };
+enum {
+    OPT_TENANT = CLI_OPT_FIRST_VERB,
+    OPT_ROLE,
+    OPT_SCOPE,
+    OPT_EXPIRES,
+    OPT_NOTE,
+    OPT_RATE,
+    OPT_BURST,
+    OPT_CONC,
+    OPT_PRIO
+};
 
 static const cli_option key_opts[] = {
     CLI_OPT_COMMON,
@@ -48,10 +62,15 @@ static const cli_option key_opts[] = {
     {"scope", 0, true, OPT_SCOPE},
     {"expires", 0, true, OPT_EXPIRES},
     {"note", 0, true, OPT_NOTE},
+    {"rate", 0, true, OPT_RATE},
+    {"burst", 0, true, OPT_BURST},
+    {"concurrency", 0, true, OPT_CONC},
+    {"priority", 0, true, OPT_PRIO},
 };
 
 typedef struct key_args {
     const char *url, *key, *tenant, *role, *scope, *expires, *note;
+    const char *rate, *burst, *conc, *prio;
     const char *pos[2];
     int npos;
     bool json;
@@ -94,6 +113,18 @@ static int key_parse(int argc, char **argv, key_args *a)
             break;
         case OPT_NOTE:
             a->note = arg;
+            break;
+        case OPT_RATE:
+            a->rate = arg;
+            break;
+        case OPT_BURST:
+            a->burst = arg;
+            break;
+        case OPT_CONC:
+            a->conc = arg;
+            break;
+        case OPT_PRIO:
+            a->prio = arg;
             break;
         case CLI_OPT_POSITIONAL:
             if (a->npos == (int)MXU_ARRAY_LEN(a->pos))
@@ -175,6 +206,23 @@ int mxu_cmd_key(int argc, char **argv)
             json_object_set_new(body, "expires_in", json_string(a.expires));
         if (a.note)
             json_object_set_new(body, "note", json_string(a.note));
+        if (a.rate || a.burst || a.conc) {
+            json_t *lim = json_object();
+            uint64_t n;
+            if (a.rate)
+                json_object_set_new(lim, "rate", json_string(a.rate));
+            if (a.burst)
+                json_object_set_new(lim, "burst",
+                                    mxu_parse_u64(a.burst, &n) == 0 ? json_integer((json_int_t)n)
+                                                                    : json_string(a.burst));
+            if (a.conc)
+                json_object_set_new(lim, "concurrency",
+                                    mxu_parse_u64(a.conc, &n) == 0 ? json_integer((json_int_t)n)
+                                                                   : json_string(a.conc));
+            json_object_set_new(body, "limits", lim);
+        }
+        if (a.prio)
+            json_object_set_new(body, "priority", json_string(a.prio));
     } else if (strcmp(sub, "ls") == 0) {
         mxu_buf_puts(&path, "/v1/keys");
         if (a.tenant) {

@@ -452,6 +452,12 @@ int mxu_cmd_serve(int argc, char **argv)
             fprintf(stderr, "mxu serve: %s\n", err.msg);
             goto out;
         }
+        /* Quotas count the meter's records: this month's so far, then each
+         * one as it is written. */
+        if (mxu_policy_quota_attach(n.policy, n.meter, &err) < 0) {
+            fprintf(stderr, "mxu serve: quotas: %s\n", err.msg);
+            goto out;
+        }
     }
     mxu_sched_config scfg = {
         .memory_budget = n.cfg.memory_budget,
@@ -463,6 +469,7 @@ int mxu_cmd_serve(int argc, char **argv)
         .log_dir = log_dir,
         .default_executor = n.cfg.executor,
         .meter = n.meter,
+        .policy = n.policy,
     };
     if (mxu_sched_create(&n.loop, n.reg, &scfg, &n.sched, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);

@@ -4,6 +4,11 @@
  *   mxu tenant ls
  *   mxu tenant create NAME
  *   mxu tenant rm NAME          (revokes its keys)
+ *   mxu tenant limits NAME [--rate 100/s] [--burst 20] [--concurrency 50]
+ *   mxu tenant quota NAME [--invocations N] [--gb-seconds N] [--bytes-out 10GiB]
+ *
+ * limits and quota show what is set (and this month's usage) and change the
+ * options given; "none" removes one (e.g. --rate none).
  */
 #include "cli-internal.h"
 
@@ -11,23 +16,165 @@
 
 const cli_verb_help cli_help_tenant = {
     .name = "tenant",
-    .usage = "tenant ls | create NAME | rm NAME  [--json] [--url URL] [--key KEY]",
-    .summary = "list, create or delete tenants (node admin)",
+    .usage = "tenant ls | create NAME | rm NAME | limits NAME [--rate R] [--burst N]\n"
+             "       [--concurrency N] | quota NAME [--invocations N] [--gb-seconds N]\n"
+             "       [--bytes-out SIZE]  [--json] [--url URL] [--key KEY]",
+    .summary = "list, create or delete tenants; their limits and quotas (node admin)",
     .description =
         "Tenants own functions and keys. Tenant `default` exists from the first start\n"
         "and owns what was there before; its admins run the node, and only they may\n"
         "manage tenants.\n"
         "  ls      the tenants, with their number of live keys\n"
         "  create  a new tenant; then give it a key with `mxu key create --tenant NAME`\n"
-        "  rm      delete a tenant and revoke its keys (refused while it owns functions)",
-    .options = "  --json         print the node's JSON answer\n",
+        "  rm      delete a tenant and revoke its keys (refused while it owns functions)\n"
+        "  limits  show or set the tenant's rate (100/s, 6000/m), burst and concurrency\n"
+        "  quota   show or set its monthly quotas (UTC months); raising one applies at once\n"
+        "A value of none removes a limit or quota.",
+    .options = "  --rate R            requests per second/minute/hour: 100/s, 6000/m, 50/h\n"
+               "  --burst N           requests allowed at once (default: one second's worth)\n"
+               "  --concurrency N     invocations running at once\n"
+               "  --invocations N     invocations per month\n"
+               "  --gb-seconds N      GB-seconds per month (configured memory x run time)\n"
+               "  --bytes-out SIZE    response bytes per month (10GiB, 500M, ...)\n"
+               "  --json              print the node's JSON answer\n",
     .example = "  mxu tenant create acme\n"
-               "  mxu key create --tenant acme --role admin\n",
+               "  mxu key create --tenant acme --role admin\n"
+               "  mxu tenant limits acme --rate 100/s --burst 20 --concurrency 50\n"
+               "  mxu tenant quota acme --invocations 1000000 --gb-seconds 400 --bytes-out 10GiB\n",
 };
+
+enum { OPT_RATE = CLI_OPT_FIRST_VERB, OPT_BURST, OPT_CONC, OPT_INV, OPT_GBS, OPT_OUT };
+
+static const cli_option tenant_opts[] = {
+    CLI_OPT_COMMON,
+    {"json", 0, false, CLI_OPT_JSON},
+    {"rate", 0, true, OPT_RATE},
+    {"burst", 0, true, OPT_BURST},
+    {"concurrency", 0, true, OPT_CONC},
+    {"invocations", 0, true, OPT_INV},
+    {"gb-seconds", 0, true, OPT_GBS},
+    {"bytes-out", 0, true, OPT_OUT},
+};
+
+/* "none" → null; a number → integer; else the text (the node checks it). */
+static json_t *opt_value(const char *v, bool number)
+{
+    uint64_t n;
+    if (strcmp(v, "none") == 0)
+        return json_null();
+    if (number && mxu_parse_u64(v, &n) == 0)
+        return json_integer((json_int_t)n);
+    return json_string(v);
+}
+
+static void print_limits(json_t *j)
+{
+    json_t *l = json_object_get(j, "limits"), *q = json_object_get(j, "quotas");
+    json_t *u = json_object_get(j, "usage");
+    printf("tenant %s\n", cli_json_str(j, "tenant", "?"));
+    printf("  rate         %s\n", cli_json_str(l, "rate", "none"));
+    if (json_object_get(l, "burst_in_force"))
+        printf("  burst        %lld\n", cli_json_int(l, "burst_in_force", 0));
+    printf("  concurrency  %lld\n", cli_json_int(l, "concurrency", 0));
+    printf("quotas for %s (used / quota; 0 = none)\n", cli_json_str(u, "month", "?"));
+    printf("  invocations  %lld / %lld\n", cli_json_int(u, "invocations", 0),
+           cli_json_int(q, "invocations", 0));
+    printf("  gb-seconds   %s / %lld\n", cli_json_str(u, "gb_seconds", "0"),
+           cli_json_int(q, "gb_seconds", 0));
+    printf("  bytes out    %lld / %lld\n", cli_json_int(u, "bytes_out", 0),
+           cli_json_int(q, "bytes_out", 0));
+}
+
+static int tenant_shape(const cli_verb_help *h, int argc, char **argv)
+{
+    cli_parser p;
+    cli_parser_init(&p, argc, argv, tenant_opts, MXU_ARRAY_LEN(tenant_opts));
+    const char *arg, *url = NULL, *key = NULL, *pos[3] = {0};
+    int npos = 0;
+    bool json = false;
+    mxu_err err;
+    json_t *body = json_object();
+    for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
+        static const char *const names[] = {"rate",        "burst",      "concurrency",
+                                            "invocations", "gb_seconds", "bytes_out"};
+        switch (id) {
+        case CLI_OPT_ERROR:
+            json_decref(body);
+            return cli_usage_error(h, "%s", err.msg);
+        case CLI_OPT_HELP:
+            json_decref(body);
+            cli_print_help(h, stdout);
+            return 0;
+        case CLI_OPT_URL:
+            url = arg;
+            break;
+        case CLI_OPT_KEY:
+            key = arg;
+            break;
+        case CLI_OPT_JSON:
+            json = true;
+            break;
+        case CLI_OPT_POSITIONAL:
+            if (npos == 3) {
+                json_decref(body);
+                return cli_usage_error(h, "unexpected argument '%s'", arg);
+            }
+            pos[npos++] = arg;
+            break;
+        default:
+            json_object_set_new(body, names[id - OPT_RATE], opt_value(arg, id != OPT_RATE));
+        }
+    }
+    bool limits = strcmp(pos[0], "limits") == 0;
+    if (npos != 2) {
+        json_decref(body);
+        return cli_usage_error(h, "%s takes one tenant name", pos[0]);
+    }
+    const char *lk[] = {"rate", "burst", "concurrency"};
+    size_t nl = 0;
+    for (size_t i = 0; i < MXU_ARRAY_LEN(lk); i++)
+        nl += json_object_get(body, lk[i]) != NULL;
+    if ((limits && nl != json_object_size(body)) || (!limits && nl)) {
+        json_decref(body);
+        return cli_usage_error(h, "%s",
+                               limits ? "limits take --rate, --burst, --concurrency"
+                                      : "quota takes --invocations, --gb-seconds, "
+                                        "--bytes-out");
+    }
+    cli_client c;
+    if (cli_client_open(&c, url, key) < 0) {
+        json_decref(body);
+        return CLI_EXIT_USAGE;
+    }
+    _cleanup_buf_ mxu_buf path = {0};
+    mxu_buf_puts(&path, "/v1/tenants/");
+    cli_path_segment(&path, pos[1]);
+    mxu_buf_puts(&path, limits ? "/limits" : "/quotas");
+    bool set = json_object_size(body) > 0;
+    cli_reply r;
+    int status = 0;
+    if (cli_api(&c, set ? "PUT" : "GET", path.data, set ? body : NULL, &r, &err) < 0)
+        status = cli_fail(&r, &err, json);
+    else if (json)
+        cli_print_json_text(&r.raw);
+    else
+        print_limits(r.json);
+    json_decref(body);
+    cli_reply_free(&r);
+    cli_client_close(&c);
+    return status;
+}
 
 int mxu_cmd_tenant(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_tenant;
+    for (int i = 1; i < argc; i++) {
+        if (argv[i][0] == '-')
+            continue;
+        if (strcmp(argv[i], "limits") == 0 || strcmp(argv[i], "quota") == 0)
+            return tenant_shape(h, argc, argv);
+        break;
+    }
     cli_simple_args a;
     int rc = cli_parse_simple(h, argc, argv, NULL, 0, 1, 2, &a);
     if (rc >= 0)

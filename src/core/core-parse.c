@@ -24,6 +24,43 @@ int mxu_parse_u64(const char *s, uint64_t *out)
     return 0;
 }
 
+int mxu_parse_rate(const char *s, uint64_t *count, uint64_t *period_ms, mxu_err *err)
+{
+    static const struct {
+        const char *unit;
+        uint64_t ms;
+    } units[] = {{"s", 1000},    {"sec", 1000},     {"second", 1000}, {"m", 60000},
+                 {"min", 60000}, {"minute", 60000}, {"h", 3600000},   {"hour", 3600000}};
+    const char *slash = s ? strchr(s, '/') : NULL;
+    char num[24];
+    uint64_t n;
+    size_t len = slash ? (size_t)(slash - s) : 0;
+    if (slash == NULL || len == 0 || len >= sizeof(num))
+        goto bad;
+    memcpy(num, s, len);
+    num[len] = '\0';
+    if (mxu_parse_u64(num, &n) < 0 || n == 0 || n > 1000000000)
+        goto bad;
+    for (size_t i = 0; i < MXU_ARRAY_LEN(units); i++) {
+        if (strcmp(slash + 1, units[i].unit) == 0) {
+            *count = n;
+            *period_ms = units[i].ms;
+            return 0;
+        }
+    }
+bad:
+    return mxu_err_set(err, EINVAL,
+                       "'%.40s' is not a rate: write a count per second, minute or hour, e.g. "
+                       "100/s, 6000/m, 50/h (count 1 to 1000000000)",
+                       s ? s : "");
+}
+
+void mxu_format_rate(uint64_t count, uint64_t period_ms, char *out, size_t outlen)
+{
+    const char *u = period_ms == 3600000 ? "h" : period_ms == 60000 ? "m" : "s";
+    snprintf(out, outlen, "%llu/%s", (unsigned long long)count, u);
+}
+
 /* Split "128Mi" into a number part (digits, optional fraction) and a suffix. */
 static int split_number(const char *s, char *num, size_t numlen, const char **suffix)
 {

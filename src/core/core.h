@@ -135,6 +135,12 @@ int mxu_parse_size(const char *s, uint64_t *out, mxu_err *err);
 int mxu_parse_duration_ms(const char *s, uint64_t *out, mxu_err *err);
 /* Non-negative decimal integer that fits in uint64; no sign, no spaces. */
 int mxu_parse_u64(const char *s, uint64_t *out);
+/* A rate as people write it: "100/s", "6000/m", "50/h" (also /sec /min
+ * /hour) → count per period. Count 1 .. 1,000,000,000; the message says what
+ * is wrong and gives an example. */
+int mxu_parse_rate(const char *s, uint64_t *count, uint64_t *period_ms, mxu_err *err);
+/* "100/s" back (out >= 32 bytes). */
+void mxu_format_rate(uint64_t count, uint64_t period_ms, char *out, size_t outlen);
 /* Human forms for messages and tables: "128 MiB", "1.5 s". */
 void mxu_format_size(uint64_t bytes, char *out, size_t outlen);
 void mxu_format_duration_ms(uint64_t ms, char *out, size_t outlen);

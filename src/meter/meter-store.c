@@ -122,6 +122,8 @@ struct mxu_meter {
     uint64_t pos_gen, oldest_gen; /* segments in [oldest_gen, pos_gen) can go */
 
     mxu_prices *prices;
+    mxu_meter_observer observer; /* loop thread */
+    void *observer_ud;
 };
 
 static void ilist_init(ilist *l)
@@ -586,8 +588,16 @@ static void want_write(mxu_meter *m)
         uv_prepare_start(&m->prep, on_prepare);
 }
 
+void mxu_meter_set_observer(mxu_meter *m, mxu_meter_observer fn, void *ud)
+{
+    m->observer = fn;
+    m->observer_ud = ud;
+}
+
 void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_cb cb, void *ud)
 {
+    if (m->observer)
+        m->observer(m->observer_ud, r);
     mxu_journal_append(&m->batch, r);
     m->recorded++;
     if (cb) {

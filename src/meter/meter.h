@@ -224,6 +224,19 @@ json_t *mxu_meter_bill(mxu_meter *m, const char *tenant, const char *month, mxu_
 const mxu_prices *mxu_meter_prices(const mxu_meter *m);
 int mxu_meter_set_prices(mxu_meter *m, mxu_prices *p, mxu_err *err);
 
+/* The summed quantities of `tenant`'s billable records (every status but
+ * rejected) with start_ms in [start_ms, end_ms): what a bill prices, and
+ * what the policy's monthly quotas count at start. */
+int mxu_meter_bill_usage(mxu_meter *m, const char *tenant, uint64_t start_ms, uint64_t end_ms,
+                         mxu_bill_usage *u, mxu_err *err);
+
+/* fn(ud, r) sees every record handed to mxu_meter_record(), on the loop
+ * thread, before it is queued: the policy's quota counters follow the
+ * records this way, so they never disagree with the bill. One observer;
+ * NULL removes it. */
+typedef void (*mxu_meter_observer)(void *ud, const mxu_usage_record *r);
+void mxu_meter_set_observer(mxu_meter *m, mxu_meter_observer fn, void *ud);
+
 /* Counters: records recorded ("queued") and ingested ("committed"), writer
  * batches and the time spent in their commits, journal writes and bytes,
  * records replayed at open (for the benchmark and `mxu health`). */

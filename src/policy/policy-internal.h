@@ -7,6 +7,10 @@
  *   policy-store.c  the tables in state.db and their mirror in memory,
  *                   tenants, keys, authentication
  *   policy-authz.c  the role matrix, and the bootstrap of the first admin key
+ *   policy-shape.c  limits, token buckets, concurrency caps, priority classes
+ *                   (table shape_limits)
+ *   policy-quota.c  monthly quotas per tenant and their counters (table
+ *                   tenant_quotas; usage from the meter's records)
  */
 #ifndef MXU_POLICY_INTERNAL_H
 #define MXU_POLICY_INTERNAL_H
@@ -15,6 +19,33 @@
 
 #include <sqlite3.h>
 #include <uthash.h>
+
+/* The shaping state of one limited thing: a tenant, a key, a function or a
+ * link. Never freed before the policy closes: tickets point at them. */
+typedef struct pol_gate {
+    mxu_limits lim;
+    mxu_bucket bucket;
+    uint32_t inflight;
+    char what[96]; /* "function hello", "key 3f2a…", for messages */
+    char *hkey;    /* functions and links: their hash key */
+    UT_hash_handle hh;
+    struct pol_gate *next_all; /* every gate, for closing */
+} pol_gate;
+
+/* What the policy keeps per tenant for shaping and quotas, apart from
+ * pol_tenant (which goes when the tenant is deleted): never freed before
+ * the policy closes. */
+typedef struct pol_tstate {
+    char *name; /* hash key */
+    pol_gate *gate;
+    mxu_quota quota;
+    uint32_t month;       /* year * 12 + month - 1 of the counters below */
+    uint64_t used_inv;    /* invocations that were not rejected, this month */
+    uint64_t used_mem_ms; /* sum of memory_bytes * billed_ms */
+    uint64_t used_out;    /* bytes out */
+    uint64_t reserved;    /* invocations admitted, whose record is not counted yet */
+    UT_hash_handle hh;
+} pol_tstate;
 
 /* A key as the node remembers it. Never freed before the policy closes: a
  * principal is a pointer to one (see policy.h). */
@@ -29,6 +60,8 @@ struct mxu_principal {
     uint64_t expires_ms; /* 0 = never */
     uint64_t revoked_ms; /* 0 = live */
     uint64_t seq;        /* creation order, for listings */
+    pol_gate *gate;      /* its limits, or NULL */
+    enum mxu_priority priority;
     UT_hash_handle hh;
 };
 
@@ -46,11 +79,26 @@ struct mxu_policy {
     mxu_principal *keys; /* uthash head, by id */
     uint64_t next_seq;
     mxu_principal node_admin; /* who every request is with auth off */
+    pol_gate *gates;          /* functions and links, by hkey */
+    pol_gate *all_gates;      /* every gate (next_all) */
+    pol_tstate *tstates;      /* by tenant name */
+    mxu_meter *meter;         /* quotas count its records; NULL = not enforced */
 };
 
 /* policy-key.c */
 /* 32 bytes → 64 lowercase hex digits + NUL. */
 void pol_hex(const unsigned char *bin, size_t n, char *out);
+
+/* policy-shape.c: create the tables and load limits (after keys). */
+int pol_shape_open(mxu_policy *p, mxu_err *err);
+void pol_shape_close(mxu_policy *p);
+pol_tstate *pol_tstate_get(mxu_policy *p, const char *tenant);
+pol_tstate *pol_tstate_find(const mxu_policy *p, const char *tenant);
+pol_gate *pol_gate_new(mxu_policy *p, const char *what);
+
+/* policy-quota.c */
+int pol_quota_load(mxu_policy *p, mxu_err *err);
+json_t *pol_quota_json(mxu_policy *p, pol_tstate *ts, uint64_t now_ms);
 
 /* policy-store.c */
 mxu_principal *pol_key_find(const mxu_policy *p, const char *id);

@@ -202,7 +202,8 @@ int mxu_policy_open(const mxu_policy_config *cfg, mxu_policy **out, mxu_err *err
     _cleanup_free_ char *seed =
         mxu_asprintf("%sINSERT OR IGNORE INTO tenants(name, created_ms) VALUES('%s', %llu);",
                      schema, MXU_TENANT_DEFAULT, (unsigned long long)mxu_wall_ms());
-    if (db_exec(p, seed, err) < 0 || db_exec(p, "COMMIT", err) < 0 || load(p, err) < 0) {
+    if (db_exec(p, seed, err) < 0 || db_exec(p, "COMMIT", err) < 0 || load(p, err) < 0 ||
+        pol_shape_open(p, err) < 0) {
         sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
         mxu_policy_close(p);
         return -1;
@@ -231,6 +232,7 @@ void mxu_policy_close(mxu_policy *p)
         free(k->note);
         free(k);
     }
+    pol_shape_close(p);
     free(p->node_admin.tenant);
     free(p->node_admin.scope);
     free(p->node_admin.note);
@@ -286,6 +288,9 @@ int mxu_policy_tenant_delete(mxu_policy *p, const char *name, mxu_err *err)
     static const char *const sqls[] = {
         "UPDATE api_keys SET revoked_ms = ?2 WHERE tenant = ?1 AND revoked_ms IS NULL",
         "DELETE FROM tenants WHERE name = ?1",
+        /* A tenant made later with the same name starts without limits. */
+        "DELETE FROM shape_limits WHERE kind = 'tenant' AND name = ?1",
+        "DELETE FROM tenant_quotas WHERE tenant = ?1",
     };
     for (size_t i = 0; i < MXU_ARRAY_LEN(sqls); i++) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -308,6 +313,12 @@ int mxu_policy_tenant_delete(mxu_policy *p, const char *name, mxu_err *err)
     HASH_DEL(p->tenants, t);
     free(t->name);
     free(t);
+    pol_tstate *ts = pol_tstate_find(p, name);
+    if (ts) {
+        if (ts->gate)
+            ts->gate->lim = (mxu_limits){0};
+        ts->quota = (mxu_quota){0};
+    }
     return 0;
 fail:
     sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);

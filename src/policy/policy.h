@@ -1,8 +1,9 @@
 /*
- * policy — who may do what on a node (docs/policy.md). This slice is
- * authentication and the role matrix: tenants, API keys, and the decision
- * "may this key do this action on this tenant's function". Rules over links,
- * traffic shaping and quotas come later and will be decided here too.
+ * policy — who may do what on a node, and how fast (docs/policy.md):
+ * authentication and the role matrix (tenants, API keys, "may this key do
+ * this action on this tenant's function"), traffic shaping (token-bucket
+ * rates and concurrency caps per tenant, key, function and link; priority
+ * classes) and monthly quotas per tenant. Rules over links come later.
  *
  * Keys look like `mxu_<id>_<secret>`: 16 hex digits of id, by which a key is
  * found, and 64 hex digits (32 random bytes) of secret, of which only a
@@ -19,6 +20,7 @@
 #define MXU_POLICY_H
 
 #include "core/core.h"
+#include "meter/meter.h"
 
 #include <jansson.h>
 
@@ -176,5 +178,130 @@ char *mxu_credentials_path(void);
 char *mxu_credentials_lookup(const char *path, const char *url);
 /* Set the line for `url`, keeping the others; written atomically, 0600. */
 int mxu_credentials_store(const char *path, const char *url, const char *key, mxu_err *err);
+
+/* ---- traffic shaping (policy-shape.c; docs/policy.md "Traffic shaping") ---- */
+
+/* Priority classes. Under saturation the scheduler's queue serves critical
+ * before default before batch, and sheds batch before default before
+ * critical. DEFAULT is 0 so that a zeroed request is of the default class;
+ * compare classes with mxu_priority_rank(). */
+enum mxu_priority {
+    MXU_PRIO_DEFAULT = 0,
+    MXU_PRIO_CRITICAL = 1,
+    MXU_PRIO_BATCH = 2,
+};
+/* batch 0 < default 1 < critical 2. */
+static inline int mxu_priority_rank(enum mxu_priority p)
+{
+    return p == MXU_PRIO_CRITICAL ? 2 : p == MXU_PRIO_BATCH ? 0 : 1;
+}
+const char *mxu_priority_name(enum mxu_priority p);
+/* "critical" | "default" | "batch"; -1 (EINVAL) otherwise. */
+int mxu_priority_parse(const char *s, enum mxu_priority *out, mxu_err *err);
+
+/* Limits of one shaped thing (a tenant, a key, a function, a link). */
+typedef struct mxu_limits {
+    uint64_t rate;        /* requests per period_ms; 0 = no rate limit */
+    uint64_t period_ms;   /* 1000, 60000 or 3600000 */
+    uint32_t burst;       /* requests allowed at once; 0 = mxu_limits_burst()'s default */
+    uint32_t concurrency; /* running at once; 0 = no cap */
+} mxu_limits;
+
+static inline bool mxu_limits_any(const mxu_limits *l)
+{
+    return l->rate != 0 || l->concurrency != 0;
+}
+/* The burst in force: `burst`, or one second's worth of the rate (at least 1). */
+uint32_t mxu_limits_burst(const mxu_limits *l);
+/* "100/s, burst 20, concurrency 50" (the parts that are set). */
+void mxu_limits_describe(const mxu_limits *l, char *out, size_t outlen);
+/* {"rate": "100/s"|null, "burst": N|null, "concurrency": N|null}. */
+json_t *mxu_limits_json(const mxu_limits *l);
+/* The same form (rate also as {"rate": "100/s"}); a field left out or null
+ * is unset. EINVAL with a message naming the field. */
+int mxu_limits_from_json(json_t *j, mxu_limits *out, mxu_err *err);
+
+/* A token bucket in its GCRA form: one number, the theoretical arrival time
+ * of the next request. A request at `now` is allowed when it would not put
+ * the bucket more than `burst` emission intervals ahead of now. Pure (time
+ * is given), so it is tested without a clock. */
+typedef struct mxu_bucket {
+    uint64_t tat_ns;
+} mxu_bucket;
+/* May one request pass at now_ns? If so, *next is the bucket's state after
+ * it (store it to take the token); if not, *retry_ns is how long until it
+ * would pass. A limit without a rate always passes. */
+bool mxu_bucket_check(const mxu_bucket *b, const mxu_limits *l, uint64_t now_ns, mxu_bucket *next,
+                      uint64_t *retry_ns);
+
+/* Why a request was refused (429): a code ("rate_limited",
+ * "concurrency_limited", "quota_exceeded"), the seconds after which it may
+ * pass (Retry-After, >= 1), and a sentence naming the limit ("rate limit of
+ * function hello: 100/s, burst 20"). */
+typedef struct mxu_shape_denial {
+    const char *code;
+    uint32_t retry_after_s;
+    char message[256];
+} mxu_shape_denial;
+
+/* What an admitted request holds: the concurrency slots it took, given back
+ * by mxu_shape_release() when it ends. Zero-initialise. */
+typedef struct mxu_shape_ticket {
+    void *held[4];
+    uint32_t n;
+} mxu_shape_ticket;
+
+/* Limits of a tenant and of a key, kept in state.db (table shape_limits)
+ * and applied at once. `lim` NULL or all zero removes them. EINVAL, ENOENT. */
+int mxu_policy_tenant_limits_set(mxu_policy *p, const char *tenant, const mxu_limits *lim,
+                                 mxu_err *err);
+int mxu_policy_key_limits_set(mxu_policy *p, const char *id, const mxu_limits *lim, mxu_err *err);
+/* A key's priority class (default: MXU_PRIO_DEFAULT). ENOENT unknown key. */
+int mxu_policy_key_priority_set(mxu_policy *p, const char *id, enum mxu_priority prio,
+                                mxu_err *err);
+enum mxu_priority mxu_principal_priority(const mxu_principal *who);
+/* {"tenant", "limits": {...}, "quotas": {...}, "usage": {...}} */
+json_t *mxu_policy_tenant_limits_json(mxu_policy *p, const char *tenant);
+/* {"id", "limits": {...}, "priority"} */
+json_t *mxu_policy_key_limits_json(mxu_policy *p, const char *id);
+
+/* Admit one invocation of `tenant`'s `function` by `who` (NULL: no key, a
+ * public function) under the key's, the tenant's and the function's limits
+ * (`fn`: from its manifest; NULL = none). All are checked before any token
+ * or slot is taken, so a refusal costs no limit anything. 0 and a ticket, or
+ * -1 and the denial of the limit that waits longest. Loop thread only. */
+int mxu_shape_admit(mxu_policy *p, const mxu_principal *who, const char *tenant,
+                    const char *function, const mxu_limits *fn, uint64_t now_ns,
+                    mxu_shape_ticket *t, mxu_shape_denial *d);
+/* A link: `caller` (a function of `tenant`) calling through its descriptor
+ * `desc` under the descriptor's limits. */
+int mxu_shape_admit_link(mxu_policy *p, const char *tenant, const char *caller, const char *desc,
+                         const mxu_limits *lim, uint64_t now_ns, mxu_shape_ticket *t,
+                         mxu_shape_denial *d);
+/* Give back the ticket's concurrency slots (idempotent: the ticket is cleared). */
+void mxu_shape_release(mxu_shape_ticket *t);
+
+/* ---- quotas (policy-quota.c; docs/policy.md "Quotas") ---- */
+
+/* Per tenant per calendar month (UTC); 0 = unlimited. */
+typedef struct mxu_quota {
+    uint64_t invocations;
+    uint64_t gb_seconds; /* GB = 2^30 bytes of configured memory, as the bill counts */
+    uint64_t bytes_out;
+} mxu_quota;
+
+/* Set (replace) a tenant's quotas; durable before it returns, in force at once. */
+int mxu_policy_quota_set(mxu_policy *p, const char *tenant, const mxu_quota *q, mxu_err *err);
+/* Count this month's usage of every tenant from the meter's records (at
+ * start), and from then on count each record as it is handed to the meter. */
+int mxu_policy_quota_attach(mxu_policy *p, mxu_meter *m, mxu_err *err);
+/* Reserve one invocation of `tenant` (O(1)): -1 with the denial if a quota
+ * of the month is reached, counting invocations in flight, so concurrent
+ * requests never run more than the quota. Without a meter attached, quotas
+ * are not enforced (there is nothing to count them from). */
+int mxu_quota_reserve(mxu_policy *p, const char *tenant, uint64_t now_ms, mxu_shape_denial *d);
+/* Give the reservation back: after the invocation's record was handed to the
+ * meter (which counted it), or when it will have none. */
+void mxu_quota_release(mxu_policy *p, const char *tenant);
 
 #endif

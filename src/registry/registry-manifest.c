@@ -69,13 +69,18 @@ enum field_id {
     F_ENV,
     F_RESOURCES,
     F_PUBLIC,
+    F_RATE,
+    F_BURST,
+    F_MAX_CONCURRENCY,
     F_COUNT
 };
 
 static const char *const field_names[F_COUNT] = {
-    "name",       "description", "runtime",   "executor",    "sources",       "build",
-    "command",    "memory",      "timeout",   "concurrency", "min_instances", "max_instances",
-    "keep_alive", "env",         "resources", "public",
+    "name",       "description", "runtime",         "executor",
+    "sources",    "build",       "command",         "memory",
+    "timeout",    "concurrency", "min_instances",   "max_instances",
+    "keep_alive", "env",         "resources",       "public",
+    "rate",       "burst",       "max_concurrency",
 };
 
 /* Where each top-level field was: its value's line in YAML, -1 when present
@@ -537,6 +542,15 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
         check_u64_range(file, L[F_KEEP_ALIVE], "keep_alive", err, m->keep_alive_ms, 0,
                         KEEP_ALIVE_MAX, false, true) < 0)
         return -1;
+    if (L[F_BURST] && m->rate == 0)
+        return fail(file, L[F_BURST], "burst", err,
+                    "a burst needs a rate (e.g. rate: 100/s with burst: 20)");
+    if (check_u64_range(file, L[F_BURST], "burst", err, L[F_BURST] ? m->burst : 1, 1, 1000000000,
+                        false, false) < 0 ||
+        check_u64_range(file, L[F_MAX_CONCURRENCY], "max_concurrency", err,
+                        L[F_MAX_CONCURRENCY] ? m->max_concurrency : 1, 1, 1000000, false,
+                        false) < 0)
+        return -1;
     if (m->min_instances > m->max_instances)
         return fail(file, L[F_MIN_INSTANCES] ? L[F_MIN_INSTANCES] : L[F_MAX_INSTANCES],
                     "min_instances", err, "%u is more than max_instances (%u)", m->min_instances,
@@ -947,9 +961,22 @@ static int y_env(yparse *p, yaml_node_t *n)
     return 0;
 }
 
+/* `rate: 100/s` (core's mxu_parse_rate says what is accepted). */
+static int y_rate(yparse *p, yaml_node_t *n, const char *field, uint64_t *rate, uint64_t *period)
+{
+    _cleanup_free_ char *s = NULL;
+    if (y_string(p, n, field, &s) < 0)
+        return -1;
+    mxu_err perr;
+    if (mxu_parse_rate(s, rate, period, &perr) < 0)
+        return fail(p->file, node_line(n), field, p->err, "%s", perr.msg);
+    return 0;
+}
+
 static int y_resources(yparse *p, yaml_node_t *n)
 {
-    static const char *const keys[] = {"uri", "access", "max_value", "ops_per_second"};
+    static const char *const keys[] = {"uri",  "access", "max_value",      "ops_per_second",
+                                       "rate", "burst",  "max_concurrency"};
     char qbuf[80], field[120], hint[64], why[400];
     mxu_manifest *m = p->m;
     if (n->type != YAML_MAPPING_NODE)
@@ -978,6 +1005,7 @@ static int y_resources(yparse *p, yaml_node_t *n)
                         "expected a mapping like {uri: kv:orders, access: read-write}, got %s",
                         node_what(val));
         yaml_node_t *uri_node = NULL, *access_node = NULL, *max_node = NULL, *ops_node = NULL;
+        yaml_node_t *rate_node = NULL, *burst_node = NULL, *conc_node = NULL;
         for (yaml_node_pair_t *rp = val->data.mapping.pairs.start; rp < val->data.mapping.pairs.top;
              rp++) {
             const char *rk;
@@ -992,10 +1020,16 @@ static int y_resources(yparse *p, yaml_node_t *n)
                 max_node = rv;
             else if (strcmp(rk, "ops_per_second") == 0)
                 ops_node = rv;
+            else if (strcmp(rk, "rate") == 0)
+                rate_node = rv;
+            else if (strcmp(rk, "burst") == 0)
+                burst_node = rv;
+            else if (strcmp(rk, "max_concurrency") == 0)
+                conc_node = rv;
             else
                 return fail(p->file, node_line(node_get(p, rp->key)), field, p->err,
-                            "unknown field '%s'%s (a resource has uri, access, max_value and "
-                            "ops_per_second)",
+                            "unknown field '%s'%s (a resource has uri, access, max_value, "
+                            "ops_per_second, and for svc: rate, burst, max_concurrency)",
                             Q(rk), suggest(rk, keys, MXU_ARRAY_LEN(keys), hint, sizeof(hint)));
         }
         char sub[140];
@@ -1029,6 +1063,37 @@ static int y_resources(yparse *p, yaml_node_t *n)
             if (y_uint(p, ops_node, sub, 1000000, &ops) < 0)
                 return -1;
             d->ops_per_second = (uint32_t)ops;
+        }
+        /* Link limits: an svc descriptor is a link to another unit. */
+        yaml_node_t *link_nodes[] = {rate_node, burst_node, conc_node};
+        static const char *const link_names[] = {"rate", "burst", "max_concurrency"};
+        for (size_t i = 0; i < MXU_ARRAY_LEN(link_nodes); i++) {
+            uint64_t v;
+            if (link_nodes[i] == NULL)
+                continue;
+            snprintf(sub, sizeof(sub), "%s.%s", field, link_names[i]);
+            if (strcmp(d->kind, "svc") != 0)
+                return fail(p->file, node_line(link_nodes[i]), sub, p->err,
+                            "only svc descriptors (links to other functions) take %s; a %s "
+                            "resource has ops_per_second",
+                            link_names[i], d->kind);
+            if (i == 0 && y_rate(p, rate_node, sub, &d->rate, &d->rate_period_ms) < 0)
+                return -1;
+            if (i > 0) {
+                if (y_uint(p, link_nodes[i], sub, i == 1 ? 1000000000 : 1000000, &v) < 0)
+                    return -1;
+                if (v == 0)
+                    return fail(p->file, node_line(link_nodes[i]), sub, p->err,
+                                "must be at least 1");
+                if (i == 1)
+                    d->burst = (uint32_t)v;
+                else
+                    d->max_concurrency = (uint32_t)v;
+            }
+        }
+        if (burst_node && rate_node == NULL) {
+            snprintf(sub, sizeof(sub), "%s.burst", field);
+            return fail(p->file, node_line(burst_node), sub, p->err, "a burst needs a rate");
         }
     }
     return 0;
@@ -1092,6 +1157,18 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
         return y_resources(p, n);
     case F_PUBLIC:
         return y_bool(p, n, "public", &m->is_public);
+    case F_RATE:
+        return y_rate(p, n, "rate", &m->rate, &m->rate_period_ms);
+    case F_BURST:
+        if (y_uint(p, n, "burst", UINT32_MAX, &v) < 0)
+            return -1;
+        m->burst = (uint32_t)v;
+        return 0;
+    case F_MAX_CONCURRENCY:
+        if (y_uint(p, n, "max_concurrency", UINT32_MAX, &v) < 0)
+            return -1;
+        m->max_concurrency = (uint32_t)v;
+        return 0;
     case F_COUNT:
         break;
     }
@@ -1234,6 +1311,45 @@ static json_t *strv_json(char **v, size_t n)
     return a;
 }
 
+#define JFILE "manifest JSON"
+
+/* Shaping fields are written only when set, so versions stored before they
+ * existed and versions without limits read the same. */
+static void limits_to_json(json_t *j, uint64_t rate, uint64_t period, uint32_t burst, uint32_t conc)
+{
+    char r[32];
+    if (rate) {
+        mxu_format_rate(rate, period, r, sizeof(r));
+        json_object_set_new(j, "rate", json_string(r));
+    }
+    if (burst)
+        json_object_set_new(j, "burst", json_integer(burst));
+    if (conc)
+        json_object_set_new(j, "max_concurrency", json_integer(conc));
+}
+
+/* The reverse, for one of "rate", "burst", "max_concurrency" (1 if `key` is
+ * none of them, 0 done, -1 error). */
+static int limits_from_json(const char *key, json_t *v, uint64_t *rate, uint64_t *period,
+                            uint32_t *burst, uint32_t *conc, mxu_err *err)
+{
+    mxu_err perr;
+    if (strcmp(key, "rate") == 0) {
+        if (!json_is_string(v) || mxu_parse_rate(json_string_value(v), rate, period, &perr) < 0)
+            return fail(JFILE, 0, key, err, "expected a rate like \"100/s\"");
+        return 0;
+    }
+    uint32_t *out = strcmp(key, "burst") == 0             ? burst
+                    : strcmp(key, "max_concurrency") == 0 ? conc
+                                                          : NULL;
+    if (out == NULL)
+        return 1;
+    if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000000)
+        return fail(JFILE, 0, key, err, "expected a whole number from 1 to 1000000000");
+    *out = (uint32_t)json_integer_value(v);
+    return 0;
+}
+
 json_t *mxu_manifest_to_json(const mxu_manifest *m)
 {
     json_t *env = json_object();
@@ -1242,11 +1358,12 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
     json_t *res = json_object();
     for (size_t i = 0; i < m->nresources; i++) {
         const mxu_resource_decl *d = &m->resources[i];
-        json_object_set_new(res, d->name,
-                            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "uri", d->uri, "kind",
-                                      d->kind, "target", d->target, "access", d->access,
-                                      "max_value", (json_int_t)d->max_value, "ops_per_second",
-                                      (json_int_t)d->ops_per_second));
+        json_t *dj =
+            json_pack("{s:s, s:s, s:s, s:s, s:I, s:I}", "uri", d->uri, "kind", d->kind, "target",
+                      d->target, "access", d->access, "max_value", (json_int_t)d->max_value,
+                      "ops_per_second", (json_int_t)d->ops_per_second);
+        limits_to_json(dj, d->rate, d->rate_period_ms, d->burst, d->max_concurrency);
+        json_object_set_new(res, d->name, dj);
     }
     json_t *j = json_pack(
         "{s:s, s:s, s:s, s:s, s:o, s:{s:o, s:o}, s:o, s:I, s:I, s:I, s:I, s:I, s:I, s:o, s:o}",
@@ -1259,10 +1376,9 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
         "max_instances", (json_int_t)m->max_instances, "keep_alive_ms",
         (json_int_t)m->keep_alive_ms, "env", env, "resources", res);
     json_object_set_new(j, "public", json_boolean(m->is_public));
+    limits_to_json(j, m->rate, m->rate_period_ms, m->burst, m->max_concurrency);
     return j;
 }
-
-#define JFILE "manifest JSON"
 
 static int j_string(json_t *v, const char *field, char **out, mxu_err *err)
 {
@@ -1364,12 +1480,23 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
             d->ops_per_second = (uint32_t)json_integer_value(ops);
         /* kind and target are derived from uri; if they were stored, they
          * must agree, or the JSON was not written by to_json. */
+        size_t nlim = 0;
+        static const char *const lk[] = {"rate", "burst", "max_concurrency"};
+        for (size_t i = 0; i < MXU_ARRAY_LEN(lk); i++) {
+            json_t *lv = json_object_get(val, lk[i]);
+            if (lv == NULL)
+                continue;
+            nlim++;
+            if (limits_from_json(lk[i], lv, &d->rate, &d->rate_period_ms, &d->burst,
+                                 &d->max_concurrency, err) < 0)
+                return -1;
+        }
         json_t *kind = json_object_get(val, "kind"), *target = json_object_get(val, "target");
         if ((kind && (!json_is_string(kind) || strcmp(json_string_value(kind), d->kind) != 0)) ||
             (target &&
              (!json_is_string(target) || strcmp(json_string_value(target), d->target) != 0)) ||
             json_object_size(val) !=
-                2u + (kind != NULL) + (target != NULL) + (maxv != NULL) + (ops != NULL))
+                2u + (kind != NULL) + (target != NULL) + (maxv != NULL) + (ops != NULL) + nlim)
             return fail(JFILE, 0, "resources", err, "'%s' has inconsistent or unknown fields",
                         Q(key));
     }
@@ -1442,6 +1569,14 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             if (!json_is_boolean(v))
                 return fail(JFILE, 0, key, err, "expected true or false");
             m->is_public = json_is_true(v);
+        } else if ((rc = limits_from_json(key, v, &m->rate, &m->rate_period_ms, &m->burst,
+                                          &m->max_concurrency, err)) <= 0) {
+            if (rc < 0)
+                return -1;
+            if (strcmp(key, "burst") == 0)
+                fl.line[F_BURST] = -1;
+            if (strcmp(key, "max_concurrency") == 0)
+                fl.line[F_MAX_CONCURRENCY] = -1;
         } else {
             return fail(JFILE, 0, NULL, err, "unknown field '%s'", Q(key));
         }

@@ -39,6 +39,11 @@ typedef struct mxu_resource_decl {
     uint64_t max_value;      /* largest value / message / object / svc body in bytes;
                                 default kv 1 MiB, queue 256 KiB, blob 1 GiB, svc 6 MiB */
     uint32_t ops_per_second; /* operations budget of this descriptor per unit; 0 = none */
+    /* svc only: the link's traffic shaping (docs/policy.md): `rate` calls per
+     * rate_period_ms (0 = none), `burst` (0 = one second's worth), calls in
+     * flight at once (0 = no cap). Per caller function, across its versions. */
+    uint64_t rate, rate_period_ms;
+    uint32_t burst, max_concurrency;
 } mxu_resource_decl;
 
 /* A parsed, validated manifest with every default filled in. Read-only after
@@ -70,6 +75,11 @@ typedef struct mxu_manifest {
     mxu_resource_decl *resources;
     size_t nresources;
     bool is_public; /* `public: true`: invocable without an API key */
+    /* Traffic shaping of the function, across its versions (docs/policy.md):
+     * `rate: 100/s` (0 = none), `burst` (0 = one second's worth),
+     * `max_concurrency` (invocations running at once; 0 = no cap). */
+    uint64_t rate, rate_period_ms;
+    uint32_t burst, max_concurrency;
 } mxu_manifest;
 
 /* Parse and validate YAML text. `filename` is only used in messages. On error

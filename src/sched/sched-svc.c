@@ -42,6 +42,11 @@ typedef struct svc_call {
     uint32_t nhdr;
     uint64_t caller_deadline;
     uint64_t bytes_in;
+    /* The link's concurrency slot, and the callee tenant's quota reservation
+     * (docs/policy.md), given back in svc_finish. */
+    mxu_shape_ticket ticket;
+    bool quota_reserved;
+    char callee_tenant[40];
 } svc_call;
 
 static void svc_free(svc_call *c)
@@ -55,6 +60,10 @@ static void svc_free(svc_call *c)
 static void svc_finish(svc_call *c)
 {
     mxu_instance *inst = c->caller;
+    mxu_policy *pol = inst->pool->sched->cfg.policy;
+    mxu_shape_release(&c->ticket);
+    if (c->quota_reserved)
+        mxu_quota_release(pol, c->callee_tenant); /* after its record was counted */
     inst->svc_call = NULL;
     inst->ops_inflight--;
     svc_free(c);
@@ -123,6 +132,55 @@ static void on_callee_result(void *ud, mxu_invoke_res *res)
     mxu_instance_res_reply(inst, c->inv_id, c->call_id, MXU_RES_OK, NULL, (uint64_t)res->status, 0,
                            vals, nvals);
     svc_finish(c);
+}
+
+/* The link's limits (the caller's svc descriptor) and the callee tenant's
+ * quota. A refusal is answered RATE_LIMITED with the limit in the message,
+ * and recorded as a rejected invocation of the callee (http 429), like a
+ * client's; -1 then, and the call is finished. */
+static int svc_shape(svc_call *c, mxu_pool *pool, const mxu_fn_version *v,
+                     const mxu_resource_decl *decl)
+{
+    mxu_sched *s = pool->sched;
+    const char *caller_tenant = mxu_fn_version_tenant(pool->version);
+    mxu_limits lim = {.rate = decl->rate,
+                      .period_ms = decl->rate_period_ms,
+                      .burst = decl->burst,
+                      .concurrency = decl->max_concurrency};
+    mxu_shape_denial d;
+    snprintf(c->callee_tenant, sizeof(c->callee_tenant), "%s", mxu_fn_version_tenant(v));
+    int rc = mxu_shape_admit_link(s->cfg.policy, caller_tenant, pool->version->function, decl->name,
+                                  &lim, mxu_now_ns(), &c->ticket, &d);
+    if (rc == 0 && s->cfg.meter) {
+        rc = mxu_quota_reserve(s->cfg.policy, c->callee_tenant, mxu_wall_ms(), &d);
+        c->quota_reserved = rc == 0;
+    }
+    if (rc == 0)
+        return 0;
+    if (s->cfg.meter) {
+        char caller[96];
+        snprintf(caller, sizeof(caller), "%s@%u", pool->version->function, pool->version->version);
+        mxu_usage_record r = {
+            .invocation = mxu_sched_new_invocation_id(s),
+            .tenant = c->callee_tenant,
+            .function = v->function,
+            .version = v->version,
+            .executor = "",
+            .start_ms = mxu_wall_ms(),
+            .memory_bytes = v->manifest->memory_bytes,
+            .status = MXU_USAGE_REJECTED,
+            .http_status = 429,
+            .code = d.code,
+            .caller = c->inv_id,
+            .caller_function = caller,
+        };
+        mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+    }
+    _cleanup_free_ char *why = mxu_asprintf("%s (retry after %u s)", d.message, d.retry_after_s);
+    mxu_instance_res_reply(c->caller, c->inv_id, c->call_id, MXU_RES_RATE_LIMITED, why, 0, 0, NULL,
+                           0);
+    svc_finish(c);
+    return -1;
 }
 
 /* Copy a slice into the strings buffer; returns its offset. Slices are made
@@ -196,6 +254,9 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         return;
     }
 
+    if (s->cfg.policy && svc_shape(c, pool, v, decl) < 0)
+        return;
+
     c->nhdr = (msg->nargs - 4) / 2;
     size_t off_m = keep(c, msg->args[0]), off_p = keep(c, msg->args[1]);
     size_t off_q = keep(c, msg->args[2]);
@@ -228,6 +289,7 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         .nhdr = c->nhdr,
         .deadline_ms = c->caller_deadline,
         .depth = inv->req.depth + 1,
+        .priority = inv->req.priority, /* a call works for its caller's class */
     };
     mxu_buf_append(&req.body, msg->args[3].ptr, msg->args[3].len);
     /* As for HTTP: the body, and each header as "name: value\r\n". */

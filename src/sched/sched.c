@@ -193,6 +193,53 @@ void mxu_sched_cancel(mxu_invocation *inv)
     }
 }
 
+static int inv_rank(const mxu_invocation *inv)
+{
+    return mxu_priority_rank(inv->req.priority);
+}
+
+static mxu_invocation *queue_inv(mxu_link *l)
+{
+    return mxu_container_of(l, mxu_invocation, qlink);
+}
+
+/* The queue is ordered by class (critical, default, batch), first come first
+ * served within a class. An arrival goes after the last waiter of its class
+ * or a higher one: a walk from the tail, which is one step unless classes
+ * are mixed. */
+static void queue_insert(mxu_pool *pool, mxu_invocation *inv)
+{
+    mxu_link *at = pool->queue.head.prev;
+    while (at != &pool->queue.head && inv_rank(queue_inv(at)) < inv_rank(inv))
+        at = at->prev;
+    mxu_list_insert_after(&pool->queue, at, &inv->qlink);
+}
+
+/* Classes are mixed in the queue: deadlines are no longer in queue order. */
+static bool queue_mixed(const mxu_pool *pool)
+{
+    return pool->queue.len > 1 &&
+           inv_rank(queue_inv(pool->queue.head.next)) != inv_rank(queue_inv(pool->queue.head.prev));
+}
+
+/* The waiter whose queue deadline comes first: the head, unless classes
+ * are mixed (then a walk; the queue is bounded by queue_max). */
+static mxu_invocation *queue_first_due(const mxu_pool *pool)
+{
+    mxu_link *l = mxu_list_first(&pool->queue);
+    if (l == NULL)
+        return NULL;
+    mxu_invocation *best = queue_inv(l);
+    if (!queue_mixed(pool))
+        return best;
+    mxu_list_foreach(&pool->queue, it)
+    {
+        if (queue_inv(it)->queue_deadline_ms < best->queue_deadline_ms)
+            best = queue_inv(it);
+    }
+    return best;
+}
+
 void mxu_sched_requeue_front(mxu_pool *pool, mxu_invocation *inv)
 {
     if (inv->state == INV_RUNNING) {
@@ -207,7 +254,11 @@ void mxu_sched_requeue_front(mxu_pool *pool, mxu_invocation *inv)
     inv->deadline_ms = 0;
     inv->inst = NULL;
     inv->state = INV_QUEUED;
-    mxu_list_push_front(&pool->queue, &inv->qlink);
+    /* First of its class: it was served before those still waiting. */
+    mxu_link *at = &pool->queue.head;
+    while (at->next != &pool->queue.head && inv_rank(queue_inv(at->next)) > inv_rank(inv))
+        at = at->next;
+    mxu_list_insert_after(&pool->queue, at, &inv->qlink);
 }
 
 void mxu_sched_pool_fail_queue(mxu_pool *pool, enum mxu_inv_error e, const char *msg)
@@ -435,8 +486,8 @@ static void on_pool_timer(uv_timer_t *t)
                            "killed and will be replaced",
                            mxu_unit_label(pool->unit), limit);
     }
-    while ((l = mxu_list_first(&pool->queue)) != NULL) {
-        mxu_invocation *inv = mxu_container_of(l, mxu_invocation, qlink);
+    mxu_invocation *inv;
+    while ((inv = queue_first_due(pool)) != NULL) {
         if (inv->queue_deadline_ms > now)
             break;
         mxu_format_duration_ms(now - inv->enqueued_ms, limit, sizeof(limit));
@@ -468,8 +519,9 @@ static void pool_arm(mxu_pool *pool)
     mxu_link *l;
     if ((l = mxu_list_first(&pool->running)) != NULL)
         due = mxu_container_of(l, mxu_invocation, rlink)->deadline_ms;
-    if ((l = mxu_list_first(&pool->queue)) != NULL) {
-        uint64_t q = mxu_container_of(l, mxu_invocation, qlink)->queue_deadline_ms;
+    mxu_invocation *first = queue_first_due(pool);
+    if (first) {
+        uint64_t q = first->queue_deadline_ms;
         if (due == 0 || q < due)
             due = q;
     }
@@ -623,7 +675,7 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
     inv->queue_deadline_ms = inv->enqueued_ms + s->cfg.queue_timeout_ms;
     if (req->deadline_ms && req->deadline_ms < inv->queue_deadline_ms)
         inv->queue_deadline_ms = req->deadline_ms;
-    mxu_list_push_back(&pool->queue, &inv->qlink);
+    queue_insert(pool, inv);
     inv->state = INV_QUEUED;
 
     if (s->shutting_down) {
@@ -640,10 +692,33 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
         return NULL;
     }
     if (pool->queue.len > s->cfg.queue_max) {
-        mxu_sched_inv_fail(
-            inv, MXU_INV_QUEUE_FULL, "%s is at capacity (%u instances busy, %u invocations queued)",
-            mxu_unit_label(pool->unit), (unsigned)pool->alive, (unsigned)s->cfg.queue_max);
-        return NULL;
+        /* Full. The tail is the newest waiter of the lowest class: if that is
+         * a lower class than the arrival, it is shed for it; otherwise the
+         * arrival is refused (it is the tail itself, or no better). */
+        mxu_invocation *tail = queue_inv(pool->queue.head.prev);
+        if (tail != inv && inv_rank(tail) < inv_rank(inv)) {
+            /* Failing the tail kicks the pool, which may dispatch (or even
+             * answer) the arrival: pin it, as below. */
+            inv->pinned = true;
+            mxu_sched_inv_fail(tail, MXU_INV_QUEUE_FULL,
+                               "%s is at capacity (%u instances busy, %u invocations queued): "
+                               "shed from the queue for an invocation of a higher priority "
+                               "class (this one is %s)",
+                               mxu_unit_label(pool->unit), (unsigned)pool->alive,
+                               (unsigned)s->cfg.queue_max, mxu_priority_name(tail->req.priority));
+            inv->pinned = false;
+            if (inv->freed_while_pinned) {
+                inv_free(inv);
+                return NULL;
+            }
+        } else {
+            mxu_sched_inv_fail(inv, MXU_INV_QUEUE_FULL,
+                               "%s is at capacity (%u instances busy, %u invocations queued, "
+                               "none of a lower class than this %s one)",
+                               mxu_unit_label(pool->unit), (unsigned)pool->alive,
+                               (unsigned)s->cfg.queue_max, mxu_priority_name(inv->req.priority));
+            return NULL;
+        }
     }
     /* The kick may complete it at once (a failed start): pin it so that it
      * can be told apart from a live handle afterwards. */

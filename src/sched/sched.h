@@ -25,6 +25,7 @@
 
 #include "core/core.h"
 #include "meter/meter.h"
+#include "policy/policy.h"
 #include "registry/registry.h"
 #include "resolve/resolve.h"
 #include "unit/frame.h"
@@ -53,6 +54,9 @@ typedef struct mxu_sched_config {
      * records what no caller can: svc calls, and invocations whose caller
      * went away before the result. */
     mxu_meter *meter;
+    /* Link limits of svc descriptors and the callee tenant's quota for svc
+     * calls (docs/policy.md); NULL = none. */
+    mxu_policy *policy;
 } mxu_sched_config;
 
 int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config *cfg,
@@ -100,6 +104,10 @@ typedef struct mxu_invoke_req {
                              the invocation gets the lesser of it and its timeout */
     uint32_t depth;       /* svc nesting: 0 for a client's invocation */
     uint64_t bytes_in;    /* the request's size as the meter counts it (docs/metering.md) */
+    /* Its class in the queue: when the version is saturated, critical waits
+     * before default before batch, and a full queue sheds the newest waiter
+     * of the lowest class for an arrival of a higher one (docs/policy.md). */
+    enum mxu_priority priority;
 } mxu_invoke_req;
 
 typedef struct mxu_invoke_res {

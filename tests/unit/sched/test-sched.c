@@ -385,6 +385,24 @@ static void invoke(fx *f, mxu_fn_version *v, call *c, const char *query)
     invoke_body(f, v, c, query, "GET", NULL);
 }
 
+/* The same, in a priority class. */
+static void invoke_prio(fx *f, mxu_fn_version *v, call *c, const char *query,
+                        enum mxu_priority prio)
+{
+    memset(c, 0, sizeof(*c));
+    g_loop = &f->loop;
+    snprintf(c->query, sizeof(c->query), "%s", query);
+    mxu_invoke_req req = {
+        .method = {"GET", 3},
+        .path = {"/", 1},
+        .query = {c->query, (uint32_t)strlen(c->query)},
+        .priority = prio,
+    };
+    c->invoked_ms = uv_now(&f->loop);
+    c->h = mxu_sched_invoke(f->s, v, &req, on_result, c);
+    c->returned = true;
+}
+
 #define EXPECT_OK(c)                                                                          \
     do {                                                                                      \
         CHECK((c)->done);                                                                     \
@@ -574,6 +592,45 @@ static void test_queue_full(void)
     json_t *st = mxu_sched_stats_json(f.s, NULL, "qfull");
     CHECK_EQ_INT(obj_int(json_object_get(st, "1"), "rejected"), 1);
     json_decref(st);
+    fx_finish(&f);
+}
+
+/* Priority classes: the queue serves critical, then default, then batch
+ * (first come first served within one); a full queue sheds its newest
+ * lowest-class waiter for a higher-class arrival, and refuses an arrival of
+ * no higher class than its lowest waiter. */
+static void test_queue_priority(void)
+{
+    fx f;
+    fx_init(&f);
+    f.cfg.queue_max = 3;
+    fx_start(&f);
+    mxu_fn_version *v = fn_version(&f, "prio", "memory: 16Mi\nmax_instances: 1\n");
+    call w, hold, b0, b1, d0, c0, d1, b2, d2;
+    call_sync(&f, v, &w, "pid");
+    EXPECT_OK(&w);
+    invoke_prio(&f, v, &hold, "sleep=200", MXU_PRIO_DEFAULT); /* dispatched */
+    invoke_prio(&f, v, &b0, "b0", MXU_PRIO_BATCH);
+    invoke_prio(&f, v, &b1, "b1", MXU_PRIO_BATCH);
+    invoke_prio(&f, v, &d0, "d0", MXU_PRIO_DEFAULT); /* queue: d0 b0 b1 (full) */
+    CHECK(!b0.done && !b1.done && !d0.done);
+    invoke_prio(&f, v, &c0, "c0", MXU_PRIO_CRITICAL); /* sheds b1: c0 d0 b0 */
+    CHECK(b1.done && !c0.done);
+    EXPECT_ERR(&b1, MXU_INV_QUEUE_FULL, "shed from the queue");
+    CHECK(b1.retry_after_s >= 1);
+    invoke_prio(&f, v, &b2, "b2", MXU_PRIO_BATCH); /* refused: nothing lower */
+    CHECK(b2.done && b2.h == NULL);
+    EXPECT_ERR(&b2, MXU_INV_QUEUE_FULL, "none of a lower class");
+    invoke_prio(&f, v, &d1, "d1", MXU_PRIO_DEFAULT); /* sheds b0: c0 d0 d1 */
+    EXPECT_ERR(&b0, MXU_INV_QUEUE_FULL, "shed from the queue");
+    invoke_prio(&f, v, &d2, "d2", MXU_PRIO_DEFAULT); /* refused */
+    EXPECT_ERR(&d2, MXU_INV_QUEUE_FULL, "none of a lower class");
+    CHECK_EQ_INT(cap_field(&f, "queued"), 3);
+    WAIT_FOR(&f, hold.done && c0.done && d0.done && d1.done, 3000);
+    EXPECT_OK(&c0);
+    EXPECT_OK(&d0);
+    EXPECT_OK(&d1);
+    CHECK(hold.seq < c0.seq && c0.seq < d0.seq && d0.seq < d1.seq);
     fx_finish(&f);
 }
 
@@ -1315,16 +1372,17 @@ static void test_hostile_bad_type(void)
 }
 
 MXU_TESTS(TEST(test_warm_reuse), TEST(test_scale_up_to_max), TEST(test_concurrency_pipelines),
-          TEST(test_queue_full), TEST(test_queue_timeout), TEST(test_memory_over_budget),
-          TEST(test_memory_evicts_idle), TEST(test_memory_busy_not_evicted),
-          TEST(test_memory_evicts_only_what_is_needed), TEST(test_timeout_reruns_followers),
-          TEST(test_timeout_reruns_burst_followers), TEST(test_timeout_rerun_after_slow_restart),
-          TEST(test_crash_reruns_followers), TEST(test_exit_while_handling),
-          TEST(test_response_too_large), TEST(test_start_fails_exit_early),
-          TEST(test_start_fails_garbage), TEST(test_start_fails_bad_version),
-          TEST(test_start_timeout), TEST(test_start_fails_init), TEST(test_keep_alive),
-          TEST(test_cancel_queued), TEST(test_cancel_running), TEST(test_shutdown_drains),
-          TEST(test_shutdown_past_bound), TEST(test_exec_runtime), TEST(test_exec_large_body),
-          TEST(test_exec_stdin_fd_reuse), TEST(test_hostile_malformed_result),
-          TEST(test_hostile_unknown_id), TEST(test_hostile_4gib_header),
-          TEST(test_hostile_oversize_frame), TEST(test_hostile_bad_type))
+          TEST(test_queue_full), TEST(test_queue_priority), TEST(test_queue_timeout),
+          TEST(test_memory_over_budget), TEST(test_memory_evicts_idle),
+          TEST(test_memory_busy_not_evicted), TEST(test_memory_evicts_only_what_is_needed),
+          TEST(test_timeout_reruns_followers), TEST(test_timeout_reruns_burst_followers),
+          TEST(test_timeout_rerun_after_slow_restart), TEST(test_crash_reruns_followers),
+          TEST(test_exit_while_handling), TEST(test_response_too_large),
+          TEST(test_start_fails_exit_early), TEST(test_start_fails_garbage),
+          TEST(test_start_fails_bad_version), TEST(test_start_timeout), TEST(test_start_fails_init),
+          TEST(test_keep_alive), TEST(test_cancel_queued), TEST(test_cancel_running),
+          TEST(test_shutdown_drains), TEST(test_shutdown_past_bound), TEST(test_exec_runtime),
+          TEST(test_exec_large_body), TEST(test_exec_stdin_fd_reuse),
+          TEST(test_hostile_malformed_result), TEST(test_hostile_unknown_id),
+          TEST(test_hostile_4gib_header), TEST(test_hostile_oversize_frame),
+          TEST(test_hostile_bad_type))
