@@ -8,7 +8,9 @@
 #   2. cold start: the first invoke after scale to zero, end to end over HTTP
 #      (bench/src/coldstart.c), beside hyperfine's fork+exec of a static `true`;
 #   3. the exec runtime beside nginx + fcgiwrap running the equivalent CGI program;
-#   4. (as root) bench/sandbox.sh: the sandbox executor beside bwrap, crun and runc.
+#   4. (as root) bench/sandbox.sh: the sandbox executor beside bwrap, crun and runc;
+#   5. bench/vm.sh: the vm executor beside process and sandbox (cold start,
+#      warm throughput, memory per idle VM; says SKIP where /dev/kvm cannot).
 #
 # Every server listens on 127.0.0.1, runs pinned to CPU $SERVER_CPU (0) and is
 # stopped by the PID this script recorded; wrk and the timing client run on
@@ -368,6 +370,12 @@ if [ "$(id -u)" = 0 ]; then
         DURATION="$DURATION" sh "$BENCH/sandbox.sh" >"$RES/raw/sandbox.log" 2>&1 ||
         log "bench/sandbox.sh failed (see $RES/raw/sandbox.log)"
 fi
+
+# ---------------------------------------------------------------- vm
+# The vm executor beside process and sandbox (its own node and port).
+RES="$RES" MXU_BIN="$MXU_BIN" COLD_RUNS="$COLD_RUNS" REPEATS="$REPEATS" DURATION="$DURATION" \
+    sh "$BENCH/vm.sh" >"$RES/raw/vm.log" 2>&1 ||
+    log "bench/vm.sh failed (see $RES/raw/vm.log)"
 
 # ---------------------------------------------------------------- resources
 # kv/svc descriptors from inside a function, Redis beside direct hiredis

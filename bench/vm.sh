@@ -175,11 +175,15 @@ def smaps(pid, guest):
             tot[1] += int(f[1])
             tot[3] += int(f[1]) if cur_guest else 0
     return tot
-for pid, argv in helpers():
+hs = helpers()
+noop_image = {argv[2] for pid, argv in hs if pid in used and len(argv) > 2}
+for pid, argv in hs:
     guest = int(argv[1]) if len(argv) > 2 and argv[1].isdigit() else 0
     rss, pss, grss, gpss = smaps(pid, guest)
     kind = "instance" if pid in used else "spare"
-    print(f"{kind} pid={pid} image={os.path.basename(os.path.dirname(os.path.dirname(argv[2])))} "
+    # Two vm units run here: noop-vm (the instance's image) and cold-vm.
+    unit = "noop-vm" if len(argv) > 2 and argv[2] in noop_image else "cold-vm"
+    print(f"{kind} pid={pid} image={unit} "
           f"guest_mib={guest >> 20} rss_kib={rss} pss_kib={pss} guest_rss_kib={grss} "
           f"guest_pss_kib={gpss} overhead_rss_kib={rss - grss} overhead_pss_kib={pss - gpss}")
 EOF
@@ -244,7 +248,7 @@ for c in (32, 1):
               f"{statistics.median(a):.0f} req/s: **{m:.2f}x** (rounds: "
               f"{', '.join(f'{x:.2f}' for x in ratios)}; target >= 0.7x: {'met' if m >= 0.7 else 'NOT met'})")
 try:
-    for line in open(os.path.join(raw, "vm-memory.txt")):
+    for line in sorted(open(os.path.join(raw, "vm-memory.txt")))[:3]:
         kv = dict(x.split("=", 1) for x in line.split()[1:])
         o = int(kv["overhead_pss_kib"])
         print(f"- memory of an idle {line.split()[0]} (`{kv['image']}`, {kv['guest_mib']} MiB guest): "

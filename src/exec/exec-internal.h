@@ -67,6 +67,12 @@ int mxu_exec_channel_pipes(int host[2], int child[2], const char *label, mxu_err
  * strings are borrowed; free() the array. */
 const char **mxu_exec_channel_env(const char *const *envp);
 
+/* The instance `p` has ended but its process lives on (a vm helper that
+ * reset its guest to become a spare again, exec-vm.c): report the end to
+ * the owner as an exit with `exit_code`, and stop watching the process
+ * through this handle. The process is neither killed nor reaped. */
+void mxu_proc_end_detached(mxu_proc *p, int exit_code);
+
 /* Called by executors after a successful start: watch the pid. */
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err);
 /* CPU time (user + system) of a running process, in µs, from its CPU clock:

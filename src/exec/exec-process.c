@@ -52,7 +52,7 @@ struct child_plan {
     const mxu_exec_spec *spec;
     struct rlimit data, nofile, cpu; /* clamped to what the node may set */
     pid_t parent;
-    int src[5]; /* what becomes fd 0..4 (-1 = /dev/null for 0..2, none for 3, 4) */
+    int src[6]; /* what becomes fd 0..5 (-1 = /dev/null for 0..2, none for 3..5) */
     int report_fd;
     const char *const *envp; /* spec's, plus MXU_CHANNEL_OUT_FD for the channel */
 };
@@ -109,14 +109,14 @@ static void __attribute__((noreturn)) child_run(void *arg)
 
     /* 5. File descriptors. Move every source above 10 first, so that a
      *    source that already sits on a target number cannot be clobbered,
-     *    then dup2 onto 0..4 (dup2 clears close-on-exec), then close the rest. */
-    int moved[5];
-    for (int i = 0; i < 5; i++) {
+     *    then dup2 onto 0..5 (dup2 clears close-on-exec), then close the rest. */
+    int moved[6];
+    for (int i = 0; i < 6; i++) {
         moved[i] = -1;
         if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
             child_fail(pl, STEP_DUP);
     }
-    for (int i = 0; i < 5; i++) {
+    for (int i = 0; i < 6; i++) {
         int fd = moved[i];
         if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
             child_fail(pl, STEP_DEVNULL);
@@ -125,7 +125,7 @@ static void __attribute__((noreturn)) child_run(void *arg)
     }
     /* Close everything else but the report pipe, which must survive until
      * execve (it is close-on-exec). */
-    unsigned keep_from = pl->src[3] >= 0 ? 5 : 3;
+    unsigned keep_from = pl->src[5] >= 0 ? 6 : pl->src[3] >= 0 ? 5 : 3;
     if ((unsigned)pl->report_fd > keep_from)
         syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
     syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
@@ -204,7 +204,8 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
         .spec = spec,
         .parent = getpid(),
         /* A warm instance's stdout is not its response: send it to the log. */
-        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], ch_child[0], ch_child[1]},
+        .src = {in[1], spec->stdio ? outp[1] : errp[1], errp[1], ch_child[0], ch_child[1],
+                spec->has_fd5 ? spec->fd5 : -1},
         .report_fd = report[1],
         .envp = envp ? envp : spec->envp,
     };

@@ -280,6 +280,22 @@ static void proc_on_poll(uv_poll_t *h, int status, int events)
     proc_reap(h->data);
 }
 
+void mxu_proc_end_detached(mxu_proc *p, int exit_code)
+{
+    if (p->exited)
+        return;
+    uv_poll_stop(&p->poll);
+    mxu_exec_cpu_us(p->pid, &p->exit.usage.cpu_us);
+    p->exited = true;
+    p->exit.exit_code = exit_code;
+    if (p->freed) {
+        proc_close(p);
+        return;
+    }
+    if (p->exit_cb)
+        p->exit_cb(p, &p->exit, p->ud);
+}
+
 int mxu_proc_watch(mxu_exec *ex, mxu_proc *p, mxu_err *err)
 {
     p->ex = ex;

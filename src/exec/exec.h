@@ -31,6 +31,10 @@ typedef struct mxu_exec_spec {
     uint32_t max_open_files; /* RLIMIT_NOFILE; 0 = 1024 */
     bool channel;            /* give the channel to the host: fd 3 (see mxu_proc_fds) */
     bool stdio;              /* give stdin/stdout as pipes to the host */
+    /* Give `fd5` to the process as its fd 5 (the vm executor's control
+     * socket to its helper, exec-vm.c); the caller keeps its own copy. */
+    bool has_fd5;
+    int fd5;
 } mxu_exec_spec;
 
 /* Host ends of what the process was given; -1 where not asked for. All are

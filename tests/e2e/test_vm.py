@@ -69,9 +69,9 @@ resources:
 """
 
 
-def vm_node(*args):
+def vm_node(*args, env=None):
     """A node that can run vm units, or Skip with the reason it gives."""
-    n = Node(*args)
+    n = Node(*args, env=env)
     if "vm" not in n.get("/v1/health").json().get("executors", []):
         time.sleep(0.2)
         why = [line for line in n.stdout_lines if b"vm:" in line]
@@ -175,26 +175,36 @@ def helpers(node_pid):
     return out
 
 
+def cold_starts(n, k):
+    """k cold starts of vmprobe/count, each waited out to scale to zero with
+    two spares ready; every one must find a fresh guest. Returns the helper
+    pids seen as spares before each."""
+    seen = []
+    for i in range(k):
+        n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                   what="scaled to zero, two spares ready")
+        seen.append(helpers(n.proc.pid))
+        r = n.get("/fn/vmprobe/count")
+        eq(r.text, "calls 1", f"cold start {i}: a fresh guest")
+        eq(r.headers.get("x-mxu-cold"), "1", "cold")
+    n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+               what="scaled to zero, two spares ready")
+    return seen
+
+
 def test_cold_starts_take_spare_vms_each_used_once():
-    """Spares (docs/vm.md): every cold start is a helper booted ahead of time,
-    never one that served before: guest state starts afresh each time."""
+    """Spares without recycling (MXU_VM_RECYCLE=0, docs/vm.md): every cold
+    start is a helper booted ahead of time, never one that served before."""
     tmp = tempfile.mkdtemp()
     try:
-        with vm_node() as n:
+        with vm_node(env={"MXU_VM_RECYCLE": "0"}) as n:
             deploy_probe(n, tmp, keep_alive="0s")
             eq(n.get("/fn/vmprobe/count").text, "calls 1", "first")
-            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
-                       what="scaled to zero, two spares booted")
-            seen = set()
-            for k in range(8):
-                spares = helpers(n.proc.pid)
-                seen |= spares
-                r = n.get("/fn/vmprobe/count")
-                eq(r.text, "calls 1", f"cold start {k}: a fresh guest")
-                eq(r.headers.get("x-mxu-cold"), "1", "cold")
-                n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
-                           what="scaled to zero, spares refilled")
-                check(not (helpers(n.proc.pid) & (seen - spares)), "a used spare came back")
+            seen = cold_starts(n, 6)
+            for i in range(1, len(seen)):
+                check(not (seen[i] & (set().union(*seen[:i]) - seen[i - 1])),
+                      "a used spare came back")
+            check(len(set().union(*seen)) >= 7, f"a new helper per cold start: {seen}")
             # A spare killed from outside is dropped; cold starts carry on.
             victim = sorted(helpers(n.proc.pid))[0]
             os.kill(victim, 9)
@@ -203,6 +213,30 @@ def test_cold_starts_take_spare_vms_each_used_once():
                 eq(n.get("/fn/vmprobe/count").text, "calls 1", "after a dead spare")
                 n.wait_for(lambda: not n.instances("vmprobe"), what="scaled to zero")
             check("a spare VM killed by signal 9" in n.stderr(), "warned about the dead spare")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_recycled_helpers_start_from_a_pristine_guest():
+    """Recycling (the default): a helper whose instance ended cleanly resets
+    its guest to the pristine image and becomes a spare again, so cold starts
+    fork nothing new; each still finds a fresh guest (its counter at 1), and
+    a guest that faulted is never recycled."""
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp, keep_alive="0s")
+            eq(n.get("/fn/vmprobe/count").text, "calls 1", "first")
+            seen = cold_starts(n, 8)
+            everyone = set().union(*seen)
+            # Without recycling this takes 2 + 8 helpers. A refill that runs
+            # before a used helper is back (a slow node) may still fork one.
+            check(len(everyone) <= 7, f"helpers were recycled, not forked anew: {seen}")
+            # A fault ends its helper: the next cold starts use others.
+            eq(n.get("/fn/vmprobe/crash").status, 502, "fault")
+            after = cold_starts(n, 3)
+            eq(n.get("/fn/vmprobe/ok").status, 201, "after a fault")
+            check(len(set().union(*after) - everyone) >= 1, "the faulted helper was replaced")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

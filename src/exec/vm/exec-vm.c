@@ -25,17 +25,33 @@
  * first cold start finds one) and after each spawn; a spare that dies on
  * its own is dropped and not replaced at once, so a broken image cannot
  * make the node fork in a loop.
+ *
+ * Recycling (MXU_VM_RECYCLE, on by default with spares). A helper started
+ * with --recycle keeps its booted guest as a pristine image (vm-kvm.c) and,
+ * when its instance ends cleanly (BYE, exit 0), resets the guest to it and
+ * says "R" on a control socket (its fd 5). The executor then reports the
+ * instance's end to the scheduler as an exit with status 0
+ * (mxu_proc_end_detached: the process is not touched), gives the helper a
+ * new channel and stderr ("G" + three descriptors), and files it as one of
+ * the unit's spares under a new handle: the next cold start costs a reset
+ * (tens of microseconds) instead of a fork, an exec and a new VM. The reset
+ * guest is byte for byte the pristine one (test-vm), so nothing of one
+ * instance reaches the next. A failed guest is never recycled: the helper
+ * exits as before. A unit that has its spares already, or is gone, gets no
+ * recycled helper: closing the socket ends it.
  */
 #include "exec/exec-internal.h"
 #include "exec/vm/vm-internal.h"
 #include "mxu-config.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <inttypes.h>
 #include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 /* RLIMIT_DATA of the helper: guest memory is a private mapping of the
@@ -70,8 +86,22 @@ struct mxu_vm_spares {
     mxu_exec *ex;
     vm_unit *units;
     unsigned per_unit;
+    bool recycle;
     uv_timer_t refill;
 };
+
+/* A recycling helper's control socket, kept with whichever handle stands
+ * for the helper now (its instance's, then a spare's). */
+typedef struct vm_helper {
+    mxu_exec *ex;
+    mxu_proc *p;
+    char *label, *image; /* its unit's key: the unit may be gone when it comes back */
+    int ctl;
+    uv_poll_t poll;
+} vm_helper;
+
+static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
+                        mxu_proc_exit_cb exit_cb, void *ud, mxu_proc **out, mxu_err *err);
 
 const char *mxu_vm_unavailable(void)
 {
@@ -122,19 +152,198 @@ static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
     return 0;
 }
 
-/* Start a helper for `spec` (the warm spec of a unit, or a copy of it). */
-static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb exit_cb, void *ud,
-                        mxu_proc **out, mxu_err *err)
+/* ---- recycling ------------------------------------------------------------------------------ */
+
+static void on_helper_closed(uv_handle_t *h)
+{
+    vm_helper *vh = h->data;
+    mxu_closep(&vh->ctl);
+    free(vh->label);
+    free(vh->image);
+    free(vh);
+}
+
+/* Stop listening to the helper; closing the socket tells a helper waiting
+ * for its next instance to end. */
+static void helper_drop(vm_helper *vh)
+{
+    if (vh->p) {
+        vh->p->xdata = NULL;
+        vh->p->on_free = NULL;
+        vh->p = NULL;
+    }
+    uv_poll_stop(&vh->poll);
+    uv_close((uv_handle_t *)&vh->poll, on_helper_closed);
+}
+
+static void helper_on_proc_free(mxu_proc *p)
+{
+    if (p->xdata)
+        helper_drop(p->xdata);
+}
+
+static vm_unit *unit_by_key(mxu_exec *ex, const char *label, const char *image);
+static void on_spare_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud);
+
+static int nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
+/* The helper's instance ended cleanly and its guest is pristine again: a
+ * new handle with a new channel and stderr, filed as a spare; then the old
+ * instance's end goes to its owner. */
+static void helper_recycle(vm_helper *vh)
+{
+    mxu_proc *p = vh->p;
+    if (p == NULL || p->exited || p->freed)
+        return; /* being killed, or already gone */
+    vm_unit *u = unit_by_key(vh->ex, vh->label, vh->image);
+    if (u == NULL || u->nspare >= vh->ex->vm->per_unit) {
+        helper_drop(vh); /* it ends; its exit reaches the instance as usual */
+        return;
+    }
+    int host[2] = {-1, -1}, child[2] = {-1, -1}, errp[2] = {-1, -1};
+    mxu_err err = {0};
+    mxu_proc *p2 = NULL;
+    if (mxu_exec_channel_pipes(host, child, u->label, &err) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
+        nonblock_cloexec(host[0]) < 0 || nonblock_cloexec(host[1]) < 0 ||
+        nonblock_cloexec(errp[0]) < 0) {
+        mxu_warn("vm: %s: cannot recycle a helper: %s", u->label,
+                 err.msg[0] ? err.msg : strerror(errno));
+        goto fail;
+    }
+    p2 = mxu_calloc(1, sizeof(*p2));
+    p2->ops = &mxu_exec_vm_ops;
+    p2->pid = p->pid;
+    p2->pidfd = -1;
+    p2->exit_cb = on_spare_exit;
+    p2->ud = u;
+    p2->fds = (mxu_proc_fds){.channel = mxu_steal_fd(&host[0]),
+                             .channel_w = mxu_steal_fd(&host[1]),
+                             .channel_split = true,
+                             .stdin_w = -1,
+                             .stdout_r = -1,
+                             .stderr_r = mxu_steal_fd(&errp[0])};
+    if (mxu_proc_watch(vh->ex, p2, &err) < 0) {
+        mxu_warn("vm: %s: cannot recycle a helper: %s", u->label, err.msg);
+        goto fail;
+    }
+    /* The new instance's ends, to the helper: in, out, stderr. */
+    int give[3] = {child[0], child[1], errp[1]};
+    char g = 'G';
+    union {
+        char buf[CMSG_SPACE(sizeof(give))];
+        struct cmsghdr align;
+    } cm;
+    memset(&cm, 0, sizeof(cm));
+    struct iovec iov = {&g, 1};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf, .msg_controllen = sizeof(cm.buf)};
+    struct cmsghdr *c = CMSG_FIRSTHDR(&msg);
+    c->cmsg_level = SOL_SOCKET;
+    c->cmsg_type = SCM_RIGHTS;
+    c->cmsg_len = CMSG_LEN(sizeof(give));
+    memcpy(CMSG_DATA(c), give, sizeof(give));
+    if (sendmsg(vh->ctl, &msg, MSG_NOSIGNAL) != 1) {
+        mxu_warn("vm: %s: cannot recycle a helper: %s", u->label, strerror(errno));
+        mxu_proc_free(p2); /* kills the helper: its old instance then ends as usual */
+        p2 = NULL;
+        goto fail;
+    }
+    for (int k = 0; k < 2; k++) {
+        mxu_closep(&child[k]);
+        mxu_closep(&errp[k]);
+    }
+    /* The helper is the spare's now. */
+    p->xdata = NULL;
+    p->on_free = NULL;
+    vh->p = p2;
+    p2->xdata = vh;
+    p2->on_free = helper_on_proc_free;
+    u->spare[u->nspare++] = p2;
+    mxu_proc_end_detached(p, 0); /* last: the owner may free p */
+    return;
+
+fail:
+    if (p2 && !p2->ex) { /* not watched: never seen by the exec layer */
+        mxu_closep(&p2->fds.channel);
+        mxu_closep(&p2->fds.channel_w);
+        mxu_closep(&p2->fds.stderr_r);
+        mxu_closep(&p2->pidfd);
+        free(p2);
+    }
+    for (int k = 0; k < 2; k++) {
+        mxu_closep(&host[k]);
+        mxu_closep(&child[k]);
+        mxu_closep(&errp[k]);
+    }
+    helper_drop(vh);
+}
+
+static void on_helper_ctl(uv_poll_t *h, int status, int events)
+{
+    MXU_UNUSED(events);
+    vm_helper *vh = h->data;
+    char c = 0;
+    ssize_t n = status < 0 ? -1 : recv(vh->ctl, &c, 1, MSG_DONTWAIT);
+    if (n < 0 && (errno == EAGAIN || errno == EINTR))
+        return;
+    if (n == 1 && c == 'R') {
+        helper_recycle(vh);
+        return;
+    }
+    /* EOF (the helper is gone: its pidfd says so) or nonsense: stop. */
+    helper_drop(vh);
+}
+
+/* Start a helper for `spec` (the warm spec of a unit, or a copy of it);
+ * `recycle`: with --recycle and its control socket. */
+static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
+                        mxu_proc_exit_cb exit_cb, void *ud, mxu_proc **out, mxu_err *err)
 {
     char mem[32];
     snprintf(mem, sizeof(mem), "%" PRIu64, guest_memory(spec));
-    const char *argv[] = {helper_path(), mem, spec->argv[0], NULL};
+    const char *argv[] = {helper_path(), mem, spec->argv[0], NULL, NULL};
+    if (recycle) {
+        argv[1] = "--recycle";
+        argv[2] = mem;
+        argv[3] = spec->argv[0];
+    }
     mxu_exec_spec hs = *spec;
     hs.argv = argv;
     hs.memory_bytes = guest_memory(spec) + HELPER_OVERHEAD;
-    if (mxu_exec_process_ops.spawn(ex, &hs, exit_cb, ud, out, err) < 0)
+    int ctl[2] = {-1, -1};
+    if (recycle) {
+        if (socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, ctl) < 0)
+            return mxu_err_sys(err, errno, "%s: socketpair", spec->label);
+        hs.has_fd5 = true;
+        hs.fd5 = ctl[1];
+    }
+    int rc = mxu_exec_process_ops.spawn(ex, &hs, exit_cb, ud, out, err);
+    mxu_closep(&ctl[1]);
+    if (rc < 0) {
+        mxu_closep(&ctl[0]);
         return -1;
+    }
     (*out)->ops = &mxu_exec_vm_ops;
+    if (recycle) {
+        vm_helper *vh = mxu_calloc(1, sizeof(*vh));
+        vh->ex = ex;
+        vh->p = *out;
+        vh->label = mxu_strdup(spec->label);
+        vh->image = mxu_strdup(spec->argv[0]);
+        vh->ctl = ctl[0];
+        fcntl(vh->ctl, F_SETFL, O_NONBLOCK);
+        uv_poll_init(ex->loop, &vh->poll, vh->ctl);
+        vh->poll.data = vh;
+        uv_poll_start(&vh->poll, UV_READABLE, on_helper_ctl);
+        (*out)->xdata = vh;
+        (*out)->on_free = helper_on_proc_free;
+    }
     return 0;
 }
 
@@ -149,6 +358,8 @@ static struct mxu_vm_spares *spares_get(mxu_exec *ex)
     const char *env = getenv("MXU_VM_SPARES");
     int n = env && env[0] ? atoi(env) : SPARES_DEFAULT;
     sp->per_unit = (unsigned)MXU_MIN(MXU_MAX(n, 0), SPARES_MAX);
+    env = getenv("MXU_VM_RECYCLE");
+    sp->recycle = sp->per_unit > 0 && !(env && strcmp(env, "0") == 0);
     uv_timer_init(ex->loop, &sp->refill);
     sp->refill.data = sp;
     ex->vm = sp;
@@ -188,14 +399,19 @@ static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec)
     return u;
 }
 
-static vm_unit *unit_find(mxu_exec *ex, const mxu_exec_spec *spec)
+static vm_unit *unit_by_key(mxu_exec *ex, const char *label, const char *image)
 {
     if (ex->vm == NULL)
         return NULL;
     for (vm_unit *u = ex->vm->units; u; u = u->next)
-        if (strcmp(u->label, spec->label) == 0 && strcmp(u->image, spec->argv[0]) == 0)
+        if (strcmp(u->label, label) == 0 && strcmp(u->image, image) == 0)
             return u;
     return NULL;
+}
+
+static vm_unit *unit_find(mxu_exec *ex, const mxu_exec_spec *spec)
+{
+    return unit_by_key(ex, spec->label, spec->argv[0]);
 }
 
 static void unit_discard_spares(vm_unit *u)
@@ -257,7 +473,7 @@ static void unit_refill(vm_unit *u)
     while (u->nspare < sp->per_unit && u->failures < SPARE_FAILURES_MAX) {
         mxu_err err = {0};
         mxu_proc *p;
-        if (helper_start(sp->ex, &spec, on_spare_exit, u, &p, &err) < 0) {
+        if (helper_start(sp->ex, &spec, sp->recycle, on_spare_exit, u, &p, &err) < 0) {
             mxu_warn("vm: %s: cannot start a spare VM: %s", u->label, err.msg);
             u->failures++;
             return;
@@ -302,7 +518,7 @@ static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb ex
         p->ud = ud;
         u->failures = 0;
         *out = p;
-    } else if (helper_start(ex, spec, exit_cb, ud, out, err) < 0) {
+    } else if (helper_start(ex, spec, u && ex->vm->recycle, exit_cb, ud, out, err) < 0) {
         return -1;
     }
     if (u && !uv_is_active((uv_handle_t *)&ex->vm->refill))

@@ -123,11 +123,44 @@ int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hc
     }
 }
 
-int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
-                 mxu_vm_serve_state *st, mxu_err *err)
+/* The second half of a READ: wait for the node's bytes and give them to
+ * the guest (in_len = 0: the node closed the channel). */
+static int serve_input(mxu_vm *vm, int in_fd, mxu_vm_serve_state *st, mxu_err *err)
 {
     volatile mxu_vm_ctl *ctl = mxu_vm_ctl_block(vm);
+    ctl->in_len = 0;
+    for (;;) {
+        ssize_t k = read(in_fd, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, MXU_VM_IN_CAP), MXU_VM_IN_CAP);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0 && errno == EAGAIN) {
+            struct pollfd pfd = {.fd = in_fd, .events = POLLIN};
+            poll(&pfd, 1, -1);
+            continue;
+        }
+        if (k < 0)
+            return mxu_err_sys(err, errno, "vm: reading from the node");
+        ctl->in_len = (uint32_t)k; /* 0: EOF, the guest exits */
+        mxu_vm_track_in(st, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, (uint64_t)k), (size_t)k);
+        break;
+    }
+    ctl->now_ms = mxu_now_ns() / 1000000u;
+    ctl->wall_ms = mxu_wall_ms();
+    return 0;
+}
+
+/* Serve until the guest READs (stop_at_read: it is left stopped in that
+ * READ, its output handed over, st->pending_read set) or exits or fails.
+ * `sent`, if not NULL, collects the channel bytes handed over. */
+static int serve_loop(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
+                      mxu_vm_serve_state *st, bool stop_at_read, mxu_buf *sent, mxu_err *err)
+{
     bool host_gone = false;
+    if (st->pending_read) {
+        st->pending_read = false;
+        if (serve_input(vm, in_fd, st, err) < 0)
+            return -1;
+    }
     for (;;) {
         mxu_vm_exit ex;
         if (mxu_vm_run(vm, timeout_ms, &ex, err) < 0)
@@ -145,6 +178,8 @@ int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout
         case MXU_VM_HC_READ:
             if (n && !host_gone) {
                 mxu_vm_track_out(st, p, n);
+                if (sent)
+                    mxu_buf_append(sent, p, n);
                 if (write_all(out_fd, p, n) < 0) {
                     if (errno != EPIPE)
                         return mxu_err_sys(err, errno, "vm: writing to the node");
@@ -153,29 +188,16 @@ int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout
             }
             if (ex.nr == MXU_VM_HC_WRITE)
                 break;
-            ctl->in_len = 0;
             if (host_gone) {
                 st->exit_code = 0; /* nobody left to answer */
                 return 0;
             }
-            for (;;) {
-                ssize_t k =
-                    read(in_fd, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, MXU_VM_IN_CAP), MXU_VM_IN_CAP);
-                if (k < 0 && errno == EINTR)
-                    continue;
-                if (k < 0 && errno == EAGAIN) {
-                    struct pollfd pfd = {.fd = in_fd, .events = POLLIN};
-                    poll(&pfd, 1, -1);
-                    continue;
-                }
-                if (k < 0)
-                    return mxu_err_sys(err, errno, "vm: reading from the node");
-                ctl->in_len = (uint32_t)k; /* 0: EOF, the guest exits */
-                mxu_vm_track_in(st, mxu_vm_guest_ptr(vm, MXU_VM_IN_ADDR, (uint64_t)k), (size_t)k);
-                break;
+            if (stop_at_read) {
+                st->pending_read = true;
+                return 0;
             }
-            ctl->now_ms = mxu_now_ns() / 1000000u;
-            ctl->wall_ms = mxu_wall_ms();
+            if (serve_input(vm, in_fd, st, err) < 0)
+                return -1;
             break;
         case MXU_VM_HC_STDERR:
             if (n && log_fd >= 0 && write_all(log_fd, p, n) < 0 && errno != EPIPE)
@@ -186,4 +208,16 @@ int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout
             return 0;
         }
     }
+}
+
+int mxu_vm_serve(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t timeout_ms,
+                 mxu_vm_serve_state *st, mxu_err *err)
+{
+    return serve_loop(vm, in_fd, out_fd, log_fd, timeout_ms, st, false, NULL, err);
+}
+
+int mxu_vm_serve_boot(mxu_vm *vm, int out_fd, int log_fd, uint64_t timeout_ms,
+                      mxu_vm_serve_state *st, mxu_buf *sent, mxu_err *err)
+{
+    return serve_loop(vm, -1, out_fd, log_fd, timeout_ms, st, true, sent, err);
 }

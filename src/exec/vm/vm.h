@@ -100,7 +100,8 @@ typedef struct mxu_vm_serve_state {
     uint32_t in_hdr_have;
     uint64_t in_payload_left;
     uint64_t last_invoke;
-    int exit_code; /* after a clean EXIT */
+    int exit_code;     /* after a clean EXIT */
+    bool pending_read; /* the guest is stopped in a READ that serve must finish first */
 } mxu_vm_serve_state;
 
 /* Run the guest until it exits (returns 0, st->exit_code set) or fails
@@ -129,6 +130,14 @@ int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hc
  * node's to the guest (in, noting the last INVOKE's id). */
 void mxu_vm_track_out(mxu_vm_serve_state *st, const uint8_t *p, size_t n);
 void mxu_vm_track_in(mxu_vm_serve_state *st, const uint8_t *p, size_t n);
+/* Boot: serve the guest until its first READ, collect the channel bytes it
+ * sent before it (its HELLO) in `sent` as well as writing them to `out_fd`,
+ * and leave it stopped in that READ (st->pending_read), ready for
+ * mxu_vm_snapshot() and then mxu_vm_serve(), which finishes the READ
+ * first. Returns as mxu_vm_serve does when the guest exits or fails
+ * before its first READ (pending_read is then false). */
+int mxu_vm_serve_boot(mxu_vm *vm, int out_fd, int log_fd, uint64_t timeout_ms,
+                      mxu_vm_serve_state *st, mxu_buf *sent, mxu_err *err);
 /* True when the guest's output so far ends on a frame boundary. */
 bool mxu_vm_serve_between_frames(const mxu_vm_serve_state *st);
 

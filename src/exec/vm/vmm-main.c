@@ -1,7 +1,7 @@
 /*
  * mxu-vmm — the helper process of one vm instance:
  *
- *   mxu-vmm [--timeout-ms N] MEMORY_BYTES IMAGE
+ *   mxu-vmm [--timeout-ms N] [--recycle] MEMORY_BYTES IMAGE
  *
  * started by the vm executor exactly as the process executor starts a
  * function (its own process group, PR_SET_PDEATHSIG, rlimits, the channel
@@ -14,6 +14,19 @@
  * stderr, exit reasons) works unchanged; and KVM_RUN blocks its thread, which
  * a libuv node would otherwise have to hand to a thread per VM anyway. The
  * cost is one fork+exec per cold start (docs/vm.md has the numbers).
+ *
+ * Recycling (--recycle; fd 5 is then a control socket to the executor,
+ * exec-vm.c). The guest is booted to its first READ and kept as its
+ * pristine image (mxu_vm_snapshot), its HELLO bytes recorded. When an
+ * instance ends cleanly (the guest exits with 0 after BYE or EOF), the VM
+ * is reset to that image — byte for byte, vm-kvm.c — and the helper tells
+ * the executor ("R") and waits for the next instance's channel and stderr
+ * ("G" with three descriptors), which it puts on fds 3, 4 and 2 before it
+ * sends the recorded HELLO again and serves on: the guest cannot tell a
+ * recycled start from a first one, and keeps nothing of the last instance.
+ * An EOF on the control socket ends the helper with 0. Any other end (a
+ * fault, a timeout, a non-zero exit) ends the helper as without --recycle:
+ * a failed guest is never reused.
  *
  * Exit status: the guest's own (0 after BYE or EOF), 70 when the guest
  * faulted or broke the ABI (the reason on stderr, and as a FATAL frame when
@@ -28,6 +41,7 @@
 #include <signal.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 
 #define EXIT_GUEST_FAULT 70
@@ -45,17 +59,62 @@ static void fatal_frame(int fd, uint64_t id, const char *msg)
     mxu_write_all(fd, buf, 16 + n);
 }
 
+#define CTL_FD 5
+
+/* Tell the executor the guest is pristine again, and wait for the next
+ * instance's descriptors; put them on 3 (in), 4 (out) and 2 (stderr).
+ * Returns 0, or -1 when the executor closed the socket or sent something
+ * else (the helper then ends). */
+static int await_next_instance(void)
+{
+    char r = 'R';
+    if (send(CTL_FD, &r, 1, MSG_NOSIGNAL) != 1)
+        return -1;
+    char g = 0;
+    union {
+        char buf[CMSG_SPACE(3 * sizeof(int))];
+        struct cmsghdr align;
+    } u;
+    struct iovec iov = {&g, 1};
+    struct msghdr msg = {
+        .msg_iov = &iov, .msg_iovlen = 1, .msg_control = u.buf, .msg_controllen = sizeof(u.buf)};
+    ssize_t n;
+    do {
+        n = recvmsg(CTL_FD, &msg, MSG_CMSG_CLOEXEC);
+    } while (n < 0 && errno == EINTR);
+    struct cmsghdr *c = n == 1 ? CMSG_FIRSTHDR(&msg) : NULL;
+    if (c == NULL || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS ||
+        c->cmsg_len != CMSG_LEN(3 * sizeof(int)) || g != 'G' || (msg.msg_flags & MSG_CTRUNC))
+        return -1;
+    int fds[3];
+    memcpy(fds, CMSG_DATA(c), sizeof(fds));
+    static const int to[3] = {3, 4, 2};
+    int rc = 0;
+    for (int k = 0; k < 3; k++) {
+        if (dup2(fds[k], to[k]) < 0)
+            rc = -1;
+        close(fds[k]);
+    }
+    return rc;
+}
+
 int main(int argc, char **argv)
 {
     uint64_t timeout_ms = 0, mem = 0;
+    bool recycle = false;
     int i = 1;
-    if (argc > 2 && strcmp(argv[1], "--timeout-ms") == 0) {
-        if (mxu_parse_u64(argv[2], &timeout_ms) < 0)
-            timeout_ms = 0;
-        i = 3;
+    for (; i < argc; i++) {
+        if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc) {
+            if (mxu_parse_u64(argv[++i], &timeout_ms) < 0)
+                timeout_ms = 0;
+        } else if (strcmp(argv[i], "--recycle") == 0) {
+            recycle = true;
+        } else {
+            break;
+        }
     }
     if (argc - i != 2 || mxu_parse_u64(argv[i], &mem) < 0) {
-        fprintf(stderr, "usage: mxu-vmm [--timeout-ms N] MEMORY_BYTES IMAGE\n");
+        fprintf(stderr, "usage: mxu-vmm [--timeout-ms N] [--recycle] MEMORY_BYTES IMAGE\n");
         return 2;
     }
     const char *path = argv[i + 1];
@@ -77,7 +136,34 @@ int main(int argc, char **argv)
     mxu_buf_free(&image);
 
     mxu_vm_serve_state st = {0};
-    int rc = mxu_vm_serve(vm, 3, 4, 2, timeout_ms, &st, &err);
+    mxu_buf hello = {0};
+    int rc = 0;
+    bool ended = false; /* the guest exited or failed while booting */
+    if (recycle) {
+        /* Boot to the first READ and keep that as the pristine image. */
+        rc = mxu_vm_serve_boot(vm, 4, 2, timeout_ms, &st, &hello, &err);
+        ended = rc < 0 || !st.pending_read;
+        if (!ended && mxu_vm_snapshot(vm, &err) < 0) {
+            fprintf(stderr, "mxu-vmm: no pristine image, not recycling: %s\n", err.msg);
+            recycle = false;
+        }
+    }
+    while (!ended) {
+        rc = mxu_vm_serve(vm, 3, 4, 2, timeout_ms, &st, &err);
+        if (rc < 0 || !recycle || st.exit_code != 0)
+            break;
+        /* A clean end: reset, and serve the unit's next instance. */
+        if (mxu_vm_reset(vm, &err) < 0) {
+            fprintf(stderr, "mxu-vmm: cannot reset the guest: %s\n", err.msg);
+            break;
+        }
+        if (await_next_instance() < 0)
+            break; /* the executor wants no more: a clean end */
+        st = (mxu_vm_serve_state){.pending_read = true};
+        if (mxu_write_all(4, hello.data, hello.len) < 0)
+            break;
+    }
+    mxu_buf_free(&hello);
     mxu_vm_destroy(vm);
     if (rc < 0) {
         fprintf(stderr, "%s\n", err.msg);
