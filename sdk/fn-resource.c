@@ -58,7 +58,7 @@ const char *mxu_strerror(int code)
     case MXU_OK:
         return "ok";
     case MXU_E_DENIED:
-        return "denied by the descriptor's declaration or access";
+        return "denied by the descriptor's declaration or access, or by a policy rule";
     case MXU_E_NOT_FOUND:
         return "not found";
     case MXU_E_CONFLICT:

@@ -20,7 +20,7 @@ static const struct command {
     {"rm", mxu_cmd_rm},         {"logs", mxu_cmd_logs},         {"version", mxu_cmd_version},
     {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource}, {"usage", mxu_cmd_usage},
     {"bill", mxu_cmd_bill},     {"health", mxu_cmd_health},     {"resource", mxu_cmd_resource},
-    {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},
+    {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},     {"policy", mxu_cmd_policy},
 };
 
 static void usage(FILE *out)

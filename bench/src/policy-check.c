@@ -12,6 +12,12 @@
  * giving both back (mxu_shape_release, mxu_quota_release). Authentication
  * (a BLAKE2b of the key) is timed separately, since it is not a lookup.
  *
+ * Then it applies a policy document of N link rules (the node's document:
+ * exact unit -> resource and unit -> unit rules, client -> function rules,
+ * some with globbed names and a few with globbed tenants, every one stored
+ * and compiled as `mxu policy apply` does) and times mxu_policy_link_check()
+ * on random links of each kind, half of which hit a rule.
+ *
  * Usage: policy-check DIR [N] [CALLS]; prints p50/p99/mean in ns.
  */
 #include "meter/meter.h"
@@ -156,6 +162,89 @@ int main(int argc, char **argv)
     report("link check (svc descriptor limits)", lat, calls / 10);
     if (refused)
         fprintf(stderr, "unexpected: %llu refusals\n", (unsigned long long)refused);
+
+    /* Link rules: N of them in one document. */
+    mxu_buf doc = {0};
+    mxu_buf_puts(&doc, "rules:\n");
+    size_t nrules = 0;
+    for (size_t i = 0; nrules < n; i++) {
+        const char *tn = tenant_of[i % n];
+        switch (i % 10) {
+        case 0: /* a name glob */
+            mxu_buf_printf(&doc, "- {deny: unit->unit, from: \"%s/*\", to: \"%s/api-%zu-*\"}\n", tn,
+                           tn, i);
+            break;
+        case 1:
+            mxu_buf_printf(&doc,
+                           "- {deny: client->function, from: {tenant: \"%s\", role: invoker}, "
+                           "to: \"%s/function-%zu\"}\n",
+                           tn, tn, i % n);
+            break;
+        case 2:
+        case 3:
+            mxu_buf_printf(&doc,
+                           "- {allow: unit->unit, from: \"%s/function-%zu\", to: "
+                           "\"t0/function-%zu\"}\n",
+                           tn, i % n, (i + 1) % n);
+            break;
+        default:
+            mxu_buf_printf(&doc,
+                           "- {deny: unit->resource, from: \"%s/function-%zu\", to: "
+                           "\"kv:%s/store-%zu\", ops: [put, delete]}\n",
+                           tn, i % n, tn, i % n);
+        }
+        nrules++;
+    }
+    /* a few rules whose target tenant is a glob: checked on every link */
+    for (int i = 0; i < 8; i++)
+        mxu_buf_printf(&doc, "- {deny: unit->resource, from: \"*/evil-%d\", to: \"kv:*/x\"}\n", i);
+    uint64_t c0 = now_ns();
+    if (mxu_policy_doc_apply(p, NULL, doc.data, doc.len, "bench.yaml", "bench", NULL, &err) < 0) {
+        fprintf(stderr, "apply: %s\n", err.msg);
+        return 1;
+    }
+    fprintf(stderr, "applied %zu link rules (parse, store, compile) in %.1f ms\n", nrules + 8,
+            (double)(now_ns() - c0) / 1e6);
+    mxu_buf_free(&doc);
+    uint64_t denied = 0;
+    char res[64], callee[64];
+    for (size_t i = 0; i < calls; i++) {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        size_t k = rng % n, hit = (rng >> 32) & 1;
+        mxu_policy_link l = {
+            .from_tenant = tenant_of[k], .from_fn = fn[k], .to_tenant = tenant_of[k]};
+        switch ((rng >> 40) % 3) {
+        case 0:
+            l.kind = MXU_LINK_RESOURCE;
+            snprintf(res, sizeof(res), "store-%zu", hit ? k : k + 1);
+            l.to_name = res;
+            l.res_kind = "kv";
+            l.op = "put";
+            break;
+        case 1:
+            l.kind = MXU_LINK_UNIT;
+            l.to_tenant = "t0";
+            snprintf(callee, sizeof(callee), "function-%zu", hit ? (k + 1) % n : (k + 2) % n);
+            l.to_name = callee;
+            break;
+        default:
+            l.kind = MXU_LINK_CLIENT;
+            l.who = who[k];
+            l.to_name = fn[hit ? k : (k + 1) % n];
+        }
+        uint64_t a = now_ns();
+        int rc = mxu_policy_link_check(
+            p, &l, l.kind != MXU_LINK_UNIT || strcmp(l.to_tenant, l.from_tenant) == 0, NULL, &err);
+        lat[i] = now_ns() - a;
+        denied += rc != 0;
+    }
+    char what[128];
+    snprintf(what, sizeof(what), "link rules check (%zu rules; unit->resource, unit->unit, client)",
+             nrules + 8);
+    report(what, lat, calls);
+    fprintf(stderr, "%llu of %zu links denied\n", (unsigned long long)denied, calls);
     mxu_meter_close(m);
     uv_run(&loop, UV_RUN_NOWAIT);
     mxu_policy_close(p);

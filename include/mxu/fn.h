@@ -261,7 +261,7 @@ MXU_FN_API void mxu_vlog(int level, const char *fmt, va_list ap) MXU_FN_PRINTF(2
  * the negated outcome codes of the channel protocol, docs/protocol.md). */
 enum mxu_fn_error {
     MXU_OK = 0,
-    MXU_E_DENIED = -1,       /* undeclared descriptor, or beyond its declared access */
+    MXU_E_DENIED = -1,       /* undeclared, beyond its declared access, or a policy rule */
     MXU_E_NOT_FOUND = -2,    /* no such key / object / message / callee */
     MXU_E_CONFLICT = -3,     /* CAS lost; object changed while read; key's writer already open */
     MXU_E_TOO_LARGE = -4,    /* key, value, message, body or header count over a limit */

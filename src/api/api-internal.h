@@ -67,6 +67,14 @@ int api_key_shape_check(json_t *body, mxu_err *err);
 int api_key_shape_apply(mxu_policy *pol, const char *id, json_t *limits, json_t *priority,
                         mxu_err *err);
 
+/* api-policy.c: /v1/policy, /v1/policies[/N[/diff/M]]; false if the path is
+ * none of them. */
+bool api_policy_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who,
+                      const char *const *seg, size_t nseg);
+/* The value of `key` in the query string (not decoded), or false if absent
+ * or longer than the buffer (api-v1.c). */
+bool api_query_str(mxu_http_req *req, const char *key, char *out, size_t outlen);
+
 /* ---- authentication and authorization (api.c) ---- */
 
 /* Authenticate the request (its Authorization header). On failure answer

@@ -164,6 +164,19 @@ static void reject_shaped(mxu_api *api, mxu_http_req *req, const mxu_fn_version 
     mxu_buf_free(&out);
 }
 
+/* 403 from a link rule: named in the answer, the node's log and the
+ * function's, and recorded as a rejected invocation. */
+static void api_deny_invocation(mxu_api *api, mxu_http_req *req, const char *tenant,
+                                const char *function, uint32_t version, const char *why)
+{
+    if (version) /* the node's log too */
+        mxu_sched_log_denial(api->cfg.sched, tenant, function, version, 0, why);
+    else
+        mxu_warn("denied 403: %s %.200s from %s: %s", mxu_http_req_method(req),
+                 mxu_http_req_path(req), mxu_http_req_peer(req), why);
+    api_reject_metered(api, req, tenant, function, version, 403, "forbidden", "%s", why);
+}
+
 /* Answer, once the usage record is in the journal when metering is on. */
 static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_header *hdrs,
                    size_t nh, mxu_buf *body)
@@ -362,17 +375,35 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
                                          : MXU_TENANT_DEFAULT;
     mxu_err err;
     mxu_fn_version *v = api_resolve(api, tenant, name, ref, &err);
-    if (v == NULL || !v->manifest->is_public) {
+    bool is_public = v && v->manifest->is_public;
+    if (!is_public && who == NULL) {
         /* Not public (or not there: without a key, the answer must not tell
          * which, or it would list a tenant's functions to anyone). */
-        if (who == NULL) {
-            const mxu_principal *unused;
-            mxu_err aerr;
-            mxu_policy_authenticate(pol, auth, &unused, &aerr);
-            api_unauthorized(req, &aerr);
+        const mxu_principal *unused;
+        mxu_err aerr;
+        mxu_policy_authenticate(pol, auth, &unused, &aerr);
+        api_unauthorized(req, &aerr);
+        return;
+    }
+    /* client -> function rules (docs/policy.md "Policy documents"): a deny
+     * beats the role matrix and public functions alike; an allow of the
+     * node's policy opens another tenant's function to the keys it names. */
+    bool by_rule = false;
+    if (mxu_policy_has_link_rules(pol, MXU_LINK_CLIENT)) {
+        mxu_policy_link l = {
+            .kind = MXU_LINK_CLIENT, .who = who, .to_tenant = tenant, .to_name = name};
+        mxu_err lerr;
+        if (mxu_policy_link_check(pol, &l, true, &by_rule, &lerr) < 0) {
+            api_deny_invocation(api, req, tenant, name, v ? v->version : 0, lerr.msg);
             return;
         }
-        if (!api_allow(req, who, MXU_ACT_INVOKE, tenant, name))
+    }
+    if (!is_public) {
+        bool cross = strcmp(tenant, mxu_principal_tenant(who)) != 0;
+        /* Opened by a rule: the key's own role and scope still apply, as in
+         * its own tenant. */
+        if (!api_allow(req, who, MXU_ACT_INVOKE,
+                       cross && by_rule ? mxu_principal_tenant(who) : tenant, name))
             return;
     }
     if (v == NULL) {

@@ -79,7 +79,7 @@ static bool query_u64(mxu_http_req *req, const char *key, uint64_t *out)
 
 /* The value of `key` in the query string (not decoded; names need none), or
  * false if absent or longer than the buffer. */
-static bool query_str(mxu_http_req *req, const char *key, char *out, size_t outlen)
+bool api_query_str(mxu_http_req *req, const char *key, char *out, size_t outlen)
 {
     const char *q = mxu_http_req_query(req);
     size_t klen = strlen(key);
@@ -716,7 +716,7 @@ static void keys(mxu_api *api, mxu_http_req *req, const mxu_principal *who, cons
         char tbuf[40];
         const char *tenant = mxu_principal_tenant(who);
         bool all = mxu_principal_is_node_admin(who);
-        if (query_str(req, "tenant", tbuf, sizeof(tbuf))) {
+        if (api_query_str(req, "tenant", tbuf, sizeof(tbuf))) {
             tenant = tbuf;
             all = false;
         }
@@ -815,6 +815,8 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         return;
     if (api_shape_route(api, req, who, seg, nseg))
         return;
+    if (api_policy_route(api, req, who, seg, nseg))
+        return;
     if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "tenants") == 0) {
         tenants(api, req, who, nseg == 2 ? seg[1] : NULL);
         return;
@@ -856,7 +858,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
         if (mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) < 0) {
             char tbuf[40];
             only_tenant = mxu_principal_tenant(who);
-            bool named = query_str(req, "tenant", tbuf, sizeof(tbuf));
+            bool named = api_query_str(req, "tenant", tbuf, sizeof(tbuf));
             if (!api_allow(req, who, MXU_ACT_USAGE, named ? tbuf : only_tenant, NULL))
                 return;
         }
@@ -875,7 +877,7 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
          * tenant's (?tenant=T, default: its own); a node-wide reader lists
          * the whole map. */
         char tbuf[40];
-        bool named = query_str(req, "tenant", tbuf, sizeof(tbuf));
+        bool named = api_query_str(req, "tenant", tbuf, sizeof(tbuf));
         if (named && !mxu_tenant_name_valid(tbuf)) {
             api_error(req, 400, "invalid_name", NULL, "?tenant= must be a tenant name");
             return;
@@ -897,14 +899,14 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     if (nseg == 0 || strcmp(seg[0], "functions") != 0) {
         api_error(req, 404, "not_found", NULL,
                   "no such API path; see docs/api.md (/v1/health, /v1/functions, /v1/instances, "
-                  "/v1/keys, /v1/tenants)");
+                  "/v1/keys, /v1/tenants, /v1/policies)");
         return;
     }
     /* Functions are the caller's tenant's; the node admin may name another
      * with ?tenant=T. */
     char tenant_buf[40];
     const char *tenant = mxu_principal_tenant(who);
-    if (query_str(req, "tenant", tenant_buf, sizeof(tenant_buf))) {
+    if (api_query_str(req, "tenant", tenant_buf, sizeof(tenant_buf))) {
         if (!mxu_tenant_name_valid(tenant_buf)) {
             api_error(req, 400, "invalid_name", NULL, "?tenant= must be a tenant name");
             return;

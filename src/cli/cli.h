@@ -33,6 +33,7 @@ int mxu_cmd_usage(int argc, char **argv);
 int mxu_cmd_bill(int argc, char **argv);
 int mxu_cmd_key(int argc, char **argv);
 int mxu_cmd_tenant(int argc, char **argv);
+int mxu_cmd_policy(int argc, char **argv);
 
 /* Every verb (serve included) with a one-line description, for `mxu --help`. */
 void mxu_cli_usage_all(FILE *out);

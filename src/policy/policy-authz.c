@@ -31,6 +31,8 @@ static const char *action_what(enum mxu_action act)
         return "manage the tenant's resource map";
     case MXU_ACT_USAGE:
         return "read the tenant's usage and bills";
+    case MXU_ACT_POLICY:
+        return "apply or read the tenant's policy documents";
     }
     return "do that";
 }
@@ -47,6 +49,7 @@ static bool role_allows(enum mxu_role r, enum mxu_action act)
         return r == MXU_ROLE_ADMIN || r == MXU_ROLE_DEPLOYER;
     case MXU_ACT_KEYS:
     case MXU_ACT_RESOURCES:
+    case MXU_ACT_POLICY:
         return r == MXU_ROLE_ADMIN;
     case MXU_ACT_USAGE:
         return r == MXU_ROLE_ADMIN || r == MXU_ROLE_VIEWER;
@@ -83,8 +86,8 @@ int mxu_policy_check(const mxu_principal *who, enum mxu_action act, const char *
     if (tenant && strcmp(tenant, who->tenant) != 0)
         return mxu_err_set(err, EACCES,
                            "key %s (role %s of tenant %s) may not act on tenant %s: only the "
-                           "node's admin crosses tenants (policy rules for cross-tenant links "
-                           "are not there yet)",
+                           "node's admin crosses tenants (and, for invocations, keys a "
+                           "cross-tenant rule of the node's policy allows)",
                            who->id, role, who->tenant, tenant);
     if (!role_allows(who->role, act))
         return mxu_err_set(err, EACCES, "role %s of tenant %s may not %s", role, who->tenant,

@@ -11,6 +11,10 @@
  *                   (table shape_limits)
  *   policy-quota.c  monthly quotas per tenant and their counters (table
  *                   tenant_quotas; usage from the meter's records)
+ *   policy-doc.c    policy documents: YAML -> validated rules, the canonical
+ *                   form, line diffs (pure: unit-tested and fuzzed alone)
+ *   policy-links.c  the documents' versions (table policy_docs), the
+ *                   compiled lookup tables, and the link checks
  */
 #ifndef MXU_POLICY_INTERNAL_H
 #define MXU_POLICY_INTERNAL_H
@@ -65,6 +69,43 @@ struct mxu_principal {
     UT_hash_handle hh;
 };
 
+/* One rule of a policy document (docs/policy.md "Policy documents"). Every
+ * name is a glob (fnmatch) unless said otherwise; tenants are filled in
+ * where the document left them implied, so matching never guesses. */
+typedef struct pol_rule {
+    bool deny;
+    enum mxu_link_kind kind;
+    /* unit and resource links: the calling function */
+    char *from_tenant, *from_name;
+    /* client links: the key's tenant, role (exact name) and id; NULL = any */
+    char *c_tenant, *c_role, *c_key;
+    /* the target: a function, or a resource of kind res_kind (exact) */
+    char *to_tenant, *to_name, *res_kind;
+    uint32_t ops; /* resource links: bits of the kind's operations (pol_ops) */
+    char *note;
+    int line;
+    uint32_t index; /* 1-based, in its document */
+    char *text;     /* "deny unit->resource payments -> kv:orders put" */
+} pol_rule;
+
+struct mxu_poldoc {
+    char *tenant; /* NULL: the node's document */
+    pol_rule *rules;
+    size_t n;
+};
+
+/* policy-doc.c: a resource kind's operations, in bit order; NULL-terminated.
+ * NULL for a kind that is not kv, blob or queue. */
+const char *const *pol_ops(const char *res_kind);
+bool pol_is_glob(const char *s);
+
+/* policy-links.c */
+typedef struct pol_compiled pol_compiled;
+int pol_links_open(mxu_policy *p, mxu_err *err);
+void pol_links_close(mxu_policy *p);
+/* A tenant is gone: drop its documents. */
+void pol_links_tenant_deleted(mxu_policy *p, const char *tenant);
+
 typedef struct pol_tenant {
     char *name; /* hash key */
     uint64_t created_ms;
@@ -83,6 +124,8 @@ struct mxu_policy {
     pol_gate *all_gates;      /* every gate (next_all) */
     pol_tstate *tstates;      /* by tenant name */
     mxu_meter *meter;         /* quotas count its records; NULL = not enforced */
+    pol_compiled *links;      /* the rules in force; replaced whole on apply */
+    struct pol_scope *scopes; /* the document in force per scope, by tenant ("" = node) */
 };
 
 /* policy-key.c */

@@ -203,7 +203,7 @@ int mxu_policy_open(const mxu_policy_config *cfg, mxu_policy **out, mxu_err *err
         mxu_asprintf("%sINSERT OR IGNORE INTO tenants(name, created_ms) VALUES('%s', %llu);",
                      schema, MXU_TENANT_DEFAULT, (unsigned long long)mxu_wall_ms());
     if (db_exec(p, seed, err) < 0 || db_exec(p, "COMMIT", err) < 0 || load(p, err) < 0 ||
-        pol_shape_open(p, err) < 0) {
+        pol_shape_open(p, err) < 0 || pol_links_open(p, err) < 0) {
         sqlite3_exec(p->db, "ROLLBACK", NULL, NULL, NULL);
         mxu_policy_close(p);
         return -1;
@@ -233,6 +233,7 @@ void mxu_policy_close(mxu_policy *p)
         free(k);
     }
     pol_shape_close(p);
+    pol_links_close(p);
     free(p->node_admin.tenant);
     free(p->node_admin.scope);
     free(p->node_admin.note);
@@ -291,6 +292,8 @@ int mxu_policy_tenant_delete(mxu_policy *p, const char *name, mxu_err *err)
         /* A tenant made later with the same name starts without limits. */
         "DELETE FROM shape_limits WHERE kind = 'tenant' AND name = ?1",
         "DELETE FROM tenant_quotas WHERE tenant = ?1",
+        /* ...and without the old one's policy documents. */
+        "DELETE FROM policy_docs WHERE scope = ?1",
     };
     for (size_t i = 0; i < MXU_ARRAY_LEN(sqls); i++) {
         _cleanup_stmt_ sqlite3_stmt *st = NULL;
@@ -313,6 +316,7 @@ int mxu_policy_tenant_delete(mxu_policy *p, const char *name, mxu_err *err)
     HASH_DEL(p->tenants, t);
     free(t->name);
     free(t);
+    pol_links_tenant_deleted(p, name);
     pol_tstate *ts = pol_tstate_find(p, name);
     if (ts) {
         if (ts->gate)

@@ -3,7 +3,9 @@
  * authentication and the role matrix (tenants, API keys, "may this key do
  * this action on this tenant's function"), traffic shaping (token-bucket
  * rates and concurrency caps per tenant, key, function and link; priority
- * classes) and monthly quotas per tenant. Rules over links come later.
+ * classes), monthly quotas per tenant, and policy documents: versioned
+ * YAML rules over the three kinds of link (client -> function, unit -> unit,
+ * unit -> resource), compiled into lookup tables.
  *
  * Keys look like `mxu_<id>_<secret>`: 16 hex digits of id, by which a key is
  * found, and 64 hex digits (32 random bytes) of secret, of which only a
@@ -152,6 +154,7 @@ enum mxu_action {
     MXU_ACT_NODE_ADMIN, /* tenants, prices */
     MXU_ACT_RESOURCES,  /* the tenant's entries of the resource map: list, set, reset, move */
     MXU_ACT_USAGE,      /* read the tenant's usage records and bills */
+    MXU_ACT_POLICY,     /* apply and read the tenant's policy documents */
 };
 
 /* May `who` do `act` on function `function` (NULL for actions that name
@@ -303,5 +306,78 @@ int mxu_quota_reserve(mxu_policy *p, const char *tenant, uint64_t now_ms, mxu_sh
 /* Give the reservation back: after the invocation's record was handed to the
  * meter (which counted it), or when it will have none. */
 void mxu_quota_release(mxu_policy *p, const char *tenant);
+
+/* ---- policy documents and link rules (policy-doc.c, policy-links.c;
+ * docs/policy.md "Policy documents") ---- */
+
+enum mxu_link_kind {
+    MXU_LINK_CLIENT,   /* client -> function: an invocation over HTTP */
+    MXU_LINK_UNIT,     /* unit -> unit: an svc: call */
+    MXU_LINK_RESOURCE, /* unit -> resource: a kv, blob or queue operation */
+};
+#define MXU_LINK_KINDS 3
+
+/* One parsed, validated document (pure: no store). */
+typedef struct mxu_poldoc mxu_poldoc;
+
+/* Parse a policy document for `tenant`'s scope (NULL: the node's). Errors
+ * are "FILE:LINE: FIELD: message", like manifests'. Rules of a tenant's
+ * document stay inside the tenant: naming another tenant is an error. */
+int mxu_poldoc_parse(const char *text, size_t len, const char *file, const char *tenant,
+                     mxu_poldoc **out, mxu_err *err);
+void mxu_poldoc_free(mxu_poldoc *d);
+size_t mxu_poldoc_nrules(const mxu_poldoc *d);
+/* The canonical form: one rule per line, in a fixed field order, tenants
+ * left out where implied; it parses back to the same rules. Caller frees. */
+char *mxu_poldoc_canonical(const mxu_poldoc *d);
+/* A unified diff of two texts, line by line ("" when equal). Caller frees. */
+char *mxu_text_diff(const char *a, const char *b, const char *name_a, const char *name_b);
+
+/* The largest document accepted, in bytes. */
+#define MXU_POLDOC_MAX_BYTES (4u << 20)
+
+/* Validate `text` for the scope of `tenant` (NULL: the node), store it as
+ * the scope's next version (durable before it returns), and put the scope's
+ * rules into force at once (a new compiled table, swapped in whole). A
+ * document that does not validate changes nothing (EINVAL, the error names
+ * the line and field). *info: {"version", "tenant", "rules", "diff"}. */
+int mxu_policy_doc_apply(mxu_policy *p, const char *tenant, const char *text, size_t len,
+                         const char *file, const char *by, json_t **info, mxu_err *err);
+/* The versions of a scope: [{"version", "tenant", "created", "by", "file",
+ * "rules", "active"}], oldest first; all scopes when all is true. */
+json_t *mxu_policy_docs_json(mxu_policy *p, const char *tenant, bool all);
+/* One version (0: the one in force; {"version": 0, "rules": 0} if none):
+ * {"version", "tenant", "created", "by", "file", "rules", "active",
+ * "canonical", "document"}. NULL with ENOENT if there is no such version. */
+json_t *mxu_policy_doc_json(mxu_policy *p, const char *tenant, uint32_t version, mxu_err *err);
+/* Unified diff of the canonical forms of versions a and b of a scope. */
+int mxu_policy_doc_diff(mxu_policy *p, const char *tenant, uint32_t a, uint32_t b, char **out,
+                        mxu_err *err);
+
+/* A link to check. Client links name the principal (NULL: a request without
+ * a key); the other kinds the calling function (from_tenant, from_fn). The
+ * target is to_tenant's function or resource to_name; resources also give
+ * their kind ("kv", "blob", "queue") and the operation ("get", "put", ...). */
+typedef struct mxu_policy_link {
+    enum mxu_link_kind kind;
+    const mxu_principal *who;
+    const char *from_tenant, *from_fn;
+    const char *to_tenant, *to_name;
+    const char *res_kind, *op;
+} mxu_policy_link;
+
+/* The policy's verdict on a link, in this order (docs/policy.md):
+ *   1. a matching deny rule, in any document that applies: denied, naming
+ *      the first such rule ("policy v3 rule 2 (deny unit->resource payments
+ *      -> kv:orders put)");
+ *   2. else a matching allow rule: allowed;
+ *   3. else the default: allowed if `open` (a same-tenant link, or a public
+ *      callee), denied otherwise ("no policy rule allows ...").
+ * 0 if allowed; -1 with EACCES and the message if denied. *by_rule (may be
+ * NULL) says whether an allow rule decided. Loop thread only. */
+int mxu_policy_link_check(const mxu_policy *p, const mxu_policy_link *l, bool open, bool *by_rule,
+                          mxu_err *err);
+/* Does any rule of this kind exist at all (the callers' fast path)? */
+bool mxu_policy_has_link_rules(const mxu_policy *p, enum mxu_link_kind kind);
 
 #endif

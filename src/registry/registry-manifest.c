@@ -336,6 +336,34 @@ static bool in_list(const char *s, const char *const *list, size_t n)
 
 /* Fill d->kind/target/access from uri and access (NULL = not given). On error
  * returns -1 with `why` filled and `which` set to "uri" or "access". */
+/* An optional "TENANT/" before a resource's name: *target is moved past it.
+ * -1 with the reason in why if the tenant name is not one. */
+static int skip_tenant(const char *uri, const char **target, const char *example, char *why,
+                       size_t whylen)
+{
+    char qbuf[80];
+    const char *slash = strchr(*target, '/');
+    if (slash == NULL)
+        return 0;
+    char tname[40];
+    size_t tl = (size_t)(slash - *target);
+    bool ok = tl < sizeof(tname);
+    if (ok) {
+        memcpy(tname, *target, tl);
+        tname[tl] = '\0';
+        ok = mxu_tenant_name_valid(tname);
+    }
+    if (!ok) {
+        snprintf(why, whylen,
+                 "'%s': before '/' comes a tenant name (lowercase letters, digits and '-', "
+                 "starting with a letter, at most 32), e.g. %s",
+                 Q(uri), example);
+        return -1;
+    }
+    *target = slash + 1;
+    return 0;
+}
+
 static int resource_fill(mxu_resource_decl *d, const char *uri, const char *access, char *why,
                          size_t whylen, const char **which)
 {
@@ -357,27 +385,10 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
     const char *target = colon + 1;
     if (strcmp(kind, "svc") == 0) {
         /* name, name@3 or name@alias, each optionally tenant/ first: another
-         * tenant's function (refused at call time unless it is public; see
-         * sched-svc.c). */
-        const char *slash = strchr(target, '/');
-        if (slash) {
-            char tname[40];
-            size_t tl = (size_t)(slash - target);
-            bool tok = tl < sizeof(tname);
-            if (tok) {
-                memcpy(tname, target, tl);
-                tname[tl] = '\0';
-                tok = mxu_tenant_name_valid(tname);
-            }
-            if (!tok) {
-                snprintf(why, whylen,
-                         "'%s': before '/' comes a tenant name (lowercase letters, digits and "
-                         "'-', starting with a letter, at most 32), e.g. svc:acme/resize@prod",
-                         Q(uri));
-                return -1;
-            }
-            target = slash + 1;
-        }
+         * tenant's function (refused at call time unless a policy rule
+         * allows it or it is public; see sched-svc.c). */
+        if (skip_tenant(uri, &target, "svc:acme/resize@prod", why, whylen) < 0)
+            return -1;
         const char *at = strchr(target, '@');
         char fname[64];
         size_t fl = at ? (size_t)(at - target) : strlen(target);
@@ -402,12 +413,18 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
                      Q(uri));
             return -1;
         }
-    } else if (!mxu_name_valid(target)) {
-        snprintf(why, whylen,
-                 "'%s': '%s' is not a valid name (lowercase letters, digits, '-' and '_', "
-                 "starting with a letter)",
-                 Q(uri), quote(target, strlen(target), qbuf2, sizeof(qbuf2)));
-        return -1;
+    } else {
+        /* kind:name, or kind:TENANT/name: another tenant's resource (refused
+         * at call time unless a rule of the node's policy allows it). */
+        if (skip_tenant(uri, &target, "kv:acme/orders", why, whylen) < 0)
+            return -1;
+        if (!mxu_name_valid(target)) {
+            snprintf(why, whylen,
+                     "'%s': '%s' is not a valid name (lowercase letters, digits, '-' and '_', "
+                     "starting with a letter)",
+                     Q(uri), quote(target, strlen(target), qbuf2, sizeof(qbuf2)));
+            return -1;
+        }
     }
     const char *const *allowed = access_kv;
     size_t nallowed = MXU_ARRAY_LEN(access_kv);

@@ -320,15 +320,56 @@ static void res_done(void *ud, const mxu_res_result *r)
     mxu_instance_maybe_free(inst);
 }
 
+void mxu_sched_log_denial(mxu_sched *s, const char *tenant, const char *function, uint32_t version,
+                          uint64_t invocation, const char *why)
+{
+    _cleanup_free_ char *line = mxu_asprintf("policy denial: %s", why);
+    if (s->logs)
+        mxu_logstore_append(s->logs, tenant, function, version, invocation, "mxu", line,
+                            strlen(line));
+    mxu_warn("%s/%s@%u: %s", tenant, function, version, line);
+}
+
 /* A policy denial goes to the function's log and the node's. */
 static void log_denial(mxu_instance *inst, mxu_invocation *inv, const char *why)
 {
-    mxu_sched *s = inst->pool->sched;
     mxu_fn_version *v = inst->pool->version;
-    _cleanup_free_ char *line = mxu_asprintf("policy denial: %s", why);
-    mxu_logstore_append(s->logs, v->tenant, v->function, v->version, inv->id, "mxu", line,
-                        strlen(line));
-    mxu_warn("%s: %s", mxu_unit_label(inst->pool->unit), line);
+    mxu_sched_log_denial(inst->pool->sched, v->tenant, v->function, v->version, inv->id, why);
+}
+
+/* unit -> resource: the policy's rules on this operation of this resource
+ * (a descriptor's declared access is the ceiling; rules can only narrow it
+ * within a tenant, and open a resource of another tenant). */
+static enum mxu_res_status policy_resource(mxu_instance *inst, const mxu_res_op_msg *msg, char *why,
+                                           size_t whylen)
+{
+    mxu_sched *s = inst->pool->sched;
+    const mxu_resource_decl *d = mxu_desc_find(inst->pool->desc, msg->name);
+    const mxu_fn_version *v = inst->pool->version;
+    const char *own = mxu_fn_version_tenant(v);
+    /* kv:orders, or kv:acme/orders: another tenant's */
+    char tenant[40];
+    const char *name = d->target, *slash = strchr(d->target, '/');
+    if (slash) {
+        snprintf(tenant, sizeof(tenant), "%.*s",
+                 (int)MXU_MIN((size_t)(slash - d->target), sizeof(tenant) - 1), d->target);
+        name = slash + 1;
+    }
+    bool cross = slash && strcmp(tenant, own) != 0;
+    if (!cross && !mxu_policy_has_link_rules(s->cfg.policy, MXU_LINK_RESOURCE))
+        return MXU_RES_OK;
+    mxu_policy_link l = {.kind = MXU_LINK_RESOURCE,
+                         .from_tenant = own,
+                         .from_fn = v->function,
+                         .to_tenant = slash ? tenant : own,
+                         .to_name = name,
+                         .res_kind = d->kind,
+                         .op = mxu_desc_op_name(msg->op)};
+    mxu_err err;
+    if (mxu_policy_link_check(s->cfg.policy, &l, !cross, NULL, &err) == 0)
+        return MXU_RES_OK;
+    snprintf(why, whylen, "%s: %.500s", d->name, err.msg);
+    return MXU_RES_DENIED;
 }
 
 static void handle_res_op(mxu_instance *inst, const mxu_frame_hdr *h, const uint8_t *payload)
@@ -349,8 +390,10 @@ static void handle_res_op(mxu_instance *inst, const mxu_frame_hdr *h, const uint
         return;
     }
     mxu_sched *s = inst->pool->sched;
-    char why[300];
+    char why[600];
     enum mxu_res_status st = mxu_desc_check(inst->pool->desc, &msg, why, sizeof(why));
+    if (st == MXU_RES_OK && msg.op != MXU_RES_SVC_CALL && s->cfg.policy)
+        st = policy_resource(inst, &msg, why, sizeof(why));
     if (st == MXU_RES_OK && head->timed && sched_now(s) >= head->deadline_ms) {
         st = MXU_RES_DEADLINE;
         snprintf(why, sizeof(why), "the invocation's deadline has passed");

@@ -11,11 +11,12 @@
  *
  * Names resolve in the calling function's tenant: `svc:resize@prod` of a
  * function of tenant acme is acme's `resize`. `svc:TENANT/NAME@REF` names
- * another tenant's function; such a call is refused (MXU_RES_DENIED) unless
- * the callee is public, because cross-tenant links need a policy rule and
- * policy documents are not there yet (docs/policy.md). A public callee is
- * what anyone may invoke over HTTP without a key, so calling it from
- * another tenant gives nobody more than they had.
+ * another tenant's function. Every call passes the policy's unit -> unit
+ * rules (docs/policy.md "Policy documents"): a deny refuses it
+ * (MXU_RES_DENIED, naming the rule); a cross-tenant call with no rule that
+ * allows it is refused too, unless the callee is public: a public callee is
+ * what anyone may invoke over HTTP without a key, so calling it from another
+ * tenant gives nobody more than they had.
  *
  * A svc call is metered like a client's invocation, marked with its caller.
  * Its record is handed to the meter before the reply goes to the caller, so
@@ -134,6 +135,40 @@ static void on_callee_result(void *ud, mxu_invoke_res *res)
     svc_finish(c);
 }
 
+/* A call refused before it ran (a limit, a quota, a policy rule): a
+ * rejected invocation of the callee `v`, with its caller. */
+static void svc_record_rejected(svc_call *c, mxu_pool *pool, const mxu_fn_version *v,
+                                int http_status, const char *code)
+{
+    mxu_sched *s = pool->sched;
+    if (s->cfg.meter == NULL)
+        return;
+    const mxu_fn_version *cv = pool->version;
+    char caller[160];
+    /* The record is the callee's tenant's: name the caller's tenant when it
+     * is another one. */
+    if (strcmp(mxu_fn_version_tenant(cv), mxu_fn_version_tenant(v)) != 0)
+        snprintf(caller, sizeof(caller), "%s/%s@%u", mxu_fn_version_tenant(cv), cv->function,
+                 cv->version);
+    else
+        snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
+    mxu_usage_record r = {
+        .invocation = mxu_sched_new_invocation_id(s),
+        .tenant = mxu_fn_version_tenant(v),
+        .function = v->function,
+        .version = v->version,
+        .executor = "",
+        .start_ms = mxu_wall_ms(),
+        .memory_bytes = v->manifest->memory_bytes,
+        .status = MXU_USAGE_REJECTED,
+        .http_status = http_status,
+        .code = code,
+        .caller = c->inv_id,
+        .caller_function = caller,
+    };
+    mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+}
+
 /* The link's limits (the caller's svc descriptor) and the callee tenant's
  * quota. A refusal is answered RATE_LIMITED with the limit in the message,
  * and recorded as a rejected invocation of the callee (http 429), like a
@@ -157,30 +192,28 @@ static int svc_shape(svc_call *c, mxu_pool *pool, const mxu_fn_version *v,
     }
     if (rc == 0)
         return 0;
-    if (s->cfg.meter) {
-        char caller[96];
-        snprintf(caller, sizeof(caller), "%s@%u", pool->version->function, pool->version->version);
-        mxu_usage_record r = {
-            .invocation = mxu_sched_new_invocation_id(s),
-            .tenant = c->callee_tenant,
-            .function = v->function,
-            .version = v->version,
-            .executor = "",
-            .start_ms = mxu_wall_ms(),
-            .memory_bytes = v->manifest->memory_bytes,
-            .status = MXU_USAGE_REJECTED,
-            .http_status = 429,
-            .code = d.code,
-            .caller = c->inv_id,
-            .caller_function = caller,
-        };
-        mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
-    }
+    svc_record_rejected(c, pool, v, 429, d.code);
     _cleanup_free_ char *why = mxu_asprintf("%s (retry after %u s)", d.message, d.retry_after_s);
     mxu_instance_res_reply(c->caller, c->inv_id, c->call_id, MXU_RES_RATE_LIMITED, why, 0, 0, NULL,
                            0);
     svc_finish(c);
     return -1;
+}
+
+/* A link the policy denies: MXU_E_DENIED in the caller with the rule, the
+ * denial in the caller's log and the node's, and (when the callee exists) a
+ * rejected invocation of the callee (http 403) with its caller. */
+static void svc_deny(svc_call *c, mxu_pool *pool, const mxu_fn_version *v,
+                     const mxu_resource_decl *decl, const char *why)
+{
+    mxu_sched *s = pool->sched;
+    const mxu_fn_version *cv = pool->version;
+    _cleanup_free_ char *msg = mxu_asprintf("%s: %s", decl->uri, why);
+    mxu_sched_log_denial(s, mxu_fn_version_tenant(cv), cv->function, cv->version, c->inv_id, msg);
+    if (v)
+        svc_record_rejected(c, pool, v, 403, "forbidden");
+    mxu_instance_res_reply(c->caller, c->inv_id, c->call_id, MXU_RES_DENIED, msg, 0, 0, NULL, 0);
+    svc_finish(c);
 }
 
 /* Copy a slice into the strings buffer; returns its offset. Slices are made
@@ -224,18 +257,26 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
     mxu_err err;
     mxu_fn_version *v = s->reg ? mxu_registry_resolve(s->reg, tenant, name, ref, &err) : NULL;
     bool cross = strcmp(tenant, own) != 0;
-    if (cross && (v == NULL || !v->manifest->is_public)) {
-        /* The same answer whether or not the function is there: a refusal
-         * must not list another tenant's functions. */
-        char why[256];
-        snprintf(why, sizeof(why),
-                 "%s: cross-tenant svc calls need a policy rule: not yet supported (only a "
-                 "public function of another tenant may be called)",
-                 decl->uri);
-        mxu_warn("denied svc call from %s/%s@%u to %s: cross-tenant, callee not public", own,
-                 pool->version->function, pool->version->version, decl->uri);
-        mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_DENIED, why, 0, 0, NULL, 0);
-        svc_finish(c);
+    if (s->cfg.policy && (cross || mxu_policy_has_link_rules(s->cfg.policy, MXU_LINK_UNIT))) {
+        /* unit -> unit: the policy's rules; with none that matches, a link
+         * within the tenant is open and one to another tenant only to a
+         * public callee (what anyone may invoke over HTTP without a key).
+         * The same answer whether or not a cross-tenant callee is there: a
+         * refusal must not list another tenant's functions. */
+        mxu_policy_link l = {.kind = MXU_LINK_UNIT,
+                             .from_tenant = own,
+                             .from_fn = pool->version->function,
+                             .to_tenant = tenant,
+                             .to_name = name};
+        bool open = !cross || (v && v->manifest->is_public);
+        mxu_err perr;
+        if (mxu_policy_link_check(s->cfg.policy, &l, open, NULL, &perr) < 0) {
+            svc_deny(c, pool, v, decl, perr.msg);
+            return;
+        }
+    } else if (cross && (v == NULL || !v->manifest->is_public)) {
+        /* no policy (unit tests): cross-tenant calls only to public callees */
+        svc_deny(c, pool, v, decl, "cross-tenant svc calls need a policy");
         return;
     }
     if (v == NULL) {

@@ -168,6 +168,13 @@ json_t *mxu_sched_instances_json(mxu_sched *s, const char *tenant, const char *f
  * {"3": {"invocations":..,"errors":..,..}} */
 json_t *mxu_sched_stats_json(mxu_sched *s, const char *tenant, const char *function);
 
+/* A policy denial on a link of `tenant`'s `function` (its caller for svc
+ * and resource links, its callee for a client's invocation): one line
+ * "policy denial: WHY" in the function's log (stream "mxu", invocation
+ * `invocation`, 0 = none) and a warning in the node's log. */
+void mxu_sched_log_denial(mxu_sched *s, const char *tenant, const char *function, uint32_t version,
+                          uint64_t invocation, const char *why);
+
 /* Log records of a tenant's function, oldest first, after cursor `after` (0 =
  * from the start of what is kept), at most `limit`; sets *next to the cursor
  * to pass next time. Records: {"time","version","invocation","stream","text"}. */

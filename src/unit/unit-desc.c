@@ -49,7 +49,17 @@ int mxu_desc_table_create(const mxu_manifest *m, mxu_resolver *r, const char *te
                 return mxu_err_set(err, EINVAL, "resource %s: no resolver on this node", d->uri);
             }
             t->has_blob |= strcmp(d->kind, "blob") == 0;
-            e->binding = mxu_resolver_bind(r, tenant, d->uri, err);
+            /* kv:acme/orders is tenant acme's kv:orders. Binding it does
+             * not reach it: each operation passes the policy first, which
+             * denies a cross-tenant resource unless a rule allows it. */
+            const char *slash = strchr(d->target, '/');
+            if (slash) {
+                _cleanup_free_ char *owner = mxu_strndup(d->target, (size_t)(slash - d->target));
+                _cleanup_free_ char *uri = mxu_asprintf("%s:%s", d->kind, slash + 1);
+                e->binding = mxu_resolver_bind(r, owner, uri, err);
+            } else {
+                e->binding = mxu_resolver_bind(r, tenant, d->uri, err);
+            }
             if (e->binding == NULL) {
                 mxu_err_prefix(err, "resource %s (%s)", d->name, d->uri);
                 mxu_desc_table_free(t);
@@ -130,7 +140,7 @@ static bool key_ok(mxu_slice k, size_t max, bool allow_empty)
     return memchr(k.ptr, '\0', k.len) == NULL && mxu_utf8_valid(k.ptr, k.len);
 }
 
-static const char *op_name(uint32_t op)
+const char *mxu_desc_op_name(uint32_t op)
 {
     switch (op) {
     case MXU_RES_KV_GET:
@@ -138,10 +148,12 @@ static const char *op_name(uint32_t op)
     case MXU_RES_KV_PUT:
         return "put";
     case MXU_RES_KV_DELETE:
+    case MXU_RES_BLOB_DELETE:
         return "delete";
     case MXU_RES_KV_CAS:
-        return "compare-and-set";
+        return "cas";
     case MXU_RES_KV_LIST:
+    case MXU_RES_BLOB_LIST:
         return "list";
     case MXU_RES_BLOB_READ:
         return "read";
@@ -149,10 +161,6 @@ static const char *op_name(uint32_t op)
         return "write";
     case MXU_RES_BLOB_STAT:
         return "stat";
-    case MXU_RES_BLOB_LIST:
-        return "list";
-    case MXU_RES_BLOB_DELETE:
-        return "delete";
     case MXU_RES_QUEUE_PUBLISH:
         return "publish";
     case MXU_RES_QUEUE_CONSUME:
@@ -163,6 +171,12 @@ static const char *op_name(uint32_t op)
         return "call";
     }
     return "unknown operation";
+}
+
+/* In messages, compare-and-set is spelled out. */
+static const char *op_name(uint32_t op)
+{
+    return op == MXU_RES_KV_CAS ? "compare-and-set" : mxu_desc_op_name(op);
 }
 
 #define REFUSE(st, ...)                     \

@@ -69,6 +69,10 @@ const mxu_resource_decl *mxu_desc_find(const mxu_desc_table *t, mxu_slice name);
 enum mxu_res_status mxu_desc_check(mxu_desc_table *t, const mxu_res_op_msg *op, char *why,
                                    size_t whylen);
 
+/* An operation's name as policy documents write it: "get", "put", "cas",
+ * "read", "publish", ... ("call" for svc). */
+const char *mxu_desc_op_name(uint32_t op);
+
 /* Run a checked kv/blob/queue operation on the descriptor's binding, on
  * behalf of `owner`: the invocation that sent it (its id, unique on the
  * node). Blob uploads belong to their owner, so two invocations writing one

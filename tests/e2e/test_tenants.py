@@ -180,9 +180,9 @@ def test_svc_and_kv_per_tenant():
         # another tenant's: refused unless public
         r = n.get("/fn/store/svc?to=other", key=acme["invoker"])
         eq(r.status, 403, r.body)
-        check("cross-tenant svc calls need a policy rule: not yet supported" in r.text, r.text)
+        check("no policy rule allows unit->unit acme/store -> default/probe" in r.text, r.text)
         eq(n.get("/fn/store/svc?to=otherpub", key=acme["invoker"]).text, "default public\n")
-        check("denied svc call from acme/store" in n.stderr(), "the refusal is logged")
+        check("policy denial: svc:default/probe" in n.stderr(), "the refusal is logged")
         # in tenant default, svc:default/probe is its own
         eq(n.get("/fn/store/svc?to=other").text, "default probe\n")
         # kv:orders: one store per tenant

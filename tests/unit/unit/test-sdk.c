@@ -882,7 +882,7 @@ static void test_res_kv(void)
     free_op(o);
     check_body(&h, 10,
                "rc=-1 err=[kv:orders is declared read-only] str=[denied by the "
-               "descriptor's declaration or access]");
+               "descriptor's declaration or access, or by a policy rule]");
     bye(&h);
 }
 
@@ -1101,7 +1101,7 @@ static void test_res_blob_write_chunks(void)
     CHECK_EQ_INT(receive_upload(&h, 4, "thumbs", "x", 2500000, 2), 2);
     check_body(&h, 4,
                "rc=-1 err=[blob:thumbnails is read-only here] str=[denied by the "
-               "descriptor's declaration or access]");
+               "descriptor's declaration or access, or by a policy rule]");
     bye(&h);
 }
 
