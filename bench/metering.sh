@@ -6,8 +6,14 @@
 # Server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU; every process is
 # stopped by the PID recorded here; each wrk run is bounded by timeout.
 #
+# Other work on the machine skews one side of a pair: each run waits for a
+# quiet machine (bench/lib.sh wait_quiet), and a run during which others used
+# more than $OTHERS_MAX % of the CPUs is run again (at most $RETRIES times;
+# the per-run list marks a run still disturbed with '!').
+#
 # Env: MXU_BIN (build/mxu), BENCH_PORT (18300; uses 2 ports), DURATION (5s),
-#   ROUNDS (3), CONNS ("32 256"), SERVER_CPU (0), CLIENT_CPU (1).
+#   ROUNDS (3), CONNS ("32 256"), SERVER_CPU (0), CLIENT_CPU (1),
+#   QUIET_MIN (85 % idle), QUIET_WAIT (120 s), OTHERS_MAX (5 %), RETRIES (3).
 # Prints one line per row: "metering-<on|off> c<N>: <req/s median>", then
 # the ratios, and the writer's batch stats (/v1/health "metering").
 set -u
@@ -20,17 +26,31 @@ ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-32 256}
 SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
+QUIET_MIN=${QUIET_MIN:-85}
+QUIET_WAIT=${QUIET_WAIT:-120}
+OTHERS_MAX=${OTHERS_MAX:-5}
+RETRIES=${RETRIES:-3}
 for c in wrk taskset curl timeout python3; do
     command -v "$c" >/dev/null 2>&1 || { echo "bench/metering.sh: needs $c" >&2; exit 1; }
 done
 TMP=$(mktemp -d /tmp/mxu-bench-metering.XXXXXX)
-PIDS=""
+# bench/lib.sh: wait_quiet, cpu_mark, cpu_foreign. Its $PIDS is a directory
+# of servers started in their own session; ours run in this script's session,
+# which cpu_foreign counts as ours already, so it stays empty.
+RES=$TMP
+PIDS=$TMP/pids
+mkdir -p "$PIDS"
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+NODE_PIDS=""
 cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    for p in $NODE_PIDS; do kill "$p" 2>/dev/null; done
     sleep 0.5
     rm -rf "$TMP"
 }
-trap cleanup EXIT INT TERM
+# INT and TERM end the script too (a trap alone would clean up and go on).
+trap cleanup EXIT
+trap 'exit 1' INT TERM
 
 # --auth off on both: this compares metering on and off, with nothing else
 # different (authentication's own cost is bench/run.sh's).
@@ -38,7 +58,7 @@ start_node() { # name port metering
     mkdir -p "$TMP/$1"
     taskset -c "$SERVER_CPU" "$MXU_BIN" serve --auth off --listen "127.0.0.1:$2" --data "$TMP/$1" \
         --metering "$3" --deploy "$BENCH/functions/noop" >"$TMP/$1.log" 2>&1 &
-    PIDS="$PIDS $!"
+    NODE_PIDS="$NODE_PIDS $!"
     i=0
     until curl -sf "http://127.0.0.1:$2/fn/noop" >/dev/null 2>&1; do
         i=$((i + 1))
@@ -53,13 +73,34 @@ rps() { # port conns duration
     timeout 120 taskset -c "$CLIENT_CPU" wrk -t1 -c"$2" -d"$3" "http://127.0.0.1:$1/fn/noop" 2>/dev/null |
         awk '/^Requests\/sec/ {print $2}'
 }
+# measured port conns: one recorded run, redone while others disturbed it;
+# prints "req/s" or "req/s!" (still disturbed after $RETRIES tries)
+measured() {
+    _try=0
+    while :; do
+        wait_quiet
+        cpu_mark
+        _r=$(rps "$1" "$2" "$DURATION")
+        _other=$(cpu_foreign)
+        if awk -v o="$_other" -v m="$OTHERS_MAX" 'BEGIN { exit !(o <= m) }'; then
+            echo "$_r"
+            return
+        fi
+        if [ $_try -ge "$RETRIES" ]; then
+            echo "$_r!"
+            return
+        fi
+        _try=$((_try + 1))
+        log "port $1 -c$2: others used $_other % of the CPUs ($_r req/s), running it again"
+    done
+}
 for c in $CONNS; do
     rps "$PORT" "$c" 1s >/dev/null
     rps $((PORT + 1)) "$c" 1s >/dev/null
     r=1
     while [ $r -le "$ROUNDS" ]; do
-        rps "$PORT" "$c" "$DURATION" >>"$TMP/on-$c"
-        rps $((PORT + 1)) "$c" "$DURATION" >>"$TMP/off-$c"
+        measured "$PORT" "$c" >>"$TMP/on-$c"
+        measured $((PORT + 1)) "$c" >>"$TMP/off-$c"
         r=$((r + 1))
     done
 done
@@ -68,11 +109,14 @@ python3 - "$TMP" $CONNS <<'PY'
 import statistics, sys
 tmp, conns = sys.argv[1], sys.argv[2:]
 for c in conns:
-    on = [float(x) for x in open(f"{tmp}/on-{c}").read().split() if x]
-    off = [float(x) for x in open(f"{tmp}/off-{c}").read().split() if x]
+    ron = [x for x in open(f"{tmp}/on-{c}").read().split() if x]
+    roff = [x for x in open(f"{tmp}/off-{c}").read().split() if x]
+    on = [float(x.rstrip("!")) for x in ron]
+    off = [float(x.rstrip("!")) for x in roff]
     mon, moff = statistics.median(on), statistics.median(off)
-    print(f"metering-on  c{c}: {mon:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in on)})")
-    print(f"metering-off c{c}: {moff:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in off)})")
+    fmt = lambda xs: ", ".join(f"{float(x.rstrip('!')):.0f}" + ("!" if x.endswith("!") else "") for x in xs)
+    print(f"metering-on  c{c}: {mon:9.0f} req/s  (runs: {fmt(ron)})")
+    print(f"metering-off c{c}: {moff:9.0f} req/s  (runs: {fmt(roff)})")
     print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
 PY
 echo "writer: $(curl -s "http://127.0.0.1:$PORT/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metering"])')"

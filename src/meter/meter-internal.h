@@ -7,6 +7,9 @@
 /* An invocation id as the 16 hex digits clients see. */
 void mxu_usage_id_hex(uint64_t id, char out[17]);
 
+/* The UTC month holding `ms`: [start_ms, end_ms). -1 past the year 9999. */
+int mxu_month_of(uint64_t ms, uint64_t *start_ms, uint64_t *end_ms);
+
 /* ---- the journal (meter-journal.c) ---- */
 
 /* A segment's header: magic and generation. */

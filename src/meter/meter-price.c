@@ -378,3 +378,18 @@ int mxu_month_range(const char *month, uint64_t *start_ms, uint64_t *end_ms, mxu
     *end_ms = (uint64_t)timegm(&b) * 1000;
     return 0;
 }
+
+int mxu_month_of(uint64_t ms, uint64_t *start_ms, uint64_t *end_ms)
+{
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    if (ms > (uint64_t)INT64_MAX || gmtime_r(&t, &tm) == NULL || tm.tm_year > 9999 - 1900)
+        return -1;
+    struct tm a = {.tm_year = tm.tm_year, .tm_mon = tm.tm_mon, .tm_mday = 1};
+    struct tm b = {.tm_year = tm.tm_year + (tm.tm_mon == 11),
+                   .tm_mon = tm.tm_mon == 11 ? 0 : tm.tm_mon + 1,
+                   .tm_mday = 1};
+    *start_ms = (uint64_t)timegm(&a) * 1000;
+    *end_ms = (uint64_t)timegm(&b) * 1000;
+    return 0;
+}

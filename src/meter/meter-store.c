@@ -16,7 +16,7 @@
  *     to the current journal segment, then runs the batch's callbacks, so
  *     answers leave in the same turn, after their records are in the kernel.
  *     The written bytes are handed to the writer thread.
- *  3. Writer thread, every ingest interval (10 ms; MXU_METER_INGEST_MS) or at
+ *  3. Writer thread, every ingest interval (50 ms; MXU_METER_INGEST_MS) or at
  *     once when a flush waits: inserts the handed-over records into usage.db
  *     in one transaction that also stores how far the journal is ingested
  *     (table `journal`), so ingestion is idempotent. synchronous=FULL: after
@@ -39,6 +39,7 @@
 #include "meter-internal.h"
 
 #include <errno.h>
+#include <pthread.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -51,7 +52,7 @@
 #define DEFAULT_SEGMENT_BYTES (16u << 20)
 /* Ingest at once, whatever the interval, when this much is waiting. */
 #define URGENT_BYTES      (1u << 20)
-#define DEFAULT_INGEST_MS 10
+#define DEFAULT_INGEST_MS 50
 
 /* What the loop hands the writer, in journal order: a chunk of written
  * frames, or a sync waiting for everything before it to be ingested. */
@@ -80,12 +81,51 @@ typedef struct ilist {
     item *head, **tail;
 } ilist;
 
+/* A batch row holds at most this many records: a page of /v1/usage decodes
+ * whole rows, and a replayed 16 MiB segment is not one row. */
+#define BATCH_RECORDS 2048
+/* A row lists up to this many tenants and functions (for skipping it). */
+#define NAMES_MAX 32
+
+typedef struct names {
+    char *v[NAMES_MAX];
+    size_t n, last;
+    bool overflow;
+} names;
+
+/* A bill's quantities for one (tenant, month, memory), summed over a writer
+ * transaction's billable records. */
+typedef struct month_sum {
+    char *tenant; /* NULL: a free slot */
+    uint64_t month, memory;
+    uint64_t requests, billed_ms, bytes_out;
+} month_sum;
+
+/* The writer's state inside one ingest transaction (kept across them to
+ * reuse its memory). */
+typedef struct ingest_ctx {
+    struct mxu_meter *m;
+    uint64_t seq;  /* the next record's seq */
+    uint64_t n;    /* records in rows written by this transaction */
+    uint64_t rows; /* rows written by this transaction */
+    /* the open batch row */
+    mxu_buf blob; /* its records' frames */
+    uint32_t bn;
+    uint64_t min_start, max_start;
+    names tenants, functions;
+    /* the sums, an open hash table */
+    month_sum *sums, *last;
+    size_t nsums, capsums;
+    uint64_t month_lo, month_hi; /* the month last looked up */
+    char why[256];               /* set when a statement failed */
+} ingest_ctx;
+
 struct mxu_meter {
     uv_loop_t *loop;
     char *dir;    /* where usage.db and the journal live */
     sqlite3 *wdb; /* writer thread (and replay, before it starts) */
     sqlite3 *db;  /* loop thread */
-    sqlite3_stmt *ins, *setpos;
+    sqlite3_stmt *ins, *upsert, *setpos;
     uint64_t ingest_ns, segment_bytes;
 
     /* ---- loop thread ---- */
@@ -114,12 +154,14 @@ struct mxu_meter {
     ilist done;
     int spare_fd; /* the next segment, ready; -1 if none */
     uint64_t spare_gen, cur_gen;
-    uint64_t ingested, batches, max_batch, commit_ns, commit_cpu_ns, failures, replayed, cut;
+    uint64_t ingested, batches, rows, max_batch, commit_ns, commit_cpu_ns, failures, replayed, cut;
     uv_async_t async;
     uv_thread_t thread;
 
-    /* ---- writer thread ---- */
+    /* ---- writer thread (and replay, before it starts) ---- */
     uint64_t pos_gen, oldest_gen; /* segments in [oldest_gen, pos_gen) can go */
+    uint64_t next_seq;            /* of the next record ingested */
+    ingest_ctx ic;
 
     mxu_prices *prices;
     mxu_meter_observer observer; /* loop thread */
@@ -148,22 +190,36 @@ static void ilist_splice(ilist *l, ilist *from)
     ilist_init(from);
 }
 
+/* usage.db holds the records in batch rows, one per writer cycle (at most
+ * BATCH_RECORDS records each): the records' journal frames as one blob, with
+ * the range of their start_ms and the tenants and functions they name, so a
+ * query skips the rows that cannot match and decodes the others. Inserting
+ * a row per record (a B-tree entry, an index entry and their WAL pages each)
+ * cost ~1.5-2 us of CPU per record, on the CPU that also runs the
+ * invocations; a row per batch costs a memcpy of the frame and a few
+ * compares (docs/metering.md, "Cost, measured").
+ *
+ * Bills do not read the rows: usage_month keeps, per tenant, UTC month and
+ * configured memory, the exact sums a bill needs (billable records, billed
+ * ms, bytes out). The writer sums a cycle's records in memory and upserts
+ * each sum once, in the transaction that inserts their batch row and moves
+ * the journal position, so the sums and the rows never disagree, and a
+ * replay after a crash adds nothing twice. */
 static const char *const schema =
-    "CREATE TABLE IF NOT EXISTS usage ("
-    " seq INTEGER PRIMARY KEY,"
-    " invocation INTEGER NOT NULL, tenant TEXT NOT NULL, function TEXT NOT NULL,"
-    " version INTEGER NOT NULL, executor TEXT NOT NULL, start_ms INTEGER NOT NULL,"
-    " wall_us INTEGER NOT NULL, billed_ms INTEGER NOT NULL, memory INTEGER NOT NULL,"
-    " cpu_us INTEGER NOT NULL, peak_memory INTEGER NOT NULL, bytes_in INTEGER NOT NULL,"
-    " bytes_out INTEGER NOT NULL, cold INTEGER NOT NULL, status INTEGER NOT NULL,"
-    " http_status INTEGER NOT NULL, code TEXT NOT NULL, caller INTEGER NOT NULL,"
-    " caller_function TEXT NOT NULL);"
-    /* Bills and time filters scan a range of start_ms. An integer key that
-     * mostly grows is inserted at the index's right edge: cheaper to keep up
-     * at 100k records/s than (tenant, start_ms), whose text compares were a
-     * third of the cost of ingesting a record. */
-    "DROP INDEX IF EXISTS usage_tenant_start;"
-    "CREATE INDEX IF NOT EXISTS usage_start ON usage(start_ms);"
+    "CREATE TABLE IF NOT EXISTS usage_batch ("
+    /* Records are numbered in journal order (their `seq`, the paging cursor
+     * of /v1/usage): this row holds first_seq .. first_seq + n - 1. */
+    " first_seq INTEGER PRIMARY KEY, n INTEGER NOT NULL,"
+    " min_start INTEGER NOT NULL, max_start INTEGER NOT NULL,"
+    /* "\nname\n...\n", or NULL when a batch names more than NAMES_MAX. */
+    " tenants TEXT, functions TEXT,"
+    /* Last: a query that skips the row never reads its overflow pages. */
+    " data BLOB NOT NULL);"
+    "CREATE INDEX IF NOT EXISTS usage_batch_end ON usage_batch(max_start);"
+    "CREATE TABLE IF NOT EXISTS usage_month ("
+    " tenant TEXT NOT NULL, month INTEGER NOT NULL, memory INTEGER NOT NULL,"
+    " requests INTEGER NOT NULL, billed_ms INTEGER NOT NULL, bytes_out INTEGER NOT NULL,"
+    " PRIMARY KEY (tenant, month, memory)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS prices (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT "
     "NULL);"
     /* How far the journal is in this database: segment `gen`, up to byte
@@ -172,9 +228,14 @@ static const char *const schema =
     " gen INTEGER NOT NULL, off INTEGER NOT NULL);";
 
 static const char *const insert_sql =
-    "INSERT INTO usage (invocation, tenant, function, version, executor, start_ms, wall_us,"
-    " billed_ms, memory, cpu_us, peak_memory, bytes_in, bytes_out, cold, status, http_status,"
-    " code, caller, caller_function) VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)";
+    "INSERT INTO usage_batch (first_seq, n, min_start, max_start, tenants, functions, data)"
+    " VALUES (?,?,?,?,?,?,?)";
+
+static const char *const upsert_sql =
+    "INSERT INTO usage_month (tenant, month, memory, requests, billed_ms, bytes_out)"
+    " VALUES (?,?,?,?,?,?) ON CONFLICT (tenant, month, memory) DO UPDATE SET"
+    " requests = requests + excluded.requests, billed_ms = billed_ms + excluded.billed_ms,"
+    " bytes_out = bytes_out + excluded.bytes_out";
 
 static const char *const setpos_sql =
     "INSERT OR REPLACE INTO journal (id, gen, off) VALUES (1,?,?)";
@@ -196,8 +257,9 @@ static int db_open(const char *path, sqlite3 **out, mxu_err *err)
     /* synchronous=FULL: a commit returns after the WAL is fsynced; the
      * journal's position moves with it, so nothing is dropped from the
      * journal that is not durable here. */
-    if (sqlite3_exec(db, "PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;", NULL, NULL, &emsg) !=
-        SQLITE_OK) {
+    if (sqlite3_exec(db,
+                     "PRAGMA page_size=16384; PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;",
+                     NULL, NULL, &emsg) != SQLITE_OK) {
         mxu_err_set(err, EIO, "%s: %s", path, emsg ? emsg : "cannot set WAL mode");
         sqlite3_free(emsg);
         sqlite3_close(db);
@@ -209,6 +271,12 @@ static int db_open(const char *path, sqlite3 **out, mxu_err *err)
 
 /* ---- ingesting: journal frames into usage.db (writer thread; replay) ---- */
 
+static const char *col_text(sqlite3_stmt *st, int i)
+{
+    const char *s = (const char *)sqlite3_column_text(st, i);
+    return s ? s : "";
+}
+
 static uint64_t thread_cpu_ns(void)
 {
     struct timespec ts;
@@ -216,52 +284,206 @@ static uint64_t thread_cpu_ns(void)
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-typedef struct ingest_ctx {
-    mxu_meter *m;
-    uint64_t n;
-    char why[256]; /* set when a statement failed */
-} ingest_ctx;
+static void names_clear(names *s)
+{
+    for (size_t i = 0; i < s->n; i++)
+        free(s->v[i]);
+    s->n = s->last = 0;
+    s->overflow = false;
+}
 
-static int insert_record(void *ud, const mxu_usage_record *r)
+static void names_add(names *s, const char *x)
+{
+    /* A batch mostly names one tenant and a few functions: the last hit
+     * first. */
+    if (s->overflow || (s->n && strcmp(s->v[s->last], x) == 0))
+        return;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->v[i], x) == 0) {
+            s->last = i;
+            return;
+        }
+    if (s->n == NAMES_MAX) {
+        s->overflow = true; /* the row then matches every name */
+        return;
+    }
+    s->v[s->n] = mxu_strdup(x);
+    s->last = s->n++;
+}
+
+/* "\na\nb\n": a name matches if "\nname\n" occurs in it. A name holding a
+ * newline may match a row that lacks it; the records are filtered exactly
+ * after decoding, so that only costs a decode. */
+static void names_text(const names *s, mxu_buf *out)
+{
+    mxu_buf_reset(out);
+    mxu_buf_puts(out, "\n");
+    for (size_t i = 0; i < s->n; i++) {
+        mxu_buf_puts(out, s->v[i]);
+        mxu_buf_puts(out, "\n");
+    }
+}
+
+static uint64_t sum_hash(const char *tenant, uint64_t month, uint64_t memory)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (const unsigned char *p = (const unsigned char *)tenant; *p; p++)
+        h = (h ^ *p) * 1099511628211ull;
+    h ^= month * 0x9e3779b97f4a7c15ull;
+    h ^= memory * 0xc2b2ae3d27d4eb4full;
+    return h ^ (h >> 29);
+}
+
+/* The sum a record of `tenant` in `month` with `memory` adds to: an open
+ * hash table of the transaction's sums, doubled at half load. */
+static month_sum *sum_slot(ingest_ctx *c, const char *tenant, uint64_t month, uint64_t memory)
+{
+    if (c->last && c->last->month == month && c->last->memory == memory &&
+        strcmp(c->last->tenant, tenant) == 0)
+        return c->last;
+    if (2 * (c->nsums + 1) > c->capsums) {
+        size_t cap = c->capsums ? 2 * c->capsums : 64;
+        month_sum *old = c->sums;
+        size_t oldcap = c->capsums;
+        c->sums = mxu_calloc(cap, sizeof(*c->sums));
+        c->capsums = cap;
+        for (size_t i = 0; i < oldcap; i++) {
+            if (old[i].tenant == NULL)
+                continue;
+            size_t j = sum_hash(old[i].tenant, old[i].month, old[i].memory) & (cap - 1);
+            while (c->sums[j].tenant)
+                j = (j + 1) & (cap - 1);
+            c->sums[j] = old[i];
+        }
+        free(old);
+    }
+    size_t j = sum_hash(tenant, month, memory) & (c->capsums - 1);
+    while (c->sums[j].tenant) {
+        month_sum *s = &c->sums[j];
+        if (s->month == month && s->memory == memory && strcmp(s->tenant, tenant) == 0)
+            return c->last = s;
+        j = (j + 1) & (c->capsums - 1);
+    }
+    month_sum *s = &c->sums[j];
+    *s = (month_sum){.tenant = mxu_strdup(tenant), .month = month, .memory = memory};
+    c->nsums++;
+    return c->last = s;
+}
+
+static void sums_clear(ingest_ctx *c)
+{
+    for (size_t i = 0; i < c->capsums; i++) {
+        free(c->sums[i].tenant);
+        c->sums[i] = (month_sum){0};
+    }
+    c->nsums = 0;
+    c->last = NULL;
+}
+
+/* The month a record's start falls in, as usage_month keys it (its first
+ * ms). The writer's records are mostly of the current month: cached. */
+static uint64_t month_key(ingest_ctx *c, uint64_t start_ms)
+{
+    if (!(c->month_hi && start_ms >= c->month_lo && start_ms < c->month_hi) &&
+        mxu_month_of(start_ms, &c->month_lo, &c->month_hi) < 0) {
+        /* Past the year 9999: a bucket of its own ms, so that a bill over
+         * any range still finds it exactly (mxu_meter_bill_usage). */
+        c->month_lo = start_ms;
+        c->month_hi = start_ms + 1;
+    }
+    return c->month_lo;
+}
+
+/* mxu_journal_scan's callback: one record into the batch row and the sums.
+ * A full row stops the scan before the record; ingest_frames writes the row
+ * out and scans on from there. */
+static int add_record(void *ud, const mxu_usage_record *r)
 {
     ingest_ctx *c = ud;
-    sqlite3_stmt *st = c->m->ins;
-    int i = 1;
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->invocation);
-    sqlite3_bind_text(st, i++, r->tenant, -1, SQLITE_STATIC);
-    sqlite3_bind_text(st, i++, r->function, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, i++, r->version);
-    sqlite3_bind_text(st, i++, r->executor, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->start_ms);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->wall_us);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->billed_ms);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->memory_bytes);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->cpu_us);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->peak_bytes);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->bytes_in);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->bytes_out);
-    sqlite3_bind_int(st, i++, r->cold);
-    sqlite3_bind_int(st, i++, (int)r->status);
-    sqlite3_bind_int(st, i++, r->http_status);
-    sqlite3_bind_text(st, i++, r->code, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, i++, (sqlite3_int64)r->caller);
-    sqlite3_bind_text(st, i++, r->caller_function, -1, SQLITE_STATIC);
+    if (c->bn == BATCH_RECORDS)
+        return -1;
+    if (c->bn == 0 || r->start_ms < c->min_start)
+        c->min_start = r->start_ms;
+    if (c->bn == 0 || r->start_ms > c->max_start)
+        c->max_start = r->start_ms;
+    names_add(&c->tenants, r->tenant);
+    names_add(&c->functions, r->function);
+    /* Rejected invocations never ran and are not billed (docs/metering.md). */
+    if (r->status != MXU_USAGE_REJECTED) {
+        month_sum *s = sum_slot(c, r->tenant, month_key(c, r->start_ms), r->memory_bytes);
+        s->requests++;
+        s->billed_ms += r->billed_ms;
+        s->bytes_out += r->bytes_out;
+    }
+    c->bn++;
+    return 0;
+}
+
+static int step_done(ingest_ctx *c, sqlite3_stmt *st)
+{
     int rc = sqlite3_step(st);
     sqlite3_reset(st);
+    sqlite3_clear_bindings(st);
     if (rc != SQLITE_DONE) {
         snprintf(c->why, sizeof(c->why), "%s", sqlite3_errmsg(c->m->wdb));
         return -1;
     }
-    c->n++;
     return 0;
 }
 
-/* Insert the frames of data[0, len) and move the stored position to
- * (gen, end), in one transaction. *scanned: how much of data was valid. */
-static int ingest_bytes(ingest_ctx *c, const char *data, size_t len, bool verify, size_t *scanned)
+static void bind_names(sqlite3_stmt *st, int i, const names *s, mxu_buf *text)
 {
-    *scanned = mxu_journal_scan(data, len, verify, insert_record, c);
-    return c->why[0] ? -1 : 0;
+    if (s->overflow) {
+        sqlite3_bind_null(st, i);
+        return;
+    }
+    names_text(s, text);
+    sqlite3_bind_text(st, i, text->data, (int)text->len, SQLITE_STATIC);
+}
+
+/* The batch row built so far into usage_batch. */
+static int flush_batch(ingest_ctx *c)
+{
+    if (c->bn == 0)
+        return 0;
+    sqlite3_stmt *st = c->m->ins;
+    _cleanup_buf_ mxu_buf tenants = {0}, functions = {0};
+    sqlite3_bind_int64(st, 1, (sqlite3_int64)c->seq);
+    sqlite3_bind_int64(st, 2, c->bn);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)c->min_start);
+    sqlite3_bind_int64(st, 4, (sqlite3_int64)c->max_start);
+    bind_names(st, 5, &c->tenants, &tenants);
+    bind_names(st, 6, &c->functions, &functions);
+    sqlite3_bind_blob64(st, 7, c->blob.data, c->blob.len, SQLITE_STATIC);
+    if (step_done(c, st) < 0)
+        return -1;
+    c->seq += c->bn;
+    c->n += c->bn;
+    c->bn = 0;
+    mxu_buf_reset(&c->blob);
+    names_clear(&c->tenants);
+    names_clear(&c->functions);
+    c->rows++;
+    return 0;
+}
+
+/* The frames of data[0, len) into batch rows (a row is written each time
+ * one fills; the last stays open until ingest_commit). *scanned: how much of
+ * data was valid. */
+static int ingest_frames(ingest_ctx *c, const char *data, size_t len, bool verify, size_t *scanned)
+{
+    size_t off = 0;
+    for (;;) {
+        size_t k = mxu_journal_scan(data + off, len - off, verify, add_record, c);
+        mxu_buf_append(&c->blob, data + off, k);
+        off += k;
+        if (c->bn < BATCH_RECORDS)
+            break; /* the end, or a torn frame */
+        if (flush_batch(c) < 0)
+            return -1;
+    }
+    *scanned = off;
+    return 0;
 }
 
 static int set_position(ingest_ctx *c, uint64_t gen, uint64_t off)
@@ -269,13 +491,7 @@ static int set_position(ingest_ctx *c, uint64_t gen, uint64_t off)
     sqlite3_stmt *st = c->m->setpos;
     sqlite3_bind_int64(st, 1, (sqlite3_int64)gen);
     sqlite3_bind_int64(st, 2, (sqlite3_int64)off);
-    int rc = sqlite3_step(st);
-    sqlite3_reset(st);
-    if (rc != SQLITE_DONE) {
-        snprintf(c->why, sizeof(c->why), "%s", sqlite3_errmsg(c->m->wdb));
-        return -1;
-    }
-    return 0;
+    return step_done(c, st);
 }
 
 static int tx(ingest_ctx *c, const char *sql)
@@ -285,6 +501,65 @@ static int tx(ingest_ctx *c, const char *sql)
         return -1;
     }
     return 0;
+}
+
+static void ingest_free(ingest_ctx *c)
+{
+    names_clear(&c->tenants);
+    names_clear(&c->functions);
+    sums_clear(c);
+    free(c->sums);
+    mxu_buf_free(&c->blob);
+}
+
+/* Forget what the open transaction built (after a commit or a rollback). */
+static void ingest_reset(ingest_ctx *c)
+{
+    c->bn = 0;
+    c->n = 0;
+    c->rows = 0;
+    mxu_buf_reset(&c->blob);
+    names_clear(&c->tenants);
+    names_clear(&c->functions);
+    sums_clear(c);
+    c->seq = c->m->next_seq;
+}
+
+static int ingest_begin(ingest_ctx *c)
+{
+    c->why[0] = '\0';
+    ingest_reset(c);
+    return tx(c, "BEGIN");
+}
+
+/* The open row, the sums and the journal position (gen 0: none), then the
+ * commit. On failure everything is rolled back and nothing is counted. */
+static int ingest_commit(ingest_ctx *c, uint64_t gen, uint64_t off)
+{
+    if (flush_batch(c) < 0)
+        goto rollback;
+    sqlite3_stmt *st = c->m->upsert;
+    for (size_t i = 0; i < c->capsums; i++) {
+        const month_sum *s = &c->sums[i];
+        if (s->tenant == NULL)
+            continue;
+        sqlite3_bind_text(st, 1, s->tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 2, (sqlite3_int64)s->month);
+        sqlite3_bind_int64(st, 3, (sqlite3_int64)s->memory);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)s->requests);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)s->billed_ms);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)s->bytes_out);
+        if (step_done(c, st) < 0)
+            goto rollback;
+    }
+    if ((gen && set_position(c, gen, off) < 0) || tx(c, "COMMIT") < 0)
+        goto rollback;
+    c->m->next_seq = c->seq;
+    sums_clear(c);
+    return 0;
+rollback:
+    sqlite3_exec(c->m->wdb, "ROLLBACK", NULL, NULL, NULL);
+    return -1;
 }
 
 /* Remove the segments the stored position has moved past. */
@@ -297,47 +572,54 @@ static void drop_segments(mxu_meter *m, uint64_t below)
     }
 }
 
-/* One writer cycle: every chunk in `list` and the position after the last,
- * in one transaction. */
-static int ingest_list(mxu_meter *m, item *list, uint64_t *n, char *why, size_t whylen)
+/* One writer cycle: every chunk in `list` (one batch row, or more if they
+ * hold more than BATCH_RECORDS) and the position after the last, in one
+ * transaction. */
+static int ingest_list(mxu_meter *m, item *list, uint64_t *n, uint64_t *rows, char *why,
+                       size_t whylen)
 {
-    ingest_ctx c = {.m = m};
+    ingest_ctx *c = &m->ic;
     uint64_t gen = 0, end = 0;
     for (item *it = list; it; it = it->next)
         if (!it->sync) {
             gen = it->gen;
             end = it->end;
         }
-    *n = 0;
+    *n = *rows = 0;
     if (gen == 0)
         return 0; /* syncs only: everything before them is in already */
-    if (tx(&c, "BEGIN") < 0)
+    if (ingest_begin(c) < 0)
         goto fail;
     for (item *it = list; it; it = it->next) {
         if (it->sync)
             continue;
         size_t scanned;
-        if (ingest_bytes(&c, it->data, it->len, false, &scanned) < 0)
-            goto rollback;
+        if (ingest_frames(c, it->data, it->len, false, &scanned) < 0) {
+            sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
+            goto fail;
+        }
         if (scanned != it->len) /* cannot happen: the loop framed them */
             mxu_error("usage journal: a chunk of segment %llu does not scan (%zu of %zu bytes)",
                       (unsigned long long)it->gen, scanned, it->len);
     }
-    if (set_position(&c, gen, end) < 0 || tx(&c, "COMMIT") < 0)
-        goto rollback;
-    *n = c.n;
+    uint64_t count = c->n + c->bn, nrows = c->rows + (c->bn > 0);
+    if (ingest_commit(c, gen, end) < 0)
+        goto fail;
+    *n = count;
+    *rows = nrows;
     m->pos_gen = gen;
     return 0;
-rollback:
-    sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
 fail:
-    snprintf(why, whylen, "%s", c.why);
+    snprintf(why, whylen, "%s", c->why);
+    ingest_reset(c);
     return -1;
 }
 
 static void writer_main(void *arg)
 {
     mxu_meter *m = arg;
+    /* Named, so top -H and perf tell its CPU from the loop's. */
+    pthread_setname_np(pthread_self(), "usage-writer");
     uv_mutex_lock(&m->mu);
     for (;;) {
         /* Wait for the interval to pass over the oldest waiting chunk, or
@@ -365,10 +647,10 @@ static void writer_main(void *arg)
         uint64_t spare_gen = m->cur_gen + 1;
         uv_mutex_unlock(&m->mu);
 
-        uint64_t t0 = mxu_now_ns(), c0 = thread_cpu_ns(), n = 0;
+        uint64_t t0 = mxu_now_ns(), c0 = thread_cpu_ns(), n = 0, rows = 0;
         char why[256];
         unsigned tries = 0;
-        while (ingest_list(m, list, &n, why, sizeof(why)) < 0) {
+        while (ingest_list(m, list, &n, &rows, why, sizeof(why)) < 0) {
             /* Disk full, I/O error: the records are safe in the journal and
              * queries wait; retry, and say why. */
             tries++;
@@ -410,6 +692,7 @@ static void writer_main(void *arg)
         m->ingested += n;
         if (n) {
             m->batches++;
+            m->rows += rows;
             m->commit_ns += dt;
             m->commit_cpu_ns += dc;
             if (n > m->max_batch)
@@ -742,6 +1025,92 @@ static int read_position(mxu_meter *m, uint64_t *gen, uint64_t *off)
     return 0;
 }
 
+/* The seq the next record gets: one past the last stored. */
+static int read_next_seq(mxu_meter *m, mxu_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    m->next_seq = 1;
+    if (sqlite3_prepare_v2(m->wdb,
+                           "SELECT first_seq + n FROM usage_batch ORDER BY first_seq DESC"
+                           " LIMIT 1",
+                           -1, &st, NULL) != SQLITE_OK)
+        return mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->wdb));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        m->next_seq = (uint64_t)sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    return 0;
+}
+
+/* A usage.db of the format before batch rows (a `usage` table, a row per
+ * record): its records go into batch rows and sums, in seq order, and the
+ * table is dropped, in one transaction (a crash in between leaves the old
+ * table whole, and this runs again). */
+static int migrate_rows(mxu_meter *m, mxu_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(m->wdb,
+                           "SELECT invocation, tenant, function, version, executor, start_ms,"
+                           " wall_us, billed_ms, memory, cpu_us, peak_memory, bytes_in, bytes_out,"
+                           " cold, status, http_status, code, caller, caller_function"
+                           " FROM usage ORDER BY seq",
+                           -1, &st, NULL) != SQLITE_OK)
+        return 0; /* no such table: nothing to do */
+    ingest_ctx *c = &m->ic;
+    _cleanup_buf_ mxu_buf frame = {0};
+    uint64_t count = 0;
+    int rc;
+    if (ingest_begin(c) < 0)
+        goto fail;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        int i = 0;
+        mxu_usage_record r = {0};
+        r.invocation = (uint64_t)sqlite3_column_int64(st, i++);
+        r.tenant = col_text(st, i++);
+        r.function = col_text(st, i++);
+        r.version = (uint32_t)sqlite3_column_int64(st, i++);
+        r.executor = col_text(st, i++);
+        r.start_ms = (uint64_t)sqlite3_column_int64(st, i++);
+        r.wall_us = (uint64_t)sqlite3_column_int64(st, i++);
+        r.billed_ms = (uint64_t)sqlite3_column_int64(st, i++);
+        r.memory_bytes = (uint64_t)sqlite3_column_int64(st, i++);
+        r.cpu_us = (uint64_t)sqlite3_column_int64(st, i++);
+        r.peak_bytes = (uint64_t)sqlite3_column_int64(st, i++);
+        r.bytes_in = (uint64_t)sqlite3_column_int64(st, i++);
+        r.bytes_out = (uint64_t)sqlite3_column_int64(st, i++);
+        r.cold = sqlite3_column_int(st, i++) != 0;
+        r.status = (enum mxu_usage_status)sqlite3_column_int(st, i++);
+        r.http_status = sqlite3_column_int(st, i++);
+        r.code = col_text(st, i++);
+        r.caller = (uint64_t)sqlite3_column_int64(st, i++);
+        r.caller_function = col_text(st, i++);
+        mxu_buf_reset(&frame);
+        mxu_journal_append(&frame, &r);
+        size_t scanned;
+        if (ingest_frames(c, frame.data, frame.len, false, &scanned) < 0)
+            goto rollback;
+        count++;
+    }
+    if (rc != SQLITE_DONE) {
+        snprintf(c->why, sizeof(c->why), "%s", sqlite3_errmsg(m->wdb));
+        goto rollback;
+    }
+    sqlite3_finalize(st);
+    st = NULL;
+    if (tx(c, "DROP TABLE usage") < 0)
+        goto rollback;
+    if (ingest_commit(c, 0, 0) < 0)
+        goto fail;
+    mxu_info("usage.db: %llu record(s) moved into batch rows", (unsigned long long)count);
+    return 0;
+rollback:
+    sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
+fail:
+    sqlite3_finalize(st);
+    mxu_err_set(err, EIO, "usage.db: cannot move the old usage table into batch rows: %s", c->why);
+    ingest_reset(c);
+    return -1;
+}
+
 /* Ingest what segment `gen` holds past `from`, and move the position to its
  * valid end (one transaction). */
 static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *err)
@@ -758,16 +1127,18 @@ static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *er
         from = MXU_JOURNAL_HDR;
     if (from >= data.len)
         return 0;
-    ingest_ctx c = {.m = m};
+    ingest_ctx *c = &m->ic;
     size_t scanned = 0;
-    if (tx(&c, "BEGIN") < 0)
+    if (ingest_begin(c) < 0)
         goto fail;
-    if (ingest_bytes(&c, data.data + from, data.len - from, true, &scanned) < 0 ||
-        set_position(&c, gen, from + scanned) < 0 || tx(&c, "COMMIT") < 0) {
+    if (ingest_frames(c, data.data + from, data.len - from, true, &scanned) < 0) {
         sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
         goto fail;
     }
-    m->replayed += c.n;
+    uint64_t count = c->n + c->bn;
+    if (ingest_commit(c, gen, from + scanned) < 0)
+        goto fail;
+    m->replayed += count;
     if (from + scanned < data.len) {
         m->cut += data.len - from - scanned;
         mxu_warn("usage journal: segment %llu: cut %zu byte(s) of torn or corrupt tail at offset "
@@ -775,13 +1146,15 @@ static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *er
                  (unsigned long long)gen, data.len - from - scanned,
                  (unsigned long long)(from + scanned));
     }
-    if (c.n)
+    if (count)
         mxu_info("usage journal: replayed %llu record(s) from segment %llu",
-                 (unsigned long long)c.n, (unsigned long long)gen);
+                 (unsigned long long)count, (unsigned long long)gen);
     return 0;
 fail:
-    return mxu_err_set(err, EIO, "usage journal: cannot replay segment %llu into usage.db: %s",
-                       (unsigned long long)gen, c.why);
+    mxu_err_set(err, EIO, "usage journal: cannot replay segment %llu into usage.db: %s",
+                (unsigned long long)gen, c->why);
+    ingest_reset(c);
+    return -1;
 }
 
 /* The records a killed node wrote but never ingested go in; then a fresh
@@ -808,9 +1181,8 @@ static int replay(mxu_meter *m, mxu_err *err)
     if (mxu_journal_create(m->dir, m->gen, &m->fd, err) < 0)
         return -1;
     m->end = MXU_JOURNAL_HDR;
-    ingest_ctx c = {.m = m};
-    if (set_position(&c, m->gen, m->end) < 0)
-        return mxu_err_set(err, EIO, "usage.db: %s", c.why);
+    if (set_position(&m->ic, m->gen, m->end) < 0)
+        return mxu_err_set(err, EIO, "usage.db: %s", m->ic.why);
     m->pos_gen = m->gen;
     m->oldest_gen = n ? MXU_MIN(gens[0], m->gen) : m->gen;
     drop_segments(m, m->gen);
@@ -854,12 +1226,15 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
         goto fail;
     if (sqlite3_prepare_v3(m->wdb, insert_sql, -1, SQLITE_PREPARE_PERSISTENT, &m->ins, NULL) !=
             SQLITE_OK ||
+        sqlite3_prepare_v3(m->wdb, upsert_sql, -1, SQLITE_PREPARE_PERSISTENT, &m->upsert, NULL) !=
+            SQLITE_OK ||
         sqlite3_prepare_v3(m->wdb, setpos_sql, -1, SQLITE_PREPARE_PERSISTENT, &m->setpos, NULL) !=
             SQLITE_OK) {
         mxu_err_set(err, EIO, "%s: %s", path, sqlite3_errmsg(m->wdb));
         goto fail;
     }
-    if (replay(m, err) < 0)
+    m->ic.m = m;
+    if (read_next_seq(m, err) < 0 || migrate_rows(m, err) < 0 || replay(m, err) < 0)
         goto fail;
     if (prices) {
         if (store_prices(m, prices, err) < 0)
@@ -897,7 +1272,9 @@ fail:
     if (m->fd >= 0)
         close(m->fd);
     sqlite3_finalize(m->ins);
+    sqlite3_finalize(m->upsert);
     sqlite3_finalize(m->setpos);
+    ingest_free(&m->ic);
     sqlite3_close(m->wdb);
     sqlite3_close(m->db);
     free(m->dir);
@@ -939,7 +1316,9 @@ void mxu_meter_close(mxu_meter *m)
     uv_thread_join(&m->thread);
     run_done(m); /* everything ingested: the syncs still waiting fire */
     sqlite3_finalize(m->ins);
+    sqlite3_finalize(m->upsert);
     sqlite3_finalize(m->setpos);
+    ingest_free(&m->ic);
     sqlite3_close(m->wdb);
     sqlite3_close(m->db);
     mxu_prices_free(m->prices);
@@ -972,194 +1351,307 @@ json_t *mxu_meter_stats_json(const mxu_meter *m)
         "journal_bytes", (json_int_t)m->write_bytes, "journal_segment", (json_int_t)m->gen,
         "replayed", (json_int_t)m->replayed, "cut_bytes", (json_int_t)m->cut, "ingest_interval_ms",
         (json_int_t)(m->ingest_ns / 1000000));
+    /* The figure docs/metering.md budgets: the writer's CPU per record. */
+    json_object_set_new(j, "rows", json_integer((json_int_t)m->rows));
+    json_object_set_new(
+        j, "ingest_cpu_ns_per_record",
+        json_integer((json_int_t)(m->ingested ? m->commit_cpu_ns / m->ingested : 0)));
     uv_mutex_unlock(&mm->mu);
     return j;
 }
 
 /* ---- queries ---- */
 
-/* WHERE clause and its binds for a filter. */
-typedef struct where {
-    mxu_buf sql;
-    const char *texts[2];
-    int ntexts;
-    int64_t ints[3];
-    int nints;
-    char order[8]; /* 't' text or 'i' int, in bind order */
-    int n;
-} where;
+/* Called for each record of the rows a filter may match, newest first, with
+ * its seq; returning 1 stops the walk. The record's strings live until it
+ * returns. */
+typedef int (*record_fn)(void *ud, uint64_t seq, const mxu_usage_record *r);
 
-static void where_build(where *w, const mxu_usage_filter *f, bool paging)
+typedef struct decoded {
+    mxu_usage_record *v;
+    size_t n, cap;
+} decoded;
+
+static int collect(void *ud, const mxu_usage_record *r)
 {
-    memset(w, 0, sizeof(*w));
-    mxu_buf_puts(&w->sql, " WHERE 1");
-    if (f->tenant && *f->tenant) {
-        mxu_buf_puts(&w->sql, " AND tenant = ?");
-        w->texts[w->ntexts++] = f->tenant;
-        w->order[w->n++] = 't';
+    decoded *d = ud;
+    if (d->n == d->cap) {
+        d->cap = d->cap ? 2 * d->cap : 256;
+        d->v = mxu_realloc(d->v, d->cap * sizeof(*d->v));
     }
-    if (f->function && *f->function) {
-        mxu_buf_puts(&w->sql, " AND function = ?");
-        w->texts[w->ntexts++] = f->function;
-        w->order[w->n++] = 't';
-    }
-    if (f->since_ms) {
-        mxu_buf_puts(&w->sql, " AND start_ms >= ?");
-        w->ints[w->nints++] = (int64_t)f->since_ms;
-        w->order[w->n++] = 'i';
-    }
-    if (f->until_ms) {
-        mxu_buf_puts(&w->sql, " AND start_ms < ?");
-        w->ints[w->nints++] = (int64_t)f->until_ms;
-        w->order[w->n++] = 'i';
-    }
-    if (paging && f->before) {
-        mxu_buf_puts(&w->sql, " AND seq < ?");
-        w->ints[w->nints++] = (int64_t)f->before;
-        w->order[w->n++] = 'i';
-    }
+    d->v[d->n++] = *r;
+    return 0;
 }
 
-static void where_bind(const where *w, sqlite3_stmt *st)
+/* Does r pass the filter's tenant, function and time range? */
+static bool record_matches(const mxu_usage_filter *f, const mxu_usage_record *r)
 {
-    int ti = 0, ii = 0;
-    for (int k = 0; k < w->n; k++) {
-        if (w->order[k] == 't')
-            sqlite3_bind_text(st, k + 1, w->texts[ti++], -1, SQLITE_STATIC);
-        else
-            sqlite3_bind_int64(st, k + 1, w->ints[ii++]);
-    }
+    return (f->tenant == NULL || *f->tenant == '\0' || strcmp(r->tenant, f->tenant) == 0) &&
+           (f->function == NULL || *f->function == '\0' || strcmp(r->function, f->function) == 0) &&
+           r->start_ms >= f->since_ms && (f->until_ms == 0 || r->start_ms < f->until_ms);
 }
 
-static const char *col_text(sqlite3_stmt *st, int i)
+static void bind_name(sqlite3_stmt *st, int i, const char *name, mxu_buf *text)
 {
-    const char *s = (const char *)sqlite3_column_text(st, i);
-    return s ? s : "";
+    if (name == NULL || *name == '\0')
+        return; /* NULL: any */
+    mxu_buf_printf(text, "\n%s\n", name);
+    sqlite3_bind_text(st, i, text->data, (int)text->len, SQLITE_STATIC);
+}
+
+/* Walk the records with seq < before (0: any) of the batch rows whose time
+ * range and names may match `f`, newest first. The rows' columns rule out
+ * most rows without reading their blob; the caller filters each record
+ * exactly (record_matches). */
+static int each_record(mxu_meter *m, const mxu_usage_filter *f, uint64_t before, record_fn fn,
+                       void *ud, mxu_err *err)
+{
+    sqlite3_stmt *st = NULL;
+    if (sqlite3_prepare_v2(m->db,
+                           "SELECT first_seq, n, data FROM usage_batch WHERE first_seq < ?1"
+                           " AND max_start >= ?2 AND min_start < ?3"
+                           " AND (?4 IS NULL OR tenants IS NULL OR instr(tenants, ?4) > 0)"
+                           " AND (?5 IS NULL OR functions IS NULL OR instr(functions, ?5) > 0)"
+                           " ORDER BY first_seq DESC",
+                           -1, &st, NULL) != SQLITE_OK)
+        return mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
+    _cleanup_buf_ mxu_buf tenant = {0}, function = {0};
+    sqlite3_bind_int64(st, 1, before ? (sqlite3_int64)before : INT64_MAX);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)f->since_ms);
+    sqlite3_bind_int64(st, 3, f->until_ms ? (sqlite3_int64)f->until_ms : INT64_MAX);
+    bind_name(st, 4, f->tenant, &tenant);
+    bind_name(st, 5, f->function, &function);
+    decoded d = {0};
+    int rc, stop = 0;
+    while (!stop && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+        uint64_t first = (uint64_t)sqlite3_column_int64(st, 0);
+        uint64_t n = (uint64_t)sqlite3_column_int64(st, 1);
+        const void *blob = sqlite3_column_blob(st, 2);
+        size_t len = (size_t)sqlite3_column_bytes(st, 2);
+        d.n = 0;
+        /* Stored by the writer from frames it had checked; the checksums
+         * are checked again here, which is cheap next to the JSON. */
+        if (mxu_journal_scan(blob, len, true, collect, &d) != len || d.n != n) {
+            mxu_err_set(err, EIO, "usage.db: the batch row of records %llu.. is corrupt",
+                        (unsigned long long)first);
+            stop = -1;
+            break;
+        }
+        for (size_t i = d.n; i-- > 0 && !stop;) {
+            uint64_t seq = first + i;
+            if (before && seq >= before)
+                continue;
+            stop = fn(ud, seq, &d.v[i]);
+        }
+    }
+    free(d.v);
+    if (stop < 0) {
+        sqlite3_finalize(st);
+        return -1;
+    }
+    if (!stop && rc != SQLITE_DONE) {
+        mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
+        sqlite3_finalize(st);
+        return -1;
+    }
+    sqlite3_finalize(st);
+    return 0;
+}
+
+typedef struct page {
+    const mxu_usage_filter *f;
+    json_t *arr;
+    size_t n, limit;
+    uint64_t last;
+} page;
+
+static int page_add(void *ud, uint64_t seq, const mxu_usage_record *r)
+{
+    page *p = ud;
+    if (!record_matches(p->f, r))
+        return 0;
+    json_t *j = mxu_usage_record_json(r);
+    json_object_set_new(j, "seq", json_integer((json_int_t)seq));
+    json_array_append_new(p->arr, j);
+    p->last = seq;
+    return ++p->n == p->limit;
 }
 
 json_t *mxu_meter_query(mxu_meter *m, const mxu_usage_filter *f, uint64_t *next, mxu_err *err)
 {
-    size_t limit = f->limit ? f->limit : 100;
-    where w;
-    where_build(&w, f, true);
-    _cleanup_buf_ mxu_buf sql = {0};
-    mxu_buf_printf(&sql,
-                   "SELECT seq, invocation, tenant, function, version, executor, start_ms, "
-                   "wall_us, billed_ms, memory, cpu_us, peak_memory, bytes_in, bytes_out, cold, "
-                   "status, http_status, code, caller, caller_function FROM usage%s ORDER BY seq "
-                   "DESC LIMIT %zu",
-                   w.sql.data, limit);
-    mxu_buf_free(&w.sql);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(m->db, sql.data, -1, &st, NULL) != SQLITE_OK) {
-        mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
+    page p = {.f = f, .arr = json_array(), .limit = f->limit ? f->limit : 100};
+    if (each_record(m, f, f->before, page_add, &p, err) < 0) {
+        json_decref(p.arr);
         return NULL;
     }
-    where_bind(&w, st);
-    json_t *arr = json_array();
-    uint64_t last = 0;
-    size_t n = 0;
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        int i = 0;
-        uint64_t seq = (uint64_t)sqlite3_column_int64(st, i++);
-        mxu_usage_record r = {0};
-        r.invocation = (uint64_t)sqlite3_column_int64(st, i++);
-        r.tenant = col_text(st, i++);
-        r.function = col_text(st, i++);
-        r.version = (uint32_t)sqlite3_column_int64(st, i++);
-        r.executor = col_text(st, i++);
-        r.start_ms = (uint64_t)sqlite3_column_int64(st, i++);
-        r.wall_us = (uint64_t)sqlite3_column_int64(st, i++);
-        r.billed_ms = (uint64_t)sqlite3_column_int64(st, i++);
-        r.memory_bytes = (uint64_t)sqlite3_column_int64(st, i++);
-        r.cpu_us = (uint64_t)sqlite3_column_int64(st, i++);
-        r.peak_bytes = (uint64_t)sqlite3_column_int64(st, i++);
-        r.bytes_in = (uint64_t)sqlite3_column_int64(st, i++);
-        r.bytes_out = (uint64_t)sqlite3_column_int64(st, i++);
-        r.cold = sqlite3_column_int(st, i++) != 0;
-        r.status = (enum mxu_usage_status)sqlite3_column_int(st, i++);
-        r.http_status = sqlite3_column_int(st, i++);
-        r.code = col_text(st, i++);
-        r.caller = (uint64_t)sqlite3_column_int64(st, i++);
-        r.caller_function = col_text(st, i++);
-        json_t *j = mxu_usage_record_json(&r);
-        json_object_set_new(j, "seq", json_integer((json_int_t)seq));
-        json_array_append_new(arr, j);
-        last = seq;
-        n++;
+    *next = p.n == p.limit ? p.last : 0;
+    return json_pack("{s:o}", "records", p.arr);
+}
+
+/* Per (tenant, function) totals of mxu_meter_aggregate. */
+typedef struct agg {
+    char *tenant, *function;
+    uint64_t requests, ok, errors, rejected, cold, billed_ms, cpu_us, bytes_in, bytes_out,
+        peak_memory, first_ms, last_ms;
+} agg;
+
+typedef struct aggs {
+    const mxu_usage_filter *f;
+    json_t *index; /* "tenant\nfunction" -> position in v */
+    agg *v;
+    size_t n, cap;
+} aggs;
+
+static int agg_add(void *ud, uint64_t seq, const mxu_usage_record *r)
+{
+    MXU_UNUSED(seq);
+    aggs *a = ud;
+    if (!record_matches(a->f, r))
+        return 0;
+    _cleanup_buf_ mxu_buf key = {0};
+    mxu_buf_printf(&key, "%s\n%s", r->tenant, r->function);
+    json_t *at = json_object_get(a->index, key.data);
+    agg *g;
+    if (at) {
+        g = &a->v[json_integer_value(at)];
+    } else {
+        if (a->n == a->cap) {
+            a->cap = a->cap ? 2 * a->cap : 16;
+            a->v = mxu_realloc(a->v, a->cap * sizeof(*a->v));
+        }
+        json_object_set_new(a->index, key.data, json_integer((json_int_t)a->n));
+        g = &a->v[a->n++];
+        *g = (agg){.tenant = mxu_strdup(r->tenant),
+                   .function = mxu_strdup(r->function),
+                   .first_ms = r->start_ms,
+                   .last_ms = r->start_ms};
     }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(arr);
-        mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
-        return NULL;
-    }
-    *next = n == limit ? last : 0;
-    return json_pack("{s:o}", "records", arr);
+    g->requests++;
+    g->ok += r->status == MXU_USAGE_OK;
+    g->errors += r->status == MXU_USAGE_ERROR || r->status == MXU_USAGE_TIMEOUT ||
+                 r->status == MXU_USAGE_CRASHED;
+    g->rejected += r->status == MXU_USAGE_REJECTED;
+    g->cold += r->cold;
+    g->billed_ms += r->billed_ms;
+    g->cpu_us += r->cpu_us;
+    g->bytes_in += r->bytes_in;
+    g->bytes_out += r->bytes_out;
+    g->peak_memory = MXU_MAX(g->peak_memory, r->peak_bytes);
+    g->first_ms = MXU_MIN(g->first_ms, r->start_ms);
+    g->last_ms = MXU_MAX(g->last_ms, r->start_ms);
+    return 0;
+}
+
+static int agg_cmp(const void *x, const void *y)
+{
+    const agg *a = x, *b = y;
+    int c = strcmp(a->tenant, b->tenant);
+    return c ? c : strcmp(a->function, b->function);
 }
 
 json_t *mxu_meter_aggregate(mxu_meter *m, const mxu_usage_filter *f, mxu_err *err)
 {
-    where w;
-    where_build(&w, f, false);
-    _cleanup_buf_ mxu_buf sql = {0};
-    /* Sums of per-record integers bounded far below 2^63 for any real month
-     * (SQLite raises an error rather than wrap if one ever overflows). */
-    mxu_buf_printf(&sql,
-                   "SELECT tenant, function, count(*), sum(status = %d), sum(status IN (%d,%d,%d)),"
-                   " sum(status = %d), sum(cold), sum(billed_ms), sum(cpu_us), sum(bytes_in),"
-                   " sum(bytes_out), max(peak_memory), min(start_ms), max(start_ms) FROM usage%s"
-                   " GROUP BY tenant, function ORDER BY tenant, function",
-                   MXU_USAGE_OK, MXU_USAGE_ERROR, MXU_USAGE_TIMEOUT, MXU_USAGE_CRASHED,
-                   MXU_USAGE_REJECTED, w.sql.data);
-    mxu_buf_free(&w.sql);
-    sqlite3_stmt *st = NULL;
-    if (sqlite3_prepare_v2(m->db, sql.data, -1, &st, NULL) != SQLITE_OK) {
-        mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
-        return NULL;
+    /* Decoded from the batch rows in the filter's range: a read pays for
+     * what it reads, the ingest path pays nothing for it. */
+    aggs a = {.f = f, .index = json_object()};
+    int rc = each_record(m, f, 0, agg_add, &a, err);
+    json_decref(a.index);
+    json_t *arr = rc < 0 ? NULL : json_array();
+    if (arr && a.n)
+        qsort(a.v, a.n, sizeof(*a.v), agg_cmp);
+    for (size_t i = 0; i < a.n; i++) {
+        const agg *g = &a.v[i];
+        if (arr) {
+            const uint64_t vals[] = {g->requests,  g->ok,          g->errors,   g->rejected,
+                                     g->cold,      g->billed_ms,   g->cpu_us,   g->bytes_in,
+                                     g->bytes_out, g->peak_memory, g->first_ms, g->last_ms};
+            static const char *const fields[] = {"requests",  "ok",          "errors",   "rejected",
+                                                 "cold",      "billed_ms",   "cpu_us",   "bytes_in",
+                                                 "bytes_out", "peak_memory", "first_ms", "last_ms"};
+            json_t *j = json_pack("{s:s, s:s}", "tenant", g->tenant, "function", g->function);
+            for (size_t k = 0; k < MXU_ARRAY_LEN(fields); k++)
+                json_object_set_new(j, fields[k], json_integer((json_int_t)vals[k]));
+            json_array_append_new(arr, j);
+        }
+        free(g->tenant);
+        free(g->function);
     }
-    where_bind(&w, st);
-    json_t *arr = json_array();
-    int rc;
-    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
-        static const char *const names[] = {"requests",  "ok",          "errors",   "rejected",
-                                            "cold",      "billed_ms",   "cpu_us",   "bytes_in",
-                                            "bytes_out", "peak_memory", "first_ms", "last_ms"};
-        json_t *j = json_pack("{s:s, s:s}", "tenant", col_text(st, 0), "function", col_text(st, 1));
-        for (int i = 0; i < (int)MXU_ARRAY_LEN(names); i++)
-            json_object_set_new(j, names[i], json_integer(sqlite3_column_int64(st, i + 2)));
-        json_array_append_new(arr, j);
-    }
-    sqlite3_finalize(st);
-    if (rc != SQLITE_DONE) {
-        json_decref(arr);
-        mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
-        return NULL;
-    }
+    free(a.v);
     return arr;
+}
+
+typedef struct bill_scan {
+    const char *tenant;
+    uint64_t from, to;
+    mxu_bill_usage *u;
+} bill_scan;
+
+static int bill_add(void *ud, uint64_t seq, const mxu_usage_record *r)
+{
+    MXU_UNUSED(seq);
+    bill_scan *b = ud;
+    if (r->status == MXU_USAGE_REJECTED || r->start_ms < b->from || r->start_ms >= b->to ||
+        strcmp(r->tenant, b->tenant) != 0)
+        return 0;
+    b->u->requests++;
+    b->u->mem_byte_ms += (unsigned __int128)r->memory_bytes * r->billed_ms;
+    b->u->bytes_out += r->bytes_out;
+    return 0;
+}
+
+/* Add the billable records of `tenant` with start_ms in [from, to), decoded
+ * from the rows (a range that is not whole months). */
+static int bill_decode(mxu_meter *m, const char *tenant, uint64_t from, uint64_t to,
+                       mxu_bill_usage *u, mxu_err *err)
+{
+    if (from >= to)
+        return 0;
+    mxu_usage_filter f = {.tenant = tenant, .since_ms = from, .until_ms = to};
+    bill_scan b = {.tenant = tenant, .from = from, .to = to, .u = u};
+    return each_record(m, &f, 0, bill_add, &b, err);
 }
 
 int mxu_meter_bill_usage(mxu_meter *m, const char *tenant, uint64_t start_ms, uint64_t end_ms,
                          mxu_bill_usage *u, mxu_err *err)
 {
     memset(u, 0, sizeof(*u));
+    /* Whole months from usage_month's exact sums; the part of a month at
+     * either end of the range (none for a bill) from the records. */
+    uint64_t lo, hi, whole_from = end_ms, whole_to = end_ms;
+    if (mxu_month_of(start_ms, &lo, &hi) == 0) {
+        whole_from = lo == start_ms ? lo : hi;
+        if (mxu_month_of(end_ms, &lo, &hi) == 0)
+            whole_to = lo;
+    }
+    if (whole_from >= whole_to || whole_to > end_ms)
+        return bill_decode(m, tenant, start_ms, end_ms, u, err);
+    if (bill_decode(m, tenant, start_ms, whole_from, u, err) < 0 ||
+        bill_decode(m, tenant, whole_to, end_ms, u, err) < 0)
+        return -1;
     /* Grouped by memory size, each group's sum of billed_ms stays small;
-     * the products and the total are formed in 128 bits here. Rejected
-     * invocations never ran and are not billed (docs/metering.md). */
+     * the products and the total are formed in 128 bits here. */
     sqlite3_stmt *st = NULL;
     if (sqlite3_prepare_v2(m->db,
-                           "SELECT memory, count(*), sum(billed_ms), sum(bytes_out) FROM usage"
-                           " WHERE tenant = ? AND start_ms >= ? AND start_ms < ? AND status != ?"
+                           "SELECT memory, sum(requests), sum(billed_ms), sum(bytes_out)"
+                           " FROM usage_month WHERE tenant = ? AND month >= ? AND month < ?"
                            " GROUP BY memory",
                            -1, &st, NULL) != SQLITE_OK)
         return mxu_err_set(err, EIO, "usage.db: %s", sqlite3_errmsg(m->db));
     sqlite3_bind_text(st, 1, tenant, -1, SQLITE_STATIC);
-    sqlite3_bind_int64(st, 2, (sqlite3_int64)start_ms);
-    sqlite3_bind_int64(st, 3, (sqlite3_int64)end_ms);
-    sqlite3_bind_int(st, 4, MXU_USAGE_REJECTED);
+    sqlite3_bind_int64(st, 2, (sqlite3_int64)whole_from);
+    sqlite3_bind_int64(st, 3, (sqlite3_int64)whole_to);
     int rc;
     while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        /* SQLite turns an integer sum that overflows into a float: refused
+         * rather than billed approximately. */
+        for (int i = 1; i < 4; i++)
+            if (sqlite3_column_type(st, i) != SQLITE_INTEGER) {
+                sqlite3_finalize(st);
+                return mxu_err_set(err, ERANGE,
+                                   "usage.db: a month's usage sum of %s is out "
+                                   "of the exact integer range",
+                                   tenant);
+            }
         uint64_t mem = (uint64_t)sqlite3_column_int64(st, 0);
         u->requests += (uint64_t)sqlite3_column_int64(st, 1);
         u->mem_byte_ms += (unsigned __int128)mem * (uint64_t)sqlite3_column_int64(st, 2);

@@ -167,7 +167,7 @@ int mxu_month_range(const char *month, uint64_t *start_ms, uint64_t *end_ms, mxu
  * writer thread. `prices` is taken over; it replaces the stored table if not
  * NULL (the config file wins), else the stored table (or the built-in one)
  * is used. Environment, for tests: MXU_METER_INGEST_MS, how often the writer
- * ingests (default 10); MXU_METER_SEGMENT_BYTES, where journal segments
+ * ingests (default 50); MXU_METER_SEGMENT_BYTES, where journal segments
  * rotate (default 16 MiB). */
 int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_meter **out,
                    mxu_err *err);

@@ -4,7 +4,9 @@
  * form, the journal (framing, a torn tail cut at replay, replay after a
  * kill -9 between write and ingest, idempotent replay, rotation), and the
  * store (records written before their callback, queries after a sync,
- * bills from what was stored, prices kept across a reopen).
+ * bills from what was stored, prices kept across a reopen), and its batch
+ * rows and month sums (sums equal to the records', a query across many rows
+ * and tenants, paging, replay after a crash, the old row-per-record format).
  */
 #include "meter/meter-internal.h"
 #include "test.h"
@@ -12,6 +14,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>
+#include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <sys/stat.h>
@@ -603,6 +606,21 @@ static void test_journal_replay_after_kill(void)
     free(dir);
 }
 
+/* The oldest journal segment in dir: its bytes into *saved, its path
+ * (caller frees). */
+static char *save_first_segment(const char *dir, mxu_buf *saved)
+{
+    uint64_t *gens;
+    size_t n;
+    mxu_err err;
+    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
+    CHECK(n >= 1);
+    CHECK(mxu_journal_read(dir, gens[0], saved, &err) == 0);
+    char *seg = mxu_journal_path(dir, gens[0]);
+    free(gens);
+    return seg;
+}
+
 /* Replay is idempotent: a node that dies after replaying into usage.db but
  * before removing the segments replays them again from the stored position,
  * and a segment put back whole adds nothing. */
@@ -610,13 +628,9 @@ static void test_journal_replay_idempotent(void)
 {
     char *dir = journal_dir();
     killed_node(dir, 0, 50, 250);
-    uint64_t *gens;
-    size_t n;
     mxu_err err;
-    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
-    CHECK(n >= 1);
     mxu_buf saved = {0};
-    CHECK(mxu_journal_read(dir, gens[0], &saved, &err) == 0);
+    char *seg = save_first_segment(dir, &saved);
     uv_loop_t loop;
     uv_loop_init(&loop);
     mxu_meter *m = open_at(&loop, dir);
@@ -624,7 +638,6 @@ static void test_journal_replay_idempotent(void)
     close_at(&loop, m);
     /* The replayed segment comes back, as if the node had died before
      * unlinking it. */
-    char *seg = mxu_journal_path(dir, gens[0]);
     CHECK(mxu_write_file_atomic(seg, saved.data, saved.len, 0600, &err) == 0);
     m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), 250);
@@ -640,7 +653,6 @@ static void test_journal_replay_idempotent(void)
     close_at(&loop, m);
     CHECK(uv_loop_close(&loop) == 0);
     free(seg);
-    free(gens);
     mxu_buf_free(&saved);
     mxu_rm_rf(dir, NULL);
     free(dir);
@@ -764,8 +776,331 @@ static void test_store(void)
     free(path);
 }
 
+/* ---- batch rows and month sums ---- */
+
+/* Records spread over tenants, functions, three months, statuses and memory
+ * sizes; the test's own sums are the reference. */
+#define NT 5
+static const char *const tenants[NT] = {"default", "acme", "globex", "initech", "umbrella"};
+static const char *const functions[] = {"hello", "echo", "resize", "a-longer-function-name"};
+
+static mxu_usage_record varied(uint64_t id)
+{
+    mxu_usage_record r = sample(id);
+    r.tenant = tenants[id % NT];
+    r.function = functions[(id / 7) % MXU_ARRAY_LEN(functions)];
+    /* 2026-10-20 .. 2026-12-09: three months, in steps of ~17 minutes. */
+    r.start_ms = 1792454400000ull + id * 1000003ull;
+    r.status = id % 11 == 0 ? MXU_USAGE_REJECTED : id % 13 == 0 ? MXU_USAGE_TIMEOUT : MXU_USAGE_OK;
+    r.billed_ms = r.status == MXU_USAGE_REJECTED ? 0 : id % 97;
+    r.memory_bytes = (uint64_t)(64 + 64 * (id % 3)) << 20;
+    r.bytes_out = id * 7 % 5000;
+    return r;
+}
+
+/* The reference: the billable records of `tenant` with start in [a, b). */
+static mxu_bill_usage ref_usage(uint64_t n, const char *tenant, uint64_t a, uint64_t b)
+{
+    mxu_bill_usage u = {0};
+    for (uint64_t id = 1; id <= n; id++) {
+        mxu_usage_record r = varied(id);
+        if (r.status == MXU_USAGE_REJECTED || strcmp(r.tenant, tenant) != 0 || r.start_ms < a ||
+            r.start_ms >= b)
+            continue;
+        u.requests++;
+        u.mem_byte_ms += (u128)r.memory_bytes * r.billed_ms;
+        u.bytes_out += r.bytes_out;
+    }
+    return u;
+}
+
+static void check_usage(mxu_meter *m, uint64_t n, const char *tenant, uint64_t a, uint64_t b)
+{
+    mxu_bill_usage got, want = ref_usage(n, tenant, a, b);
+    mxu_err err;
+    CHECK(mxu_meter_bill_usage(m, tenant, a, b, &got, &err) == 0);
+    if (got.requests != want.requests || got.mem_byte_ms != want.mem_byte_ms ||
+        got.bytes_out != want.bytes_out)
+        MXU_TEST_FAIL_("%s [%llu, %llu): %llu requests stored, %llu in the records", tenant,
+                       (unsigned long long)a, (unsigned long long)b,
+                       (unsigned long long)got.requests, (unsigned long long)want.requests);
+}
+
+/* Every tenant's month sums, whole months (usage_month) and ranges that cut
+ * months (decoded rows at the ends), equal the records' sums. */
+static void check_all_usage(mxu_meter *m, uint64_t n)
+{
+    static const char *const months[] = {"2026-10", "2026-11", "2026-12", "2027-01"};
+    for (int t = 0; t < NT; t++) {
+        for (size_t i = 0; i < MXU_ARRAY_LEN(months); i++) {
+            uint64_t a, b;
+            mxu_err err;
+            CHECK(mxu_month_range(months[i], &a, &b, &err) == 0);
+            check_usage(m, n, tenants[t], a, b);
+            check_usage(m, n, tenants[t], a + 123456789, b + 987654); /* cuts two months */
+        }
+        check_usage(m, n, tenants[t], 0, UINT64_MAX >> 1);
+        check_usage(m, n, tenants[t], 1793491200000ull + 1, 1793491200000ull + 86400000);
+    }
+}
+
+/* Record ids [from, to] in loop turns of `per_turn`, a sync every `sync_every`
+ * turns (0: only at the end). */
+static void record_varied(uv_loop_t *loop, mxu_meter *m, uint64_t from, uint64_t to, int per_turn,
+                          int sync_every)
+{
+    int turn = 0;
+    for (uint64_t id = from; id <= to;) {
+        for (int i = 0; i < per_turn && id <= to; i++, id++) {
+            mxu_usage_record r = varied(id);
+            mxu_meter_record(m, &r, NULL, NULL);
+        }
+        uv_run(loop, UV_RUN_NOWAIT);
+        if (sync_every && ++turn % sync_every == 0)
+            CHECK_EQ_INT(sync_wait(loop, m), 1);
+    }
+    CHECK_EQ_INT(sync_wait(loop, m), 1);
+}
+
+static void test_batch_sums_equal_records(void)
+{
+    setenv("MXU_METER_INGEST_MS", "1", 1);
+    char *dir = journal_dir();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    /* Small writer cycles, then one of 5000 records (more than a row holds). */
+    record_varied(&loop, m, 1, 3000, 17, 5);
+    record_varied(&loop, m, 3001, 8000, 5000, 0);
+    json_t *stats = mxu_meter_stats_json(m);
+    uint64_t rows = (uint64_t)json_integer_value(json_object_get(stats, "rows"));
+    CHECK(rows >= 10 && rows < 8000); /* batched, and more than one row */
+    json_decref(stats);
+    check_all_usage(m, 8000);
+    /* A bill reads the month sums and equals its records. */
+    mxu_err err;
+    json_t *bill = mxu_meter_bill(m, "acme", "2026-11", &err);
+    CHECK(bill != NULL);
+    mxu_bill_usage want = ref_usage(8000, "acme", 1793491200000ull, 1796083200000ull);
+    mxu_bill b;
+    mxu_price price = mxu_prices_for(mxu_meter_prices(m), "acme");
+    CHECK(mxu_bill_compute(&want, &price, &b, &err) == 0);
+    char total[64];
+    mxu_money_format(b.total_pico, total, sizeof(total));
+    CHECK_STR(json_string_value(json_object_get(bill, "total")), total);
+    json_decref(bill);
+    close_at(&loop, m);
+    /* Reopened: the same. */
+    m = open_at(&loop, dir);
+    check_all_usage(m, 8000);
+    close_at(&loop, m);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+    unsetenv("MXU_METER_INGEST_MS");
+}
+
+/* All records matching f, paged `limit` at a time; their ids in order. */
+static size_t page_all(mxu_meter *m, mxu_usage_filter f, uint64_t *ids, size_t max)
+{
+    size_t n = 0;
+    uint64_t next, last_seq = UINT64_MAX;
+    do {
+        mxu_err err;
+        json_t *j = mxu_meter_query(m, &f, &next, &err);
+        CHECK(j != NULL);
+        json_t *recs = json_object_get(j, "records"), *r;
+        size_t i;
+        CHECK(json_array_size(recs) <= f.limit);
+        json_array_foreach(recs, i, r)
+        {
+            uint64_t seq = (uint64_t)json_integer_value(json_object_get(r, "seq"));
+            CHECK(seq < last_seq); /* newest first, each once */
+            last_seq = seq;
+            CHECK(n < max);
+            ids[n++] = strtoull(json_string_value(json_object_get(r, "invocation")), NULL, 16);
+        }
+        json_decref(j);
+        f.before = next;
+    } while (next);
+    return n;
+}
+
+/* A query spanning many batch rows and tenants: exactly the matching records,
+ * newest first, across pages; a page boundary stays put while records keep
+ * coming. */
+static void test_batch_query_paging(void)
+{
+    setenv("MXU_METER_INGEST_MS", "1", 1);
+    char *dir = journal_dir();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    const uint64_t N = 6000;
+    record_varied(&loop, m, 1, N, 23, 3);
+    uint64_t *ids = calloc(N + 1000, sizeof(*ids));
+    /* Tenant and a time range that cuts rows: [2026-11-03, 2026-11-20). */
+    uint64_t a = 1793664000000ull, b = 1795132800000ull;
+    mxu_usage_filter f = {.tenant = "globex", .since_ms = a, .until_ms = b, .limit = 37};
+    size_t n = page_all(m, f, ids, N);
+    size_t k = 0;
+    for (uint64_t id = N; id >= 1; id--) {
+        mxu_usage_record r = varied(id);
+        if (strcmp(r.tenant, "globex") || r.start_ms < a || r.start_ms >= b)
+            continue;
+        CHECK(k < n);
+        CHECK_EQ_U64(ids[k], id);
+        k++;
+    }
+    CHECK_EQ_U64(k, n);
+    CHECK(n > 100);
+    /* Function and tenant together; and everything. */
+    f = (mxu_usage_filter){.tenant = "acme", .function = "echo", .limit = 100};
+    n = page_all(m, f, ids, N);
+    k = 0;
+    for (uint64_t id = N; id >= 1; id--) {
+        mxu_usage_record r = varied(id);
+        if (strcmp(r.tenant, "acme") || strcmp(r.function, "echo"))
+            continue;
+        CHECK_EQ_U64(ids[k], id);
+        k++;
+    }
+    CHECK_EQ_U64(k, n);
+    f = (mxu_usage_filter){.limit = 1000};
+    CHECK_EQ_U64(page_all(m, f, ids, N), N);
+    /* Stability: the first page taken, 500 more records come, the pages after
+     * the cursor are still exactly the older records. */
+    f = (mxu_usage_filter){.limit = 250};
+    uint64_t next;
+    mxu_err err;
+    json_t *j = mxu_meter_query(m, &f, &next, &err);
+    CHECK(j != NULL && next != 0);
+    json_decref(j);
+    record_varied(&loop, m, N + 1, N + 500, 50, 1);
+    f.before = next;
+    n = page_all(m, f, ids, N + 500);
+    CHECK_EQ_U64(n, N - 250);
+    for (size_t i = 0; i < n; i++)
+        CHECK_EQ_U64(ids[i], N - 250 - i);
+    close_at(&loop, m);
+    /* The same cursor means the same records after a reopen. */
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(page_all(m, f, ids, N + 500), N - 250);
+    close_at(&loop, m);
+    free(ids);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+    unsetenv("MXU_METER_INGEST_MS");
+}
+
+/* A crash between the journal write and the ingest, twice, and a replayed
+ * segment put back: the month sums count each record once. */
+static void test_batch_replay_idempotent(void)
+{
+    char *dir = journal_dir();
+    killed_node(dir, 0, 120, 900);
+    mxu_err err;
+    mxu_buf saved = {0};
+    char *seg = save_first_segment(dir, &saved);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 900);
+    mxu_bill_usage u;
+    uint64_t a = 1793491200000ull, b = 1796083200000ull; /* 2026-11: sample()'s month */
+    CHECK(mxu_meter_bill_usage(m, "default", a, b, &u, &err) == 0);
+    CHECK_EQ_U64(u.requests, 900);
+    CHECK(u.mem_byte_ms == (u128)900 * (64u << 20));
+    CHECK(u.bytes_out == 900 * 122);
+    close_at(&loop, m);
+    CHECK(mxu_write_file_atomic(seg, saved.data, saved.len, 0600, &err) == 0);
+    killed_node(dir, 900, 30, 100);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 1000);
+    CHECK(mxu_meter_bill_usage(m, "default", a, b, &u, &err) == 0);
+    CHECK_EQ_U64(u.requests, 1000);
+    CHECK(u.bytes_out == 1000 * 122);
+    /* The decoded path (a range that is not whole months) agrees. */
+    CHECK(mxu_meter_bill_usage(m, "default", a + 1, b, &u, &err) == 0);
+    CHECK_EQ_U64(u.requests, 1000);
+    close_at(&loop, m);
+    CHECK(uv_loop_close(&loop) == 0);
+    free(seg);
+    mxu_buf_free(&saved);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
+/* A usage.db of the row-per-record format is moved into batch rows at open,
+ * keeping every record and its order. */
+static void test_old_rows_migrated(void)
+{
+    char *dir = journal_dir();
+    char *path = mxu_path_join(dir, "usage.db");
+    sqlite3 *db;
+    CHECK(sqlite3_open(path, &db) == SQLITE_OK);
+    CHECK(sqlite3_exec(db,
+                       "CREATE TABLE usage (seq INTEGER PRIMARY KEY, invocation INTEGER NOT NULL,"
+                       " tenant TEXT NOT NULL, function TEXT NOT NULL, version INTEGER NOT NULL,"
+                       " executor TEXT NOT NULL, start_ms INTEGER NOT NULL, wall_us INTEGER NOT"
+                       " NULL, billed_ms INTEGER NOT NULL, memory INTEGER NOT NULL, cpu_us INTEGER"
+                       " NOT NULL, peak_memory INTEGER NOT NULL, bytes_in INTEGER NOT NULL,"
+                       " bytes_out INTEGER NOT NULL, cold INTEGER NOT NULL, status INTEGER NOT"
+                       " NULL, http_status INTEGER NOT NULL, code TEXT NOT NULL, caller INTEGER"
+                       " NOT NULL, caller_function TEXT NOT NULL);"
+                       "CREATE INDEX usage_start ON usage(start_ms);",
+                       NULL, NULL, NULL) == SQLITE_OK);
+    sqlite3_stmt *st;
+    CHECK(
+        sqlite3_prepare_v2(db,
+                           "INSERT INTO usage (invocation, tenant, function, version, executor,"
+                           " start_ms, wall_us, billed_ms, memory, cpu_us, peak_memory, bytes_in,"
+                           " bytes_out, cold, status, http_status, code, caller, caller_function)"
+                           " VALUES (?, ?, ?, 1, 'process', ?, 5, ?, ?, 1, 2, 3, ?, 0, ?, 200, '',"
+                           " 0, '')",
+                           -1, &st, NULL) == SQLITE_OK);
+    const uint64_t N = 3000;
+    for (uint64_t id = 1; id <= N; id++) {
+        mxu_usage_record r = varied(id);
+        sqlite3_bind_int64(st, 1, (sqlite3_int64)id);
+        sqlite3_bind_text(st, 2, r.tenant, -1, SQLITE_STATIC);
+        sqlite3_bind_text(st, 3, r.function, -1, SQLITE_STATIC);
+        sqlite3_bind_int64(st, 4, (sqlite3_int64)r.start_ms);
+        sqlite3_bind_int64(st, 5, (sqlite3_int64)r.billed_ms);
+        sqlite3_bind_int64(st, 6, (sqlite3_int64)r.memory_bytes);
+        sqlite3_bind_int64(st, 7, (sqlite3_int64)r.bytes_out);
+        sqlite3_bind_int(st, 8, (int)r.status);
+        CHECK(sqlite3_step(st) == SQLITE_DONE);
+        sqlite3_reset(st);
+    }
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    uint64_t *ids = calloc(N, sizeof(*ids));
+    mxu_usage_filter f = {.limit = 500};
+    CHECK_EQ_U64(page_all(m, f, ids, N), N);
+    for (uint64_t i = 0; i < N; i++)
+        CHECK_EQ_U64(ids[i], N - i);
+    check_all_usage(m, N);
+    close_at(&loop, m);
+    m = open_at(&loop, dir); /* nothing moved twice */
+    CHECK_EQ_U64(page_all(m, f, ids, N), N);
+    check_all_usage(m, N);
+    close_at(&loop, m);
+    free(ids);
+    free(path);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
 MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(test_price_table),
           TEST(test_bill_property), TEST(test_bill_edges), TEST(test_month),
           TEST(test_record_encoding), TEST(test_journal_framing),
           TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
-          TEST(test_journal_rotation), TEST(test_store))
+          TEST(test_journal_rotation), TEST(test_store), TEST(test_batch_sums_equal_records),
+          TEST(test_batch_query_paging), TEST(test_batch_replay_idempotent),
+          TEST(test_old_rows_migrated))
