@@ -402,8 +402,15 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         bool cross = strcmp(tenant, mxu_principal_tenant(who)) != 0;
         /* Opened by a rule: the key's own role and scope still apply, as in
          * its own tenant. */
-        if (!api_allow(req, who, MXU_ACT_INVOKE,
-                       cross && by_rule ? mxu_principal_tenant(who) : tenant, name))
+        const char *as = cross && by_rule ? mxu_principal_tenant(who) : tenant;
+        mxu_err perr;
+        if (v != NULL && mxu_policy_check(who, MXU_ACT_INVOKE, as, name, &perr) < 0) {
+            /* A refused invocation of a function that exists: recorded as
+             * rejected, like every other refusal (docs/metering.md). */
+            api_deny_invocation(api, req, tenant, name, v->version, perr.msg);
+            return;
+        }
+        if (v == NULL && !api_allow(req, who, MXU_ACT_INVOKE, as, name))
             return;
     }
     if (v == NULL) {

@@ -263,6 +263,11 @@ def test_role_matrix_other_tenant_and_scopes():
         k = new_key(n, "invoker", scope="hello-?")["key"]
         eq(n.get("/fn/hello-a", key=k).status, 200)
         denied(n.get("/fn/web-one", key=k), "outside the scope 'hello-?'")
+        # A refused invocation of a function that exists is a usage record
+        # too (rejected, 403), like every other refusal.
+        recs = n.get("/v1/usage?function=web-one&limit=1000").json()["records"]
+        check(any((r["status"], r["http_status"], r["code"]) == ("rejected", 403, "forbidden")
+                  for r in recs), f"no rejected 403 record for web-one: {recs}")
         # tenants can be deleted (their keys with them), default cannot
         eq(n.request("DELETE", "/v1/tenants/acme").status, 200)
         unauthorized(n.get("/v1/keys", key=keys["admin"]), "revoked_key")
