@@ -176,13 +176,14 @@ def smaps(pid, guest):
             tot[3] += int(f[1]) if cur_guest else 0
     return tot
 hs = helpers()
-noop_image = {argv[2] for pid, argv in hs if pid in used and len(argv) > 2}
+noop_image = {argv[-2] for pid, argv in hs if pid in used and len(argv) > 2}
 for pid, argv in hs:
-    guest = int(argv[1]) if len(argv) > 2 and argv[1].isdigit() else 0
+    args = [a for a in argv[1:] if a and not a.startswith("--")]  # MEMORY IMAGE after the flags
+    guest = int(args[0]) if len(args) >= 2 and args[0].isdigit() else 0
     rss, pss, grss, gpss = smaps(pid, guest)
     kind = "instance" if pid in used else "spare"
     # Two vm units run here: noop-vm (the instance's image) and cold-vm.
-    unit = "noop-vm" if len(argv) > 2 and argv[2] in noop_image else "cold-vm"
+    unit = "noop-vm" if len(argv) > 2 and argv[-2] in noop_image else "cold-vm"
     print(f"{kind} pid={pid} image={unit} "
           f"guest_mib={guest >> 20} rss_kib={rss} pss_kib={pss} guest_rss_kib={grss} "
           f"guest_pss_kib={gpss} overhead_rss_kib={rss - grss} overhead_pss_kib={pss - gpss}")

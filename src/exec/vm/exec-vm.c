@@ -63,9 +63,14 @@
 /* Spares of one unit that died before use, in a row, after which the unit
  * gets no more until one is used (a broken image must not fork forever). */
 #define SPARE_FAILURES_MAX 3
-/* Refill this long after a spawn: the instance that took the spare gets
- * its first frames through before the node forks again. */
+/* Refill this long after a spawn that took the unit's last spare: the
+ * instance that took it gets its first frames through before the node
+ * forks again (a fork blocks the node until the child has exec'd). */
 #define REFILL_DELAY_MS 2
+/* ... and this long when spares are left: time for the helper that was
+ * taken to come back recycled (its instance ended, its guest reset), so
+ * that the node forks only when helpers do not come back. */
+#define REFILL_LAZY_MS 100
 
 /* One unit's spares and the spec to make more: a deep copy of the warm
  * spec prepare() was given (spawn's spec is borrowed for the call only). */
@@ -521,8 +526,12 @@ static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb ex
     } else if (helper_start(ex, spec, u && ex->vm->recycle, exit_cb, ud, out, err) < 0) {
         return -1;
     }
-    if (u && !uv_is_active((uv_handle_t *)&ex->vm->refill))
-        uv_timer_start(&ex->vm->refill, refill_all, REFILL_DELAY_MS, 0);
+    if (u) {
+        uint64_t delay = u->nspare == 0 || !ex->vm->recycle ? REFILL_DELAY_MS : REFILL_LAZY_MS;
+        uv_timer_t *t = &ex->vm->refill;
+        if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > delay)
+            uv_timer_start(t, refill_all, delay, 0);
+    }
     return 0;
 }
 
