@@ -4,6 +4,8 @@
 
 #include "exec/exec.h"
 
+#include <sys/resource.h>
+
 struct mxu_proc {
     mxu_exec *ex; /* NULL once the context is gone */
     const mxu_executor_ops *ops;
@@ -41,6 +43,22 @@ extern const mxu_executor_ops mxu_exec_process_ops;
  * signals; a function starts from the defaults like any program.
  * Async-signal-safe. */
 void mxu_child_default_signals(void);
+
+/* In a freshly cloned child: put src[i] on descriptor i for i < n (n at
+ * most MXU_CHILD_FDS_MAX; -1 gives /dev/null for 0..2 and nothing above),
+ * then close every other descriptor but report_fd (close-on-exec, kept for
+ * reporting a failure until execve). Async-signal-safe. Returns 0, or which
+ * step failed: MXU_CHILD_FDS_DUP or MXU_CHILD_FDS_DEVNULL (errno set). */
+#define MXU_CHILD_FDS_MAX 8
+enum { MXU_CHILD_FDS_DUP = 1, MXU_CHILD_FDS_DEVNULL = 2 };
+int mxu_child_place_fds(const int *src, int n, int report_fd);
+
+/* *out = {want, want}, lowered to the node's own hard limit: limits can only
+ * be lowered without privileges. */
+void mxu_exec_clamp_limit(int resource, rlim_t want, struct rlimit *out);
+
+/* O_NONBLOCK and FD_CLOEXEC on a host end; 0 or -1 with errno. */
+int mxu_fd_nonblock_cloexec(int fd);
 
 /* Start a child that runs `run(arg)` (which must exec or _exit) in new
  * namespaces `ns_flags` (0 for none). Outside sanitizer builds the child

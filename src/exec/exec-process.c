@@ -107,28 +107,10 @@ static void __attribute__((noreturn)) child_run(void *arg)
     if (spec->cpu_limit_s && setrlimit(RLIMIT_CPU, &pl->cpu) < 0)
         child_fail(pl, STEP_RLIMIT);
 
-    /* 5. File descriptors. Move every source above 10 first, so that a
-     *    source that already sits on a target number cannot be clobbered,
-     *    then dup2 onto 0..5 (dup2 clears close-on-exec), then close the rest. */
-    int moved[6];
-    for (int i = 0; i < 6; i++) {
-        moved[i] = -1;
-        if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
-            child_fail(pl, STEP_DUP);
-    }
-    for (int i = 0; i < 6; i++) {
-        int fd = moved[i];
-        if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            child_fail(pl, STEP_DEVNULL);
-        if (fd >= 0 && dup2(fd, i) < 0)
-            child_fail(pl, STEP_DUP);
-    }
-    /* Close everything else but the report pipe, which must survive until
-     * execve (it is close-on-exec). */
-    unsigned keep_from = pl->src[5] >= 0 ? 6 : pl->src[3] >= 0 ? 5 : 3;
-    if ((unsigned)pl->report_fd > keep_from)
-        syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
-    syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
+    /* 5. File descriptors: exactly 0..5 as planned, nothing else. */
+    int fstep = mxu_child_place_fds(pl->src, MXU_ARRAY_LEN(pl->src), pl->report_fd);
+    if (fstep)
+        child_fail(pl, fstep == MXU_CHILD_FDS_DEVNULL ? STEP_DEVNULL : STEP_DUP);
 
     /* 6. The bundle is the working directory. */
     if (spec->cwd && chdir(spec->cwd) < 0)
@@ -136,22 +118,6 @@ static void __attribute__((noreturn)) child_run(void *arg)
 
     execve(spec->argv[0], (char *const *)spec->argv, (char *const *)pl->envp);
     child_fail(pl, STEP_EXEC);
-}
-
-static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
-{
-    struct rlimit cur;
-    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
-        want = cur.rlim_max;
-    out->rlim_cur = out->rlim_max = want;
-}
-
-static int nonblock_cloexec(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
-    return fcntl(fd, F_SETFD, FD_CLOEXEC);
 }
 
 static int process_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
@@ -211,10 +177,12 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     };
     /* Limits can only be lowered without privileges: never ask for more
      * than the node itself has. */
-    clamp_limit(RLIMIT_DATA, spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY, &plan.data);
-    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan.nofile);
+    mxu_exec_clamp_limit(RLIMIT_DATA, spec->memory_bytes ? spec->memory_bytes : RLIM_INFINITY,
+                         &plan.data);
+    mxu_exec_clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024,
+                         &plan.nofile);
     /* CPU: SIGXCPU at the soft limit, SIGKILL a second later. */
-    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
+    mxu_exec_clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan.cpu);
     if (plan.cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
         plan.cpu.rlim_cur = spec->cpu_limit_s;
     pid_t pid = mxu_exec_start_child(child_run, &plan, 0);
@@ -256,7 +224,7 @@ static int process_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     int *fds[] = {&p->fds.channel, &p->fds.channel_w, &p->fds.stdin_w, &p->fds.stdout_r,
                   &p->fds.stderr_r};
     for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
-        if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
+        if (*fds[i] >= 0 && mxu_fd_nonblock_cloexec(*fds[i]) < 0) {
             mxu_err_sys(err, errno, "%s: fcntl", spec->label);
             goto out_kill;
         }

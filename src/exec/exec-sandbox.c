@@ -355,23 +355,9 @@ void __attribute__((noreturn)) sbx_child_finish(sbx_plan *pl)
     TRY(RLIMIT, setrlimit(RLIMIT_NOFILE, &pl->nofile));
     if (pl->set_cpu)
         TRY(RLIMIT, setrlimit(RLIMIT_CPU, &pl->cpu));
-    int moved[SBX_FDS];
-    for (int i = 0; i < SBX_FDS; i++) {
-        moved[i] = -1;
-        if (pl->src[i] >= 0 && (moved[i] = fcntl(pl->src[i], F_DUPFD_CLOEXEC, 10)) < 0)
-            sbx_child_fail(pl, STEP_DUP);
-    }
-    for (int i = 0; i < SBX_FDS; i++) {
-        int fd = moved[i];
-        if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
-            sbx_child_fail(pl, STEP_DEVNULL);
-        if (fd >= 0)
-            TRY(DUP, dup2(fd, i));
-    }
-    unsigned keep_from = pl->src[3] >= 0 ? 5 : 3;
-    if ((unsigned)pl->report_fd > keep_from)
-        syscall(SYS_close_range, keep_from, (unsigned)pl->report_fd - 1, 0u);
-    syscall(SYS_close_range, (unsigned)pl->report_fd + 1, ~0u, 0u);
+    int fstep = mxu_child_place_fds(pl->src, SBX_FDS, pl->report_fd);
+    if (fstep)
+        sbx_child_fail(pl, fstep == MXU_CHILD_FDS_DEVNULL ? STEP_DEVNULL : STEP_DUP);
     TRY(CHDIR, chdir(SBX_BUNDLE));
 
     /* C8. Privileges. The bounding set and securebits need CAP_SETPCAP, so
@@ -566,22 +552,6 @@ static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err
     return 0;
 }
 
-static void clamp_limit(int resource, rlim_t want, struct rlimit *out)
-{
-    struct rlimit cur;
-    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
-        want = cur.rlim_max;
-    out->rlim_cur = out->rlim_max = want;
-}
-
-static int nonblock_cloexec(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
-    return fcntl(fd, F_SETFD, FD_CLOEXEC);
-}
-
 static sbx_unit *unit_find(mxu_sandbox *sb, const char *label)
 {
     for (sbx_unit *u = sb->units; u; u = u->next)
@@ -681,9 +651,10 @@ static void plan_finish(sbx_plan *plan, const mxu_exec_spec *spec, const char *e
     plan->src[2] = h->errp[1];
     plan->src[3] = h->ch_child[0];
     plan->src[4] = h->ch_child[1];
-    clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024, &plan->nofile);
+    mxu_exec_clamp_limit(RLIMIT_NOFILE, spec->max_open_files ? spec->max_open_files : 1024,
+                         &plan->nofile);
     /* CPU: SIGXCPU at the soft limit, SIGKILL a second later. */
-    clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan->cpu);
+    mxu_exec_clamp_limit(RLIMIT_CPU, spec->cpu_limit_s + 1, &plan->cpu);
     if (plan->cpu.rlim_cur > spec->cpu_limit_s && spec->cpu_limit_s > 0)
         plan->cpu.rlim_cur = spec->cpu_limit_s;
 }
@@ -823,7 +794,7 @@ static int sandbox_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_
     int *fds[] = {&p->fds.channel, &p->fds.channel_w, &p->fds.stdin_w, &p->fds.stdout_r,
                   &p->fds.stderr_r};
     for (size_t i = 0; i < MXU_ARRAY_LEN(fds); i++) {
-        if (*fds[i] >= 0 && nonblock_cloexec(*fds[i]) < 0) {
+        if (*fds[i] >= 0 && mxu_fd_nonblock_cloexec(*fds[i]) < 0) {
             mxu_err_sys(err, errno, "%s: fcntl", spec->label);
             goto out_kill;
         }

@@ -47,6 +47,53 @@ void mxu_child_default_signals(void)
     sigprocmask(SIG_SETMASK, &none, NULL);
 }
 
+int mxu_child_place_fds(const int *src, int n, int report_fd)
+{
+    /* Move every source above 10 first, so that a source that already sits
+     * on a target number cannot be clobbered; then dup2 onto 0..n-1 (dup2
+     * clears close-on-exec). */
+    int moved[MXU_CHILD_FDS_MAX];
+    int keep_from = 3;
+    for (int i = 0; i < n; i++) {
+        moved[i] = -1;
+        if (src[i] >= 0 && (moved[i] = fcntl(src[i], F_DUPFD_CLOEXEC, 10)) < 0)
+            return MXU_CHILD_FDS_DUP;
+    }
+    for (int i = 0; i < n; i++) {
+        int fd = moved[i];
+        if (fd < 0 && i < 3 && (fd = open("/dev/null", O_RDWR | O_CLOEXEC)) < 0)
+            return MXU_CHILD_FDS_DEVNULL;
+        if (fd >= 0 && dup2(fd, i) < 0)
+            return MXU_CHILD_FDS_DUP;
+        if (fd < 0)
+            close(i); /* a gap below a later descriptor: not the node's */
+        if (src[i] >= 0 && i + 1 > keep_from)
+            keep_from = i + 1;
+    }
+    /* Close everything else but the report pipe, which must survive until
+     * execve (it is close-on-exec). */
+    if (report_fd > keep_from)
+        syscall(SYS_close_range, (unsigned)keep_from, (unsigned)report_fd - 1, 0u);
+    syscall(SYS_close_range, (unsigned)report_fd + 1, ~0u, 0u);
+    return 0;
+}
+
+void mxu_exec_clamp_limit(int resource, rlim_t want, struct rlimit *out)
+{
+    struct rlimit cur;
+    if (getrlimit(resource, &cur) == 0 && cur.rlim_max != RLIM_INFINITY && want > cur.rlim_max)
+        want = cur.rlim_max;
+    out->rlim_cur = out->rlim_max = want;
+}
+
+int mxu_fd_nonblock_cloexec(int fd)
+{
+    int fl = fcntl(fd, F_GETFL);
+    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
+        return -1;
+    return fcntl(fd, F_SETFD, FD_CLOEXEC);
+}
+
 /* ---- the channel as two pipes ------------------------------------------------------------------
  * Why pipes and not a socketpair: every descriptor operation and svc hop is
  * a round trip through the node, and a pipe round trip between two

@@ -190,14 +190,6 @@ static void helper_on_proc_free(mxu_proc *p)
 static vm_unit *unit_by_key(mxu_exec *ex, const char *label, const char *image);
 static void on_spare_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud);
 
-static int nonblock_cloexec(int fd)
-{
-    int fl = fcntl(fd, F_GETFL);
-    if (fl < 0 || fcntl(fd, F_SETFL, fl | O_NONBLOCK) < 0)
-        return -1;
-    return fcntl(fd, F_SETFD, FD_CLOEXEC);
-}
-
 /* The helper's instance ended cleanly and its guest is pristine again: a
  * new handle with a new channel and stderr, filed as a spare; then the old
  * instance's end goes to its owner. */
@@ -214,9 +206,10 @@ static void helper_recycle(vm_helper *vh)
     int host[2] = {-1, -1}, child[2] = {-1, -1}, errp[2] = {-1, -1};
     mxu_err err = {0};
     mxu_proc *p2 = NULL;
+    bool watched = false;
     if (mxu_exec_channel_pipes(host, child, u->label, &err) < 0 || pipe2(errp, O_CLOEXEC) < 0 ||
-        nonblock_cloexec(host[0]) < 0 || nonblock_cloexec(host[1]) < 0 ||
-        nonblock_cloexec(errp[0]) < 0) {
+        mxu_fd_nonblock_cloexec(host[0]) < 0 || mxu_fd_nonblock_cloexec(host[1]) < 0 ||
+        mxu_fd_nonblock_cloexec(errp[0]) < 0) {
         mxu_warn("vm: %s: cannot recycle a helper: %s", u->label,
                  err.msg[0] ? err.msg : strerror(errno));
         goto fail;
@@ -237,6 +230,7 @@ static void helper_recycle(vm_helper *vh)
         mxu_warn("vm: %s: cannot recycle a helper: %s", u->label, err.msg);
         goto fail;
     }
+    watched = true;
     /* The new instance's ends, to the helper: in, out, stderr. */
     int give[3] = {child[0], child[1], errp[1]};
     char g = 'G';
@@ -274,7 +268,7 @@ static void helper_recycle(vm_helper *vh)
     return;
 
 fail:
-    if (p2 && !p2->ex) { /* not watched: never seen by the exec layer */
+    if (p2 && !watched) { /* never linked by the exec layer (watch sets ex early) */
         mxu_closep(&p2->fds.channel);
         mxu_closep(&p2->fds.channel_w);
         mxu_closep(&p2->fds.stderr_r);
