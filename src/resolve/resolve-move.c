@@ -75,7 +75,9 @@ struct mxu_move {
     /* finishing */
     size_t writes_inflight;
     bool finishing;
-    bool dst_failed; /* a dual write failed there: the move cannot complete */
+    bool dst_failed;  /* a dual write failed there: the move cannot complete */
+    bool copy_failed; /* the copier failed: end with `failure` once writes land */
+    mxu_err failure;
     held_call *held, **held_tail;
     void (*done)(void *ud, const mxu_err *err);
     void *ud;
@@ -184,6 +186,10 @@ static void maybe_finish(mxu_move *m)
 {
     if (!m->finishing || m->writes_inflight > 0)
         return;
+    if (m->copy_failed) {
+        move_end(m, &m->failure);
+        return;
+    }
     if (m->dst_failed) {
         /* The destination missed a write: switching would lose it. */
         mxu_err err;
@@ -196,10 +202,12 @@ static void maybe_finish(mxu_move *m)
 
 static void copy_fail(mxu_move *m, const char *what, const mxu_res_result *res)
 {
-    mxu_err err;
-    mxu_err_set(&err, EIO, "%s: %s", what, res->message ? res->message : "backend error");
-    /* Let dual writes in flight finish first: they hold references, not the move. */
-    move_end(m, &err);
+    mxu_err_set(&m->failure, EIO, "%s: %s", what, res->message ? res->message : "backend error");
+    m->copy_failed = true;
+    /* Dual writes in flight point at the move and its destination: end only
+     * once they have landed, holding new writes meanwhile (maybe_finish). */
+    m->finishing = true;
+    maybe_finish(m);
 }
 
 /* ---- the copier: kv ---------------------------------------------------------------- */
@@ -540,9 +548,9 @@ int mxu_resolver_move(mxu_resolver *r, const char *tenant, const char *uri, cons
     if (b == NULL)
         return -1;
     if (b->move) {
+        mxu_err_set(err, EBUSY, "%s is already being moved to %s", uri, b->move_to->location);
         mxu_binding_unref(b);
-        return mxu_err_set(err, EBUSY, "%s is already being moved to %s", uri,
-                           b->move_to->location);
+        return -1;
     }
     if (strcmp(b->backend->location, location) == 0) {
         mxu_binding_unref(b);
