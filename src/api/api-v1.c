@@ -481,8 +481,23 @@ static json_t *filter_tenant(json_t *arr, const char *tenant)
 /* The resource map is per tenant: kv:orders of tenant acme is another store
  * than default's. `tenant` is whose entries are read or changed; `all`: the
  * whole map (a node-wide reader listing without ?tenant=). */
+/* A location other than `embedded` is a path or a server as the node sees
+ * them (fs:///any/dir, redis://any-host): only the node admin may choose one,
+ * or a tenant's admin could have the node write anywhere it may write, or
+ * connect anywhere it can reach. */
+static bool location_allowed(mxu_http_req *req, bool node_admin, const char *location)
+{
+    if (node_admin || strcmp(location, "embedded") == 0)
+        return true;
+    api_error(req, 403, "forbidden", NULL,
+              "only the node admin may bind a resource to '%s': a tenant's admin may choose "
+              "'embedded' (or reset to it)",
+              location);
+    return false;
+}
+
 static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool all,
-                      const char *uri, const char *action)
+                      bool node_admin, const char *uri, const char *action)
 {
     mxu_err err;
     if (api->cfg.resolver == NULL) {
@@ -513,6 +528,10 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
             api_error(req, 400, "bad_request", NULL, "move with {\"to\": LOCATION}");
             return;
         }
+        if (!location_allowed(req, node_admin, to)) {
+            json_decref(j);
+            return;
+        }
         move_ctx *c = mxu_calloc(1, sizeof(*c));
         c->req = req;
         c->uri = mxu_strdup(uri);
@@ -538,6 +557,10 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
         if (json_unpack(j, "{s:s}", "backend", &backend) < 0) {
             json_decref(j);
             api_error(req, 400, "bad_request", NULL, "set a resource with {\"backend\": LOCATION}");
+            return;
+        }
+        if (!location_allowed(req, node_admin, backend)) {
+            json_decref(j);
             return;
         }
         int rc = mxu_resolver_set(api->cfg.resolver, tenant, uri, backend, &err);
@@ -755,15 +778,9 @@ static int percent_decode(char *s)
             *w++ = *r;
             continue;
         }
-        int hi = r[1] ? (r[1] >= 'a'   ? r[1] - 'a' + 10
-                         : r[1] >= 'A' ? r[1] - 'A' + 10
-                                       : r[1] - '0')
-                      : -1;
-        int lo = hi >= 0 && r[2] ? (r[2] >= 'a'   ? r[2] - 'a' + 10
-                                    : r[2] >= 'A' ? r[2] - 'A' + 10
-                                                  : r[2] - '0')
-                                 : -1;
-        if (hi < 0 || hi > 15 || lo < 0 || lo > 15)
+        int hi = api_hexval(r[1]);
+        int lo = hi >= 0 ? api_hexval(r[2]) : -1;
+        if (hi < 0 || lo < 0)
             return -1;
         char c = (char)(hi * 16 + lo);
         if (c == '/' || c == '\0')
@@ -892,8 +909,9 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
             api_error(req, 404, "tenant_not_found", NULL, "no tenant '%s'", tenant);
             return;
         }
-        resources(api, req, tenant, listing && node_reader && !named, nseg >= 2 ? seg[1] : NULL,
-                  nseg == 3 ? seg[2] : NULL);
+        bool node_admin = mxu_policy_check(who, MXU_ACT_NODE_ADMIN, NULL, NULL, &err) == 0;
+        resources(api, req, tenant, listing && node_reader && !named, node_admin,
+                  nseg >= 2 ? seg[1] : NULL, nseg == 3 ? seg[2] : NULL);
         return;
     }
     if (nseg == 0 || strcmp(seg[0], "functions") != 0) {

@@ -205,6 +205,14 @@ def test_svc_and_kv_per_tenant():
                "may not act on tenant default")
         denied(n.request("PUT", "/v1/resources/kv:spare", body={"backend": "embedded"},
                          key=acme["deployer"]), "role deployer of tenant acme")
+        # Any other location is a path or server on the node's side: the
+        # node admin's to choose, for a set and for a move alike.
+        for method, path, body in (("PUT", "/v1/resources/blob:spare", {"backend": "fs:///tmp"}),
+                                   ("POST", "/v1/resources/kv:spare/move",
+                                    {"to": "redis://127.0.0.1:1/0"})):
+            denied(n.request(method, path, body=body, key=acme["admin"]), "only the node admin")
+        check(not any(x["resource"] == "blob:spare" for x in
+                      n.get("/v1/resources?tenant=acme").json()["resources"]), "blob:spare was set")
         r = n.request("DELETE", "/v1/resources/kv:spare?tenant=acme")
         eq((r.status, r.json().get("tenant")), (200, "acme"), r.body)
         p = n.cli("resource", "ls", "--tenant", "acme", check_rc=0)
