@@ -44,6 +44,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -1118,10 +1119,20 @@ static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *er
     _cleanup_buf_ mxu_buf data = {0};
     mxu_err rerr;
     if (mxu_journal_read(m->dir, gen, &data, &rerr) < 0) {
-        /* A header that never reached the disk (power loss while the
-         * segment was made): it can hold no record that was answered. */
-        mxu_warn("usage journal: skipping segment %llu: %s", (unsigned long long)gen, rerr.msg);
-        return 0;
+        /* A segment no longer than its header (power loss while it was
+         * made) can hold no record that was answered: skip it. Anything
+         * else unreadable may hold answered records, and replay() drops the
+         * segments it has been through: refuse to start instead. */
+        struct stat st;
+        _cleanup_free_ char *path = mxu_journal_path(m->dir, gen);
+        if (stat(path, &st) == 0 && st.st_size <= MXU_JOURNAL_HDR) {
+            mxu_warn("usage journal: skipping segment %llu: %s", (unsigned long long)gen, rerr.msg);
+            return 0;
+        }
+        return mxu_err_set(err, EIO,
+                           "usage journal segment %s cannot be read (%s); it may hold "
+                           "answered usage records, so the node will not start without it",
+                           path, rerr.msg);
     }
     if (from < MXU_JOURNAL_HDR)
         from = MXU_JOURNAL_HDR;
