@@ -89,4 +89,7 @@ mxu_fn_version *api_resolve(mxu_api *api, const char *tenant, const char *name, 
 /* Answer 401 for a failed mxu_policy_authenticate. */
 void api_unauthorized(mxu_http_req *req, const mxu_err *err);
 
+/* The value of a hexadecimal digit, or -1 (percent-decoding). */
+int api_hexval(char c);
+
 #endif

@@ -143,17 +143,6 @@ void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, con
 
 /* ---- query parameters ---- */
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* The percent-decoded value of `key` in the query into out; false if absent,
  * empty, too long or badly encoded. */
 static bool query_get(mxu_http_req *req, const char *key, char *out, size_t outlen)
@@ -168,8 +157,8 @@ static bool query_get(mxu_http_req *req, const char *key, char *out, size_t outl
             for (size_t i = klen + 1; i < len; i++) {
                 char c = q[i];
                 if (c == '%') {
-                    int hi = i + 2 < len ? hexval(q[i + 1]) : -1;
-                    int lo = i + 2 < len ? hexval(q[i + 2]) : -1;
+                    int hi = i + 2 < len ? api_hexval(q[i + 1]) : -1;
+                    int lo = i + 2 < len ? api_hexval(q[i + 2]) : -1;
                     if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
                         return false;
                     c = (char)(hi * 16 + lo);

@@ -57,9 +57,8 @@ static int quota_field(json_t *body, const char *name, uint64_t *v, mxu_err *err
         return 0;
     }
     if (json_is_string(f) && strcmp(name, "bytes_out") == 0)
-        return mxu_parse_size(json_string_value(f), v, err) < 0
-                   ? mxu_err_set(err, EINVAL, "bytes_out: %s", err->msg)
-                   : 0;
+        return mxu_parse_size(json_string_value(f), v, err) < 0 ? mxu_err_prefix(err, "bytes_out")
+                                                                : 0;
     return mxu_err_set(err, EINVAL, "%s: expected a whole number of at least 1, or null%s", name,
                        strcmp(name, "bytes_out") == 0 ? " (or a size like \"10GiB\")" : "");
 }

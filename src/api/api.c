@@ -209,3 +209,14 @@ void mxu_api_handle(mxu_http_req *req, void *ud)
     api_error(req, 404, "not_found", NULL,
               "nothing at this path; functions are invoked at /fn/NAME and managed under /v1/");
 }
+
+int api_hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}

@@ -167,9 +167,10 @@ int mxu_quota_reserve(mxu_policy *p, const char *tenant, uint64_t now_ms, mxu_sh
 {
     if (p->meter == NULL)
         return 0;
-    pol_tstate *ts = pol_tstate_find(p, tenant);
-    if (ts == NULL)
-        return 0; /* no quota and no usage yet: counted from its first record on */
+    /* Made on first use: a tenant with no quota and no usage yet reserves too,
+     * so that every 0 returned here is a reservation its caller gives back
+     * (mxu_quota_release), never another request's. */
+    pol_tstate *ts = pol_tstate_get(p, tenant);
     roll(ts, month_of(now_ms, NULL, NULL));
     const mxu_quota *q = &ts->quota;
     const char *which = NULL;

@@ -298,7 +298,8 @@ int mxu_policy_quota_set(mxu_policy *p, const char *tenant, const mxu_quota *q, 
 /* Count this month's usage of every tenant from the meter's records (at
  * start), and from then on count each record as it is handed to the meter. */
 int mxu_policy_quota_attach(mxu_policy *p, mxu_meter *m, mxu_err *err);
-/* Reserve one invocation of `tenant` (O(1)): -1 with the denial if a quota
+/* Reserve one invocation of `tenant` (O(1)): 0 when reserved (give it back
+ * with mxu_quota_release), -1 with the denial if a quota
  * of the month is reached, counting invocations in flight, so concurrent
  * requests never run more than the quota. Without a meter attached, quotas
  * are not enforced (there is nothing to count them from). */
