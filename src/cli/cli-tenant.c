@@ -125,11 +125,14 @@ static int tenant_shape(const cli_verb_help *h, int argc, char **argv)
             json_object_set_new(body, names[id - OPT_RATE], opt_value(arg, id != OPT_RATE));
         }
     }
-    bool limits = strcmp(pos[0], "limits") == 0;
     if (npos != 2) {
         json_decref(body);
-        return cli_usage_error(h, "%s takes one tenant name", pos[0]);
+        /* pos[0] is unset when an option took the word as its value
+         * (`mxu tenant --key limits`). */
+        return npos == 0 ? cli_usage_error(h, "limits or quota takes one tenant name")
+                         : cli_usage_error(h, "%s takes one tenant name", pos[0]);
     }
+    bool limits = strcmp(pos[0], "limits") == 0;
     const char *lk[] = {"rate", "burst", "concurrency"};
     size_t nl = 0;
     for (size_t i = 0; i < MXU_ARRAY_LEN(lk); i++)
