@@ -9,7 +9,7 @@ set -eu
 
 pkgs="build-essential pkg-config meson ninja-build clang clang-format libclang-rt-14-dev
       libuv1-dev libhttp-parser-dev libjansson-dev libyaml-dev libsqlite3-dev
-      libsodium-dev zlib1g-dev libcurl4-openssl-dev uthash-dev libhiredis-dev redis-server
+      libsodium-dev zlib1g-dev libxxhash-dev libcurl4-openssl-dev uthash-dev libhiredis-dev redis-server
       python3 curl procps
       qemu-system-x86 busybox-static cpio"
 if [ "${1:-}" = "--bench" ]; then

@@ -143,8 +143,13 @@ const mxu_principal *api_authenticate(mxu_api *api, mxu_http_req *req)
 {
     const mxu_principal *who;
     mxu_err err;
-    if (mxu_policy_authenticate(api->cfg.policy, mxu_http_req_header(req, "Authorization"), &who,
-                                &err) < 0) {
+    /* The connection remembers the key its last request proved. */
+    mxu_auth_memo *memo = mxu_http_req_conn_data(req), *was = memo;
+    int rc = mxu_policy_authenticate_memo(
+        api->cfg.policy, mxu_http_req_header(req, "Authorization"), &memo, &who, &err);
+    if (memo != was)
+        mxu_http_req_set_conn_data(req, memo, mxu_auth_memo_free);
+    if (rc < 0) {
         api_unauthorized(req, &err);
         return NULL;
     }

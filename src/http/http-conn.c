@@ -646,6 +646,8 @@ static void on_handle_closed(uv_handle_t *h)
     mxu_buf_free(&c->out);
     http_req_free(c->spare);
     http_req_free(c->req); /* not out with the handler: close() detached that */
+    if (c->user_free)
+        c->user_free(c->user);
     free(c);
     http_server_unref(srv);
 }

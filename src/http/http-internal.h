@@ -191,6 +191,9 @@ struct http_conn {
     bool out_blocked;
     bool eof; /* the peer sent FIN */
 
+    void *user;                  /* the handler's per-connection data */
+    void (*user_free)(void *ud); /* frees it when the connection is gone */
+
     uv_timer_t timer;
     uint64_t deadline;  /* uv_now() ms; 0 = none */
     uint64_t timer_due; /* when the armed timer fires */

@@ -195,6 +195,23 @@ const char *mxu_http_req_peer(const mxu_http_req *req)
     return req->peer;
 }
 
+void *mxu_http_req_conn_data(const mxu_http_req *req)
+{
+    return req->conn ? req->conn->user : NULL;
+}
+
+void mxu_http_req_set_conn_data(mxu_http_req *req, void *data, void (*free_fn)(void *data))
+{
+    http_conn *c = req->conn;
+    if (c == NULL) {
+        if (free_fn)
+            free_fn(data);
+        return;
+    }
+    c->user = data;
+    c->user_free = free_fn;
+}
+
 uint64_t mxu_http_req_start_ns(const mxu_http_req *req)
 {
     return req->start_ns;

@@ -86,6 +86,12 @@ void mxu_http_req_steal_body(mxu_http_req *req, mxu_buf *out);
 const char *mxu_http_req_peer(const mxu_http_req *req);
 /* Nanoseconds (mxu_now_ns) when the request was complete. */
 uint64_t mxu_http_req_start_ns(const mxu_http_req *req);
+/* The handler's own data for the request's connection (NULL until set),
+ * e.g. what its previous request authenticated as. Setting it replaces what
+ * was there (the caller disposes of that); `free_fn` runs when the
+ * connection is gone, or at once if it already is. */
+void *mxu_http_req_conn_data(const mxu_http_req *req);
+void mxu_http_req_set_conn_data(mxu_http_req *req, void *data, void (*free_fn)(void *data));
 /* Called at most once, if the connection ends before the response is sent:
  * the client disconnected (an EOF counts, even a half-close) or the server
  * was closed. The request stays valid and must still be answered; `cb` may

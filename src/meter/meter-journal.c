@@ -4,14 +4,20 @@
  * "Durability").
  *
  * A segment is DIR/usage.journal.<gen> (gen a decimal number that only
- * grows): a 16-byte header ("mxujrnl1" and the gen, so a file that is not a
+ * grows): a 16-byte header ("mxujrnl2" and the gen, so a file that is not a
  * journal of this format is never misread), then frames. A frame is
  *
- *     u32 len | u32 crc32(len bytes, then payload) | payload (len bytes)
+ *     u32 word | u32 check | payload (len bytes)
  *
- * where the payload is a record's packed form (meter-record.c). Integers are
- * in the host's byte order: a journal is read back only by the node that
- * wrote it, on the same machine, and a changed packed form gets a new magic.
+ * where the payload is a record's packed form (meter-record.c), len is
+ * word & ~FRAME_XXH, and check is the low 32 bits of XXH3-64 of the payload
+ * seeded with the word when word has FRAME_XXH, else zlib's crc32 over the same
+ * bytes. Frames are written with XXH3 (about 15 ns for a record, crc32 was
+ * 170 ns: an eighth of what metering cost a warm no-op); crc32 frames are
+ * those of "mxujrnl1" segments and of batch rows in usage.db written before
+ * the change, and are still read. Integers are in the host's byte order: a
+ * journal is read back only by the node that wrote it, on the same machine,
+ * and a changed packed form gets a new magic.
  *
  * The checksum is what makes the tail trustworthy: after a power loss the
  * end of a segment may hold a half-written frame, zeros, or old blocks. A
@@ -33,15 +39,24 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include <xxhash.h>
 #include <zlib.h>
 
-static const char journal_magic[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '1'};
+static const char journal_magic[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '2'};
+/* The magic of segments whose frames all have crc32 checks; still read. */
+static const char journal_magic_v1[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '1'};
 #define JOURNAL_PREFIX "usage.journal."
+/* In a frame's first word: the check is XXH3's, not crc32's. */
+#define FRAME_XXH 0x80000000u
 
-static uint32_t frame_crc(uint32_t len, const void *payload)
+_Static_assert(MXU_JOURNAL_FRAME_MAX < FRAME_XXH, "frame lengths must leave the flag bit free");
+
+static uint32_t frame_check(uint32_t word, const void *payload, uint32_t len)
 {
+    if (word & FRAME_XXH) /* the word seeds the hash: a changed length is caught too */
+        return (uint32_t)XXH3_64bits_withSeed(payload, len, word);
     uLong c = crc32(0L, Z_NULL, 0);
-    c = crc32(c, (const Bytef *)&len, sizeof(len));
+    c = crc32(c, (const Bytef *)&word, sizeof(word));
     return (uint32_t)crc32(c, payload, len);
 }
 
@@ -54,8 +69,8 @@ void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r)
     mxu_buf_append(out, hdr, sizeof(hdr));
     mxu_usage_record_encode(r, out);
     uint32_t len = (uint32_t)(out->len - at - sizeof(hdr));
-    hdr[0] = len;
-    hdr[1] = frame_crc(len, out->data + at + sizeof(hdr));
+    hdr[0] = len | FRAME_XXH;
+    hdr[1] = frame_check(hdr[0], out->data + at + sizeof(hdr), len);
     memcpy(out->data + at, hdr, sizeof(hdr));
 }
 
@@ -67,17 +82,18 @@ size_t mxu_journal_scan(const void *data, size_t len, bool verify, mxu_journal_e
     while (len - off >= 8) {
         uint32_t hdr[2];
         memcpy(hdr, p + off, sizeof(hdr));
-        if (hdr[0] == 0 || hdr[0] > MXU_JOURNAL_FRAME_MAX || hdr[0] > len - off - 8)
+        uint32_t flen = hdr[0] & ~FRAME_XXH;
+        if (flen == 0 || flen > MXU_JOURNAL_FRAME_MAX || flen > len - off - 8)
             break;
         const char *payload = p + off + 8;
-        if (verify && frame_crc(hdr[0], payload) != hdr[1])
+        if (verify && frame_check(hdr[0], payload, flen) != hdr[1])
             break;
         mxu_usage_record r;
-        if (mxu_usage_record_decode(payload, hdr[0], &r) < 0)
+        if (mxu_usage_record_decode(payload, flen, &r) < 0)
             break;
         if (each && each(ud, &r) < 0)
             break;
-        off += 8 + (size_t)hdr[0];
+        off += 8 + (size_t)flen;
     }
     return off;
 }
@@ -166,7 +182,8 @@ int mxu_journal_read(const char *dir, uint64_t gen, mxu_buf *out, mxu_err *err)
     if (mxu_read_file(path, SIZE_MAX / 2, out, err) < 0)
         return -1;
     uint64_t hgen;
-    if (out->len < MXU_JOURNAL_HDR || memcmp(out->data, journal_magic, 8) != 0 ||
+    if (out->len < MXU_JOURNAL_HDR ||
+        (memcmp(out->data, journal_magic, 8) != 0 && memcmp(out->data, journal_magic_v1, 8) != 0) ||
         (memcpy(&hgen, out->data + 8, sizeof(hgen)), hgen != gen))
         return mxu_err_set(err, EINVAL, "%s: not a usage journal of this format (bad header)",
                            path);

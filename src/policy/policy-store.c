@@ -513,27 +513,28 @@ bool mxu_policy_is_key_header(const char *authorization)
     return v && n >= 4 && strncmp(v, "mxu_", 4) == 0;
 }
 
-int mxu_policy_authenticate(mxu_policy *p, const char *authorization, const mxu_principal **out,
-                            mxu_err *err)
+/* The key `authorization` proves, live or not; NULL with err set. */
+static mxu_principal *auth_prove(mxu_policy *p, const char *authorization, mxu_err *err)
 {
-    if (!p->auth) {
-        *out = &p->node_admin;
-        return 0;
+    if (authorization == NULL) {
+        mxu_err_set(err, ENOKEY,
+                    "this node requires an API key: send 'Authorization: Bearer KEY' "
+                    "(the node's first admin key is in its data directory, admin.key)");
+        return NULL;
     }
-    if (authorization == NULL)
-        return mxu_err_set(err, ENOKEY,
-                           "this node requires an API key: send 'Authorization: Bearer KEY' "
-                           "(the node's first admin key is in its data directory, admin.key)");
     size_t n;
     const char *v = bearer_value(authorization, &n);
-    if (v == NULL)
-        return mxu_err_set(err, EINVAL,
-                           "the Authorization header must be 'Bearer KEY' (with an mxu key, "
-                           "mxu_<id>_<secret>)");
+    if (v == NULL) {
+        mxu_err_set(err, EINVAL,
+                    "the Authorization header must be 'Bearer KEY' (with an mxu key, "
+                    "mxu_<id>_<secret>)");
+        return NULL;
+    }
     char text[MXU_KEY_TEXT_LEN + 2];
-    if (n > MXU_KEY_TEXT_LEN)
-        return mxu_err_set(err, EINVAL, "malformed API key: %zu characters, not %d", n,
-                           MXU_KEY_TEXT_LEN);
+    if (n > MXU_KEY_TEXT_LEN) {
+        mxu_err_set(err, EINVAL, "malformed API key: %zu characters, not %d", n, MXU_KEY_TEXT_LEN);
+        return NULL;
+    }
     memcpy(text, v, n);
     text[n] = '\0';
     char id[MXU_KEY_ID_HEX + 1];
@@ -541,25 +542,90 @@ int mxu_policy_authenticate(mxu_policy *p, const char *authorization, const mxu_
     mxu_err perr;
     if (mxu_key_parse(text, id, secret, &perr) < 0) {
         sodium_memzero(text, sizeof(text));
-        return mxu_err_set(err, EINVAL, "malformed API key: %s", perr.msg);
+        mxu_err_set(err, EINVAL, "malformed API key: %s", perr.msg);
+        return NULL;
     }
     sodium_memzero(text, sizeof(text));
     mxu_principal *k = pol_key_find(p, id);
     /* Hash even when the id is unknown, so the answer takes the same time. */
     mxu_key_hash(id, secret, hash);
     sodium_memzero(secret, sizeof(secret));
-    if (k == NULL || sodium_memcmp(hash, k->hash, sizeof(hash)) != 0)
-        return mxu_err_set(err, ENOENT, "unknown API key (no key %s with that secret)", id);
+    if (k == NULL || sodium_memcmp(hash, k->hash, sizeof(hash)) != 0) {
+        mxu_err_set(err, ENOENT, "unknown API key (no key %s with that secret)", id);
+        return NULL;
+    }
+    return k;
+}
+
+/* Whether a proven key may still be used. */
+static int auth_live(const mxu_principal *k, mxu_err *err)
+{
     if (k->revoked_ms) {
         char when[40];
         mxu_format_time_ms(k->revoked_ms, when, sizeof(when));
-        return mxu_err_set(err, EKEYREVOKED, "API key %s was revoked at %s", id, when);
+        return mxu_err_set(err, EKEYREVOKED, "API key %s was revoked at %s", k->id, when);
     }
     if (k->expires_ms && mxu_wall_ms() >= k->expires_ms) {
         char when[40];
         mxu_format_time_ms(k->expires_ms, when, sizeof(when));
-        return mxu_err_set(err, EKEYEXPIRED, "API key %s expired at %s", id, when);
+        return mxu_err_set(err, EKEYEXPIRED, "API key %s expired at %s", k->id, when);
     }
+    return 0;
+}
+
+int mxu_policy_authenticate(mxu_policy *p, const char *authorization, const mxu_principal **out,
+                            mxu_err *err)
+{
+    return mxu_policy_authenticate_memo(p, authorization, NULL, out, err);
+}
+
+struct mxu_auth_memo {
+    const mxu_principal *who; /* keys are never freed while the policy lives */
+    size_t len, cap;
+    char value[]; /* the Authorization value that proved it */
+};
+
+void mxu_auth_memo_free(void *memo)
+{
+    mxu_auth_memo *m = memo;
+    if (m == NULL)
+        return;
+    sodium_memzero(m->value, m->cap);
+    free(m);
+}
+
+int mxu_policy_authenticate_memo(mxu_policy *p, const char *authorization, mxu_auth_memo **memo,
+                                 const mxu_principal **out, mxu_err *err)
+{
+    if (!p->auth) {
+        *out = &p->node_admin;
+        return 0;
+    }
+    size_t len = authorization ? strlen(authorization) : 0;
+    mxu_auth_memo *m = memo ? *memo : NULL;
+    /* A plain memcmp: the memo holds what this same connection sent before,
+     * so its timing tells the sender nothing it did not know. */
+    const mxu_principal *k;
+    if (m && authorization && m->len == len && memcmp(m->value, authorization, len) == 0) {
+        k = m->who;
+    } else {
+        k = auth_prove(p, authorization, err);
+        if (k == NULL)
+            return -1;
+        if (memo && len <= MXU_KEY_TEXT_LEN + 64) {
+            if (m == NULL || m->cap < len + 1) {
+                mxu_auth_memo_free(m);
+                m = mxu_malloc(sizeof(*m) + len + 1);
+                m->cap = len + 1;
+                *memo = m;
+            }
+            memcpy(m->value, authorization, len + 1);
+            m->len = len;
+            m->who = k;
+        }
+    }
+    if (auth_live(k, err) < 0)
+        return -1;
     *out = k;
     return 0;
 }

@@ -132,6 +132,18 @@ json_t *mxu_policy_keys_json(const mxu_policy *p, const char *tenant);
  * With authentication off, always succeeds with the node admin. */
 int mxu_policy_authenticate(mxu_policy *p, const char *authorization, const mxu_principal **out,
                             mxu_err *err);
+
+/* The same, remembering per connection what the last success proved. A
+ * client on a keep-alive connection sends the same key with every request:
+ * a value equal byte for byte to the one `*memo` proved skips parsing and
+ * hashing the key (~0.4 µs of a ~10 µs warm invocation); revocation and
+ * expiry are checked every time. The memo holds that value (zeroed when
+ * freed) and is only ever compared with what the same connection sends.
+ * Free it with mxu_auth_memo_free. */
+typedef struct mxu_auth_memo mxu_auth_memo;
+int mxu_policy_authenticate_memo(mxu_policy *p, const char *authorization, mxu_auth_memo **memo,
+                                 const mxu_principal **out, mxu_err *err);
+void mxu_auth_memo_free(void *memo);
 /* Is this header value an mxu key at all (so the node, not the function it
  * is addressed to, is its recipient)? */
 bool mxu_policy_is_key_header(const char *authorization);

@@ -491,11 +491,16 @@ static void on_frame(mxu_channel *ch, const mxu_frame_hdr *h, const uint8_t *pay
  * invocation at the head, the one that was running. It is read once per
  * batch, not once per RESULT (with pipelined invocations a batch holds many),
  * and only when a frame of the batch needs it (see on_frame). */
-static void on_batch(mxu_channel *ch, void *ud)
+static void on_batch(mxu_channel *ch, bool begin, void *ud)
 {
     MXU_UNUSED(ch);
     mxu_instance *inst = ud;
-    inst->stderr_unread = true; /* read by on_frame, when a frame needs it */
+    if (begin)
+        inst->stderr_unread = true; /* read by on_frame, when a frame needs it */
+    /* The CPU time is read at most once per batch (sched-meter.c): at the
+     * first result in it; anything else (a timeout, a crash) reads afresh. */
+    inst->cpu_batch = begin;
+    inst->cpu_fresh = false;
 }
 
 static void on_channel_end(mxu_channel *ch, int code, const char *why, void *ud)

@@ -125,6 +125,9 @@ struct mxu_instance {
     uint64_t served;
     uint64_t reserved_bytes;
     uint64_t cpu_mark;     /* its CPU time at its previous result (metering) */
+    uint64_t cpu_now;      /* its CPU time as read in this channel batch, */
+    bool cpu_fresh;        /* if one was read (on_batch clears) */
+    bool cpu_batch;        /* in a channel batch (on_batch) */
     uint64_t peak_bytes;   /* its peak memory when last read (metering) */
     uint64_t peak_read_ms; /* loop time of that reading */
     bool blame_head;       /* its end is the head invocation's fault */

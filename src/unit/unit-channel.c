@@ -90,8 +90,9 @@ static bool channel_has_frame(const mxu_channel *ch)
 
 static void channel_parse(mxu_channel *ch)
 {
-    if (ch->cbs.on_batch && channel_has_frame(ch))
-        ch->cbs.on_batch(ch, ch->ud);
+    bool batch = ch->cbs.on_batch && channel_has_frame(ch);
+    if (batch)
+        ch->cbs.on_batch(ch, true, ch->ud);
     ch->in_callback++;
     while (!ch->ended && !ch->closing) {
         size_t avail = ch->in.len - ch->in_off;
@@ -108,6 +109,8 @@ static void channel_parse(mxu_channel *ch)
         ch->in_off += MXU_FRAME_HEADER_SIZE + h.len;
         ch->cbs.on_frame(ch, &h, p + MXU_FRAME_HEADER_SIZE, ch->ud);
     }
+    if (batch && !ch->ended && !ch->closing)
+        ch->cbs.on_batch(ch, false, ch->ud);
     ch->in_callback--;
     /* Keep only the unparsed tail, once per read rather than per frame. */
     if (ch->in_off > 0) {

@@ -98,8 +98,9 @@ typedef struct mxu_channel_cbs {
      * No frame follows; the owner closes the channel. */
     void (*on_end)(mxu_channel *ch, int code, const char *why, void *ud);
     /* Optional: called once per read that brought at least one complete
-     * frame, before those frames are handed out. */
-    void (*on_batch)(mxu_channel *ch, void *ud);
+     * frame, with `begin` before those frames are handed out and without it
+     * after the last of them (unless the channel ended or is closing). */
+    void (*on_batch)(mxu_channel *ch, bool begin, void *ud);
 } mxu_channel_cbs;
 
 /* Take over `fd`, read from, and `wfd`, written to (both non-blocking): a

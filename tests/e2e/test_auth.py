@@ -136,6 +136,41 @@ def test_bad_keys():
         eq(n.get("/v1/health").status, 200)
 
 
+def test_keys_on_one_keep_alive_connection():
+    """A connection remembers the key its last request proved (so a client's
+    next request skips hashing it): revocation, expiry, a wrong secret, no key
+    and another key must still count on that same connection."""
+    import http.client
+    with Node() as n, tempfile.TemporaryDirectory() as tmp:
+        deploy_fn(n, tmp, "private")
+        k1 = new_key(n, "invoker")
+        k2 = new_key(n, "viewer", expires="2s")
+        conn = http.client.HTTPConnection("127.0.0.1", n.port, timeout=10)
+
+        def get(path, key):
+            conn.request("GET", path, headers={"Authorization": f"Bearer {key}"} if key else {})
+            r = conn.getresponse()
+            body = r.read()
+            check(not r.will_close, "the node closed the keep-alive connection")
+            code = json.loads(body)["error"]["code"] if r.status >= 400 else None
+            return r.status, code
+
+        eq(get("/fn/private", k1["key"]), (200, None))
+        wrong = k1["key"][:-1] + ("0" if k1["key"][-1] != "0" else "1")
+        eq(get("/fn/private", wrong), (401, "unknown_key"))
+        eq(get("/fn/private", k1["key"]), (200, None))
+        eq(get("/fn/private", None), (401, "missing_key"))
+        eq(get("/v1/functions", k2["key"]), (200, None))
+        eq(get("/v1/keys", k2["key"]), (403, "forbidden"))  # a viewer's key, not k1's
+        eq(get("/fn/private", k1["key"]), (200, None))
+        eq(n.request("DELETE", f"/v1/keys/{k1['id']}").status, 200)
+        eq(get("/fn/private", k1["key"]), (401, "revoked_key"))
+        eq(get("/v1/functions", k2["key"]), (200, None))
+        time.sleep(2.2)
+        eq(get("/v1/functions", k2["key"]), (401, "expired_key"))
+        conn.close()
+
+
 # (method, path, body, the roles of tenant default that may) for every route.
 # A function "hello-a" is deployed; "web" is the scope of the scoped keys.
 def routes(tmp):
