@@ -136,6 +136,37 @@ def quiet_latencies(node, n):
     return out
 
 
+def throttled_periods(node_id):
+    """Sum of nr_throttled over the node's instance cgroups (cpu.stat, v1 or v2)."""
+    total = 0
+    for d in cgroup_dirs(node_id):
+        try:
+            with open(os.path.join(d, "cpu.stat")) as f:
+                for line in f:
+                    k, v = line.split()
+                    if k == "nr_throttled":
+                        total += int(v)
+        except OSError:
+            pass
+    return total
+
+
+def scheduler_tick():
+    """One timer tick of this kernel (CONFIG_HZ), in seconds; 4 ms if unknown."""
+    import gzip
+    import platform
+    for path, opener in (("/proc/config.gz", gzip.open),
+                         (f"/boot/config-{platform.release()}", open)):
+        try:
+            with opener(path, "rt") as f:
+                for line in f:
+                    if line.startswith("CONFIG_HZ="):
+                        return 1.0 / int(line.split("=")[1])
+        except (OSError, ValueError):
+            pass
+    return 0.004
+
+
 def noisy_round(node):
     """One measurement: the quiet function's p99 alone, then beside the noisy one."""
     idle = p99(quiet_latencies(node, 400))
@@ -149,28 +180,41 @@ def noisy_round(node):
     t = threading.Thread(target=noise, daemon=True)
     t.start()
     time.sleep(0.3)  # let it get going
+    throttled = throttled_periods(node.node_id)
     busy = p99(quiet_latencies(node, 400))
+    throttled = throttled_periods(node.node_id) - throttled
     stop.set()
     t.join(timeout=30)
     check(noisy_results and all(s == 200 for s in noisy_results), f"noisy: {noisy_results}")
-    return idle, busy
+    return idle, busy, throttled
 
 
 def test_noisy_neighbour(ctx):
+    with open(os.path.join(ctx.node.data_dir, "node-id")) as f:
+        ctx.node.node_id = f.read().strip()
     quiet_latencies(ctx.node, 50)  # warm
+    tick = scheduler_tick()
     # Up to three rounds: this 2-CPU machine is shared, and someone else's
     # burst during one round says nothing about the sandbox. A sandbox that
     # lets the noisy one through fails every round.
     rounds = []
     for _ in range(3):
-        idle, busy = noisy_round(ctx.node)
-        rounds.append(f"idle {idle * 1e6:.0f} us / busy {busy * 1e6:.0f} us")
+        idle, busy, throttled = noisy_round(ctx.node)
+        rounds.append(f"idle {idle * 1e6:.0f} us / busy {busy * 1e6:.0f} us "
+                      f"({throttled} throttled periods)")
         print(f"  quiet p99: {rounds[-1]}")
-        # A floor of 1 ms for the bound: an idle p99 of a few hundred
-        # microseconds is at the scale of one scheduler tick here.
-        if busy <= 3 * max(idle, 0.001):
+        # The noisy one was held to its CPU quota (0.5 CPU; it asks for 4).
+        check(throttled > 0, f"the noisy instance was never throttled: {rounds[-1]}")
+        # The bound: 3x idle (floored at 1 ms), plus one scheduler tick. A
+        # request whose wakeups land while the neighbour's four tasks hold
+        # both CPUs (right after each quota period lets them back on, when
+        # they are owed time) can wait for the next tick: 4 ms at HZ=250.
+        # Rounds here split into ~0.9 ms and 3-5 ms p99 (ASan and release
+        # builds alike, 2026-11-30); the CI failed on 3.1-3.5 ms at 3x idle.
+        if busy <= 3 * max(idle, 0.001) + tick:
             return
-    raise AssertionError(f"quiet p99 beside the noisy one above 3x idle in every round: {rounds}")
+    raise AssertionError(f"quiet p99 beside the noisy one above 3x idle + one tick ({tick * 1e3:.0f} "
+                         f"ms) in every round: {rounds}")
 
 
 def cgroup_dirs(node_id):
