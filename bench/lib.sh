@@ -11,6 +11,7 @@
 #   wait_quiet             wait (up to $QUIET_WAIT s) until the machine is
 #                          >= $QUIET_MIN % idle; leaves the figure in $LAST_IDLE
 #   cpu_mark, cpu_foreign  share of the CPUs others used in between
+#   measured CMD...        CMD's number, redone while others disturbed it
 #   run_wrk NAME URL CONNS RUN   one wrk run pinned to $CLIENT_CPU; appends a
 #                          row to $RES/wrk.tsv, keeps wrk's text in $RES/raw/
 #
@@ -134,6 +135,30 @@ cpu_mark() { _mark=$(cpu_sample); }
 cpu_foreign() {
     echo "$_mark $(cpu_sample)" | awk '{ total = $5 - $2; if (total <= 0) total = 1
         other = ($4 - $1) + ($6 - $3); if (other < 0) other = 0; printf "%.1f\n", other * 100 / total }'
+}
+
+# measured CMD ARGS...: one recorded run of CMD (which prints a number, e.g.
+# req/s), redone after wait_quiet while others used more than $OTHERS_MAX %
+# of the CPUs during it; prints the number, with "!" after it if it was still
+# disturbed after $RETRIES tries.
+measured() {
+    _try=0
+    while :; do
+        wait_quiet
+        cpu_mark
+        _r=$("$@")
+        _other=$(cpu_foreign)
+        if awk -v o="$_other" -v m="$OTHERS_MAX" 'BEGIN { exit !(o <= m) }'; then
+            echo "$_r"
+            return
+        fi
+        if [ $_try -ge "$RETRIES" ]; then
+            echo "$_r!"
+            return
+        fi
+        _try=$((_try + 1))
+        log "$*: others used $_other % of the CPUs ($_r), running it again"
+    done
 }
 
 WRK_HDR='date	name	conns	run	rps	mean_us	p50_us	p90_us	p99_us	max_us	errors	non2xx	requests	idle_before	others_cpu_pct'

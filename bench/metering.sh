@@ -73,34 +73,13 @@ rps() { # port conns duration
     timeout 120 taskset -c "$CLIENT_CPU" wrk -t1 -c"$2" -d"$3" "http://127.0.0.1:$1/fn/noop" 2>/dev/null |
         awk '/^Requests\/sec/ {print $2}'
 }
-# measured port conns: one recorded run, redone while others disturbed it;
-# prints "req/s" or "req/s!" (still disturbed after $RETRIES tries)
-measured() {
-    _try=0
-    while :; do
-        wait_quiet
-        cpu_mark
-        _r=$(rps "$1" "$2" "$DURATION")
-        _other=$(cpu_foreign)
-        if awk -v o="$_other" -v m="$OTHERS_MAX" 'BEGIN { exit !(o <= m) }'; then
-            echo "$_r"
-            return
-        fi
-        if [ $_try -ge "$RETRIES" ]; then
-            echo "$_r!"
-            return
-        fi
-        _try=$((_try + 1))
-        log "port $1 -c$2: others used $_other % of the CPUs ($_r req/s), running it again"
-    done
-}
 for c in $CONNS; do
     rps "$PORT" "$c" 1s >/dev/null
     rps $((PORT + 1)) "$c" 1s >/dev/null
     r=1
     while [ $r -le "$ROUNDS" ]; do
-        measured "$PORT" "$c" >>"$TMP/on-$c"
-        measured $((PORT + 1)) "$c" >>"$TMP/off-$c"
+        measured rps "$PORT" "$c" "$DURATION" >>"$TMP/on-$c"
+        measured rps $((PORT + 1)) "$c" "$DURATION" >>"$TMP/off-$c"
         r=$((r + 1))
     done
 done

@@ -14,8 +14,12 @@
 # (the micro-benchmark on $SERVER_CPU: it is the server's code); every process
 # is stopped by its PID; every run is bounded by timeout.
 #
+# Each measurement waits for a quiet machine and is redone while other work
+# used more than OTHERS_MAX % of the CPUs during it (bench/lib.sh; "!" marks
+# a run still disturbed after RETRIES).
 # Env: MXU_BUILD (build), BENCH_PORT (18400; 2 ports), DURATION (5s), ROUNDS (3),
-#   CONNS ("32 256"), SERVER_CPU (0), CLIENT_CPU (1), RULES (10000), CALLS (1000000).
+#   CONNS ("32 256"), SERVER_CPU (0), CLIENT_CPU (1), RULES (10000), CALLS (1000000),
+#   QUIET_MIN (85), QUIET_WAIT (120), OTHERS_MAX (5), RETRIES (3).
 set -u
 BENCH=$(cd "$(dirname "$0")" && pwd)
 REPO=$(cd "$BENCH/.." && pwd)
@@ -29,6 +33,10 @@ SERVER_CPU=${SERVER_CPU:-0}
 CLIENT_CPU=${CLIENT_CPU:-1}
 RULES=${RULES:-10000}
 CALLS=${CALLS:-1000000}
+QUIET_MIN=${QUIET_MIN:-85}
+QUIET_WAIT=${QUIET_WAIT:-120}
+OTHERS_MAX=${OTHERS_MAX:-5}
+RETRIES=${RETRIES:-3}
 for c in wrk taskset curl timeout python3 ninja; do
     command -v "$c" >/dev/null 2>&1 || { echo "bench/policy.sh: needs $c" >&2; exit 1; }
 done
@@ -37,9 +45,14 @@ ninja -C "$BUILD" mxu bench/src/bench-policy-check >/dev/null || exit 1
 BASE=/tmp
 [ -d /dev/shm ] && BASE=/dev/shm
 TMP=$(mktemp -d "$BASE/mxu-bench-policy.XXXXXX")
-PIDS=""
+RES=$TMP
+# shellcheck source=bench/lib.sh
+. "$BENCH/lib.sh"
+PIDS=$TMP/pids # lib.sh: servers' PIDs (none: the nodes are in this session)
+mkdir -p "$PIDS"
+NODE_PIDS=""
 cleanup() {
-    for p in $PIDS; do kill "$p" 2>/dev/null; done
+    for p in $NODE_PIDS; do kill "$p" 2>/dev/null; done
     sleep 0.5
     rm -rf "$TMP"
 }
@@ -64,7 +77,7 @@ start_node() { # name port args...
     mkdir -p "$TMP/$n"
     taskset -c "$SERVER_CPU" "$MXU_BIN" serve --listen "127.0.0.1:$p" --data "$TMP/$n" \
         --deploy "$TMP/fn" "$@" >"$TMP/$n.log" 2>&1 &
-    PIDS="$PIDS $!"
+    NODE_PIDS="$NODE_PIDS $!"
     i=0
     until curl -sf "http://127.0.0.1:$p/v1/health" >/dev/null 2>&1; do
         i=$((i + 1))
@@ -96,8 +109,8 @@ for c in $CONNS; do
     rps $((PORT + 1)) "$c" 1s >/dev/null
     r=1
     while [ $r -le "$ROUNDS" ]; do
-        rps "$PORT" "$c" "$DURATION" "$AUTH" >>"$TMP/on-$c"
-        rps $((PORT + 1)) "$c" "$DURATION" >>"$TMP/off-$c"
+        measured rps "$PORT" "$c" "$DURATION" "$AUTH" >>"$TMP/on-$c"
+        measured rps $((PORT + 1)) "$c" "$DURATION" >>"$TMP/off-$c"
         r=$((r + 1))
     done
 done
@@ -106,11 +119,14 @@ python3 - "$TMP" $CONNS <<'PY'
 import statistics, sys
 tmp, conns = sys.argv[1], sys.argv[2:]
 for c in conns:
-    on = [float(x) for x in open(f"{tmp}/on-{c}").read().split() if x]
-    off = [float(x) for x in open(f"{tmp}/off-{c}").read().split() if x]
+    ron = [x for x in open(f"{tmp}/on-{c}").read().split() if x]
+    roff = [x for x in open(f"{tmp}/off-{c}").read().split() if x]
+    on = [float(x.rstrip("!")) for x in ron]
+    off = [float(x.rstrip("!")) for x in roff]
     mon, moff = statistics.median(on), statistics.median(off)
-    print(f"policy-on   c{c}: {mon:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in on)})")
-    print(f"policy-off  c{c}: {moff:9.0f} req/s  (runs: {', '.join(f'{x:.0f}' for x in off)})")
+    fmt = lambda xs: ", ".join(f"{float(x.rstrip('!')):.0f}" + ("!" if x.endswith("!") else "") for x in xs)
+    print(f"policy-on   c{c}: {mon:9.0f} req/s  (runs: {fmt(ron)})")
+    print(f"policy-off  c{c}: {moff:9.0f} req/s  (runs: {fmt(roff)})")
     print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
 PY
 echo "usage: $(curl -s -H "$AUTH" "http://127.0.0.1:$PORT/v1/tenants/default/quotas" | python3 -c 'import json,sys; print(json.load(sys.stdin)["usage"])')"
