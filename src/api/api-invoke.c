@@ -296,17 +296,28 @@ static void on_result(void *ud, mxu_invoke_res *res)
     free(block);
 }
 
+/* A cancelled invocation is over: only now are its slots free again. */
+static void on_gone(void *ud)
+{
+    inv_ctx *c = ud;
+    shape_done(c);
+    free(c);
+}
+
 static void on_abort(mxu_http_req *req, void *ud)
 {
     inv_ctx *c = ud;
     if (c->held)
         return; /* answered already; the answer is dropped when released */
-    /* The client is gone: drop the invocation (or its result) and the request. */
-    if (c->inv)
-        mxu_sched_cancel(c->inv);
-    shape_done(c);
+    /* The client is gone: drop the request, and the invocation (or its
+     * result). A running one goes on until its instance is done with it, and
+     * keeps its concurrency slots and quota reservation until then, or
+     * clients that hang up could run any number at once. */
+    mxu_invocation *inv = c->inv;
+    c->inv = NULL;
+    c->req = NULL;
     mxu_http_respond(req, 499, NULL, 0, NULL);
-    free(c);
+    mxu_sched_cancel_then(inv, on_gone, c);
 }
 
 /* A reference is a version number or an alias name. */

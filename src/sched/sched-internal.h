@@ -77,6 +77,8 @@ struct mxu_invocation {
     mxu_invoke_req req;
     mxu_invoke_cb cb;
     void *ud;
+    void (*gone)(void *ud); /* after a cancel: when it is over (mxu_sched_cancel_then) */
+    void *gone_ud;
     bool cancelled;
     bool cold;
     bool pinned, freed_while_pinned;

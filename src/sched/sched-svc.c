@@ -44,10 +44,11 @@ typedef struct svc_call {
     uint64_t caller_deadline;
     uint64_t bytes_in;
     /* The link's concurrency slot, and the callee tenant's quota reservation
-     * (docs/policy.md), given back in svc_finish. */
+     * (docs/policy.md), given back in svc_release. */
     mxu_shape_ticket ticket;
     bool quota_reserved;
     char callee_tenant[40];
+    mxu_policy *pol;
 } svc_call;
 
 static void svc_free(svc_call *c)
@@ -58,17 +59,31 @@ static void svc_free(svc_call *c)
     free(c);
 }
 
-static void svc_finish(svc_call *c)
+/* The call is over for shaping: give back its link slot and the callee
+ * tenant's quota reservation (after its record was counted), and free it. */
+static void svc_release(void *ud)
 {
-    mxu_instance *inst = c->caller;
-    mxu_policy *pol = inst->pool->sched->cfg.policy;
+    svc_call *c = ud;
     mxu_shape_release(&c->ticket);
     if (c->quota_reserved)
-        mxu_quota_release(pol, c->callee_tenant); /* after its record was counted */
+        mxu_quota_release(c->pol, c->callee_tenant);
+    svc_free(c);
+}
+
+/* The caller is done with the call. */
+static void svc_detach(svc_call *c)
+{
+    mxu_instance *inst = c->caller;
     inst->svc_call = NULL;
     inst->ops_inflight--;
-    svc_free(c);
+    c->caller = NULL;
     mxu_instance_maybe_free(inst);
+}
+
+static void svc_finish(svc_call *c)
+{
+    svc_detach(c);
+    svc_release(c);
 }
 
 /* The callee's usage record; bytes_out counts the reply's body and headers
@@ -232,6 +247,7 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
     mxu_sched *s = pool->sched;
     svc_call *c = mxu_calloc(1, sizeof(*c));
     c->caller = caller;
+    c->pol = s->cfg.policy;
     c->inv_id = inv->id;
     c->call_id = msg->call_id;
     caller->svc_call = c;
@@ -348,7 +364,9 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
 void mxu_sched_svc_abandon(mxu_instance *caller)
 {
     svc_call *c = caller->svc_call;
-    if (c->callee)
-        mxu_sched_cancel(c->callee);
-    svc_finish(c);
+    mxu_invocation *callee = c->callee;
+    c->callee = NULL;
+    svc_detach(c);
+    /* A callee still running keeps the link's slot until it is over. */
+    mxu_sched_cancel_then(callee, svc_release, c);
 }

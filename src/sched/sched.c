@@ -138,11 +138,19 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
                             pool->version->version, inv->id, "mxu", line, strlen(line));
     }
 
-    if (!inv->cancelled && inv->cb)
+    void (*gone)(void *) = NULL;
+    void *gone_ud = NULL;
+    if (!inv->cancelled && inv->cb) {
         inv->cb(inv->ud, res);
-    else if (s->cfg.meter)
-        mxu_sched_usage_orphan(s, inv, res); /* ran, but its caller went away */
+    } else {
+        if (s->cfg.meter)
+            mxu_sched_usage_orphan(s, inv, res); /* ran, but its caller went away */
+        gone = inv->gone;
+        gone_ud = inv->gone_ud;
+    }
     inv_free(inv);
+    if (gone)
+        gone(gone_ud);
 
     if (inst) {
         inst->served++;
@@ -173,9 +181,19 @@ void mxu_sched_inv_fail(mxu_invocation *inv, enum mxu_inv_error e, const char *f
 
 void mxu_sched_cancel(mxu_invocation *inv)
 {
-    if (inv == NULL)
+    mxu_sched_cancel_then(inv, NULL, NULL);
+}
+
+void mxu_sched_cancel_then(mxu_invocation *inv, void (*gone)(void *ud), void *ud)
+{
+    if (inv == NULL) {
+        if (gone)
+            gone(ud);
         return;
+    }
     inv->cancelled = true;
+    inv->gone = gone;
+    inv->gone_ud = ud;
     if (inv->state == INV_QUEUED) {
         mxu_pool *pool = inv->pool;
         inv_detach(inv);
@@ -188,6 +206,8 @@ void mxu_sched_cancel(mxu_invocation *inv)
         }
         inv_free(inv);
         pool_arm(pool);
+        if (gone)
+            gone(ud);
         if (pool->sched->shutting_down)
             shutdown_check(pool->sched);
     }

@@ -156,6 +156,10 @@ void mxu_inv_usage_record(const mxu_invoke_res *res, mxu_usage_record *out);
 /* The caller is gone: the callback will not run. A queued invocation is
  * dropped; a running one finishes, but its result is discarded. */
 void mxu_sched_cancel(mxu_invocation *inv);
+/* The same, and `gone(ud)` runs once the invocation is really over: at once
+ * for a queued one, when its instance is done with it for a running one (the
+ * caller's concurrency slots are held until then). */
+void mxu_sched_cancel_then(mxu_invocation *inv, void (*gone)(void *ud), void *ud);
 
 /* ---- observing ---- */
 

@@ -218,6 +218,35 @@ def test_concurrency_cap():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def test_hung_up_client_keeps_its_slot_until_the_invocation_ends():
+    """A client that hangs up does not free its concurrency slot while its
+    invocation still runs (or clients that hang up could run any number at
+    once); the slot comes back when the instance is done with it."""
+    import socket
+    tmp = tempfile.mkdtemp()
+    try:
+        with Node() as n:
+            deploy_fast(n, tmp, "one", "max_concurrency: 1\n")
+            eq(n.get("/fn/one").status, 200)  # warm
+            s = socket.create_connection(("127.0.0.1", n.port))
+            auth = "".join(f"{k}: {v}\r\n" for k, v in n.auth_headers().items())
+            s.sendall(f"GET /fn/one?sleep=1500 HTTP/1.1\r\nHost: x\r\n{auth}\r\n".encode())
+            t0 = time.monotonic()
+            time.sleep(0.3)
+            s.close()  # hung up while the function sleeps
+            time.sleep(0.2)
+            r = n.get("/fn/one")
+            eq(r.status, 429, f"the hung-up invocation's slot was given back early: {r.body!r}")
+            eq(r.json()["error"]["code"], "concurrency_limited")
+            time.sleep(max(0, 1.5 - (time.monotonic() - t0)) + 0.5)
+            eq(n.get("/fn/one").status, 200)
+            # and its record says the caller went away
+            recs = usage(n, "one")
+            check(any(x.get("http_status") == 0 for x in recs), f"no record of the hung-up call: {recs}")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_key_and_tenant_limits():
     tmp = tempfile.mkdtemp()
     try:
