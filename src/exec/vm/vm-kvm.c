@@ -81,6 +81,7 @@ struct mxu_vm {
     /* The pristine image (mxu_vm_snapshot): guest memory in a sealed memfd
      * that guest memory is a private mapping of, and the vCPU's state. */
     int pristine_fd;
+    int pagemap_fd; /* /proc/self/pagemap, for the pages a reset repopulates */
     struct kvm_regs snap_regs;
     struct kvm_sregs snap_sregs;
     struct kvm_fpu snap_fpu;
@@ -323,7 +324,7 @@ int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_v
         return -1;
 
     mxu_vm *vm = mxu_calloc(1, sizeof(*vm));
-    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->pristine_fd = -1;
+    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->pristine_fd = vm->pagemap_fd = -1;
     vm->mem = MAP_FAILED;
     vm->mem_bytes = mem_bytes;
 
@@ -431,6 +432,8 @@ void mxu_vm_destroy(mxu_vm *vm)
         close(vm->kvm_fd);
     if (vm->pristine_fd >= 0)
         close(vm->pristine_fd);
+    if (vm->pagemap_fd >= 0)
+        close(vm->pagemap_fd);
     free(vm);
 }
 
@@ -793,9 +796,67 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
         return mxu_err_sys(err, e, "vm: writing the pristine image");
     }
     vm->pristine_fd = fd;
+    /* For the resets' repopulation (best effort: without it, none). */
+    vm->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     /* From now on guest memory is a private view of the image: the copy the
      * guest booted in is dropped, its pages are shared with the image. */
     return map_pristine(vm, err);
+}
+
+/* /proc/self/pagemap: one 64-bit entry per host page; bit 63 says the page
+ * is mapped, bit 61 that it is a file page (here: still the pristine
+ * image's, shared with the memfd's page cache) rather than a private copy. */
+#define PM_PRESENT (1ull << 63)
+#define PM_FILE    (1ull << 61)
+
+/* Which pages of guest memory the last instance touched, as two bitmaps
+ * (one bit per host page): `wrote`, private copies (written by the guest
+ * or by the host for it); `read`, pristine pages mapped but never written.
+ * Why pagemap and not mincore: on a private view of the memfd, mincore
+ * reports every page of the image that is in its page cache — all of the
+ * pristine image — not what this instance touched. Returns false when
+ * pagemap cannot be read (the reset then repopulates nothing). */
+static bool touched_pages(mxu_vm *vm, size_t npages, uint64_t *wrote, uint64_t *read)
+{
+    if (vm->pagemap_fd < 0)
+        return false;
+    long pg = sysconf(_SC_PAGESIZE);
+    uint64_t ent[512];
+    uintptr_t first = (uintptr_t)vm->mem / (uintptr_t)pg;
+    for (size_t i = 0; i < npages;) {
+        size_t want = MXU_MIN(npages - i, MXU_ARRAY_LEN(ent));
+        ssize_t k = pread(vm->pagemap_fd, ent, want * sizeof(ent[0]),
+                          (off_t)((first + i) * sizeof(ent[0])));
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < (ssize_t)sizeof(ent[0]))
+            return false;
+        size_t got = (size_t)k / sizeof(ent[0]);
+        for (size_t j = 0; j < got; j++, i++) {
+            if (!(ent[j] & PM_PRESENT))
+                continue;
+            uint64_t *set = ent[j] & PM_FILE ? read : wrote;
+            set[i / 64] |= 1ull << (i % 64);
+        }
+    }
+    return true;
+}
+
+/* madvise(advice) over the runs of set bits of `bits`. */
+static void populate_runs(mxu_vm *vm, const uint64_t *bits, size_t npages, int advice)
+{
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
+    for (size_t i = 0; i < npages;) {
+        if (!(bits[i / 64] & (1ull << (i % 64)))) {
+            i = bits[i / 64] >> (i % 64) ? i + 1 : (i / 64 + 1) * 64;
+            continue;
+        }
+        size_t j = i;
+        while (j < npages && (bits[j / 64] & (1ull << (j % 64))))
+            j++;
+        madvise(vm->mem + i * pg, (j - i) * pg, advice);
+        i = j;
+    }
 }
 
 int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
@@ -805,30 +866,26 @@ int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
     if (vm->dead)
         return mxu_err_set(err, EINVAL, "vm: a failed guest is discarded, not reset");
     /* The pages this instance touched are the ones the next will touch
-     * too: note them, and after the remap give them private copies again
-     * (MADV_POPULATE_WRITE: the pristine bytes, copied now, off the next
-     * request's path), so the guest's first accesses after a reset cost
-     * KVM a mapping, not a host page fault and a copy each. Best effort. */
+     * too: note them (pagemap), and after the remap map them again, off
+     * the next request's path, so the guest's first accesses after a reset
+     * cost KVM a mapping, not a host page fault (and a copy) each: the
+     * pages it wrote get private copies of the pristine bytes
+     * (MADV_POPULATE_WRITE), the pages it only read the image's own page
+     * (MADV_POPULATE_READ, no copy). Pages it never touched stay unmapped,
+     * so a recycled spare holds no copy of them. Best effort. */
     long pg = sysconf(_SC_PAGESIZE);
-    size_t npages = vm->mem_bytes / (uint64_t)pg;
-    unsigned char *vec = mxu_malloc(npages);
-    bool have_vec = mincore(vm->mem, vm->mem_bytes, vec) == 0;
+    size_t npages = vm->mem_bytes / (uint64_t)pg, words = (npages + 63) / 64;
+    uint64_t *wrote = mxu_calloc(2 * words, sizeof(uint64_t)), *read = wrote + words;
+    bool have = touched_pages(vm, npages, wrote, read);
     if (complete_exit(vm, err) < 0 || map_pristine(vm, err) < 0) {
-        free(vec);
+        free(wrote);
         return -1;
     }
-    for (size_t i = 0; have_vec && i < npages;) {
-        if (!(vec[i] & 1)) {
-            i++;
-            continue;
-        }
-        size_t j = i;
-        while (j < npages && (vec[j] & 1))
-            j++;
-        madvise(vm->mem + i * (size_t)pg, (j - i) * (size_t)pg, MADV_POPULATE_WRITE);
-        i = j;
+    if (have) {
+        populate_runs(vm, wrote, npages, MADV_POPULATE_WRITE);
+        populate_runs(vm, read, npages, MADV_POPULATE_READ);
     }
-    free(vec);
+    free(wrote);
     if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &vm->snap_sregs) < 0 ||
         ioctl(vm->vcpu_fd, KVM_SET_FPU, &vm->snap_fpu) < 0 ||
         ioctl(vm->vcpu_fd, KVM_SET_REGS, &vm->snap_regs) < 0) {

@@ -16,6 +16,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
+#include <sys/mman.h>
 #include <time.h>
 
 #define MEM (32u << 20)
@@ -199,6 +200,59 @@ static void test_reset_is_pristine(void)
     CHECK_EQ_INT(mxu_vm_reset(vm, &err), -1);
     CHECK_CONTAINS(err.msg, "discarded");
     free(pristine);
+    mxu_vm_destroy(vm);
+    mxu_buf_free(&img);
+}
+
+/* Host pages of guest memory that are private copies (written since the
+ * last remap, or repopulated for writing by a reset): pagemap entries that
+ * are present and not file pages. */
+static size_t private_pages(mxu_vm *vm)
+{
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    CHECK(fd >= 0);
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t n = MEM / (size_t)pg, count = 0;
+    uint64_t *ent = mxu_malloc(n * sizeof(uint64_t));
+    uintptr_t first = (uintptr_t)mxu_vm_guest_ptr(vm, 0, MEM) / (uintptr_t)pg;
+    CHECK(pread(fd, ent, n * sizeof(uint64_t), (off_t)(first * sizeof(uint64_t))) ==
+          (ssize_t)(n * sizeof(uint64_t)));
+    for (size_t i = 0; i < n; i++)
+        count += (ent[i] >> 63) & 1 && !((ent[i] >> 61) & 1);
+    free(ent);
+    close(fd);
+    return count;
+}
+
+/* A reset repopulates, as private copies, only the pages that were private
+ * (written by the last instance, or by the host for it); pages of the image
+ * the guest only read are mapped again shared with the image, not copied.
+ * (With mincore, which reports every page of the memfd's page cache, every
+ * page of the pristine image got a private copy at each reset.) */
+static void test_reset_repopulates_only_written_pages(void)
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_vm *vm = boot_pristine(&img);
+    mxu_err err = {0};
+    long pg = sysconf(_SC_PAGESIZE);
+    size_t n = MEM / (size_t)pg, image = 0;
+    unsigned char *vec = mxu_malloc(n);
+    CHECK(mincore(mxu_vm_guest_ptr(vm, 0, MEM), MEM, vec) == 0);
+    for (size_t i = 0; i < n; i++)
+        image += vec[i] & 1;
+    free(vec);
+    CHECK_EQ_INT(run_to_exit(vm, 'x'), 7);
+    CHECK(mxu_vm_reset(vm, &err) == 0);
+    size_t after_x = private_pages(vm);
+    CHECK_EQ_INT(run_to_exit(vm, 'm'), 9);
+    CHECK(mxu_vm_reset(vm, &err) == 0);
+    size_t after_m = private_pages(vm);
+    printf("  pristine image %zu pages; private copies after a reset: %zu (the guest exited at "
+           "once), %zu (it dirtied 4 MiB)\n",
+           image, after_x, after_m);
+    CHECK(after_x > 0 && after_x < image / 2);
+    CHECK(after_m >= (4u << 20) / (size_t)pg); /* its heap, at least */
     mxu_vm_destroy(vm);
     mxu_buf_free(&img);
 }
@@ -447,4 +501,5 @@ MXU_TESTS(TEST(test_boot_and_exit), TEST(test_create_and_first_hypercall_time),
           TEST(test_page_tables_protected), TEST(test_code_protected),
           TEST(test_infinite_loop_kicked), TEST(test_port_io_fault), TEST(test_hostile_lengths),
           TEST(test_image_checks), TEST(test_helper_reports_fault_as_fatal_frame),
-          TEST(test_reset_is_pristine), TEST(test_reset_time))
+          TEST(test_reset_is_pristine), TEST(test_reset_repopulates_only_written_pages),
+          TEST(test_reset_time))
