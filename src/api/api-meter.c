@@ -45,10 +45,24 @@ typedef struct held {
     mxu_http_header *hdrs; /* points into the same allocation, then the strings */
 } held;
 
-static void on_recorded(void *ud)
+static void on_recorded(void *ud, bool written)
 {
     held *h = ud;
-    mxu_http_respond(h->req, h->status, h->hdrs, h->nhdrs, &h->body);
+    if (written) {
+        mxu_http_respond(h->req, h->status, h->hdrs, h->nhdrs, &h->body);
+    } else {
+        /* The node is stopping and its journal cannot be written: the
+         * function's answer must not go out without its record. */
+        static const mxu_http_header err[] = {{"Content-Type", "application/json"},
+                                              {"X-Mxu-Error", "usage_unrecorded"}};
+        static const char body[] =
+            "{\"error\":{\"code\":\"usage_unrecorded\",\"message\":\"the node is stopping "
+            "and could not write this invocation's usage record (see its log); its answer is "
+            "withheld\"}}\n";
+        mxu_buf_reset(&h->body);
+        mxu_buf_append(&h->body, body, sizeof(body) - 1);
+        mxu_http_respond(h->req, 503, err, MXU_ARRAY_LEN(err), &h->body);
+    }
     mxu_buf_free(&h->body);
     if (h->done)
         h->done(h->done_ud);

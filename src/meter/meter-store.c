@@ -74,7 +74,7 @@ typedef struct item {
 } item;
 
 typedef struct release {
-    mxu_meter_cb cb;
+    mxu_meter_record_cb cb;
     void *ud;
 } release;
 
@@ -841,7 +841,7 @@ static void write_out(mxu_meter *m)
         m->rel = NULL;
         m->nrel = m->caprel = 0;
         for (size_t i = 0; i < nrel; i++)
-            rel[i].cb(rel[i].ud);
+            rel[i].cb(rel[i].ud, true);
         if (m->rel == NULL) { /* keep the array for the next turn */
             m->rel = rel;
             m->caprel = cap;
@@ -878,7 +878,7 @@ void mxu_meter_set_observer(mxu_meter *m, mxu_meter_observer fn, void *ud)
     m->observer_ud = ud;
 }
 
-void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_cb cb, void *ud)
+void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud)
 {
     if (m->observer)
         m->observer(m->observer_ud, r);
@@ -1311,9 +1311,10 @@ void mxu_meter_close(mxu_meter *m)
     if (m->batch.len > m->written)
         mxu_error("usage records: %zu byte(s) of records could not be written to the journal",
                   m->batch.len - m->written);
-    /* Only after a failed write: let the callbacks free what they hold. */
+    /* Only after a failed write: the records are lost, and the answers
+     * held for them must not leave as if they were recorded. */
     for (size_t i = 0; i < m->nrel; i++)
-        m->rel[i].cb(m->rel[i].ud);
+        m->rel[i].cb(m->rel[i].ud, false);
     while (m->syncs.head) {
         item *s = m->syncs.head;
         m->syncs.head = s->next;

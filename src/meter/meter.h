@@ -176,13 +176,16 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
 void mxu_meter_close(mxu_meter *m);
 
 typedef void (*mxu_meter_cb)(void *ud);
+typedef void (*mxu_meter_record_cb)(void *ud, bool written);
 /* Record one. `cb` (may be NULL) runs once, on the loop thread, when the
  * record is in the journal (written to the kernel: it survives the process
- * being killed), at the latest just before the loop next waits for events.
- * Never calls cb before returning. If the write fails (disk full), it is
- * retried from a timer: held answers wait, and the node says why in its
- * log. */
-void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_cb cb, void *ud);
+ * being killed), at the latest just before the loop next waits for events,
+ * with written true. Never calls cb before returning. If the write fails
+ * (disk full), it is retried from a timer: held answers wait, and the node
+ * says why in its log. Only if the meter is closed while the write still
+ * fails does cb run with written false: the record is lost, and whatever
+ * waited for it (an answer) must not go out as if it were recorded. */
+void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud);
 
 /* cb(ud) runs on the loop once every record recorded before this call is
  * written and ingested into usage.db (shutdown: answers held for records go

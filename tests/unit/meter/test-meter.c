@@ -17,6 +17,7 @@
 #include <sqlite3.h>
 #include <stdint.h>
 #include <stdlib.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -443,10 +444,14 @@ static void test_journal_framing(void)
 }
 
 static int durable_count;
-static void on_durable(void *ud)
+static int lost_count;
+static void on_durable(void *ud, bool written)
 {
     MXU_UNUSED(ud);
-    durable_count++;
+    if (written)
+        durable_count++;
+    else
+        lost_count++;
 }
 
 static void on_synced(void *ud, bool ok)
@@ -614,6 +619,42 @@ static void test_journal_crc32_frames_still_read(void)
     free(dir);
     mxu_buf_free(&file);
     mxu_buf_free(&b);
+}
+
+/* A journal that cannot be written (here: RLIMIT_FSIZE, as a full disk)
+ * holds the answers; closing the meter then must not release them as
+ * recorded: every callback runs with written false. In a child, for the
+ * limit. */
+static void test_unwritable_journal_at_close(void)
+{
+    char *dir = journal_dir();
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        signal(SIGXFSZ, SIG_IGN);
+        uv_loop_t loop;
+        uv_loop_init(&loop);
+        mxu_meter *m = open_at(&loop, dir);
+        struct rlimit rl = {MXU_JOURNAL_HDR, MXU_JOURNAL_HDR};
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(2);
+        for (int i = 1; i <= 10; i++) {
+            mxu_usage_record r = sample((uint64_t)i);
+            mxu_meter_record(m, &r, on_durable, NULL);
+        }
+        uv_run(&loop, UV_RUN_NOWAIT); /* the write fails: answers held */
+        if (durable_count != 0 || lost_count != 0)
+            _exit(3);
+        mxu_meter_close(m);
+        uv_run(&loop, UV_RUN_DEFAULT);
+        _exit(durable_count == 0 && lost_count == 10 ? 0 : 4);
+    }
+    int st;
+    CHECK(waitpid(pid, &st, 0) == pid);
+    CHECK(WIFEXITED(st));
+    CHECK_EQ_INT(WEXITSTATUS(st), 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
 }
 
 static void test_journal_replay_after_kill(void)
@@ -1158,7 +1199,8 @@ static void test_old_rows_migrated(void)
 MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(test_price_table),
           TEST(test_bill_property), TEST(test_bill_edges), TEST(test_month),
           TEST(test_record_encoding), TEST(test_journal_framing),
-          TEST(test_journal_crc32_frames_still_read), TEST(test_journal_replay_after_kill),
-          TEST(test_journal_replay_idempotent), TEST(test_journal_rotation), TEST(test_store),
-          TEST(test_batch_sums_equal_records), TEST(test_batch_query_paging),
-          TEST(test_batch_replay_idempotent), TEST(test_old_rows_migrated))
+          TEST(test_journal_crc32_frames_still_read), TEST(test_unwritable_journal_at_close),
+          TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
+          TEST(test_journal_rotation), TEST(test_store), TEST(test_batch_sums_equal_records),
+          TEST(test_batch_query_paging), TEST(test_batch_replay_idempotent),
+          TEST(test_old_rows_migrated))
