@@ -123,6 +123,7 @@ struct mxu_policy {
     pol_gate *gates;          /* functions and links, by hkey */
     pol_gate *all_gates;      /* every gate (next_all) */
     pol_tstate *tstates;      /* by tenant name */
+    pol_tstate *tstate_last;  /* the one pol_tstate_get found last (never freed before close) */
     mxu_meter *meter;         /* quotas count its records; NULL = not enforced */
     pol_compiled *links;      /* the rules in force; replaced whole on apply */
     struct pol_scope *scopes; /* the document in force per scope, by tenant ("" = node) */
