@@ -103,6 +103,8 @@ typedef struct vm_helper {
     char *label, *image; /* its unit's key: the unit may be gone when it comes back */
     int ctl;
     uv_poll_t poll;
+    uv_check_t recheck; /* runs the recycling after this loop turn's I/O (on_helper_ctl) */
+    int open_handles;   /* poll and recheck: vh is freed when both have closed */
 } vm_helper;
 
 static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
@@ -162,6 +164,8 @@ static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
 static void on_helper_closed(uv_handle_t *h)
 {
     vm_helper *vh = h->data;
+    if (--vh->open_handles > 0)
+        return;
     mxu_closep(&vh->ctl);
     free(vh->label);
     free(vh->image);
@@ -179,6 +183,7 @@ static void helper_drop(vm_helper *vh)
     }
     uv_poll_stop(&vh->poll);
     uv_close((uv_handle_t *)&vh->poll, on_helper_closed);
+    uv_close((uv_handle_t *)&vh->recheck, on_helper_closed); /* stops a pending recycle */
 }
 
 static void helper_on_proc_free(mxu_proc *p)
@@ -283,6 +288,13 @@ fail:
     helper_drop(vh);
 }
 
+static void on_helper_recheck(uv_check_t *h)
+{
+    vm_helper *vh = h->data;
+    uv_check_stop(h);
+    helper_recycle(vh);
+}
+
 static void on_helper_ctl(uv_poll_t *h, int status, int events)
 {
     MXU_UNUSED(events);
@@ -292,7 +304,15 @@ static void on_helper_ctl(uv_poll_t *h, int status, int events)
     if (n < 0 && (errno == EAGAIN || errno == EINTR))
         return;
     if (n == 1 && c == 'R') {
-        helper_recycle(vh);
+        /* Not now: after this loop turn's I/O callbacks. The helper wrote
+         * the instance's last frames to the channel before it said R, so
+         * the epoll_wait that saw R saw the channel readable too; but the
+         * order in which this turn's callbacks run is not the order the
+         * bytes came in, and recycling ends the instance (and closes its
+         * channel) at once. The check phase follows the turn's I/O, so the
+         * channel has been read, and the instance's last frames handled,
+         * before its end is reported. */
+        uv_check_start(&vh->recheck, on_helper_recheck);
         return;
     }
     /* EOF (the helper is gone: its pidfd says so) or nonsense: stop. */
@@ -339,6 +359,9 @@ static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
         fcntl(vh->ctl, F_SETFL, O_NONBLOCK);
         uv_poll_init(ex->loop, &vh->poll, vh->ctl);
         vh->poll.data = vh;
+        uv_check_init(ex->loop, &vh->recheck);
+        vh->recheck.data = vh;
+        vh->open_handles = 2;
         uv_poll_start(&vh->poll, UV_READABLE, on_helper_ctl);
         (*out)->xdata = vh;
         (*out)->on_free = helper_on_proc_free;
