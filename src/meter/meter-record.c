@@ -155,17 +155,29 @@ void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out)
     f.http_status = r->http_status;
     f.status = (uint8_t)r->status;
     f.cold = r->cold;
-    mxu_buf_append(out, &f, sizeof(f));
     const char *strs[NSTR] = {r->tenant, r->function, r->executor, r->code, r->caller_function};
+    uint16_t lens[NSTR];
+    size_t total = sizeof(f);
     for (int i = 0; i < NSTR; i++) {
-        const char *s = str_or_empty(strs[i]);
-        size_t n = strlen(s);
+        strs[i] = str_or_empty(strs[i]);
         /* Names are short; a longer string is cut rather than mis-framed. */
-        uint16_t len = (uint16_t)MXU_MIN(n, 1024u);
-        mxu_buf_append(out, &len, sizeof(len));
-        mxu_buf_append(out, s, len);
-        mxu_buf_append(out, "", 1); /* NUL, so decoded strings are C strings */
+        lens[i] = (uint16_t)strnlen(strs[i], 1024);
+        total += sizeof(lens[i]) + lens[i] + 1;
     }
+    /* One reservation and plain copies: this runs for every invocation. */
+    mxu_buf_reserve(out, total);
+    char *w = out->data + out->len;
+    memcpy(w, &f, sizeof(f));
+    w += sizeof(f);
+    for (int i = 0; i < NSTR; i++) {
+        memcpy(w, &lens[i], sizeof(lens[i]));
+        w += sizeof(lens[i]);
+        memcpy(w, strs[i], lens[i]);
+        w += lens[i];
+        *w++ = '\0'; /* NUL, so decoded strings are C strings */
+    }
+    out->len += total;
+    out->data[out->len] = '\0';
 }
 
 int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *r)
