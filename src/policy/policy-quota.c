@@ -78,10 +78,14 @@ static void on_record(void *ud, const mxu_usage_record *r)
         return;
     pol_tstate *ts = pol_tstate_get(p, r->tenant);
     uint32_t month = month_of(r->start_ms, NULL, NULL);
-    uint32_t now = month_of(mxu_wall_ms(), NULL, NULL);
-    roll(ts, now);
-    if (month != now)
-        return; /* started last month: that month's bill, not this one's quota */
+    /* Started in the counters' month: counted, with no clock read (if that
+     * month is over, the next reservation's roll discards it with them). */
+    if (month != ts->month) {
+        uint32_t now = month_of(mxu_wall_ms(), NULL, NULL);
+        roll(ts, now);
+        if (month != now)
+            return; /* started last month: that month's bill, not this one's quota */
+    }
     ts->used_inv++;
     ts->used_mem_ms += r->memory_bytes * r->billed_ms;
     ts->used_out += r->bytes_out;
