@@ -164,7 +164,10 @@ int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_op
                 return cli_usage_error(h, "unexpected argument '%s'", arg);
             out->pos[out->npos++] = arg;
         } else if (id >= CLI_OPT_FIRST_VERB && id < CLI_OPT_FIRST_VERB + 32) {
-            out->flags |= 1u << (id - CLI_OPT_FIRST_VERB);
+            int k = id - CLI_OPT_FIRST_VERB;
+            out->flags |= 1u << k;
+            if (k < (int)MXU_ARRAY_LEN(out->values))
+                out->values[k] = arg;
         }
     }
     if (out->npos < minpos)

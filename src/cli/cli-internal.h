@@ -87,8 +87,9 @@ void cli_parser_init(cli_parser *p, int argc, char **argv, const cli_option *opt
 int cli_parser_next(cli_parser *p, const char **arg, mxu_err *err);
 
 /* Most verbs take only positionals, the common options, --json and maybe a
- * flag or two: this parses those. `flags` lists extra no-value options whose
- * ids must be CLI_OPT_FIRST_VERB + k; each sets bit k of out->flags. Returns
+ * flag or two: this parses those. `flags` lists the verb's options, whose
+ * ids must be CLI_OPT_FIRST_VERB + k; each sets bit k of out->flags, and one
+ * that takes a value (--to X, --to=X) leaves it in out->values[k]. Returns
  * -1 to go on, else the exit status (help printed or usage error). */
 typedef struct cli_simple_args {
     const char *url;
@@ -97,6 +98,7 @@ typedef struct cli_simple_args {
     const char *pos[4];
     int npos;
     unsigned flags;
+    const char *values[8]; /* the value of the verb's option k, if it takes one */
 } cli_simple_args;
 
 int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_option *flags,

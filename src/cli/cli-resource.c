@@ -95,26 +95,15 @@ int mxu_cmd_resource(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_resource;
     cli_simple_args a;
-    const char *to = NULL, *tenant = NULL;
-    /* --to and --tenant take a value, which the simple parser does not keep:
-     * find them first. */
-    for (int i = 1; i + 1 < argc; i++) {
-        if (strcmp(argv[i], "--to") == 0)
-            to = argv[i + 1];
-        else if (strcmp(argv[i], "--tenant") == 0)
-            tenant = argv[i + 1];
-    }
     int rc =
         cli_parse_simple(h, argc, argv, resource_flags, MXU_ARRAY_LEN(resource_flags), 1, 3, &a);
     if (rc >= 0)
         return rc;
+    const char *to = a.values[0], *tenant = a.values[1];
     const char *sub = a.pos[0];
     bool ls = strcmp(sub, "ls") == 0, set = strcmp(sub, "set") == 0;
     bool reset = strcmp(sub, "reset") == 0, move = strcmp(sub, "move") == 0;
-    /* The value of --to may have been taken for a positional: drop it. */
     int npos = a.npos;
-    if (to && npos > 0 && strcmp(a.pos[npos - 1], to) == 0)
-        npos--;
     if (!ls && !set && !reset && !move)
         return cli_usage_error(h, "'%s' is not ls, set, reset or move", sub);
     if (ls && npos != 1)

@@ -217,6 +217,12 @@ def test_svc_and_kv_per_tenant():
         eq((r.status, r.json().get("tenant")), (200, "acme"), r.body)
         p = n.cli("resource", "ls", "--tenant", "acme", check_rc=0)
         check(b"kv:orders" in p.stdout and b"acme" in p.stdout, p.stdout)
+        # --tenant=T is the same as --tenant T: only acme's map, not default's
+        p = n.cli("resource", "ls", "--json", check_rc=0)
+        check(any(x["tenant"] == "default" for x in json.loads(p.stdout)["resources"]), p.stdout)
+        p = n.cli("resource", "ls", "--tenant=acme", "--json", check_rc=0)
+        listed = json.loads(p.stdout)["resources"]
+        check(listed and all(x["tenant"] == "acme" for x in listed), p.stdout)
         # manifest validation of the syntax
         bad = store_copy(os.path.join(tmp, "bad"), "  worse: {uri: \"svc:Acme/probe\"}\n")
         p = n.cli("deploy", bad)
