@@ -38,9 +38,21 @@ uint64_t api_request_bytes(mxu_http_req *req);
 void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec, int status,
                          const mxu_http_header *hdrs, size_t nhdrs, mxu_buf *body,
                          void (*done)(void *ud), void *ud);
-/* Refuse an invocation of `tenant`'s function with a JSON error (as api_error,
- * plus an X-Mxu-Invocation-Id), recording it as rejected first: for 404,
- * 413, and the policy layer's 401/403/429/quota once the tenant is known. */
+/* A refused invocation: whose function, the answer, and for 429s when to
+ * come back. */
+typedef struct api_rejection {
+    const char *tenant, *function;
+    uint32_t version;      /* 0: none resolved */
+    uint64_t memory_bytes; /* the version's configured memory, for the record */
+    int status;
+    const char *code, *message;
+    uint32_t retry_after_s; /* > 0: a Retry-After header and "retry_after" */
+} api_rejection;
+/* Refuse an invocation with a JSON error (as api_error, plus an
+ * X-Mxu-Invocation-Id), recording it as rejected first. */
+void api_reject(mxu_api *api, mxu_http_req *req, const api_rejection *rj);
+/* The same for `tenant`'s function, the message formatted: for 404, 413,
+ * and the policy layer's 401/403 once the tenant is known. */
 void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
                         uint32_t version, int status, const char *code, const char *fmt, ...)
     MXU_PRINTF(8, 9);

@@ -130,38 +130,15 @@ static void shape_done(inv_ctx *c)
 static void reject_shaped(mxu_api *api, mxu_http_req *req, const mxu_fn_version *v,
                           const mxu_shape_denial *d)
 {
-    char id[24], retry[16];
-    uint64_t inv = mxu_sched_new_invocation_id(api->cfg.sched);
-    snprintf(id, sizeof(id), "%016llx", (unsigned long long)inv);
-    snprintf(retry, sizeof(retry), "%u", d->retry_after_s);
-    json_t *j = json_pack("{s:{s:s, s:s, s:s, s:i}}", "error", "code", d->code, "message",
-                          d->message, "invocation", id, "retry_after", (int)d->retry_after_s);
-    char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
-    json_decref(j);
-    mxu_buf out = {0};
-    mxu_buf_puts(&out, text ? text : "{}");
-    mxu_buf_puts(&out, "\n");
-    free(text);
-    mxu_http_header h[] = {{"Content-Type", "application/json"},
-                           {"X-Mxu-Invocation-Id", id},
-                           {"X-Mxu-Error", d->code},
-                           {"Retry-After", retry}};
-    uint64_t now_ns = mxu_now_ns(), start_ns = mxu_http_req_start_ns(req);
-    mxu_usage_record r = {
-        .invocation = inv,
-        .tenant = mxu_fn_version_tenant(v),
-        .function = v->function,
-        .version = v->version,
-        .executor = "",
-        .start_ms = mxu_wall_ms() - (now_ns > start_ns ? (now_ns - start_ns) / 1000000 : 0),
-        .wall_us = now_ns > start_ns ? (now_ns - start_ns) / 1000 : 0,
-        .memory_bytes = v->manifest->memory_bytes,
-        .status = MXU_USAGE_REJECTED,
-        .code = d->code,
-        .bytes_in = api->cfg.meter ? api_request_bytes(req) : 0,
-    };
-    api_respond_metered(api, req, &r, 429, h, MXU_ARRAY_LEN(h), &out, NULL, NULL);
-    mxu_buf_free(&out);
+    api_reject(api, req,
+               &(api_rejection){.tenant = mxu_fn_version_tenant(v),
+                                .function = v->function,
+                                .version = v->version,
+                                .memory_bytes = v->manifest->memory_bytes,
+                                .status = 429,
+                                .code = d->code,
+                                .message = d->message,
+                                .retry_after_s = MXU_MAX(d->retry_after_s, 1u)});
 }
 
 /* 403 from a link rule: named in the answer, the node's log and the

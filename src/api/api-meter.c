@@ -114,45 +114,64 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
     mxu_meter_record(api->cfg.meter, rec, on_recorded, h);
 }
 
-void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
-                        uint32_t version, int status, const char *code, const char *fmt, ...)
+void api_reject(mxu_api *api, mxu_http_req *req, const api_rejection *rj)
 {
-    char msg[1024], id[24];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
+    char id[24], retry[16];
     uint64_t inv = mxu_sched_new_invocation_id(api->cfg.sched);
     snprintf(id, sizeof(id), "%016llx", (unsigned long long)inv);
-    json_t *j =
-        json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", msg, "invocation", id);
-    if (j == NULL) /* the message quotes client input that is not UTF-8 */
-        j = json_pack("{s:{s:s, s:s, s:s}}", "error", "code", code, "message", "request rejected",
+    snprintf(retry, sizeof(retry), "%u", rj->retry_after_s);
+    json_t *e =
+        json_pack("{s:s, s:s, s:s}", "code", rj->code, "message", rj->message, "invocation", id);
+    if (e == NULL) /* the message quotes client input that is not UTF-8 */
+        e = json_pack("{s:s, s:s, s:s}", "code", rj->code, "message", "request rejected",
                       "invocation", id);
+    if (rj->retry_after_s)
+        json_object_set_new(e, "retry_after", json_integer(rj->retry_after_s));
+    json_t *j = json_pack("{s:o}", "error", e);
     char *s = json_dumps(j, JSON_COMPACT);
     json_decref(j);
     mxu_buf out = {0};
     mxu_buf_puts(&out, s ? s : "{}");
     mxu_buf_puts(&out, "\n");
     free(s);
-    mxu_http_header h[3] = {
-        {"Content-Type", "application/json"}, {"X-Mxu-Invocation-Id", id}, {"X-Mxu-Error", code}};
+    mxu_http_header h[4] = {{"Content-Type", "application/json"},
+                            {"X-Mxu-Invocation-Id", id},
+                            {"X-Mxu-Error", rj->code},
+                            {"Retry-After", retry}};
     uint64_t now_ns = mxu_now_ns();
     uint64_t start_ns = mxu_http_req_start_ns(req);
     mxu_usage_record r = {
         .invocation = inv,
-        .tenant = tenant,
-        .function = function,
-        .version = version,
+        .tenant = rj->tenant,
+        .function = rj->function,
+        .version = rj->version,
         .executor = "",
         .start_ms = mxu_wall_ms() - (now_ns > start_ns ? (now_ns - start_ns) / 1000000 : 0),
         .wall_us = now_ns > start_ns ? (now_ns - start_ns) / 1000 : 0,
+        .memory_bytes = rj->memory_bytes,
         .status = MXU_USAGE_REJECTED,
-        .code = code,
-        .bytes_in = api_request_bytes(req),
+        .code = rj->code,
+        .bytes_in = api->cfg.meter ? api_request_bytes(req) : 0,
     };
-    api_respond_metered(api, req, &r, status, h, MXU_ARRAY_LEN(h), &out, NULL, NULL);
+    api_respond_metered(api, req, &r, rj->status, h, rj->retry_after_s ? 4 : 3, &out, NULL, NULL);
     mxu_buf_free(&out);
+}
+
+void api_reject_metered(mxu_api *api, mxu_http_req *req, const char *tenant, const char *function,
+                        uint32_t version, int status, const char *code, const char *fmt, ...)
+{
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    api_reject(api, req,
+               &(api_rejection){.tenant = tenant,
+                                .function = function,
+                                .version = version,
+                                .status = status,
+                                .code = code,
+                                .message = msg});
 }
 
 /* ---- query parameters ---- */
