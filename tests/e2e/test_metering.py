@@ -100,10 +100,13 @@ def test_records_of_every_outcome():
         check(r["cpu_us"] >= 200000, f"a spinning function used CPU: {r}")
 
         # 429: one running, one queued, the next rejected.
-        hold = [threading.Thread(target=lambda: n.get("/fn/m?sleep=400")) for _ in range(2)]
+        hold = [threading.Thread(target=lambda: n.get("/fn/m?sleep=1000")) for _ in range(2)]
         for t in hold:
             t.start()
-            time.sleep(0.1)
+        # the second waits in the queue (max_instances 1, concurrency 1)
+        n.wait_for(lambda: any(v["queued"] == 1 for v in
+                               n.get("/v1/functions/m").json()["stats"].values()),
+                   what="one invocation queued")
         rej = n.get("/fn/m")
         for t in hold:
             t.join()
