@@ -5,6 +5,9 @@
 # in turn, interleaved for $ROUNDS rounds, at 32 and at 256 connections.
 # Server on CPU $SERVER_CPU, wrk on CPU $CLIENT_CPU; every process is
 # stopped by the PID recorded here; each wrk run is bounded by timeout.
+# First, when it was built beside MXU_BIN, bench/src/meter-cost.c: the meter's
+# own CPU per record on the loop and writer threads, from thread CPU clocks
+# (precise where the throughput ratio is noisy).
 #
 # Other work on the machine skews one side of a pair: each run waits for a
 # quiet machine (bench/lib.sh wait_quiet), and a run during which others used
@@ -51,6 +54,13 @@ cleanup() {
 # INT and TERM end the script too (a trap alone would clean up and go on).
 trap cleanup EXIT
 trap 'exit 1' INT TERM
+
+COST=$(dirname "$MXU_BIN")/bench/src/bench-meter-cost
+if [ -x "$COST" ]; then
+    echo "-- the meter alone (bench/src/meter-cost.c, 300000 records, 20 per loop turn)"
+    mkdir -p "$TMP/cost"
+    timeout 300 taskset -c "$SERVER_CPU" "$COST" "$TMP/cost" 300000 20 || echo "meter-cost failed"
+fi
 
 # --auth off on both: this compares metering on and off, with nothing else
 # different (authentication's own cost is bench/run.sh's).
