@@ -56,6 +56,24 @@ json_t *api_body_json(mxu_http_req *req)
     return j;
 }
 
+/* A body that is a JSON object with the string `field` (in *body, the caller
+ * frees it), or NULL after answering 400 with `usage`. */
+static const char *body_string(mxu_http_req *req, const char *field, const char *usage,
+                               json_t **body)
+{
+    const char *v = NULL;
+    *body = api_body_json(req);
+    if (*body == NULL)
+        return NULL;
+    if (json_unpack(*body, "{s:s}", field, &v) < 0) {
+        json_decref(*body);
+        *body = NULL;
+        api_error(req, 400, "bad_request", NULL, "%s", usage);
+        return NULL;
+    }
+    return v;
+}
+
 static bool query_u64(mxu_http_req *req, const char *key, uint64_t *out)
 {
     const char *q = mxu_http_req_query(req);
@@ -519,15 +537,10 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
             method_not_allowed(req, "POST");
             return;
         }
-        json_t *j = api_body_json(req);
-        if (j == NULL)
+        json_t *j;
+        const char *to = body_string(req, "to", "move with {\"to\": LOCATION}", &j);
+        if (to == NULL)
             return;
-        const char *to = NULL;
-        if (json_unpack(j, "{s:s}", "to", &to) < 0) {
-            json_decref(j);
-            api_error(req, 400, "bad_request", NULL, "move with {\"to\": LOCATION}");
-            return;
-        }
         if (!location_allowed(req, node_admin, to)) {
             json_decref(j);
             return;
@@ -550,15 +563,11 @@ static void resources(mxu_api *api, mxu_http_req *req, const char *tenant, bool 
         return;
     }
     if (api_is_method(req, "PUT")) {
-        json_t *j = api_body_json(req);
-        if (j == NULL)
+        json_t *j;
+        const char *backend =
+            body_string(req, "backend", "set a resource with {\"backend\": LOCATION}", &j);
+        if (backend == NULL)
             return;
-        const char *backend = NULL;
-        if (json_unpack(j, "{s:s}", "backend", &backend) < 0) {
-            json_decref(j);
-            api_error(req, 400, "bad_request", NULL, "set a resource with {\"backend\": LOCATION}");
-            return;
-        }
         if (!location_allowed(req, node_admin, backend)) {
             json_decref(j);
             return;
@@ -595,15 +604,10 @@ static void tenants(mxu_api *api, mxu_http_req *req, const mxu_principal *who, c
     if (name == NULL && api_is_method(req, "GET")) {
         api_json(req, 200, json_pack("{s:o}", "tenants", mxu_policy_tenants_json(pol)));
     } else if (name == NULL && api_is_method(req, "POST")) {
-        json_t *j = api_body_json(req);
-        if (j == NULL)
+        json_t *j;
+        const char *tname = body_string(req, "name", "create a tenant with {\"name\": NAME}", &j);
+        if (tname == NULL)
             return;
-        const char *tname = NULL;
-        if (json_unpack(j, "{s:s}", "name", &tname) < 0) {
-            json_decref(j);
-            api_error(req, 400, "bad_request", NULL, "create a tenant with {\"name\": NAME}");
-            return;
-        }
         if (mxu_policy_tenant_create(pol, tname, &err) < 0) {
             json_decref(j);
             if (err.code == EINVAL)
