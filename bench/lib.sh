@@ -12,6 +12,7 @@
 #                          >= $QUIET_MIN % idle; leaves the figure in $LAST_IDLE
 #   cpu_mark, cpu_foreign  share of the CPUs others used in between
 #   measured CMD...        CMD's number, redone while others disturbed it
+#   onoff_summary LABEL DIR CONNS...  medians and ratio of DIR/on-C, DIR/off-C
 #   run_wrk NAME URL CONNS RUN   one wrk run pinned to $CLIENT_CPU; appends a
 #                          row to $RES/wrk.tsv, keeps wrk's text in $RES/raw/
 #
@@ -159,6 +160,28 @@ measured() {
         _try=$((_try + 1))
         log "$*: others used $_other % of the CPUs ($_r), running it again"
     done
+}
+
+# onoff_summary LABEL DIR CONNS...: medians of the req/s in DIR/on-C and
+# DIR/off-C (one per line, "!" after a disturbed run) and their ratio.
+onoff_summary() {
+    _label=$1
+    shift
+    python3 - "$_label" "$@" <<'PY'
+import statistics, sys
+label, tmp, conns = sys.argv[1], sys.argv[2], sys.argv[3:]
+w = len(label) + 5
+for c in conns:
+    ron = [x for x in open(f"{tmp}/on-{c}").read().split() if x]
+    roff = [x for x in open(f"{tmp}/off-{c}").read().split() if x]
+    on = [float(x.rstrip("!")) for x in ron]
+    off = [float(x.rstrip("!")) for x in roff]
+    mon, moff = statistics.median(on), statistics.median(off)
+    fmt = lambda xs: ", ".join(f"{float(x.rstrip('!')):.0f}" + ("!" if x.endswith("!") else "") for x in xs)
+    print(f"{label + '-on':<{w}}c{c}: {mon:9.0f} req/s  (runs: {fmt(ron)})")
+    print(f"{label + '-off':<{w}}c{c}: {moff:9.0f} req/s  (runs: {fmt(roff)})")
+    print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
+PY
 }
 
 WRK_HDR='date	name	conns	run	rps	mean_us	p50_us	p90_us	p99_us	max_us	errors	non2xx	requests	idle_before	others_cpu_pct'

@@ -94,18 +94,5 @@ for c in $CONNS; do
     done
 done
 # shellcheck disable=SC2086 # CONNS is a list of numbers
-python3 - "$TMP" $CONNS <<'PY'
-import statistics, sys
-tmp, conns = sys.argv[1], sys.argv[2:]
-for c in conns:
-    ron = [x for x in open(f"{tmp}/on-{c}").read().split() if x]
-    roff = [x for x in open(f"{tmp}/off-{c}").read().split() if x]
-    on = [float(x.rstrip("!")) for x in ron]
-    off = [float(x.rstrip("!")) for x in roff]
-    mon, moff = statistics.median(on), statistics.median(off)
-    fmt = lambda xs: ", ".join(f"{float(x.rstrip('!')):.0f}" + ("!" if x.endswith("!") else "") for x in xs)
-    print(f"metering-on  c{c}: {mon:9.0f} req/s  (runs: {fmt(ron)})")
-    print(f"metering-off c{c}: {moff:9.0f} req/s  (runs: {fmt(roff)})")
-    print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
-PY
+onoff_summary metering "$TMP" $CONNS
 echo "writer: $(curl -s "http://127.0.0.1:$PORT/v1/health" | python3 -c 'import json,sys; print(json.load(sys.stdin)["metering"])')"
