@@ -98,7 +98,7 @@ typedef struct cli_simple_args {
     const char *pos[4];
     int npos;
     unsigned flags;
-    const char *values[8]; /* the value of the verb's option k, if it takes one */
+    const char *values[16]; /* the value of the verb's option k, if it takes one */
 } cli_simple_args;
 
 int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_option *flags,

@@ -55,84 +55,40 @@ enum {
 };
 
 static const cli_option key_opts[] = {
-    CLI_OPT_COMMON,
-    {"json", 0, false, CLI_OPT_JSON},
-    {"tenant", 0, true, OPT_TENANT},
-    {"role", 0, true, OPT_ROLE},
-    {"scope", 0, true, OPT_SCOPE},
-    {"expires", 0, true, OPT_EXPIRES},
-    {"note", 0, true, OPT_NOTE},
-    {"rate", 0, true, OPT_RATE},
-    {"burst", 0, true, OPT_BURST},
-    {"concurrency", 0, true, OPT_CONC},
+    {"tenant", 0, true, OPT_TENANT}, {"role", 0, true, OPT_ROLE},
+    {"scope", 0, true, OPT_SCOPE},   {"expires", 0, true, OPT_EXPIRES},
+    {"note", 0, true, OPT_NOTE},     {"rate", 0, true, OPT_RATE},
+    {"burst", 0, true, OPT_BURST},   {"concurrency", 0, true, OPT_CONC},
     {"priority", 0, true, OPT_PRIO},
 };
 
 typedef struct key_args {
-    const char *url, *key, *tenant, *role, *scope, *expires, *note;
+    cli_simple_args s;
+    const char *tenant, *role, *scope, *expires, *note;
     const char *rate, *burst, *conc, *prio;
-    const char *pos[2];
+    const char **pos;
     int npos;
-    bool json;
 } key_args;
 
 static int key_parse(int argc, char **argv, key_args *a)
 {
     const cli_verb_help *h = &cli_help_key;
-    cli_parser p;
-    cli_parser_init(&p, argc, argv, key_opts, MXU_ARRAY_LEN(key_opts));
-    const char *arg;
-    mxu_err err;
-    for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
-        switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            a->url = arg;
-            break;
-        case CLI_OPT_KEY:
-            a->key = arg;
-            break;
-        case CLI_OPT_JSON:
-            a->json = true;
-            break;
-        case OPT_TENANT:
-            a->tenant = arg;
-            break;
-        case OPT_ROLE:
-            a->role = arg;
-            break;
-        case OPT_SCOPE:
-            a->scope = arg;
-            break;
-        case OPT_EXPIRES:
-            a->expires = arg;
-            break;
-        case OPT_NOTE:
-            a->note = arg;
-            break;
-        case OPT_RATE:
-            a->rate = arg;
-            break;
-        case OPT_BURST:
-            a->burst = arg;
-            break;
-        case OPT_CONC:
-            a->conc = arg;
-            break;
-        case OPT_PRIO:
-            a->prio = arg;
-            break;
-        case CLI_OPT_POSITIONAL:
-            if (a->npos == (int)MXU_ARRAY_LEN(a->pos))
-                return cli_usage_error(h, "unexpected argument '%s'", arg);
-            a->pos[a->npos++] = arg;
-            break;
-        }
-    }
+    int rc = cli_parse_simple(h, argc, argv, key_opts, MXU_ARRAY_LEN(key_opts), 0, 2, &a->s);
+    if (rc >= 0)
+        return rc;
+#define KEY_OPT(id) a->s.values[(id)-CLI_OPT_FIRST_VERB]
+    a->tenant = KEY_OPT(OPT_TENANT);
+    a->role = KEY_OPT(OPT_ROLE);
+    a->scope = KEY_OPT(OPT_SCOPE);
+    a->expires = KEY_OPT(OPT_EXPIRES);
+    a->note = KEY_OPT(OPT_NOTE);
+    a->rate = KEY_OPT(OPT_RATE);
+    a->burst = KEY_OPT(OPT_BURST);
+    a->conc = KEY_OPT(OPT_CONC);
+    a->prio = KEY_OPT(OPT_PRIO);
+#undef KEY_OPT
+    a->pos = a->s.pos;
+    a->npos = a->s.npos;
     if (a->npos == 0)
         return cli_usage_error(h, "say create, ls or revoke");
     const char *sub = a->pos[0];
@@ -188,7 +144,7 @@ int mxu_cmd_key(int argc, char **argv)
     if (rc >= 0)
         return rc;
     cli_client c;
-    if (cli_client_open(&c, a.url, a.key) < 0)
+    if (cli_client_open(&c, a.s.url, a.s.key) < 0)
         return CLI_EXIT_USAGE;
     const char *sub = a.pos[0];
     _cleanup_buf_ mxu_buf path = {0};
@@ -238,8 +194,8 @@ int mxu_cmd_key(int argc, char **argv)
     mxu_err err;
     int status = 0;
     if (cli_api(&c, method, path.data, body, &r, &err) < 0) {
-        status = cli_fail(&r, &err, a.json);
-    } else if (a.json) {
+        status = cli_fail(&r, &err, a.s.json);
+    } else if (a.s.json) {
         cli_print_json_text(&r.raw);
     } else if (strcmp(sub, "create") == 0) {
         printf("%s\n", cli_json_str(r.json, "key", ""));

@@ -46,14 +46,9 @@ const cli_verb_help cli_help_tenant = {
 enum { OPT_RATE = CLI_OPT_FIRST_VERB, OPT_BURST, OPT_CONC, OPT_INV, OPT_GBS, OPT_OUT };
 
 static const cli_option tenant_opts[] = {
-    CLI_OPT_COMMON,
-    {"json", 0, false, CLI_OPT_JSON},
-    {"rate", 0, true, OPT_RATE},
-    {"burst", 0, true, OPT_BURST},
-    {"concurrency", 0, true, OPT_CONC},
-    {"invocations", 0, true, OPT_INV},
-    {"gb-seconds", 0, true, OPT_GBS},
-    {"bytes-out", 0, true, OPT_OUT},
+    {"rate", 0, true, OPT_RATE},        {"burst", 0, true, OPT_BURST},
+    {"concurrency", 0, true, OPT_CONC}, {"invocations", 0, true, OPT_INV},
+    {"gb-seconds", 0, true, OPT_GBS},   {"bytes-out", 0, true, OPT_OUT},
 };
 
 /* "none" → null; a number → integer; else the text (the node checks it). */
@@ -87,52 +82,25 @@ static void print_limits(json_t *j)
 
 static int tenant_shape(const cli_verb_help *h, int argc, char **argv)
 {
-    cli_parser p;
-    cli_parser_init(&p, argc, argv, tenant_opts, MXU_ARRAY_LEN(tenant_opts));
-    const char *arg, *url = NULL, *key = NULL, *pos[3] = {0};
-    int npos = 0;
-    bool json = false;
+    cli_simple_args a;
+    int rc = cli_parse_simple(h, argc, argv, tenant_opts, MXU_ARRAY_LEN(tenant_opts), 0, 3, &a);
+    if (rc >= 0)
+        return rc;
     mxu_err err;
     json_t *body = json_object();
-    for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
-        static const char *const names[] = {"rate",        "burst",      "concurrency",
-                                            "invocations", "gb_seconds", "bytes_out"};
-        switch (id) {
-        case CLI_OPT_ERROR:
-            json_decref(body);
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            json_decref(body);
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            url = arg;
-            break;
-        case CLI_OPT_KEY:
-            key = arg;
-            break;
-        case CLI_OPT_JSON:
-            json = true;
-            break;
-        case CLI_OPT_POSITIONAL:
-            if (npos == 3) {
-                json_decref(body);
-                return cli_usage_error(h, "unexpected argument '%s'", arg);
-            }
-            pos[npos++] = arg;
-            break;
-        default:
-            json_object_set_new(body, names[id - OPT_RATE], opt_value(arg, id != OPT_RATE));
-        }
-    }
-    if (npos != 2) {
+    static const char *const names[] = {"rate",        "burst",      "concurrency",
+                                        "invocations", "gb_seconds", "bytes_out"};
+    for (size_t k = 0; k < MXU_ARRAY_LEN(names); k++)
+        if (a.values[k])
+            json_object_set_new(body, names[k], opt_value(a.values[k], k != 0));
+    if (a.npos != 2) {
         json_decref(body);
-        /* pos[0] is unset when an option took the word as its value
+        /* a.pos[0] is unset when an option took the word as its value
          * (`mxu tenant --key limits`). */
-        return npos == 0 ? cli_usage_error(h, "limits or quota takes one tenant name")
-                         : cli_usage_error(h, "%s takes one tenant name", pos[0]);
+        return a.npos == 0 ? cli_usage_error(h, "limits or quota takes one tenant name")
+                           : cli_usage_error(h, "%s takes one tenant name", a.pos[0]);
     }
-    bool limits = strcmp(pos[0], "limits") == 0;
+    bool limits = strcmp(a.pos[0], "limits") == 0;
     const char *lk[] = {"rate", "burst", "concurrency"};
     size_t nl = 0;
     for (size_t i = 0; i < MXU_ARRAY_LEN(lk); i++)
@@ -145,20 +113,20 @@ static int tenant_shape(const cli_verb_help *h, int argc, char **argv)
                                         "--bytes-out");
     }
     cli_client c;
-    if (cli_client_open(&c, url, key) < 0) {
+    if (cli_client_open(&c, a.url, a.key) < 0) {
         json_decref(body);
         return CLI_EXIT_USAGE;
     }
     _cleanup_buf_ mxu_buf path = {0};
     mxu_buf_puts(&path, "/v1/tenants/");
-    cli_path_segment(&path, pos[1]);
+    cli_path_segment(&path, a.pos[1]);
     mxu_buf_puts(&path, limits ? "/limits" : "/quotas");
     bool set = json_object_size(body) > 0;
     cli_reply r;
     int status = 0;
     if (cli_api(&c, set ? "PUT" : "GET", path.data, set ? body : NULL, &r, &err) < 0)
-        status = cli_fail(&r, &err, json);
-    else if (json)
+        status = cli_fail(&r, &err, a.json);
+    else if (a.json)
         cli_print_json_text(&r.raw);
     else
         print_limits(r.json);
