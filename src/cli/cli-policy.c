@@ -37,11 +37,7 @@ const cli_verb_help cli_help_policy = {
 
 enum { OPT_TENANT = CLI_OPT_FIRST_VERB };
 
-static const cli_option policy_opts[] = {
-    CLI_OPT_COMMON,
-    {"json", 0, false, CLI_OPT_JSON},
-    {"tenant", 0, true, OPT_TENANT},
-};
+static const cli_option policy_opts[] = {{"tenant", 0, true, OPT_TENANT}};
 
 static void add_tenant(mxu_buf *path, const char *tenant)
 {
@@ -81,40 +77,14 @@ static void print_versions(json_t *versions)
 int mxu_cmd_policy(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_policy;
-    cli_parser p;
-    cli_parser_init(&p, argc, argv, policy_opts, MXU_ARRAY_LEN(policy_opts));
-    const char *arg, *url = NULL, *key = NULL, *tenant = NULL, *pos[4] = {0};
-    int npos = 0;
-    bool json = false;
+    cli_simple_args a;
+    int rc = cli_parse_simple(h, argc, argv, policy_opts, MXU_ARRAY_LEN(policy_opts), 0, 4, &a);
+    if (rc >= 0)
+        return rc;
+    const char *url = a.url, *key = a.key, *tenant = a.values[0], *const *pos = a.pos;
+    int npos = a.npos;
+    bool json = a.json;
     mxu_err err;
-    for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
-        switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            url = arg;
-            break;
-        case CLI_OPT_KEY:
-            key = arg;
-            break;
-        case CLI_OPT_JSON:
-            json = true;
-            break;
-        case OPT_TENANT:
-            tenant = arg;
-            break;
-        case CLI_OPT_POSITIONAL:
-            if (npos == 4)
-                return cli_usage_error(h, "unexpected argument '%s'", arg);
-            pos[npos++] = arg;
-            break;
-        default:
-            break;
-        }
-    }
     if (npos == 0)
         return cli_usage_error(h, "say what to do: apply, ls, show or diff");
     const char *sub = pos[0];
