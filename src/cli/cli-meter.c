@@ -11,14 +11,9 @@
 enum { OPT_TENANT = CLI_OPT_FIRST_VERB, OPT_FUNCTION, OPT_SINCE, OPT_MONTH, OPT_CSV, OPT_LIMIT };
 
 static const cli_option meter_opts[] = {
-    CLI_OPT_COMMON,
-    {"json", 0, false, CLI_OPT_JSON},
-    {"csv", 0, false, OPT_CSV},
-    {"tenant", 0, true, OPT_TENANT},
-    {"function", 0, true, OPT_FUNCTION},
-    {"since", 0, true, OPT_SINCE},
-    {"month", 0, true, OPT_MONTH},
-    {"limit", 'n', true, OPT_LIMIT},
+    {"csv", 0, false, OPT_CSV},          {"tenant", 0, true, OPT_TENANT},
+    {"function", 0, true, OPT_FUNCTION}, {"since", 0, true, OPT_SINCE},
+    {"month", 0, true, OPT_MONTH},       {"limit", 'n', true, OPT_LIMIT},
 };
 
 const cli_verb_help cli_help_usage = {
@@ -62,51 +57,26 @@ typedef struct meter_args {
 static int parse(const cli_verb_help *h, int argc, char **argv, meter_args *a)
 {
     memset(a, 0, sizeof(*a));
-    cli_parser p;
-    cli_parser_init(&p, argc, argv, meter_opts, MXU_ARRAY_LEN(meter_opts));
-    const char *arg;
-    mxu_err err;
-    int id;
-    while ((id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END) {
+    cli_simple_args s;
+    int rc = cli_parse_simple(h, argc, argv, meter_opts, MXU_ARRAY_LEN(meter_opts), 0, 0, &s);
+    if (rc >= 0)
+        return rc;
+#define METER_OPT(id) s.values[(id)-CLI_OPT_FIRST_VERB]
+    a->url = s.url;
+    a->key = s.key;
+    a->json = s.json;
+    a->csv = s.flags & (1u << (OPT_CSV - CLI_OPT_FIRST_VERB));
+    a->tenant = METER_OPT(OPT_TENANT);
+    a->function = METER_OPT(OPT_FUNCTION);
+    a->since = METER_OPT(OPT_SINCE);
+    a->month = METER_OPT(OPT_MONTH);
+    const char *limit = METER_OPT(OPT_LIMIT);
+#undef METER_OPT
+    if (limit) {
         uint64_t n;
-        switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_POSITIONAL:
-            return cli_usage_error(h, "unexpected argument '%s'", arg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            a->url = arg;
-            break;
-        case CLI_OPT_KEY:
-            a->key = arg;
-            break;
-        case CLI_OPT_JSON:
-            a->json = true;
-            break;
-        case OPT_CSV:
-            a->csv = true;
-            break;
-        case OPT_TENANT:
-            a->tenant = arg;
-            break;
-        case OPT_FUNCTION:
-            a->function = arg;
-            break;
-        case OPT_SINCE:
-            a->since = arg;
-            break;
-        case OPT_MONTH:
-            a->month = arg;
-            break;
-        case OPT_LIMIT:
-            if (mxu_parse_u64(arg, &n) < 0 || n == 0 || n > 10000)
-                return cli_usage_error(h, "--limit: a number from 1 to 10000");
-            a->limit = (unsigned long)n;
-            break;
-        }
+        if (mxu_parse_u64(limit, &n) < 0 || n == 0 || n > 10000)
+            return cli_usage_error(h, "--limit: a number from 1 to 10000");
+        a->limit = (unsigned long)n;
     }
     if (a->json && a->csv)
         return cli_usage_error(h, "--json and --csv are exclusive");
