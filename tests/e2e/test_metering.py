@@ -99,14 +99,16 @@ def test_records_of_every_outcome():
         check(r["billed_ms"] >= 500, r)
         check(r["cpu_us"] >= 200000, f"a spinning function used CPU: {r}")
 
-        # 429: one running, one queued, the next rejected.
-        hold = [threading.Thread(target=lambda: n.get("/fn/m?sleep=1000")) for _ in range(2)]
-        for t in hold:
-            t.start()
-        # the second waits in the queue (max_instances 1, concurrency 1)
-        n.wait_for(lambda: any(v["queued"] == 1 for v in
-                               n.get("/v1/functions/m").json()["stats"].values()),
-                   what="one invocation queued")
+        # 429: one running (max_instances 1, concurrency 1), one queued, the
+        # next rejected; each state seen on the node before the next request.
+        def state():
+            queued = sum(v["queued"] for v in n.get("/v1/functions/m").json()["stats"].values())
+            return sum(i["in_flight"] for i in n.instances("m")), queued
+        hold = [threading.Thread(target=lambda: n.get("/fn/m?sleep=1500")) for _ in range(2)]
+        hold[0].start()
+        n.wait_for(lambda: state() == (1, 0), what="one invocation running")
+        hold[1].start()
+        n.wait_for(lambda: state() == (1, 1), what="one running, one queued")
         rej = n.get("/fn/m")
         for t in hold:
             t.join()
