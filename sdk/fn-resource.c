@@ -574,7 +574,7 @@ static int writer_conflict(mxu_slice name, mxu_slice key)
 mxu_blob_writer *mxu_blob_writer_open(mxu_req *req, const char *desc, const char *key)
 {
     mxu_fn_rt *rt = &mxu_fn_rt_g;
-    mxu_slice name, k;
+    mxu_slice name = {0}, k = {0};
     if (begin(req, desc, &name) < 0 || str_arg(key, "key", 0, &k) < 0 ||
         writer_conflict(name, k) < 0)
         return NULL;

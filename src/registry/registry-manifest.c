@@ -1529,7 +1529,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
     field_lines fl = {.root = 0};
     const char *key;
     json_t *v;
-    uint64_t u;
+    uint64_t u = 0;
     json_object_foreach(j, key, v)
     {
         int rc = 0;

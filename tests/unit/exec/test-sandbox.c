@@ -338,7 +338,8 @@ static bool host_cgroup_dir(int pid, const char *ctl, char *out, size_t outlen)
 static uint64_t read_u64(const char *dir, const char *file)
 {
     char path[512];
-    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    if (snprintf(path, sizeof(path), "%s/%s", dir, file) >= (int)sizeof(path))
+        return 0;
     mxu_buf b = {0};
     uint64_t v = 0;
     if (mxu_read_file(path, 4096, &b, NULL) == 0 && b.len)

@@ -104,7 +104,7 @@ static uint8_t *make_invoke(size_t *n, const char *method, const char *path, con
                             const char *const *names, const char *const *values, uint32_t nhdr,
                             const char *body)
 {
-    mxu_slice hn[8], hv[8];
+    mxu_slice hn[8] = {{0}}, hv[8] = {{0}};
     for (uint32_t i = 0; i < nhdr; i++) {
         hn[i] = S(names[i]);
         hv[i] = S(values[i]);
