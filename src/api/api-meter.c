@@ -81,14 +81,17 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
         rec->bytes_out += n + 4;
         bytes += n + 2;
     }
-    if (api->cfg.meter == NULL) {
+    /* Almost always the record is in the journal as soon as it is recorded
+     * (stored into the mapped segment): the answer leaves now. */
+    if (api->cfg.meter == NULL || mxu_meter_record(api->cfg.meter, rec, NULL, NULL)) {
         mxu_http_respond(req, status, hdrs, nhdrs, body);
         if (done)
             done(ud);
         return;
     }
-    /* The answer waits for the end of this loop turn: copy the headers (the
-     * caller's go when this returns), all in one allocation. */
+    /* Else it waits until the record is written (the end of this loop
+     * turn, or later if the disk is full): copy the headers (the caller's
+     * go when this returns), all in one allocation. */
     held *h = mxu_malloc(sizeof(*h) + nhdrs * sizeof(mxu_http_header) + bytes);
     h->req = req;
     h->status = status;
@@ -111,7 +114,7 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
     }
     h->done = done;
     h->done_ud = ud;
-    mxu_meter_record(api->cfg.meter, rec, on_recorded, h);
+    mxu_meter_when_written(api->cfg.meter, on_recorded, h);
 }
 
 void api_reject(mxu_api *api, mxu_http_req *req, const api_rejection *rj)

@@ -37,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
 #include <xxhash.h>
@@ -105,17 +106,24 @@ char *mxu_journal_path(const char *dir, uint64_t gen)
     return mxu_path_join(dir, name);
 }
 
-int mxu_journal_create(const char *dir, uint64_t gen, int *fdp, mxu_err *err)
+int mxu_journal_create(const char *dir, uint64_t gen, size_t prealloc, mxu_journal_seg *seg,
+                       mxu_err *err)
 {
     _cleanup_free_ char *path = mxu_journal_path(dir, gen);
+    *seg = (mxu_journal_seg){.fd = -1};
     /* O_EXCL: a generation is used once; an existing file would mean two
      * writers. The old one is removed only if it holds nothing but a header
-     * (a spare made just before a crash). */
-    int fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+     * (a spare made just before a crash; with its preallocated zeros). */
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
     if (fd < 0 && errno == EEXIST) {
+        _cleanup_buf_ mxu_buf old = {0};
+        mxu_err rerr;
         struct stat st;
-        if (stat(path, &st) == 0 && st.st_size <= MXU_JOURNAL_HDR && unlink(path) == 0)
-            fd = open(path, O_WRONLY | O_APPEND | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        bool empty = stat(path, &st) == 0 && st.st_size <= MXU_JOURNAL_HDR;
+        if (!empty && mxu_journal_read(dir, gen, &old, &rerr) == 0)
+            empty = mxu_journal_data_end(old.data, old.len) <= MXU_JOURNAL_HDR;
+        if (empty && unlink(path) == 0)
+            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
         else
             errno = EEXIST;
     }
@@ -124,11 +132,24 @@ int mxu_journal_create(const char *dir, uint64_t gen, int *fdp, mxu_err *err)
     char hdr[MXU_JOURNAL_HDR];
     memcpy(hdr, journal_magic, sizeof(journal_magic));
     memcpy(hdr + 8, &gen, sizeof(gen));
-    /* The header is made durable, and the file's name with it, before any
-     * record goes in: a segment that holds records always has a valid
-     * header after a power loss. */
-    if (mxu_write_all(fd, hdr, sizeof(hdr)) < 0 || fdatasync(fd) < 0) {
-        int e = errno;
+    /* The blocks are reserved now (a full disk shows here, off the loop
+     * thread, not as a SIGBUS when a record is stored into the mapping);
+     * then the header is made durable, and the file's name with it, before
+     * any record goes in: a segment that holds records always has a valid
+     * header after a power loss. A file system that cannot preallocate gets
+     * a segment without mapping: records go in with pwrite(2). */
+    int e = mxu_write_all(fd, hdr, sizeof(hdr)) < 0 ? errno : 0;
+    bool map = prealloc > MXU_JOURNAL_HDR && e == 0;
+    if (map) {
+        int rc = posix_fallocate(fd, 0, (off_t)prealloc);
+        if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
+            map = false;
+        else
+            e = rc;
+    }
+    if (e == 0 && fdatasync(fd) < 0)
+        e = errno;
+    if (e) {
         close(fd);
         unlink(path);
         return mxu_err_set(err, e, "cannot write %s: %s", path, strerror(e));
@@ -138,8 +159,42 @@ int mxu_journal_create(const char *dir, uint64_t gen, int *fdp, mxu_err *err)
         unlink(path);
         return -1;
     }
-    *fdp = fd;
+    seg->fd = fd;
+    if (map) {
+        void *p = mmap(NULL, prealloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+        if (p != MAP_FAILED) {
+            seg->map = p;
+            seg->map_len = prealloc;
+        }
+    }
     return 0;
+}
+
+void mxu_journal_seg_prefault(const mxu_journal_seg *seg)
+{
+#ifdef MADV_POPULATE_WRITE
+    if (seg->map)
+        madvise(seg->map, seg->map_len, MADV_POPULATE_WRITE); /* best effort (Linux >= 5.14) */
+#else
+    (void)seg;
+#endif
+}
+
+void mxu_journal_seg_close(mxu_journal_seg *seg)
+{
+    if (seg->map)
+        munmap(seg->map, seg->map_len);
+    if (seg->fd >= 0)
+        close(seg->fd);
+    *seg = (mxu_journal_seg){.fd = -1};
+}
+
+size_t mxu_journal_data_end(const void *data, size_t len)
+{
+    const char *p = data;
+    while (len > MXU_JOURNAL_HDR && p[len - 1] == 0)
+        len--;
+    return len;
 }
 
 static int cmp_u64(const void *a, const void *b)

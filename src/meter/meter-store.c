@@ -3,19 +3,20 @@
  * writer thread, and the queries.
  *
  * Durability is the point of this file (docs/metering.md, "Durability").
- * kill -9 ends the process, not the machine: what the process has handed to
- * the kernel with write(2) survives it. So a record is safe from kill -9 as
- * soon as it is in the journal's page cache, and that is what an answer
- * waits for:
+ * kill -9 ends the process, not the machine: what the process has put in
+ * the kernel's page cache survives it. A journal segment is a file mapped
+ * shared, so a record stored into the mapping is in the page cache at once,
+ * with no system call, and that is what an answer waits for:
  *
  *  1. Loop thread, per record: mxu_meter_record() frames the record into an
- *     in-memory batch (meter-journal.c) and remembers the callback that
- *     releases its answer. No lock, no system call.
+ *     in-memory batch (meter-journal.c) and, when every record before it is
+ *     in, stores the frame into the segment's mapping: the caller may
+ *     answer at once. Otherwise (the mapping is full, or an earlier write
+ *     failed) the record waits, with the callbacks that release answers.
  *  2. Loop thread, once per loop turn: a prepare handle (it runs just before
- *     the loop would block again) writes the whole batch with one write(2)
- *     to the current journal segment, then runs the batch's callbacks, so
+ *     the loop would block again) writes what waits with pwrite(2), hands
+ *     the turn's frames to the writer thread and runs the callbacks, so held
  *     answers leave in the same turn, after their records are in the kernel.
- *     The written bytes are handed to the writer thread.
  *  3. Writer thread, every ingest interval (50 ms; MXU_METER_INGEST_MS) or at
  *     once when a flush waits: inserts the handed-over records into usage.db
  *     in one transaction that also stores how far the journal is ingested
@@ -27,8 +28,9 @@
  *     segment is started.
  *
  * Segments rotate at MXU_JOURNAL_SEGMENT bytes: the writer keeps a spare
- * segment (created and fsynced off the loop thread) that the loop switches
- * to without a system call beyond close(2); a segment is unlinked once the
+ * segment (created, preallocated, mapped, faulted in and fsynced off the
+ * loop thread) that the loop switches to without a system call beyond
+ * munmap(2) and close(2); a segment is unlinked once the
  * database's position has moved past it. Crash-safe at every step: a
  * segment is removed only after a committed position says all of it is in.
  *
@@ -76,6 +78,7 @@ typedef struct item {
 typedef struct release {
     mxu_meter_record_cb cb;
     void *ud;
+    size_t upto; /* it runs once batch[0, upto) is in the journal */
 } release;
 
 typedef struct ilist {
@@ -130,10 +133,10 @@ struct mxu_meter {
     uint64_t ingest_ns, segment_bytes;
 
     /* ---- loop thread ---- */
-    int fd;            /* current segment, O_APPEND */
-    uint64_t gen, end; /* its generation and size */
-    mxu_buf batch;     /* framed records not yet handed over */
-    size_t written;    /* how much of batch is in the file already */
+    mxu_journal_seg seg; /* current segment */
+    uint64_t gen, end;   /* its generation, and where its data ends */
+    mxu_buf batch;       /* framed records not yet handed over */
+    size_t written;      /* how much of batch is in the segment already */
     release *rel;      /* callbacks of the records in batch */
     size_t nrel, caprel;
     ilist syncs;  /* syncs to hand over after batch */
@@ -153,7 +156,7 @@ struct mxu_meter {
     uint64_t queue_since_ns;
     bool urgent, stop;
     ilist done;
-    int spare_fd; /* the next segment, ready; -1 if none */
+    mxu_journal_seg spare; /* the next segment, ready; fd -1 if none */
     uint64_t spare_gen, cur_gen;
     uint64_t ingested, batches, rows, max_batch, commit_ns, commit_cpu_ns, failures, replayed, cut;
     uv_async_t async;
@@ -162,6 +165,7 @@ struct mxu_meter {
     /* ---- writer thread (and replay, before it starts) ---- */
     uint64_t pos_gen, oldest_gen; /* segments in [oldest_gen, pos_gen) can go */
     uint64_t next_seq;            /* of the next record ingested */
+    mxu_journal_seg first;        /* the loop's segment when the thread started */
     ingest_ctx ic;
 
     mxu_prices *prices;
@@ -621,6 +625,9 @@ static void writer_main(void *arg)
     mxu_meter *m = arg;
     /* Named, so top -H and perf tell its CPU from the loop's. */
     pthread_setname_np(pthread_self(), "usage-writer");
+    /* The loop stores into the first segment already; it cannot rotate
+     * away from it before this thread has made a spare. */
+    mxu_journal_seg_prefault(&m->first);
     uv_mutex_lock(&m->mu);
     for (;;) {
         /* Wait for the interval to pass over the oldest waiting chunk, or
@@ -644,7 +651,7 @@ static void writer_main(void *arg)
         item *list = m->queue.head;
         ilist_init(&m->queue);
         m->queue_bytes = 0;
-        bool want_spare = m->spare_fd < 0;
+        bool want_spare = m->spare.fd < 0;
         uint64_t spare_gen = m->cur_gen + 1;
         uv_mutex_unlock(&m->mu);
 
@@ -668,11 +675,12 @@ static void writer_main(void *arg)
         }
         uint64_t dt = mxu_now_ns() - t0, dc = thread_cpu_ns() - c0;
         drop_segments(m, m->pos_gen);
-        int spare = -1;
+        mxu_journal_seg spare = {.fd = -1};
         if (want_spare) {
             mxu_err err;
-            if (mxu_journal_create(m->dir, spare_gen, &spare, &err) < 0)
+            if (mxu_journal_create(m->dir, spare_gen, m->segment_bytes, &spare, &err) < 0)
                 mxu_warn("usage journal: cannot prepare the next segment: %s", err.msg);
+            mxu_journal_seg_prefault(&spare);
         }
 
         ilist done;
@@ -686,8 +694,8 @@ static void writer_main(void *arg)
             list = next;
         }
         uv_mutex_lock(&m->mu);
-        if (spare >= 0) {
-            m->spare_fd = spare;
+        if (spare.fd >= 0) {
+            m->spare = spare;
             m->spare_gen = spare_gen;
         }
         m->ingested += n;
@@ -767,7 +775,7 @@ static void hand_over(mxu_meter *m)
         m->written = 0;
     }
     bool syncs = m->syncs.head != NULL;
-    int old_fd = -1;
+    mxu_journal_seg old = {.fd = -1};
     uv_mutex_lock(&m->mu);
     bool was_empty = m->queue.head == NULL;
     if (chunk) {
@@ -780,74 +788,112 @@ static void hand_over(mxu_meter *m)
     bool urgent = syncs || m->queue_bytes >= URGENT_BYTES;
     if (urgent)
         m->urgent = true;
-    if (m->end >= m->segment_bytes && m->spare_fd >= 0) {
-        old_fd = m->fd;
-        m->fd = m->spare_fd;
+    if (m->end >= m->segment_bytes && m->spare.fd >= 0) {
+        old = m->seg;
+        m->seg = m->spare;
         m->gen = m->cur_gen = m->spare_gen;
         m->end = MXU_JOURNAL_HDR;
-        m->spare_fd = -1;
+        m->spare = (mxu_journal_seg){.fd = -1};
     }
     /* The writer sleeps without a deadline only on an empty queue. */
     if (was_empty || urgent)
         uv_cond_signal(&m->cv);
     uv_mutex_unlock(&m->mu);
-    if (old_fd >= 0)
-        close(old_fd);
+    mxu_journal_seg_close(&old);
 }
 
 static void on_prepare(uv_prepare_t *h);
 static void on_retry(uv_timer_t *t);
 
-/* Write the batch, hand it over, release its answers; again if releasing
- * them recorded more. On a failed write the answers stay held and a timer
- * retries. */
+/* Put batch[written, len) into the segment: stored into its mapping when
+ * it fits, else written with pwrite(2). -1 with errno if the file cannot
+ * take it (disk full): what went in stays in. */
+static int store_pending(mxu_meter *m)
+{
+    size_t n = m->batch.len - m->written;
+    if (m->seg.map && m->end + n <= m->seg.map_len) {
+        memcpy(m->seg.map + m->end, m->batch.data + m->written, n);
+        m->written += n;
+        m->end += n;
+        m->write_bytes += n;
+        return 0;
+    }
+    while (m->written < m->batch.len) {
+        ssize_t w =
+            pwrite(m->seg.fd, m->batch.data + m->written, m->batch.len - m->written, (off_t)m->end);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0) {
+            if (w == 0)
+                errno = ENOSPC;
+            return -1;
+        }
+        /* A short write (disk full half-way) leaves a partial frame that
+         * the next write completes; if the node dies first, replay cuts
+         * it, and its answer never went out. */
+        m->written += (size_t)w;
+        m->end += (uint64_t)w;
+        m->write_bytes += (uint64_t)w;
+    }
+    m->writes++;
+    return 0;
+}
+
+/* Run the callbacks of the records in batch[0, upto), in order. They are
+ * taken out first: they may record more. */
+static void release_upto(mxu_meter *m, size_t upto)
+{
+    size_t k = 0;
+    while (k < m->nrel && m->rel[k].upto <= upto)
+        k++;
+    if (k == 0)
+        return;
+    release *run = m->rel;
+    size_t n = m->nrel, cap = m->caprel;
+    m->rel = NULL;
+    m->nrel = m->caprel = 0;
+    if (k < n) { /* the rest wait on */
+        m->caprel = n - k + 64;
+        m->rel = mxu_malloc(m->caprel * sizeof(*m->rel));
+        memcpy(m->rel, run + k, (n - k) * sizeof(*run));
+        m->nrel = n - k;
+    }
+    for (size_t i = 0; i < k; i++)
+        run[i].cb(run[i].ud, true);
+    if (m->rel == NULL) { /* keep the array for the next turn */
+        m->rel = run;
+        m->caprel = cap;
+    } else {
+        free(run);
+    }
+}
+
+/* Store what is pending, hand the batch over, release its answers; again
+ * if releasing them recorded more. If the segment cannot take the records,
+ * their answers stay held and a timer retries. */
 static void write_out(mxu_meter *m)
 {
     while (m->batch.len || m->nrel || m->syncs.head) {
-        while (m->written < m->batch.len) {
-            ssize_t n = write(m->fd, m->batch.data + m->written, m->batch.len - m->written);
-            if (n < 0 && errno == EINTR)
-                continue;
-            if (n <= 0) {
-                m->write_failures++;
-                m->tries++;
-                if (m->tries == 1 || m->tries % 50 == 0)
-                    mxu_error("usage records: cannot append to the journal (segment %llu): %s "
-                              "(answers are held until it works; try %u)",
-                              (unsigned long long)m->gen, n < 0 ? strerror(errno) : "no progress",
-                              m->tries);
-                m->failing = true;
-                uv_prepare_stop(&m->prep);
-                uv_timer_start(&m->retry, on_retry, MXU_MIN(100u * m->tries, 2000u), 0);
-                return;
-            }
-            /* A short write (disk full half-way) leaves a partial frame that
-             * the next write completes; if the node dies first, replay cuts
-             * it, and its answer never went out. */
-            m->written += (size_t)n;
-            m->end += (uint64_t)n;
-            m->write_bytes += (uint64_t)n;
+        if (m->written < m->batch.len && store_pending(m) < 0) {
+            int e = errno;
+            m->write_failures++;
+            m->tries++;
+            if (m->tries == 1 || m->tries % 50 == 0)
+                mxu_error("usage records: cannot append to the journal (segment %llu): %s "
+                          "(answers are held until it works; try %u)",
+                          (unsigned long long)m->gen, strerror(e), m->tries);
+            m->failing = true;
+            uv_prepare_stop(&m->prep);
+            uv_timer_start(&m->retry, on_retry, MXU_MIN(100u * m->tries, 2000u), 0);
+            release_upto(m, m->written);
+            return;
         }
-        if (m->batch.len)
-            m->writes++;
         if (m->tries) {
             mxu_info("usage records: the journal is writable again");
             m->tries = 0;
         }
         hand_over(m);
-        /* Take the callbacks out first: they may record more. */
-        size_t nrel = m->nrel, cap = m->caprel;
-        release *rel = m->rel;
-        m->rel = NULL;
-        m->nrel = m->caprel = 0;
-        for (size_t i = 0; i < nrel; i++)
-            rel[i].cb(rel[i].ud, true);
-        if (m->rel == NULL) { /* keep the array for the next turn */
-            m->rel = rel;
-            m->caprel = cap;
-        } else {
-            free(rel);
-        }
+        release_upto(m, SIZE_MAX);
     }
     uv_prepare_stop(&m->prep);
 }
@@ -878,19 +924,36 @@ void mxu_meter_set_observer(mxu_meter *m, mxu_meter_observer fn, void *ud)
     m->observer_ud = ud;
 }
 
-void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud)
+static void push_release(mxu_meter *m, mxu_meter_record_cb cb, void *ud)
+{
+    if (m->nrel == m->caprel) {
+        m->caprel = m->caprel ? m->caprel * 2 : 64;
+        m->rel = mxu_realloc(m->rel, m->caprel * sizeof(*m->rel));
+    }
+    m->rel[m->nrel++] = (release){cb, ud, m->batch.len};
+}
+
+bool mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud)
 {
     if (m->observer)
         m->observer(m->observer_ud, r);
+    /* Records go into the journal in the order they are recorded: this one
+     * goes in at once only if every one before it is in. */
+    bool caught_up = m->written == m->batch.len && !m->failing;
     mxu_journal_append(&m->batch, r);
     m->recorded++;
-    if (cb) {
-        if (m->nrel == m->caprel) {
-            m->caprel = m->caprel ? m->caprel * 2 : 64;
-            m->rel = mxu_realloc(m->rel, m->caprel * sizeof(*m->rel));
-        }
-        m->rel[m->nrel++] = (release){cb, ud};
-    }
+    bool stored = false;
+    if (caught_up && m->seg.map && m->end + (m->batch.len - m->written) <= m->seg.map_len)
+        stored = store_pending(m) == 0;
+    if (cb)
+        push_release(m, cb, ud);
+    want_write(m); /* the hand-over to the writer, at the end of this turn */
+    return stored;
+}
+
+void mxu_meter_when_written(mxu_meter *m, mxu_meter_record_cb cb, void *ud)
+{
+    push_release(m, cb, ud);
     want_write(m);
 }
 
@@ -1150,11 +1213,13 @@ static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *er
     if (ingest_commit(c, gen, from + scanned) < 0)
         goto fail;
     m->replayed += count;
-    if (from + scanned < data.len) {
-        m->cut += data.len - from - scanned;
+    /* The zeros after the data are the segment's preallocated room. */
+    size_t dend = mxu_journal_data_end(data.data, data.len);
+    if (from + scanned < dend) {
+        m->cut += dend - from - scanned;
         mxu_warn("usage journal: segment %llu: cut %zu byte(s) of torn or corrupt tail at offset "
                  "%llu (records never answered)",
-                 (unsigned long long)gen, data.len - from - scanned,
+                 (unsigned long long)gen, dend - from - scanned,
                  (unsigned long long)(from + scanned));
     }
     if (count)
@@ -1189,7 +1254,7 @@ static int replay(mxu_meter *m, mxu_err *err)
             return -1;
     }
     m->gen = m->cur_gen = top + 1;
-    if (mxu_journal_create(m->dir, m->gen, &m->fd, err) < 0)
+    if (mxu_journal_create(m->dir, m->gen, m->segment_bytes, &m->seg, err) < 0)
         return -1;
     m->end = MXU_JOURNAL_HDR;
     if (set_position(&m->ic, m->gen, m->end) < 0)
@@ -1214,7 +1279,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
 {
     mxu_meter *m = mxu_calloc(1, sizeof(*m));
     m->loop = loop;
-    m->fd = m->spare_fd = -1;
+    m->seg = m->spare = (mxu_journal_seg){.fd = -1};
     ilist_init(&m->queue);
     ilist_init(&m->done);
     ilist_init(&m->syncs);
@@ -1267,6 +1332,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
     /* Neither keeps the loop alive: a held answer's connection does. */
     uv_unref((uv_handle_t *)&m->prep);
     uv_unref((uv_handle_t *)&m->expire);
+    m->first = m->seg;
     if (uv_thread_create(&m->thread, writer_main, m) != 0) {
         mxu_err_set(err, EAGAIN, "cannot start the usage writer thread");
         /* m is leaked on purpose: the handles' memory must outlive the close. */
@@ -1280,8 +1346,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
     return 0;
 fail:
     mxu_prices_free(prices);
-    if (m->fd >= 0)
-        close(m->fd);
+    mxu_journal_seg_close(&m->seg);
     sqlite3_finalize(m->ins);
     sqlite3_finalize(m->upsert);
     sqlite3_finalize(m->setpos);
@@ -1336,10 +1401,8 @@ void mxu_meter_close(mxu_meter *m)
     mxu_prices_free(m->prices);
     uv_mutex_destroy(&m->mu);
     uv_cond_destroy(&m->cv);
-    if (m->fd >= 0)
-        close(m->fd);
-    if (m->spare_fd >= 0)
-        close(m->spare_fd);
+    mxu_journal_seg_close(&m->seg);
+    mxu_journal_seg_close(&m->spare);
     mxu_buf_free(&m->batch);
     free(m->rel);
     free(m->dir);

@@ -3,11 +3,12 @@
  *
  * Every invocation, whatever its outcome (ok, error, timeout, crash, or
  * rejected before it ran), becomes one usage record. mxu_meter_record()
- * appends the record to a batch that is written, once per loop turn, to an
- * append-only journal in the node's data directory, and then calls back on
- * the loop thread: a caller holds the client's answer until then, so no
- * answered invocation is ever without its record, even after kill -9 (the
- * record is in the kernel before the answer leaves). A writer thread moves
+ * stores the record into an append-only journal in the node's data
+ * directory, a file mapped shared (or, when that cannot take it, writes it
+ * at the end of the loop turn and then calls back): a caller answers only
+ * once the record is in, so no answered invocation is ever without its
+ * record, even after kill -9 (the record is in the kernel's page cache
+ * before the answer leaves). A writer thread moves
  * the journal into a SQLite database (usage.db) every few milliseconds;
  * queries wait for it (mxu_meter_sync). Records reach the journal in the
  * order they were recorded, so a record is written no later than any record
@@ -177,15 +178,21 @@ void mxu_meter_close(mxu_meter *m);
 
 typedef void (*mxu_meter_cb)(void *ud);
 typedef void (*mxu_meter_record_cb)(void *ud, bool written);
-/* Record one. `cb` (may be NULL) runs once, on the loop thread, when the
- * record is in the journal (written to the kernel: it survives the process
- * being killed), at the latest just before the loop next waits for events,
- * with written true. Never calls cb before returning. If the write fails
- * (disk full), it is retried from a timer: held answers wait, and the node
- * says why in its log. Only if the meter is closed while the write still
- * fails does cb run with written false: the record is lost, and whatever
- * waited for it (an answer) must not go out as if it were recorded. */
-void mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud);
+/* Record one. Returns true if the record is in the journal when this
+ * returns (stored into the segment's shared mapping: it survives the process
+ * being killed), as it is unless an earlier record is still waiting or the
+ * segment is full: an answer can then leave at once. Either way `cb` (may be
+ * NULL) runs once, on the loop thread, when the record is in the journal, at
+ * the latest just before the loop next waits for events, with written true;
+ * never before this returns. If the segment cannot take it (disk full), the
+ * write is retried from a timer: held answers wait, and the node says why in
+ * its log. Only if the meter is closed while the write still fails does cb
+ * run with written false: the record is lost, and whatever waited for it
+ * (an answer) must not go out as if it were recorded. */
+bool mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud);
+/* cb(ud, written) as mxu_meter_record's, for everything recorded so far:
+ * what waits for a record that mxu_meter_record() did not store at once. */
+void mxu_meter_when_written(mxu_meter *m, mxu_meter_record_cb cb, void *ud);
 
 /* cb(ud) runs on the loop once every record recorded before this call is
  * written and ingested into usage.db (shutdown: answers held for records go

@@ -237,7 +237,7 @@ def test_kill9_before_ingest_keeps_every_answered_record():
                 answered.append(r.headers["x-mxu-invocation-id"])
             health = n.get("/v1/health").json()["metering"]
             eq(health["committed"], 0, f"nothing ingested before the kill: {health}")
-            check(health["journal_writes"] >= 1, health)
+            check(health["journal_bytes"] > 0, health)
             n.kill9()
             n.env.pop("MXU_METER_INGEST_MS")
             n.start()

@@ -621,10 +621,12 @@ static void test_journal_crc32_frames_still_read(void)
     mxu_buf_free(&b);
 }
 
-/* A journal that cannot be written (here: RLIMIT_FSIZE, as a full disk)
- * holds the answers; closing the meter then must not release them as
- * recorded: every callback runs with written false. In a child, for the
- * limit. */
+/* A journal that cannot take more (here: RLIMIT_FSIZE, as a full disk)
+ * holds the answers of the records past what it took, and releases those
+ * it took; closing the meter then must not release the held ones as
+ * recorded: their callbacks run with written false. Reopened, the journal
+ * gives back exactly the records whose callbacks said written. In a child,
+ * for the limit. */
 static void test_unwritable_journal_at_close(void)
 {
     char *dir = journal_dir();
@@ -632,22 +634,37 @@ static void test_unwritable_journal_at_close(void)
     CHECK(pid >= 0);
     if (pid == 0) {
         signal(SIGXFSZ, SIG_IGN);
+        /* Segments of 8 KiB, preallocated; then no file may grow past 4 KiB:
+         * the current segment takes records until its 8 KiB are full, no
+         * next segment can be made, nothing can be written past it. */
+        setenv("MXU_METER_SEGMENT_BYTES", "8192", 1);
         uv_loop_t loop;
         uv_loop_init(&loop);
         mxu_meter *m = open_at(&loop, dir);
-        struct rlimit rl = {MXU_JOURNAL_HDR, MXU_JOURNAL_HDR};
+        struct rlimit rl = {4096, RLIM_INFINITY};
         if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
             _exit(2);
-        for (int i = 1; i <= 10; i++) {
+        const int N = 100; /* ~14 KiB of records */
+        int at_once = 0;
+        for (int i = 1; i <= N; i++) {
             mxu_usage_record r = sample((uint64_t)i);
-            mxu_meter_record(m, &r, on_durable, NULL);
+            at_once += mxu_meter_record(m, &r, on_durable, NULL);
         }
-        uv_run(&loop, UV_RUN_NOWAIT); /* the write fails: answers held */
-        if (durable_count != 0 || lost_count != 0)
+        uv_run(&loop, UV_RUN_NOWAIT); /* past 8 KiB the write fails: answers held */
+        if (durable_count < at_once || at_once == 0 || lost_count != 0 || durable_count >= N)
             _exit(3);
+        int durable = durable_count;
         mxu_meter_close(m);
         uv_run(&loop, UV_RUN_DEFAULT);
-        _exit(durable_count == 0 && lost_count == 10 ? 0 : 4);
+        if (durable_count != durable || lost_count != N - durable)
+            _exit(4);
+        rl.rlim_cur = RLIM_INFINITY;
+        if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
+            _exit(5);
+        m = open_at(&loop, dir);
+        uint64_t stored = stored_count(&loop, m);
+        close_at(&loop, m);
+        _exit(stored == (uint64_t)durable ? 0 : 6);
     }
     int st;
     CHECK(waitpid(pid, &st, 0) == pid);
@@ -669,17 +686,22 @@ static void test_journal_replay_after_kill(void)
     CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
     CHECK(n >= 1);
     char *seg = mxu_journal_path(dir, gens[0]);
-    struct stat st;
-    CHECK(stat(seg, &st) == 0);
-    CHECK(st.st_size > 16 + 400 * 100); /* the 400 unread records are there */
+    mxu_buf file = {0};
+    CHECK(mxu_journal_read(dir, gens[0], &file, &err) == 0);
+    size_t data_end = 16 + mxu_journal_scan(file.data + 16, file.len - 16, true, NULL, NULL);
+    CHECK(data_end > 16 + 400 * 100); /* the 400 unread records are there */
+    mxu_buf_free(&file);
     mxu_buf torn = {0};
     mxu_usage_record r = sample(9999);
     mxu_journal_append(&torn, &r);
     size_t torn_len = torn.len / 2;
-    int fd = open(seg, O_WRONLY | O_APPEND);
+    int fd = open(seg, O_WRONLY);
     CHECK(fd >= 0);
-    CHECK(write(fd, torn.data, torn.len / 2) == (ssize_t)(torn.len / 2));
+    CHECK(pwrite(fd, torn.data, torn_len, (off_t)data_end) == (ssize_t)torn_len);
     close(fd);
+    /* What is cut: the torn bytes, up to the segment's preallocated zeros. */
+    while (torn_len > 0 && torn.data[torn_len - 1] == 0)
+        torn_len--;
     mxu_buf_free(&torn);
 
     /* Reopened: the 400 written-but-not-ingested records are replayed, the
@@ -810,9 +832,11 @@ static void test_store(void)
         r.status = i % 10 == 0 ? MXU_USAGE_REJECTED : MXU_USAGE_OK;
         r.billed_ms = r.status == MXU_USAGE_REJECTED ? 0 : (uint64_t)i;
         r.bytes_out = (uint64_t)i * 3;
-        mxu_meter_record(m, &r, on_durable, NULL);
+        /* In the journal at once (the mapped segment has room)... */
+        CHECK(mxu_meter_record(m, &r, on_durable, NULL));
     }
-    CHECK_EQ_INT(durable_count, 0); /* never before returning */
+    /* ...but callbacks never run before returning. */
+    CHECK_EQ_INT(durable_count, 0);
     /* One loop turn writes them all and releases every callback. */
     uv_run(&loop, UV_RUN_NOWAIT);
     CHECK_EQ_INT(durable_count, N);
