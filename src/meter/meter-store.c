@@ -137,7 +137,7 @@ struct mxu_meter {
     uint64_t gen, end;   /* its generation, and where its data ends */
     mxu_buf batch;       /* framed records not yet handed over */
     size_t written;      /* how much of batch is in the segment already */
-    release *rel;      /* callbacks of the records in batch */
+    release *rel;        /* callbacks of the records in batch */
     size_t nrel, caprel;
     ilist syncs;  /* syncs to hand over after batch */
     item *timed;  /* syncs with a deadline, not yet fired */
