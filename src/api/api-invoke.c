@@ -109,11 +109,6 @@ static int inv_status(enum mxu_inv_error e)
 
 static void ctx_release(inv_ctx *c);
 
-static void on_sent(void *ud)
-{
-    free(ud);
-}
-
 /* The invocation is over for shaping: give back its concurrency slots, and
  * its quota reservation (its record, if any, was counted just before). */
 static void shape_done(inv_ctx *c)
@@ -123,6 +118,17 @@ static void shape_done(inv_ctx *c)
         c->quota_reserved = false;
         mxu_quota_release(c->api->cfg.policy, c->tenant);
     }
+}
+
+/* The answer is out (or withheld): the invocation's slots and quota
+ * reservation go back (its record was counted when it was recorded), and
+ * the context goes. Runs inside api_respond_metered() when the record was
+ * stored at once, which may be inside mxu_sched_invoke(). */
+static void on_sent(void *ud)
+{
+    inv_ctx *c = ud;
+    shape_done(c);
+    ctx_release(c);
 }
 
 /* 429 from traffic shaping or a quota: Retry-After from the limit, the
@@ -173,13 +179,10 @@ static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_h
     uint64_t now = mxu_now_ns(), start = mxu_http_req_start_ns(c->req);
     if (now > start)
         r.wall_us = (now - start) / 1000;
-    /* on_result may run inside mxu_sched_invoke(): api_invoke sees `held`
-     * and leaves the context to on_sent. */
+    /* From here the context belongs to on_sent, which may already have run
+     * when this returns; a client that hangs up meanwhile changes nothing. */
     c->held = true;
     api_respond_metered(api, c->req, &r, status, hdrs, nh, body, on_sent, c);
-    /* The record was handed over (and counted by the quota) in that call;
-     * the context lives until on_sent. */
-    shape_done(c);
 }
 
 static void respond_error(inv_ctx *c, mxu_invoke_res *res)
