@@ -10,14 +10,19 @@
  *     u32 word | u32 check | payload (len bytes)
  *
  * where the payload is a record's packed form (meter-record.c), len is
- * word & ~FRAME_XXH, and check is the low 32 bits of XXH3-64 of the payload
- * seeded with the word when word has FRAME_XXH, else zlib's crc32 over the same
- * bytes. Frames are written with XXH3 (about 15 ns for a record, crc32 was
- * 170 ns: an eighth of what metering cost a warm no-op); crc32 frames are
- * those of "mxujrnl1" segments and of batch rows in usage.db written before
- * the change, and are still read. Integers are in the host's byte order: a
+ * word without its two flag bits, and check is the low 32 bits of XXH3-64
+ * of the payload seeded with the word when word has FRAME_XXH, else zlib's
+ * crc32 over the same bytes. FRAME_COMPACT says the payload is the compact
+ * packed form (varints), else the older fixed layout. Frames are written
+ * with XXH3 (about 15 ns for a record, crc32 was 170 ns: an eighth of what
+ * metering cost a warm no-op) and the compact form (half the bytes); crc32
+ * frames are those of "mxujrnl1" segments and of batch rows in usage.db
+ * written before, and are still read, as is the fixed form. A node older
+ * than the compact form would take a compact frame for a torn one: going
+ * back to such a node needs an empty journal (stop the node cleanly first:
+ * it ingests everything). Integers are in the host's byte order: a
  * journal is read back only by the node that wrote it, on the same machine,
- * and a changed packed form gets a new magic.
+ * and a changed packed form gets a new flag.
  *
  * The checksum is what makes the tail trustworthy: after a power loss the
  * end of a segment may hold a half-written frame, zeros, or old blocks. A
@@ -49,8 +54,12 @@ static const char journal_magic_v1[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '1'}
 #define JOURNAL_PREFIX "usage.journal."
 /* In a frame's first word: the check is XXH3's, not crc32's. */
 #define FRAME_XXH 0x80000000u
+/* ... and the record is in the compact packed form (meter-record.c). */
+#define FRAME_COMPACT 0x40000000u
+#define FRAME_FLAGS   (FRAME_XXH | FRAME_COMPACT)
 
-_Static_assert(MXU_JOURNAL_FRAME_MAX < FRAME_XXH, "frame lengths must leave the flag bit free");
+_Static_assert(MXU_JOURNAL_FRAME_MAX < FRAME_COMPACT,
+               "frame lengths must leave the flag bits free");
 
 static uint32_t frame_check(uint32_t word, const void *payload, uint32_t len)
 {
@@ -70,7 +79,7 @@ void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r)
     mxu_buf_append(out, hdr, sizeof(hdr));
     mxu_usage_record_encode(r, out);
     uint32_t len = (uint32_t)(out->len - at - sizeof(hdr));
-    hdr[0] = len | FRAME_XXH;
+    hdr[0] = len | FRAME_XXH | FRAME_COMPACT;
     hdr[1] = frame_check(hdr[0], out->data + at + sizeof(hdr), len);
     memcpy(out->data + at, hdr, sizeof(hdr));
 }
@@ -83,14 +92,14 @@ size_t mxu_journal_scan(const void *data, size_t len, bool verify, mxu_journal_e
     while (len - off >= 8) {
         uint32_t hdr[2];
         memcpy(hdr, p + off, sizeof(hdr));
-        uint32_t flen = hdr[0] & ~FRAME_XXH;
+        uint32_t flen = hdr[0] & ~FRAME_FLAGS;
         if (flen == 0 || flen > MXU_JOURNAL_FRAME_MAX || flen > len - off - 8)
             break;
         const char *payload = p + off + 8;
         if (verify && frame_check(hdr[0], payload, flen) != hdr[1])
             break;
         mxu_usage_record r;
-        if (mxu_usage_record_decode(payload, flen, &r) < 0)
+        if (mxu_usage_record_decode_form(payload, flen, (hdr[0] & FRAME_COMPACT) != 0, &r) < 0)
             break;
         if (each && each(ud, &r) < 0)
             break;

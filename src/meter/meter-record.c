@@ -122,10 +122,20 @@ void mxu_usage_record_csv(const mxu_usage_record *r, mxu_buf *out)
 }
 
 /* ---- packed form ----
- * Fixed part (the numbers in the host's byte order and struct layout: the
- * journal is read back only by the node that wrote it; a change here needs
- * a new journal magic in meter-journal.c), then five strings, each a u16
- * length, its bytes and a NUL. */
+ * What a journal frame holds. Two forms; the frame says which (a flag in
+ * its length word, meter-journal.c).
+ *
+ * Compact (what is written now): the numbers as LEB128 varints, in the
+ * order of `packed_fixed` below, then one byte of status (bits 0-2) and
+ * cold (bit 3), then five strings, each a varint length, its bytes and a
+ * NUL. A warm no-op's record is ~60 bytes instead of 129: every byte of it
+ * is stored into the journal, faulted in, handed to the writer, copied into
+ * usage.db and written to disk twice (WAL, then the database), so bytes are
+ * CPU here (docs/metering.md, "Cost, measured").
+ *
+ * Fixed (before): the numbers in the host's byte order and struct layout,
+ * then the five strings with u16 lengths. Still read: batch rows of
+ * usage.db and journals written by older nodes hold it. */
 
 #define NSTR 5
 
@@ -137,72 +147,133 @@ typedef struct packed_fixed {
     uint8_t status, cold;
 } packed_fixed;
 
+#define NNUM 12
+/* A varint of a u64 takes at most 10 bytes. */
+#define VARINT_MAX 10
+
+static char *put_varint(char *w, uint64_t v)
+{
+    while (v >= 0x80) {
+        *w++ = (char)(v | 0x80);
+        v >>= 7;
+    }
+    *w++ = (char)v;
+    return w;
+}
+
+/* NULL if the varint runs past end or past 64 bits. */
+static const char *get_varint(const char *p, const char *end, uint64_t *v)
+{
+    uint64_t x = 0;
+    for (unsigned shift = 0; p < end && shift < 64; shift += 7) {
+        uint8_t b = (uint8_t)*p++;
+        if (shift == 63 && b > 1)
+            return NULL; /* more than 64 bits */
+        x |= (uint64_t)(b & 0x7f) << shift;
+        if (!(b & 0x80)) {
+            *v = x;
+            return p;
+        }
+    }
+    return NULL;
+}
+
 void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out)
 {
-    packed_fixed f;
-    memset(&f, 0, sizeof(f)); /* the padding goes to disk too */
-    f.invocation = r->invocation;
-    f.start_ms = r->start_ms;
-    f.wall_us = r->wall_us;
-    f.billed_ms = r->billed_ms;
-    f.memory_bytes = r->memory_bytes;
-    f.cpu_us = r->cpu_us;
-    f.peak_bytes = r->peak_bytes;
-    f.bytes_in = r->bytes_in;
-    f.bytes_out = r->bytes_out;
-    f.caller = r->caller;
-    f.version = r->version;
-    f.http_status = r->http_status;
-    f.status = (uint8_t)r->status;
-    f.cold = r->cold;
+    const uint64_t nums[NNUM] = {r->invocation, r->start_ms,     r->wall_us,
+                                 r->billed_ms,  r->memory_bytes, r->cpu_us,
+                                 r->peak_bytes, r->bytes_in,     r->bytes_out,
+                                 r->caller,     r->version,      (uint32_t)r->http_status};
     const char *strs[NSTR] = {r->tenant, r->function, r->executor, r->code, r->caller_function};
-    uint16_t lens[NSTR];
-    size_t total = sizeof(f);
+    size_t lens[NSTR];
+    size_t max = NNUM * VARINT_MAX + 1;
     for (int i = 0; i < NSTR; i++) {
         strs[i] = str_or_empty(strs[i]);
         /* Names are short; a longer string is cut rather than mis-framed. */
-        lens[i] = (uint16_t)strnlen(strs[i], 1024);
-        total += sizeof(lens[i]) + lens[i] + 1;
+        lens[i] = strnlen(strs[i], 1024);
+        max += 2 + lens[i] + 1;
     }
     /* One reservation and plain copies: this runs for every invocation. */
-    mxu_buf_reserve(out, total);
-    char *w = out->data + out->len;
-    memcpy(w, &f, sizeof(f));
-    w += sizeof(f);
+    mxu_buf_reserve(out, max);
+    char *w0 = out->data + out->len, *w = w0;
+    for (int i = 0; i < NNUM; i++)
+        w = put_varint(w, nums[i]);
+    *w++ = (char)((r->status & 7) | (r->cold ? 8 : 0));
     for (int i = 0; i < NSTR; i++) {
-        memcpy(w, &lens[i], sizeof(lens[i]));
-        w += sizeof(lens[i]);
+        w = put_varint(w, lens[i]);
         memcpy(w, strs[i], lens[i]);
         w += lens[i];
         *w++ = '\0'; /* NUL, so decoded strings are C strings */
     }
-    out->len += total;
+    out->len += (size_t)(w - w0);
     out->data[out->len] = '\0';
 }
 
-int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *r)
+/* The five strings, each `length | bytes | NUL`, up to exactly end. */
+static int decode_strings(const char *p, const char *end, bool u16_lengths, const char *strs[NSTR])
 {
-    const char *p = data, *end = p + len;
-    packed_fixed f;
-    if (len < sizeof(f))
-        return -1;
-    memcpy(&f, p, sizeof(f));
-    p += sizeof(f);
-    if (f.status > MXU_USAGE_REJECTED || f.cold > 1)
-        return -1;
-    const char *strs[NSTR];
     for (int i = 0; i < NSTR; i++) {
-        uint16_t n;
-        if ((size_t)(end - p) < sizeof(n))
+        uint64_t n;
+        if (u16_lengths) {
+            uint16_t n16;
+            if ((size_t)(end - p) < sizeof(n16))
+                return -1;
+            memcpy(&n16, p, sizeof(n16));
+            p += sizeof(n16);
+            n = n16;
+        } else if ((p = get_varint(p, end, &n)) == NULL) {
             return -1;
-        memcpy(&n, p, sizeof(n));
-        p += sizeof(n);
-        if ((size_t)(end - p) < (size_t)n + 1 || p[n] != '\0' || memchr(p, '\0', n))
+        }
+        if ((uint64_t)(end - p) < n + 1 || p[n] != '\0' || memchr(p, '\0', n))
             return -1;
         strs[i] = p;
         p += n + 1;
     }
-    if (p != end)
+    return p == end ? 0 : -1;
+}
+
+static int decode_fixed(const char *p, size_t len, packed_fixed *f, const char *strs[NSTR])
+{
+    if (len < sizeof(*f))
+        return -1;
+    memcpy(f, p, sizeof(*f));
+    return decode_strings(p + sizeof(*f), p + len, true, strs);
+}
+
+static int decode_compact(const char *p, size_t len, packed_fixed *f, const char *strs[NSTR])
+{
+    const char *end = p + len;
+    uint64_t nums[NNUM];
+    for (int i = 0; i < NNUM; i++)
+        if ((p = get_varint(p, end, &nums[i])) == NULL)
+            return -1;
+    if (p == end || nums[10] > UINT32_MAX || nums[11] > UINT32_MAX || (uint8_t)*p > 15)
+        return -1;
+    *f = (packed_fixed){
+        .invocation = nums[0],
+        .start_ms = nums[1],
+        .wall_us = nums[2],
+        .billed_ms = nums[3],
+        .memory_bytes = nums[4],
+        .cpu_us = nums[5],
+        .peak_bytes = nums[6],
+        .bytes_in = nums[7],
+        .bytes_out = nums[8],
+        .caller = nums[9],
+        .version = (uint32_t)nums[10],
+        .http_status = (int32_t)(uint32_t)nums[11],
+        .status = (uint8_t)(*p & 7),
+        .cold = (uint8_t)((*p >> 3) & 1),
+    };
+    return decode_strings(p + 1, end, false, strs);
+}
+
+int mxu_usage_record_decode_form(const void *data, size_t len, bool compact, mxu_usage_record *r)
+{
+    packed_fixed f;
+    const char *strs[NSTR];
+    if ((compact ? decode_compact : decode_fixed)(data, len, &f, strs) < 0 ||
+        f.status > MXU_USAGE_REJECTED || f.cold > 1)
         return -1;
     *r = (mxu_usage_record){
         .invocation = f.invocation,
@@ -226,4 +297,9 @@ int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *r)
         .caller_function = strs[4],
     };
     return 0;
+}
+
+int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *r)
+{
+    return mxu_usage_record_decode_form(data, len, true, r);
 }

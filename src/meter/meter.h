@@ -85,11 +85,15 @@ void mxu_usage_csv_header(mxu_buf *out);
 void mxu_usage_record_csv(const mxu_usage_record *r, mxu_buf *out);
 
 /* The packed form, as a journal frame holds it (meter-journal.c): the
- * numbers and the strings of a record in one run of bytes, and back.
- * Decoding checks every length; -1 if malformed. Decoded strings point into
- * `data`. */
+ * numbers (varints) and the strings of a record in one run of bytes, and
+ * back. Decoding checks every length; -1 if malformed. Decoded strings point
+ * into `data`. */
 void mxu_usage_record_encode(const mxu_usage_record *r, mxu_buf *out);
 int mxu_usage_record_decode(const void *data, size_t len, mxu_usage_record *out);
+/* Either form: compact (the one encoded now) or the fixed layout that
+ * nodes before the compact form wrote (still read from old journals and
+ * batch rows). */
+int mxu_usage_record_decode_form(const void *data, size_t len, bool compact, mxu_usage_record *out);
 
 /* ---- money ---- */
 
