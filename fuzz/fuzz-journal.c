@@ -32,13 +32,12 @@ static int check_record(void *ud, const mxu_usage_record *r)
         mxu_usage_record_decode(b.data + 8, b.len - 8, &d) < 0)
         abort();
     if (d.invocation != r->invocation || d.start_ms != r->start_ms || d.wall_us != r->wall_us ||
-        d.billed_ms != r->billed_ms || d.memory_bytes != r->memory_bytes ||
-        d.cpu_us != r->cpu_us || d.peak_bytes != r->peak_bytes || d.bytes_in != r->bytes_in ||
-        d.bytes_out != r->bytes_out || d.caller != r->caller || d.version != r->version ||
-        d.http_status != r->http_status || d.status != r->status || d.cold != r->cold ||
-        !same(d.tenant, r->tenant) || !same(d.function, r->function) ||
-        !same(d.executor, r->executor) || !same(d.code, r->code) ||
-        !same(d.caller_function, r->caller_function))
+        d.billed_ms != r->billed_ms || d.memory_bytes != r->memory_bytes || d.cpu_us != r->cpu_us ||
+        d.peak_bytes != r->peak_bytes || d.bytes_in != r->bytes_in || d.bytes_out != r->bytes_out ||
+        d.caller != r->caller || d.version != r->version || d.http_status != r->http_status ||
+        d.status != r->status || d.cold != r->cold || !same(d.tenant, r->tenant) ||
+        !same(d.function, r->function) || !same(d.executor, r->executor) ||
+        !same(d.code, r->code) || !same(d.caller_function, r->caller_function))
         abort();
     mxu_buf_free(&b);
     return 0;

@@ -159,6 +159,7 @@ struct mxu_meter {
     mxu_journal_seg spare; /* the next segment, ready; fd -1 if none */
     uint64_t spare_gen, cur_gen;
     uint64_t ingested, batches, rows, max_batch, commit_ns, commit_cpu_ns, failures, replayed, cut;
+    uint64_t writer_cpu_ns; /* all of the writer thread's CPU so far */
     uv_async_t async;
     uv_thread_t thread;
 
@@ -699,6 +700,7 @@ static void writer_main(void *arg)
             m->spare_gen = spare_gen;
         }
         m->ingested += n;
+        m->writer_cpu_ns = thread_cpu_ns();
         if (n) {
             m->batches++;
             m->rows += rows;
@@ -1431,6 +1433,10 @@ json_t *mxu_meter_stats_json(const mxu_meter *m)
     json_object_set_new(
         j, "ingest_cpu_ns_per_record",
         json_integer((json_int_t)(m->ingested ? m->commit_cpu_ns / m->ingested : 0)));
+    /* And all of it, making segments ready included. */
+    json_object_set_new(
+        j, "writer_cpu_ns_per_record",
+        json_integer((json_int_t)(m->ingested ? m->writer_cpu_ns / m->ingested : 0)));
     uv_mutex_unlock(&mm->mu);
     return j;
 }
