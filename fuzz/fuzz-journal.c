@@ -25,10 +25,10 @@ static int check_record(void *ud, const mxu_usage_record *r)
         if (strs[i] && strlen(strs[i]) > 1024)
             return 0;
     mxu_buf b = {0};
-    mxu_journal_append(&b, r);
+    mxu_journal_append(&b, r, 0);
     mxu_usage_record d;
     /* the frame header is 8 bytes; the payload follows */
-    if (mxu_journal_scan(b.data, b.len, true, NULL, NULL) != b.len ||
+    if (mxu_journal_scan(b.data, b.len, 0, true, NULL, NULL) != b.len ||
         mxu_usage_record_decode(b.data + 8, b.len - 8, &d) < 0)
         abort();
     if (d.invocation != r->invocation || d.start_ms != r->start_ms || d.wall_us != r->wall_us ||
@@ -48,12 +48,12 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* A copy of exactly `size` bytes, so ASan sees any read past the end. */
     char *p = malloc(size ? size : 1);
     memcpy(p, data, size);
-    size_t ok = mxu_journal_scan(p, size, true, check_record, NULL);
+    size_t ok = mxu_journal_scan(p, size, 0, true, check_record, NULL);
     if (ok > size)
         abort();
     /* As the writer reads the loop's frames: checksums not verified, so
      * arbitrary payloads reach the record decoder. */
-    ok = mxu_journal_scan(p, size, false, check_record, NULL);
+    ok = mxu_journal_scan(p, size, 0, false, check_record, NULL);
     if (ok > size)
         abort();
     /* And a payload alone, in either form. */

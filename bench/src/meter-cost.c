@@ -14,8 +14,8 @@
  *           journal, handing the bytes to the writer once per turn;
  *   writer  the writer thread's CPU per record: ingest_cpu_ns_per_record
  *           (the batch rows, the month sums, the commits) and, all of its
- *           CPU, writer_cpu_ns_per_record (also making segments ready:
- *           preallocating, faulting them in);
+ *           CPU, writer_cpu_ns_per_record (also faulting the journal's ring
+ *           in, once per start);
  *   bytes   journal bytes per record.
  *
  * Usage: meter-cost DIR [N (300000)] [PER_TURN (20)]
@@ -107,14 +107,14 @@ int main(int argc, char **argv)
     json_t *stats = mxu_meter_stats_json(m);
     printf("records %llu (released %llu), %llu per loop turn\n", (unsigned long long)n,
            (unsigned long long)released, (unsigned long long)per_turn);
-    printf("loop    %6.0f ns per record (pack, journal write per turn, hand-over, callbacks)\n",
+    printf("loop    %6.0f ns per record (pack, store into the journal, hand-over per turn)\n",
            (double)loop_ns / (double)n);
     printf("writer  %6llu ns per record (ingest_cpu_ns_per_record: batch rows, sums, commits; "
            "%llu commits)\n",
            (unsigned long long)stat_u64(stats, "ingest_cpu_ns_per_record"),
            (unsigned long long)stat_u64(stats, "batches"));
-    printf("writer  %6llu ns per record, all of its CPU (writer_cpu_ns_per_record: also "
-           "segments made ready)\n",
+    printf("writer  %6llu ns per record, all of its CPU (writer_cpu_ns_per_record: also the "
+           "ring faulted in once)\n",
            (unsigned long long)stat_u64(stats, "writer_cpu_ns_per_record"));
     printf("bytes   %6.1f journal bytes per record\n",
            (double)stat_u64(stats, "journal_bytes") / (double)n);

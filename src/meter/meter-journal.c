@@ -1,35 +1,47 @@
 /*
- * The usage journal: append-only segment files in the data directory that
- * hold every usage record before its answer leaves (docs/metering.md,
- * "Durability").
+ * The usage journal: where every usage record is before its answer leaves
+ * (docs/metering.md, "Durability").
  *
- * A segment is DIR/usage.journal.<gen> (gen a decimal number that only
- * grows): a 16-byte header ("mxujrnl2" and the gen, so a file that is not a
- * journal of this format is never misread), then frames. A frame is
+ * The journal is one file, DIR/usage.ring: a 32-byte header ("mxuring1",
+ * the ring's size, its first lap), then a data area used as a ring. The
+ * node maps it shared and stores records into it; the writer thread copies
+ * them into usage.db, and the space they took is used again on the next lap
+ * once usage.db holds them. A ring, not a file per stretch of records: on
+ * this kind of machine (a paravirtualized guest) every page a process maps
+ * for the first time costs ~4-6 us, so fresh files cost ~100 ns per record
+ * to make ready; the ring's pages stay mapped and cost nothing.
+ *
+ * Records are framed:
  *
  *     u32 word | u32 check | payload (len bytes)
  *
- * where the payload is a record's packed form (meter-record.c), len is
- * word without its two flag bits, and check is the low 32 bits of XXH3-64
- * of the payload seeded with the word when word has FRAME_XXH, else zlib's
- * crc32 over the same bytes. FRAME_COMPACT says the payload is the compact
- * packed form (varints), else the older fixed layout. Frames are written
- * with XXH3 (about 15 ns for a record, crc32 was 170 ns: an eighth of what
- * metering cost a warm no-op) and the compact form (half the bytes); crc32
- * frames are those of "mxujrnl1" segments and of batch rows in usage.db
- * written before, and are still read, as is the fixed form. A node older
- * than the compact form would take a compact frame for a torn one: going
+ * where the payload is a record's packed form (meter-record.c), len is the
+ * word without its flag bits, and check is the low 32 bits of XXH3-64 of
+ * the payload seeded with the word and, for FRAME_LAP frames, the lap of
+ * the ring the frame was written in. The lap is what tells a frame of this
+ * lap from a stale one of the lap before at the same place (records of the
+ * same size line up exactly): after a power loss, the bytes after the last
+ * record written may be a stale frame, and only its check, seeded with
+ * another lap, shows it is not new. A wrap marker (FRAME_WRAP, no payload)
+ * says the ring goes on at its start with the next lap; so does an end
+ * closer than 8 bytes.
+ *
+ * FRAME_COMPACT says the payload is the compact packed form (varints), else
+ * the older fixed layout. Older nodes wrote segment files,
+ * DIR/usage.journal.<gen> (16-byte header "mxujrnl2" or "mxujrnl1" and the
+ * gen, then frames without FRAME_LAP; crc32 checks when FRAME_XXH is not
+ * set); they are still replayed at start, and their frames are in batch
+ * rows of usage.db. A node older than the ring would not read it: going
  * back to such a node needs an empty journal (stop the node cleanly first:
- * it ingests everything). Integers are in the host's byte order: a
- * journal is read back only by the node that wrote it, on the same machine,
- * and a changed packed form gets a new flag.
+ * it ingests everything). Integers are in the host's byte order: a journal
+ * is read back only by the node that wrote it, on the same machine.
  *
  * The checksum is what makes the tail trustworthy: after a power loss the
- * end of a segment may hold a half-written frame, zeros, or old blocks. A
- * scan stops at the first frame whose length is implausible, whose bytes run
- * past the end, whose checksum fails or whose record does not decode; what
- * follows is cut. Folding the length into the checksum means a run of zeros
- * is never a valid (empty) frame.
+ * end of the data may hold a half-written frame, zeros, old blocks or stale
+ * frames. A scan stops at the first frame whose length is implausible,
+ * whose bytes run past the end, whose checksum fails or whose record does
+ * not decode. Folding the length into the checksum means a run of zeros is
+ * never a valid (empty) frame.
  *
  * Everything here is plain functions on buffers and files, shared by the
  * writer thread, the replay at start and the unit tests.
@@ -51,26 +63,36 @@
 static const char journal_magic[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '2'};
 /* The magic of segments whose frames all have crc32 checks; still read. */
 static const char journal_magic_v1[8] = {'m', 'x', 'u', 'j', 'r', 'n', 'l', '1'};
+static const char ring_magic[8] = {'m', 'x', 'u', 'r', 'i', 'n', 'g', '1'};
 #define JOURNAL_PREFIX "usage.journal."
-/* In a frame's first word: the check is XXH3's, not crc32's. */
+#define RING_NAME      "usage.ring"
+/* In a frame's first word: the check is XXH3's, not crc32's; */
 #define FRAME_XXH 0x80000000u
-/* ... and the record is in the compact packed form (meter-record.c). */
+/* the record is in the compact packed form (meter-record.c); */
 #define FRAME_COMPACT 0x40000000u
-#define FRAME_FLAGS   (FRAME_XXH | FRAME_COMPACT)
+/* the check is seeded with the ring's lap too; */
+#define FRAME_LAP 0x20000000u
+/* a wrap marker (no payload): the ring goes on at its start, next lap. */
+#define FRAME_WRAP  0x10000000u
+#define FRAME_FLAGS (FRAME_XXH | FRAME_COMPACT | FRAME_LAP | FRAME_WRAP)
+#define WRAP_WORD   (FRAME_XXH | FRAME_LAP | FRAME_WRAP)
 
-_Static_assert(MXU_JOURNAL_FRAME_MAX < FRAME_COMPACT,
-               "frame lengths must leave the flag bits free");
+_Static_assert(MXU_JOURNAL_FRAME_MAX < FRAME_WRAP, "frame lengths must leave the flag bits free");
 
-static uint32_t frame_check(uint32_t word, const void *payload, uint32_t len)
+static uint32_t frame_check(uint32_t word, uint64_t lap, const void *payload, uint32_t len)
 {
-    if (word & FRAME_XXH) /* the word seeds the hash: a changed length is caught too */
-        return (uint32_t)XXH3_64bits_withSeed(payload, len, word);
+    if (word & FRAME_XXH) { /* the word seeds the hash: a changed length is caught too */
+        uint64_t seed = word;
+        if (word & FRAME_LAP)
+            seed |= (uint64_t)(uint32_t)lap << 32;
+        return (uint32_t)XXH3_64bits_withSeed(payload, len, seed);
+    }
     uLong c = crc32(0L, Z_NULL, 0);
     c = crc32(c, (const Bytef *)&word, sizeof(word));
     return (uint32_t)crc32(c, payload, len);
 }
 
-void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r)
+void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r, uint64_t lap)
 {
     /* Pack straight into the batch behind a placeholder header, then fill
      * it in: no copy of the record. */
@@ -79,13 +101,43 @@ void mxu_journal_append(mxu_buf *out, const mxu_usage_record *r)
     mxu_buf_append(out, hdr, sizeof(hdr));
     mxu_usage_record_encode(r, out);
     uint32_t len = (uint32_t)(out->len - at - sizeof(hdr));
-    hdr[0] = len | FRAME_XXH | FRAME_COMPACT;
-    hdr[1] = frame_check(hdr[0], out->data + at + sizeof(hdr), len);
+    hdr[0] = len | FRAME_XXH | FRAME_COMPACT | FRAME_LAP;
+    hdr[1] = frame_check(hdr[0], lap, out->data + at + sizeof(hdr), len);
     memcpy(out->data + at, hdr, sizeof(hdr));
 }
 
-size_t mxu_journal_scan(const void *data, size_t len, bool verify, mxu_journal_each_fn each,
-                        void *ud)
+size_t mxu_journal_frame_size(const void *frame)
+{
+    uint32_t word;
+    memcpy(&word, frame, sizeof(word));
+    return 8 + (word & ~FRAME_FLAGS);
+}
+
+void mxu_journal_reseal(void *frame, uint64_t lap)
+{
+    uint32_t hdr[2];
+    memcpy(hdr, frame, sizeof(hdr));
+    hdr[1] = frame_check(hdr[0], lap, (const char *)frame + 8, hdr[0] & ~FRAME_FLAGS);
+    memcpy(frame, hdr, sizeof(hdr));
+}
+
+void mxu_journal_wrap_marker(void *out, uint64_t lap)
+{
+    uint32_t hdr[2] = {WRAP_WORD, frame_check(WRAP_WORD, lap, "", 0)};
+    memcpy(out, hdr, sizeof(hdr));
+}
+
+bool mxu_journal_is_wrap(const void *data, size_t len, uint64_t lap)
+{
+    uint32_t hdr[2];
+    if (len < sizeof(hdr))
+        return false;
+    memcpy(hdr, data, sizeof(hdr));
+    return hdr[0] == WRAP_WORD && hdr[1] == frame_check(WRAP_WORD, lap, "", 0);
+}
+
+size_t mxu_journal_scan(const void *data, size_t len, uint64_t lap, bool verify,
+                        mxu_journal_each_fn each, void *ud)
 {
     const char *p = data;
     size_t off = 0;
@@ -93,10 +145,11 @@ size_t mxu_journal_scan(const void *data, size_t len, bool verify, mxu_journal_e
         uint32_t hdr[2];
         memcpy(hdr, p + off, sizeof(hdr));
         uint32_t flen = hdr[0] & ~FRAME_FLAGS;
-        if (flen == 0 || flen > MXU_JOURNAL_FRAME_MAX || flen > len - off - 8)
+        if (flen == 0 || flen > MXU_JOURNAL_FRAME_MAX || flen > len - off - 8 ||
+            (hdr[0] & FRAME_WRAP))
             break;
         const char *payload = p + off + 8;
-        if (verify && frame_check(hdr[0], payload, flen) != hdr[1])
+        if (verify && frame_check(hdr[0], lap, payload, flen) != hdr[1])
             break;
         mxu_usage_record r;
         if (mxu_usage_record_decode_form(payload, flen, (hdr[0] & FRAME_COMPACT) != 0, &r) < 0)
@@ -115,87 +168,120 @@ char *mxu_journal_path(const char *dir, uint64_t gen)
     return mxu_path_join(dir, name);
 }
 
-int mxu_journal_create(const char *dir, uint64_t gen, size_t prealloc, mxu_journal_seg *seg,
-                       mxu_err *err)
+char *mxu_ring_path(const char *dir)
 {
-    _cleanup_free_ char *path = mxu_journal_path(dir, gen);
-    *seg = (mxu_journal_seg){.fd = -1};
-    /* O_EXCL: a generation is used once; an existing file would mean two
-     * writers. The old one is removed only if it holds nothing but a header
-     * (a spare made just before a crash; with its preallocated zeros). */
-    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-    if (fd < 0 && errno == EEXIST) {
-        _cleanup_buf_ mxu_buf old = {0};
-        mxu_err rerr;
-        struct stat st;
-        bool empty = stat(path, &st) == 0 && st.st_size <= MXU_JOURNAL_HDR;
-        if (!empty && mxu_journal_read(dir, gen, &old, &rerr) == 0)
-            empty = mxu_journal_data_end(old.data, old.len) <= MXU_JOURNAL_HDR;
-        if (empty && unlink(path) == 0)
-            fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
-        else
-            errno = EEXIST;
-    }
-    if (fd < 0)
-        return mxu_err_set(err, errno, "cannot create %s: %s", path, strerror(errno));
-    char hdr[MXU_JOURNAL_HDR];
-    memcpy(hdr, journal_magic, sizeof(journal_magic));
-    memcpy(hdr + 8, &gen, sizeof(gen));
-    /* The blocks are reserved now (a full disk shows here, off the loop
-     * thread, not as a SIGBUS when a record is stored into the mapping);
-     * then the header is made durable, and the file's name with it, before
-     * any record goes in: a segment that holds records always has a valid
-     * header after a power loss. A file system that cannot preallocate gets
-     * a segment without mapping: records go in with pwrite(2). */
-    int e = mxu_write_all(fd, hdr, sizeof(hdr)) < 0 ? errno : 0;
-    bool map = prealloc > MXU_JOURNAL_HDR && e == 0;
-    if (map) {
-        int rc = posix_fallocate(fd, 0, (off_t)prealloc);
-        if (rc == EOPNOTSUPP || rc == EINVAL || rc == ENOSYS)
-            map = false;
-        else
-            e = rc;
-    }
-    if (e == 0 && fdatasync(fd) < 0)
-        e = errno;
-    if (e) {
-        close(fd);
-        unlink(path);
-        return mxu_err_set(err, e, "cannot write %s: %s", path, strerror(e));
-    }
-    if (mxu_fsync_dir(dir, err) < 0) {
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    seg->fd = fd;
-    if (map) {
-        void *p = mmap(NULL, prealloc, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
-        if (p != MAP_FAILED) {
-            seg->map = p;
-            seg->map_len = prealloc;
+    return mxu_path_join(dir, RING_NAME);
+}
+
+/* An existing ring: its header read and checked, mapped. */
+static int ring_open_existing(const char *path, int fd, mxu_ring *ring, mxu_err *err)
+{
+    char hdr[MXU_RING_HDR];
+    struct stat st;
+    if (pread(fd, hdr, sizeof(hdr), 0) != (ssize_t)sizeof(hdr) || fstat(fd, &st) < 0 ||
+        memcmp(hdr, ring_magic, 8) != 0)
+        return mxu_err_set(err, EINVAL, "%s: not a usage journal of this format (bad header)",
+                           path);
+    memcpy(&ring->size, hdr + 8, 8);
+    memcpy(&ring->first_lap, hdr + 16, 8);
+    if (ring->size < MXU_RING_MIN || ring->size > ((uint64_t)1 << 40) ||
+        (uint64_t)st.st_size < ring->size)
+        return mxu_err_set(err, EINVAL,
+                           "%s: the header says %llu bytes, the file has %llu: not a usage "
+                           "journal this node wrote",
+                           path, (unsigned long long)ring->size, (unsigned long long)st.st_size);
+    return 0;
+}
+
+int mxu_ring_open(const char *dir, uint64_t size, uint64_t first_lap, mxu_ring *ring, bool *created,
+                  mxu_err *err)
+{
+    _cleanup_free_ char *path = mxu_ring_path(dir);
+    *ring = (mxu_ring){.fd = -1};
+    *created = false;
+    int fd = open(path, O_RDWR | O_CLOEXEC);
+    if (fd >= 0) {
+        if (ring_open_existing(path, fd, ring, err) < 0) {
+            close(fd);
+            return -1;
         }
+    } else if (errno == ENOENT) {
+        /* Made under a temporary name, complete (space reserved, header
+         * written, fsynced), then renamed: a ring file always has its header. */
+        _cleanup_free_ char *tmp = mxu_path_join(dir, RING_NAME ".new");
+        fd = open(tmp, O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+        if (fd < 0)
+            return mxu_err_set(err, errno, "cannot create %s: %s", tmp, strerror(errno));
+        char hdr[MXU_RING_HDR] = {0};
+        memcpy(hdr, ring_magic, 8);
+        memcpy(hdr + 8, &size, 8);
+        memcpy(hdr + 16, &first_lap, 8);
+        /* The blocks are reserved now (glibc writes zeros where the file
+         * system cannot reserve): a full disk shows here, never as a SIGBUS
+         * when a record is stored into the mapping. */
+        int e = posix_fallocate(fd, 0, (off_t)size);
+        if (e == 0 && (mxu_write_all(fd, hdr, sizeof(hdr)) < 0 || fdatasync(fd) < 0))
+            e = errno;
+        if (e == 0 && rename(tmp, path) < 0)
+            e = errno;
+        if (e) {
+            close(fd);
+            unlink(tmp);
+            return mxu_err_set(err, e, "cannot make %s: %s", path, strerror(e));
+        }
+        if (mxu_fsync_dir(dir, err) < 0) {
+            close(fd);
+            return -1;
+        }
+        ring->size = size;
+        ring->first_lap = first_lap;
+        *created = true;
+    } else {
+        return mxu_err_set(err, errno, "cannot open %s: %s", path, strerror(errno));
+    }
+    ring->fd = fd;
+    /* Without a mapping (mmap refused) records go in with pwrite(2). */
+    void *p = mmap(NULL, ring->size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+    if (p != MAP_FAILED)
+        ring->map = p;
+    return 0;
+}
+
+int mxu_ring_read(const mxu_ring *ring, uint64_t off, void *out, size_t len)
+{
+    if (ring->map) {
+        memcpy(out, ring->map + off, len);
+        return 0;
+    }
+    size_t got = 0;
+    while (got < len) {
+        ssize_t n = pread(ring->fd, (char *)out + got, len - got, (off_t)(off + got));
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0)
+            return -1;
+        got += (size_t)n;
     }
     return 0;
 }
 
-void mxu_journal_seg_prefault(const mxu_journal_seg *seg)
+void mxu_ring_prefault(const mxu_ring *ring)
 {
 #ifdef MADV_POPULATE_WRITE
-    if (seg->map)
-        madvise(seg->map, seg->map_len, MADV_POPULATE_WRITE); /* best effort (Linux >= 5.14) */
+    if (ring->map)
+        madvise(ring->map, ring->size, MADV_POPULATE_WRITE); /* best effort (Linux >= 5.14) */
 #else
-    (void)seg;
+    (void)ring;
 #endif
 }
 
-void mxu_journal_seg_close(mxu_journal_seg *seg)
+void mxu_ring_close(mxu_ring *ring)
 {
-    if (seg->map)
-        munmap(seg->map, seg->map_len);
-    if (seg->fd >= 0)
-        close(seg->fd);
-    *seg = (mxu_journal_seg){.fd = -1};
+    if (ring->map)
+        munmap(ring->map, ring->size);
+    if (ring->fd >= 0)
+        close(ring->fd);
+    *ring = (mxu_ring){.fd = -1};
 }
 
 size_t mxu_journal_data_end(const void *data, size_t len)

@@ -42,6 +42,7 @@
 
 #include <errno.h>
 #include <pthread.h>
+#include <stdatomic.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -50,9 +51,10 @@
 #include <time.h>
 #include <unistd.h>
 
-/* Where a segment is closed and the next one begun (MXU_METER_SEGMENT_BYTES
- * makes it small for the rotation tests). */
-#define DEFAULT_SEGMENT_BYTES (16u << 20)
+/* The ring's size (MXU_METER_RING_BYTES makes it small for the wrap
+ * tests): ~250,000 records of a warm no-op, seconds of the fastest load,
+ * far more than the writer lags behind (one ingest interval). */
+#define DEFAULT_RING_BYTES (16u << 20)
 /* Ingest at once, whatever the interval, when this much is waiting. */
 #define URGENT_BYTES      (1u << 20)
 #define DEFAULT_INGEST_MS 50
@@ -130,14 +132,16 @@ struct mxu_meter {
     sqlite3 *wdb; /* writer thread (and replay, before it starts) */
     sqlite3 *db;  /* loop thread */
     sqlite3_stmt *ins, *upsert, *setpos;
-    uint64_t ingest_ns, segment_bytes;
+    uint64_t ingest_ns, ring_bytes;
 
     /* ---- loop thread ---- */
-    mxu_journal_seg seg; /* current segment */
-    uint64_t gen, end;   /* its generation, and where its data ends */
-    mxu_buf batch;       /* framed records not yet handed over */
-    size_t written;      /* how much of batch is in the segment already */
-    release *rel;        /* callbacks of the records in batch */
+    mxu_ring ring;     /* the journal (written by the loop, read by replay) */
+    uint64_t gen, end; /* the ring's lap, and where the next frame goes */
+    uint64_t limit;    /* the loop may write up to this position (below) */
+    mxu_buf batch;     /* framed records not yet handed over */
+    size_t written;    /* how much of batch is in the ring already */
+    bool ring_full;    /* a store waits for the writer to free space */
+    release *rel;      /* callbacks of the records in batch */
     size_t nrel, caprel;
     ilist syncs;  /* syncs to hand over after batch */
     item *timed;  /* syncs with a deadline, not yet fired */
@@ -156,17 +160,19 @@ struct mxu_meter {
     uint64_t queue_since_ns;
     bool urgent, stop;
     ilist done;
-    mxu_journal_seg spare; /* the next segment, ready; fd -1 if none */
-    uint64_t spare_gen, cur_gen;
+    /* How far usage.db holds the ring, as a position lap * size + offset
+     * (only the writer stores it, after each commit): the loop may write
+     * up to one ring's size past it without overwriting a record that is
+     * not in usage.db yet. */
+    _Atomic uint64_t committed;
+    bool ring_waiting; /* the loop waits for committed to move */
     uint64_t ingested, batches, rows, max_batch, commit_ns, commit_cpu_ns, failures, replayed, cut;
     uint64_t writer_cpu_ns; /* all of the writer thread's CPU so far */
     uv_async_t async;
     uv_thread_t thread;
 
     /* ---- writer thread (and replay, before it starts) ---- */
-    uint64_t pos_gen, oldest_gen; /* segments in [oldest_gen, pos_gen) can go */
-    uint64_t next_seq;            /* of the next record ingested */
-    mxu_journal_seg first;        /* the loop's segment when the thread started */
+    uint64_t next_seq; /* of the next record ingested */
     ingest_ctx ic;
 
     mxu_prices *prices;
@@ -476,11 +482,12 @@ static int flush_batch(ingest_ctx *c)
 /* The frames of data[0, len) into batch rows (a row is written each time
  * one fills; the last stays open until ingest_commit). *scanned: how much of
  * data was valid. */
-static int ingest_frames(ingest_ctx *c, const char *data, size_t len, bool verify, size_t *scanned)
+static int ingest_frames(ingest_ctx *c, const char *data, size_t len, uint64_t lap, bool verify,
+                         size_t *scanned)
 {
     size_t off = 0;
     for (;;) {
-        size_t k = mxu_journal_scan(data + off, len - off, verify, add_record, c);
+        size_t k = mxu_journal_scan(data + off, len - off, lap, verify, add_record, c);
         mxu_buf_append(&c->blob, data + off, k);
         off += k;
         if (c->bn < BATCH_RECORDS)
@@ -568,16 +575,6 @@ rollback:
     return -1;
 }
 
-/* Remove the segments the stored position has moved past. */
-static void drop_segments(mxu_meter *m, uint64_t below)
-{
-    for (; m->oldest_gen < below; m->oldest_gen++) {
-        _cleanup_free_ char *path = mxu_journal_path(m->dir, m->oldest_gen);
-        if (unlink(path) < 0 && errno != ENOENT)
-            mxu_warn("usage journal: cannot remove %s: %s", path, strerror(errno));
-    }
-}
-
 /* One writer cycle: every chunk in `list` (one batch row, or more if they
  * hold more than BATCH_RECORDS) and the position after the last, in one
  * transaction. */
@@ -600,12 +597,12 @@ static int ingest_list(mxu_meter *m, item *list, uint64_t *n, uint64_t *rows, ch
         if (it->sync)
             continue;
         size_t scanned;
-        if (ingest_frames(c, it->data, it->len, false, &scanned) < 0) {
+        if (ingest_frames(c, it->data, it->len, 0, false, &scanned) < 0) {
             sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
             goto fail;
         }
         if (scanned != it->len) /* cannot happen: the loop framed them */
-            mxu_error("usage journal: a chunk of segment %llu does not scan (%zu of %zu bytes)",
+            mxu_error("usage journal: a chunk of lap %llu does not scan (%zu of %zu bytes)",
                       (unsigned long long)it->gen, scanned, it->len);
     }
     uint64_t count = c->n + c->bn, nrows = c->rows + (c->bn > 0);
@@ -613,7 +610,8 @@ static int ingest_list(mxu_meter *m, item *list, uint64_t *n, uint64_t *rows, ch
         goto fail;
     *n = count;
     *rows = nrows;
-    m->pos_gen = gen;
+    /* The ring's space up to here can be used again. */
+    atomic_store_explicit(&m->committed, gen * m->ring.size + end, memory_order_release);
     return 0;
 fail:
     snprintf(why, whylen, "%s", c->why);
@@ -626,9 +624,9 @@ static void writer_main(void *arg)
     mxu_meter *m = arg;
     /* Named, so top -H and perf tell its CPU from the loop's. */
     pthread_setname_np(pthread_self(), "usage-writer");
-    /* The loop stores into the first segment already; it cannot rotate
-     * away from it before this thread has made a spare. */
-    mxu_journal_seg_prefault(&m->first);
+    /* The ring's pages, mapped writable before the loop stores into them
+     * (once per start; they stay mapped). */
+    mxu_ring_prefault(&m->ring);
     uv_mutex_lock(&m->mu);
     for (;;) {
         /* Wait for the interval to pass over the oldest waiting chunk, or
@@ -652,8 +650,6 @@ static void writer_main(void *arg)
         item *list = m->queue.head;
         ilist_init(&m->queue);
         m->queue_bytes = 0;
-        bool want_spare = m->spare.fd < 0;
-        uint64_t spare_gen = m->cur_gen + 1;
         uv_mutex_unlock(&m->mu);
 
         uint64_t t0 = mxu_now_ns(), c0 = thread_cpu_ns(), n = 0, rows = 0;
@@ -675,15 +671,6 @@ static void writer_main(void *arg)
             uv_sleep(MXU_MIN(100u * tries, 2000u));
         }
         uint64_t dt = mxu_now_ns() - t0, dc = thread_cpu_ns() - c0;
-        drop_segments(m, m->pos_gen);
-        mxu_journal_seg spare = {.fd = -1};
-        if (want_spare) {
-            mxu_err err;
-            if (mxu_journal_create(m->dir, spare_gen, m->segment_bytes, &spare, &err) < 0)
-                mxu_warn("usage journal: cannot prepare the next segment: %s", err.msg);
-            mxu_journal_seg_prefault(&spare);
-        }
-
         ilist done;
         ilist_init(&done);
         while (list) {
@@ -695,10 +682,6 @@ static void writer_main(void *arg)
             list = next;
         }
         uv_mutex_lock(&m->mu);
-        if (spare.fd >= 0) {
-            m->spare = spare;
-            m->spare_gen = spare_gen;
-        }
         m->ingested += n;
         m->writer_cpu_ns = thread_cpu_ns();
         if (n) {
@@ -709,7 +692,8 @@ static void writer_main(void *arg)
             if (n > m->max_batch)
                 m->max_batch = n;
         }
-        if (done.head) {
+        /* The loop waits for ring space, or syncs for their records. */
+        if (done.head || (n && m->ring_waiting)) {
             ilist_splice(&m->done, &done);
             uv_async_send(&m->async);
         }
@@ -756,88 +740,140 @@ static void run_done(mxu_meter *m)
     }
 }
 
+static void write_out(mxu_meter *m);
+
 static void on_async(uv_async_t *a)
 {
-    run_done(a->data);
+    mxu_meter *m = a->data;
+    run_done(m);
+    if (m->failing && m->ring_full) { /* the writer has freed ring space */
+        uv_timer_stop(&m->retry);
+        m->failing = false;
+        write_out(m);
+    }
 }
 
-/* Move the written batch and the syncs behind it to the writer; switch to
- * the spare segment if this one is full. */
+/* Move what of the batch is in the ring to the writer, and the syncs
+ * behind it once all of it is; what is not in yet stays. */
 static void hand_over(mxu_meter *m)
 {
+    size_t n = m->written;
     item *chunk = NULL;
-    if (m->batch.len) {
-        chunk = mxu_malloc(sizeof(*chunk) + m->batch.len);
+    if (n) {
+        chunk = mxu_malloc(sizeof(*chunk) + n);
         memset(chunk, 0, sizeof(*chunk));
         chunk->gen = m->gen;
         chunk->end = m->end;
-        chunk->len = m->batch.len;
-        memcpy(chunk->data, m->batch.data, m->batch.len);
-        mxu_buf_reset(&m->batch);
+        chunk->len = n;
+        memcpy(chunk->data, m->batch.data, n);
+        memmove(m->batch.data, m->batch.data + n, m->batch.len - n);
+        m->batch.len -= n;
         m->written = 0;
+        for (size_t i = 0; i < m->nrel; i++) /* all still waiting are past n */
+            m->rel[i].upto -= n;
     }
-    bool syncs = m->syncs.head != NULL;
-    mxu_journal_seg old = {.fd = -1};
+    bool all = m->batch.len == 0;
+    bool syncs = all && m->syncs.head != NULL;
     uv_mutex_lock(&m->mu);
     bool was_empty = m->queue.head == NULL;
     if (chunk) {
         ilist_push(&m->queue, chunk);
         m->queue_bytes += chunk->len;
     }
-    ilist_splice(&m->queue, &m->syncs);
+    if (syncs)
+        ilist_splice(&m->queue, &m->syncs);
     if (was_empty)
         m->queue_since_ns = mxu_now_ns();
-    bool urgent = syncs || m->queue_bytes >= URGENT_BYTES;
+    /* A full ring waits for the writer: it ingests at once. */
+    bool urgent = syncs || m->ring_full || m->queue_bytes >= URGENT_BYTES;
     if (urgent)
         m->urgent = true;
-    if (m->end >= m->segment_bytes && m->spare.fd >= 0) {
-        old = m->seg;
-        m->seg = m->spare;
-        m->gen = m->cur_gen = m->spare_gen;
-        m->end = MXU_JOURNAL_HDR;
-        m->spare = (mxu_journal_seg){.fd = -1};
-    }
+    m->ring_waiting = m->ring_full;
     /* The writer sleeps without a deadline only on an empty queue. */
     if (was_empty || urgent)
         uv_cond_signal(&m->cv);
     uv_mutex_unlock(&m->mu);
-    mxu_journal_seg_close(&old);
 }
 
 static void on_prepare(uv_prepare_t *h);
 static void on_retry(uv_timer_t *t);
+static void write_out(mxu_meter *m);
 
-/* Put batch[written, len) into the segment: stored into its mapping when
- * it fits, else written with pwrite(2). -1 with errno if the file cannot
- * take it (disk full): what went in stays in. */
-static int store_pending(mxu_meter *m)
+/* Whether n bytes fit at the ring's write position without overwriting a
+ * record of the last lap that usage.db does not hold yet. */
+static bool ring_room(mxu_meter *m, size_t n)
 {
-    size_t n = m->batch.len - m->written;
-    if (m->seg.map && m->end + n <= m->seg.map_len) {
-        memcpy(m->seg.map + m->end, m->batch.data + m->written, n);
-        m->written += n;
-        m->end += n;
-        m->write_bytes += n;
-        return 0;
+    uint64_t need = m->gen * m->ring.size + m->end + n;
+    if (need <= m->limit)
+        return true;
+    m->limit = atomic_load_explicit(&m->committed, memory_order_acquire) + m->ring.size;
+    return need <= m->limit;
+}
+
+/* Copy n bytes into the ring at the write position. */
+static int ring_put(mxu_meter *m, const char *data, size_t n)
+{
+    if (m->ring.map) {
+        memcpy(m->ring.map + m->end, data, n);
+    } else {
+        for (size_t done = 0; done < n;) {
+            ssize_t w = pwrite(m->ring.fd, data + done, n - done, (off_t)(m->end + done));
+            if (w < 0 && errno == EINTR)
+                continue;
+            if (w <= 0) {
+                if (w == 0)
+                    errno = EIO;
+                return -1;
+            }
+            done += (size_t)w;
+        }
+        m->writes++;
     }
+    m->end += n;
+    m->write_bytes += n;
+    return 0;
+}
+
+/* Put the frames of batch[written, len) into the ring, in order: wrapping
+ * to its start (a marker, the next lap) where one does not fit before its
+ * end. `sealed` says the pending frames were packed for the current lap
+ * (else each is sealed again: it may have been packed before a wrap).
+ * -1 with errno if the ring is full (ENOSPC: the writer is behind) or
+ * cannot be written; what went in stays in. */
+static int store_pending(mxu_meter *m, bool sealed)
+{
     while (m->written < m->batch.len) {
-        ssize_t w =
-            pwrite(m->seg.fd, m->batch.data + m->written, m->batch.len - m->written, (off_t)m->end);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0) {
-            if (w == 0)
-                errno = ENOSPC;
+        char *f = m->batch.data + m->written;
+        size_t n = mxu_journal_frame_size(f);
+        if (m->end + n > m->ring.size) {
+            /* The next frame goes at the start, on the next lap. */
+            if (m->ring.size - m->end >= 8) {
+                char marker[8];
+                if (!ring_room(m, 8)) {
+                    m->ring_full = true;
+                    errno = ENOSPC;
+                    return -1;
+                }
+                mxu_journal_wrap_marker(marker, m->gen);
+                if (ring_put(m, marker, sizeof(marker)) < 0)
+                    return -1;
+            }
+            m->gen++;
+            m->end = MXU_RING_HDR;
+            sealed = false;
+        }
+        if (!ring_room(m, n)) {
+            m->ring_full = true;
+            errno = ENOSPC;
             return -1;
         }
-        /* A short write (disk full half-way) leaves a partial frame that
-         * the next write completes; if the node dies first, replay cuts
-         * it, and its answer never went out. */
-        m->written += (size_t)w;
-        m->end += (uint64_t)w;
-        m->write_bytes += (uint64_t)w;
+        if (!sealed)
+            mxu_journal_reseal(f, m->gen);
+        if (ring_put(m, f, n) < 0)
+            return -1;
+        m->written += n;
     }
-    m->writes++;
+    m->ring_full = false;
     return 0;
 }
 
@@ -870,32 +906,40 @@ static void release_upto(mxu_meter *m, size_t upto)
     }
 }
 
-/* Store what is pending, hand the batch over, release its answers; again
- * if releasing them recorded more. If the segment cannot take the records,
- * their answers stay held and a timer retries. */
+/* Store what is pending, release the answers of what is in, hand it over;
+ * again if releasing them recorded more. If the ring cannot take the rest
+ * (full: the writer is behind; or not writable), those answers stay held:
+ * the writer wakes the loop when it has freed space, and a timer retries
+ * as well. */
 static void write_out(mxu_meter *m)
 {
     while (m->batch.len || m->nrel || m->syncs.head) {
-        if (m->written < m->batch.len && store_pending(m) < 0) {
-            int e = errno;
-            m->write_failures++;
+        int rc = m->written < m->batch.len ? store_pending(m, false) : 0;
+        int e = errno;
+        release_upto(m, m->written);
+        hand_over(m);
+        if (rc < 0) {
+            m->write_failures += e != ENOSPC;
             m->tries++;
-            if (m->tries == 1 || m->tries % 50 == 0)
-                mxu_error("usage records: cannot append to the journal (segment %llu): %s "
-                          "(answers are held until it works; try %u)",
-                          (unsigned long long)m->gen, strerror(e), m->tries);
+            if (m->tries == 1 || m->tries % 50 == 0) {
+                if (e == ENOSPC)
+                    mxu_warn("usage records: the journal is full: usage.db is behind (answers "
+                             "are held until the writer has caught up; try %u)",
+                             m->tries);
+                else
+                    mxu_error("usage records: cannot write to the journal: %s (answers are "
+                              "held until it works; try %u)",
+                              strerror(e), m->tries);
+            }
             m->failing = true;
             uv_prepare_stop(&m->prep);
             uv_timer_start(&m->retry, on_retry, MXU_MIN(100u * m->tries, 2000u), 0);
-            release_upto(m, m->written);
             return;
         }
         if (m->tries) {
-            mxu_info("usage records: the journal is writable again");
+            mxu_info("usage records: the journal takes records again");
             m->tries = 0;
         }
-        hand_over(m);
-        release_upto(m, SIZE_MAX);
     }
     uv_prepare_stop(&m->prep);
 }
@@ -942,11 +986,9 @@ bool mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_
     /* Records go into the journal in the order they are recorded: this one
      * goes in at once only if every one before it is in. */
     bool caught_up = m->written == m->batch.len && !m->failing;
-    mxu_journal_append(&m->batch, r);
+    mxu_journal_append(&m->batch, r, m->gen);
     m->recorded++;
-    bool stored = false;
-    if (caught_up && m->seg.map && m->end + (m->batch.len - m->written) <= m->seg.map_len)
-        stored = store_pending(m) == 0;
+    bool stored = caught_up && m->ring.map && store_pending(m, true) == 0;
     if (cb)
         push_release(m, cb, ud);
     want_write(m); /* the hand-over to the writer, at the end of this turn */
@@ -1150,9 +1192,9 @@ static int migrate_rows(mxu_meter *m, mxu_err *err)
         r.caller = (uint64_t)sqlite3_column_int64(st, i++);
         r.caller_function = col_text(st, i++);
         mxu_buf_reset(&frame);
-        mxu_journal_append(&frame, &r);
+        mxu_journal_append(&frame, &r, 0);
         size_t scanned;
-        if (ingest_frames(c, frame.data, frame.len, false, &scanned) < 0)
+        if (ingest_frames(c, frame.data, frame.len, 0, false, &scanned) < 0)
             goto rollback;
         count++;
     }
@@ -1207,7 +1249,7 @@ static int replay_segment(mxu_meter *m, uint64_t gen, uint64_t from, mxu_err *er
     size_t scanned = 0;
     if (ingest_begin(c) < 0)
         goto fail;
-    if (ingest_frames(c, data.data + from, data.len - from, true, &scanned) < 0) {
+    if (ingest_frames(c, data.data + from, data.len - from, 0, true, &scanned) < 0) {
         sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
         goto fail;
     }
@@ -1235,9 +1277,71 @@ fail:
     return -1;
 }
 
-/* The records a killed node wrote but never ingested go in; then a fresh
- * segment, recorded as the position, and the old segments go. Every step
- * is safe to repeat if the node dies in the middle. */
+/* The ring's records from (lap, off) on, through its wraps, go into
+ * usage.db (a node killed with -9 leaves records it stored but never
+ * ingested), up to the first frame that is torn, stale or corrupt; the
+ * loop goes on writing there. */
+static int replay_ring(mxu_meter *m, uint64_t lap, uint64_t off, mxu_err *err)
+{
+    const uint64_t size = m->ring.size;
+    _cleanup_buf_ mxu_buf copy = {0};
+    const char *base = m->ring.map;
+    if (base == NULL) {
+        mxu_buf_reserve(&copy, size);
+        if (mxu_ring_read(&m->ring, 0, copy.data, size) < 0)
+            return mxu_err_set(err, EIO, "usage journal: cannot read the ring: %s",
+                               strerror(errno));
+        base = copy.data;
+    }
+    if (off < MXU_RING_HDR || off > size)
+        return mxu_err_set(err, EINVAL,
+                           "usage journal: usage.db's position %llu:%llu is not in the ring "
+                           "(%llu bytes)",
+                           (unsigned long long)lap, (unsigned long long)off,
+                           (unsigned long long)size);
+    ingest_ctx *c = &m->ic;
+    if (ingest_begin(c) < 0)
+        goto fail;
+    /* At most a lap's worth: the loop never writes more ahead of usage.db. */
+    for (uint64_t total = 0; total <= size;) {
+        if (size - off < 8) { /* no room for a marker: the next lap, implicitly */
+            lap++;
+            off = MXU_RING_HDR;
+            continue;
+        }
+        size_t scanned;
+        if (ingest_frames(c, base + off, size - off, lap, true, &scanned) < 0) {
+            sqlite3_exec(m->wdb, "ROLLBACK", NULL, NULL, NULL);
+            goto fail;
+        }
+        off += scanned;
+        total += scanned + 8;
+        if (!mxu_journal_is_wrap(base + off, size - off, lap))
+            break;
+        lap++;
+        off = MXU_RING_HDR;
+    }
+    uint64_t count = c->n + c->bn;
+    if (ingest_commit(c, lap, off) < 0)
+        goto fail;
+    m->replayed += count;
+    if (count)
+        mxu_info("usage journal: replayed %llu record(s)", (unsigned long long)count);
+    m->gen = lap;
+    m->end = off;
+    atomic_store(&m->committed, lap * size + off);
+    m->limit = lap * size + off + size;
+    return 0;
+fail:
+    mxu_err_set(err, EIO, "usage journal: cannot replay the ring into usage.db: %s", c->why);
+    ingest_reset(c);
+    return -1;
+}
+
+/* The records a killed node wrote but never ingested go in: first those of
+ * segment files older nodes wrote (then the files go), then the ring's
+ * (made, the first time, with its first lap above every segment's). Every
+ * step is safe to repeat if the node dies in the middle. */
 static int replay(mxu_meter *m, mxu_err *err)
 {
     uint64_t pos_gen, pos_off;
@@ -1255,15 +1359,22 @@ static int replay(mxu_meter *m, mxu_err *err)
         if (replay_segment(m, gens[i], gens[i] == pos_gen ? pos_off : 0, err) < 0)
             return -1;
     }
-    m->gen = m->cur_gen = top + 1;
-    if (mxu_journal_create(m->dir, m->gen, m->segment_bytes, &m->seg, err) < 0)
+    bool created;
+    if (mxu_ring_open(m->dir, m->ring_bytes, top + 1, &m->ring, &created, err) < 0)
         return -1;
-    m->end = MXU_JOURNAL_HDR;
-    if (set_position(&m->ic, m->gen, m->end) < 0)
-        return mxu_err_set(err, EIO, "usage.db: %s", m->ic.why);
-    m->pos_gen = m->gen;
-    m->oldest_gen = n ? MXU_MIN(gens[0], m->gen) : m->gen;
-    drop_segments(m, m->gen);
+    uint64_t lap = m->ring.first_lap, off = MXU_RING_HDR;
+    if (!created && pos_gen >= m->ring.first_lap) {
+        lap = pos_gen;
+        off = pos_off;
+    }
+    if (replay_ring(m, lap, off, err) < 0)
+        return -1;
+    /* usage.db's position is in the ring now: every segment is in. */
+    for (size_t i = 0; i < n; i++) {
+        _cleanup_free_ char *path = mxu_journal_path(m->dir, gens[i]);
+        if (unlink(path) < 0 && errno != ENOENT)
+            mxu_warn("usage journal: cannot remove %s: %s", path, strerror(errno));
+    }
     return 0;
 }
 
@@ -1281,7 +1392,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
 {
     mxu_meter *m = mxu_calloc(1, sizeof(*m));
     m->loop = loop;
-    m->seg = m->spare = (mxu_journal_seg){.fd = -1};
+    m->ring = (mxu_ring){.fd = -1};
     ilist_init(&m->queue);
     ilist_init(&m->done);
     ilist_init(&m->syncs);
@@ -1289,7 +1400,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
      * and its ingestion; otherwise the default bounds what a machine crash
      * loses. */
     m->ingest_ns = env_u64("MXU_METER_INGEST_MS", 1, 3600000, DEFAULT_INGEST_MS) * 1000000u;
-    m->segment_bytes = env_u64("MXU_METER_SEGMENT_BYTES", 4096, UINT32_MAX, DEFAULT_SEGMENT_BYTES);
+    m->ring_bytes = env_u64("MXU_METER_RING_BYTES", MXU_RING_MIN, UINT32_MAX, DEFAULT_RING_BYTES);
     const char *slash = strrchr(path, '/');
     m->dir = slash ? mxu_strndup(path, (size_t)(slash - path) + (slash == path)) : mxu_strdup(".");
     if (db_open(path, &m->db, err) < 0)
@@ -1334,7 +1445,6 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
     /* Neither keeps the loop alive: a held answer's connection does. */
     uv_unref((uv_handle_t *)&m->prep);
     uv_unref((uv_handle_t *)&m->expire);
-    m->first = m->seg;
     if (uv_thread_create(&m->thread, writer_main, m) != 0) {
         mxu_err_set(err, EAGAIN, "cannot start the usage writer thread");
         /* m is leaked on purpose: the handles' memory must outlive the close. */
@@ -1348,7 +1458,7 @@ int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_me
     return 0;
 fail:
     mxu_prices_free(prices);
-    mxu_journal_seg_close(&m->seg);
+    mxu_ring_close(&m->ring);
     sqlite3_finalize(m->ins);
     sqlite3_finalize(m->upsert);
     sqlite3_finalize(m->setpos);
@@ -1375,6 +1485,13 @@ void mxu_meter_close(mxu_meter *m)
      * records): written, and its answers released, before the writer stops. */
     m->failing = false;
     write_out(m);
+    /* A full ring waits for the writer, which is still running: give it a
+     * second to make room (it fails on only if usage.db cannot be written). */
+    for (int i = 0; i < 100 && m->ring_full && m->written < m->batch.len; i++) {
+        uv_sleep(10);
+        m->failing = false;
+        write_out(m);
+    }
     if (m->batch.len > m->written)
         mxu_error("usage records: %zu byte(s) of records could not be written to the journal",
                   m->batch.len - m->written);
@@ -1403,8 +1520,7 @@ void mxu_meter_close(mxu_meter *m)
     mxu_prices_free(m->prices);
     uv_mutex_destroy(&m->mu);
     uv_cond_destroy(&m->cv);
-    mxu_journal_seg_close(&m->seg);
-    mxu_journal_seg_close(&m->spare);
+    mxu_ring_close(&m->ring);
     mxu_buf_free(&m->batch);
     free(m->rel);
     free(m->dir);
@@ -1425,8 +1541,8 @@ json_t *mxu_meter_stats_json(const mxu_meter *m)
         (json_int_t)(m->batches ? m->commit_ns / m->batches / 1000 : 0), "commit_cpu_us_avg",
         (json_int_t)(m->batches ? m->commit_cpu_ns / m->batches / 1000 : 0), "write_failures",
         (json_int_t)(m->failures + m->write_failures), "journal_writes", (json_int_t)m->writes,
-        "journal_bytes", (json_int_t)m->write_bytes, "journal_segment", (json_int_t)m->gen,
-        "replayed", (json_int_t)m->replayed, "cut_bytes", (json_int_t)m->cut, "ingest_interval_ms",
+        "journal_bytes", (json_int_t)m->write_bytes, "journal_lap", (json_int_t)m->gen, "replayed",
+        (json_int_t)m->replayed, "cut_bytes", (json_int_t)m->cut, "ingest_interval_ms",
         (json_int_t)(m->ingest_ns / 1000000));
     /* The figure docs/metering.md budgets: the writer's CPU per record. */
     json_object_set_new(j, "rows", json_integer((json_int_t)m->rows));
@@ -1512,7 +1628,7 @@ static int each_record(mxu_meter *m, const mxu_usage_filter *f, uint64_t before,
         d.n = 0;
         /* Stored by the writer from frames it had checked; the checksums
          * are checked again here, which is cheap next to the JSON. */
-        if (mxu_journal_scan(blob, len, true, collect, &d) != len || d.n != n) {
+        if (mxu_journal_scan(blob, len, 0, false, collect, &d) != len || d.n != n) {
             mxu_err_set(err, EIO, "usage.db: the batch row of records %llu.. is corrupt",
                         (unsigned long long)first);
             stop = -1;

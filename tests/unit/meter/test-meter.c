@@ -453,29 +453,29 @@ static void test_journal_framing(void)
     for (int i = 0; i < 20; i++) {
         mxu_usage_record r = sample((uint64_t)i + 1);
         r.function = i % 3 ? "hello" : "a-longer-function-name";
-        mxu_journal_append(&b, &r);
+        mxu_journal_append(&b, &r, 0);
         ends[i] = b.len;
     }
     uint64_t seen = 0;
-    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, count_record, &seen), b.len);
+    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, 0, true, count_record, &seen), b.len);
     CHECK_EQ_U64(seen, 20);
     /* Every cut is scanned up to the last whole frame before it. */
     for (size_t n = 0; n <= b.len; n++) {
         size_t want = 0;
         for (int i = 0; i < 20 && ends[i] <= n; i++)
             want = ends[i];
-        CHECK_EQ_U64(mxu_journal_scan(b.data, n, true, NULL, NULL), want);
+        CHECK_EQ_U64(mxu_journal_scan(b.data, n, 0, true, NULL, NULL), want);
     }
     /* Any byte of the last frame flipped: that frame is cut, the rest kept. */
     for (size_t at = ends[18]; at < ends[19]; at++) {
         b.data[at] ^= 0x40;
-        CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, NULL, NULL), ends[18]);
+        CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, 0, true, NULL, NULL), ends[18]);
         b.data[at] ^= 0x40;
     }
     /* Zeros (a file extended but never written) are not a frame. */
     size_t len = b.len;
     mxu_buf_append(&b, "\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0\0", 16);
-    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, true, NULL, NULL), len);
+    CHECK_EQ_U64(mxu_journal_scan(b.data, b.len, 0, true, NULL, NULL), len);
     mxu_buf_free(&b);
 }
 
@@ -538,16 +538,6 @@ static char *journal_dir(void)
     return strdup(tmpl);
 }
 
-static size_t count_segments(const char *dir)
-{
-    uint64_t *gens;
-    size_t n;
-    mxu_err err;
-    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
-    free(gens);
-    return n;
-}
-
 /* In a child: open the meter, record `ingested` records (ids from first + 1)
  * and sync them into usage.db, record the rest of `total` and let one loop
  * turn write them (their
@@ -572,7 +562,9 @@ static void killed_node(const char *dir, int first, int ingested, int total)
             if (i == ingested && sync_wait(&loop, m) != 1)
                 _exit(3);
         }
-        uv_run(&loop, UV_RUN_NOWAIT);
+        /* A record the ring had no room for waits for the writer. */
+        for (int turns = 0; durable_count < total && turns < 100000; turns++)
+            uv_run(&loop, turns ? UV_RUN_ONCE : UV_RUN_NOWAIT);
         if (durable_count != total)
             _exit(4);
         kill(getpid(), SIGKILL);
@@ -653,10 +645,10 @@ static void test_journal_crc32_frames_still_read(void)
     }
     size_t len = b.len;
     uint64_t seen = 0;
-    CHECK_EQ_U64(mxu_journal_scan(b.data, len, true, count_record, &seen), len);
+    CHECK_EQ_U64(mxu_journal_scan(b.data, len, 0, true, count_record, &seen), len);
     CHECK_EQ_U64(seen, 5);
     b.data[len - 1] ^= 0x40; /* the crc32 is checked: the last frame is cut */
-    CHECK(mxu_journal_scan(b.data, len, true, NULL, NULL) < len);
+    CHECK(mxu_journal_scan(b.data, len, 0, true, NULL, NULL) < len);
     b.data[len - 1] ^= 0x40;
     /* Fixed-layout frames with XXH3 checks, then compact ones, in one run. */
     mxu_buf x = {0};
@@ -668,14 +660,14 @@ static void test_journal_crc32_frames_still_read(void)
     size_t old_len = x.len;
     for (int i = 0; i < 4; i++) {
         mxu_usage_record r = sample((uint64_t)i + 1);
-        mxu_journal_append(&x, &r);
+        mxu_journal_append(&x, &r, 0);
     }
     seen = 0;
-    CHECK_EQ_U64(mxu_journal_scan(x.data, x.len, true, count_record, &seen), x.len);
+    CHECK_EQ_U64(mxu_journal_scan(x.data, x.len, 0, true, count_record, &seen), x.len);
     CHECK_EQ_U64(seen, 8);
     CHECK(x.len - old_len < old_len * 3 / 4); /* the compact form is smaller */
     x.data[old_len - 1] ^= 0x40;
-    CHECK(mxu_journal_scan(x.data, x.len, true, NULL, NULL) < old_len);
+    CHECK(mxu_journal_scan(x.data, x.len, 0, true, NULL, NULL) < old_len);
     mxu_buf_free(&x);
 
     /* An old node's segment, killed before ingestion, replays. */
@@ -701,12 +693,13 @@ static void test_journal_crc32_frames_still_read(void)
     mxu_buf_free(&b);
 }
 
-/* A journal that cannot take more (here: RLIMIT_FSIZE, as a full disk)
- * holds the answers of the records past what it took, and releases those
- * it took; closing the meter then must not release the held ones as
- * recorded: their callbacks run with written false. Reopened, the journal
- * gives back exactly the records whose callbacks said written. In a child,
- * for the limit. */
+/* A journal that cannot take more holds the answers of the records past
+ * what it took, and releases those it took; closing the meter then must not
+ * release the held ones as recorded: their callbacks run with written
+ * false. Reopened, the journal gives back exactly the records whose
+ * callbacks said written. Here the ring (64 KiB) fills because usage.db
+ * cannot grow (RLIMIT_FSIZE, as a full disk), so the writer frees no space.
+ * In a child, for the limit. */
 static void test_unwritable_journal_at_close(void)
 {
     char *dir = journal_dir();
@@ -714,24 +707,26 @@ static void test_unwritable_journal_at_close(void)
     CHECK(pid >= 0);
     if (pid == 0) {
         signal(SIGXFSZ, SIG_IGN);
-        /* Segments of 8 KiB, preallocated; then no file may grow past 4 KiB:
-         * the current segment takes records until its 8 KiB are full, no
-         * next segment can be made, nothing can be written past it. */
-        setenv("MXU_METER_SEGMENT_BYTES", "8192", 1);
+        setenv("MXU_METER_RING_BYTES", "65536", 1);
         uv_loop_t loop;
         uv_loop_init(&loop);
         mxu_meter *m = open_at(&loop, dir);
-        struct rlimit rl = {4096, RLIM_INFINITY};
+        struct stat st;
+        char *db = mxu_path_join(dir, "usage.db");
+        if (stat(db, &st) < 0)
+            _exit(2);
+        free(db);
+        struct rlimit rl = {(rlim_t)st.st_size + 4096, RLIM_INFINITY};
         if (setrlimit(RLIMIT_FSIZE, &rl) < 0)
             _exit(2);
-        const int N = 250; /* ~16 KiB of records */
+        const int N = 2500; /* ~150 KiB of records */
         int at_once = 0;
         for (int i = 1; i <= N; i++) {
             mxu_usage_record r = sample((uint64_t)i);
             at_once += mxu_meter_record(m, &r, on_durable, NULL);
         }
-        uv_run(&loop, UV_RUN_NOWAIT); /* past 8 KiB the write fails: answers held */
-        if (durable_count < at_once || at_once == 0 || lost_count != 0 || durable_count >= N)
+        uv_run(&loop, UV_RUN_NOWAIT); /* the ring is full: answers held */
+        if (durable_count != at_once || at_once == 0 || lost_count != 0 || durable_count >= N)
             _exit(3);
         int durable = durable_count;
         mxu_meter_close(m);
@@ -754,149 +749,168 @@ static void test_unwritable_journal_at_close(void)
     free(dir);
 }
 
+/* The ring of dir: its bytes, its first lap, where its records end (from
+ * its start, the first lap: the tests' rings never wrapped). */
+static void read_ring(const char *dir, mxu_buf *out, uint64_t *first_lap, size_t *data_end)
+{
+    char *path = mxu_ring_path(dir);
+    mxu_err err;
+    mxu_buf_reset(out);
+    CHECK(mxu_read_file(path, SIZE_MAX / 2, out, &err) == 0);
+    CHECK(out->len > MXU_RING_HDR);
+    memcpy(first_lap, out->data + 16, 8);
+    *data_end = MXU_RING_HDR + mxu_journal_scan(out->data + MXU_RING_HDR, out->len - MXU_RING_HDR,
+                                                *first_lap, true, NULL, NULL);
+    free(path);
+}
+
+static void ring_pwrite(const char *dir, const void *data, size_t len, size_t off)
+{
+    char *path = mxu_ring_path(dir);
+    int fd = open(path, O_WRONLY);
+    CHECK(fd >= 0);
+    CHECK(pwrite(fd, data, len, (off_t)off) == (ssize_t)len);
+    close(fd);
+    free(path);
+}
+
 static void test_journal_replay_after_kill(void)
 {
     char *dir = journal_dir();
     killed_node(dir, 0, 300, 700);
-    /* A half-written frame at the end of the killed node's segment, as a
-     * power loss would leave it. */
-    uint64_t *gens;
-    size_t n;
-    mxu_err err;
-    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
-    CHECK(n >= 1);
-    char *seg = mxu_journal_path(dir, gens[0]);
-    mxu_buf file = {0};
-    CHECK(mxu_journal_read(dir, gens[0], &file, &err) == 0);
-    size_t data_end = 16 + mxu_journal_scan(file.data + 16, file.len - 16, true, NULL, NULL);
-    CHECK(data_end > 16 + 400 * 100); /* the 400 unread records are there */
-    mxu_buf_free(&file);
-    mxu_buf torn = {0};
+    /* After the killed node's records: a half-written frame, as a power
+     * loss would leave it; then, behind it, a whole frame of the ring's
+     * previous lap at the place where the next frame would go, as a stale
+     * one of a lap before can sit there (records of one size line up). */
+    mxu_buf ring = {0};
+    uint64_t lap;
+    size_t end;
+    read_ring(dir, &ring, &lap, &end);
+    CHECK(end > MXU_RING_HDR + 400 * 40); /* the 400 unread records are there */
+    mxu_buf frame = {0};
     mxu_usage_record r = sample(9999);
-    mxu_journal_append(&torn, &r);
-    size_t torn_len = torn.len / 2;
-    int fd = open(seg, O_WRONLY);
-    CHECK(fd >= 0);
-    CHECK(pwrite(fd, torn.data, torn_len, (off_t)data_end) == (ssize_t)torn_len);
-    close(fd);
-    /* What is cut: the torn bytes, up to the segment's preallocated zeros. */
-    while (torn_len > 0 && torn.data[torn_len - 1] == 0)
-        torn_len--;
-    mxu_buf_free(&torn);
-
-    /* Reopened: the 400 written-but-not-ingested records are replayed, the
-     * torn one is cut, nothing is counted twice. */
+    mxu_journal_append(&frame, &r, lap);
+    ring_pwrite(dir, frame.data, frame.len / 2, end);
     uv_loop_t loop;
     uv_loop_init(&loop);
     mxu_meter *m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), 700);
     json_t *stats = mxu_meter_stats_json(m);
     CHECK_EQ_U64(json_integer_value(json_object_get(stats, "replayed")), 400);
-    CHECK_EQ_U64(json_integer_value(json_object_get(stats, "cut_bytes")), torn_len);
     json_decref(stats);
     close_at(&loop, m);
-    /* The old segment is gone once its records are in. */
-    CHECK(access(seg, F_OK) < 0);
-    free(seg);
-    free(gens);
+
+    mxu_buf_reset(&frame);
+    r = sample(701);
+    mxu_journal_append(&frame, &r, lap - 1);
+    ring_pwrite(dir, frame.data, frame.len, end);
     m = open_at(&loop, dir);
-    CHECK_EQ_U64(stored_count(&loop, m), 700);
+    CHECK_EQ_U64(stored_count(&loop, m), 700); /* the stale one is not a record */
+    close_at(&loop, m);
+    /* The same frame sealed for this lap is one (the check above is what
+     * tells them apart), and records go on after it. */
+    mxu_journal_reseal(frame.data, lap);
+    ring_pwrite(dir, frame.data, frame.len, end);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 701);
+    close_at(&loop, m);
+    killed_node(dir, 701, 10, 30);
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), 731);
     close_at(&loop, m);
     CHECK(uv_loop_close(&loop) == 0);
+    mxu_buf_free(&frame);
+    mxu_buf_free(&ring);
     mxu_rm_rf(dir, NULL);
     free(dir);
 }
 
-/* The oldest journal segment in dir: its bytes into *saved, its path
- * (caller frees). */
-static char *save_first_segment(const char *dir, mxu_buf *saved)
-{
-    uint64_t *gens;
-    size_t n;
-    mxu_err err;
-    CHECK(mxu_journal_list(dir, &gens, &n, &err) == 0);
-    CHECK(n >= 1);
-    CHECK(mxu_journal_read(dir, gens[0], saved, &err) == 0);
-    char *seg = mxu_journal_path(dir, gens[0]);
-    free(gens);
-    return seg;
-}
-
-/* Replay is idempotent: a node that dies after replaying into usage.db but
- * before removing the segments replays them again from the stored position,
- * and a segment put back whole adds nothing. */
+/* Replay is idempotent: a node that dies after replaying into usage.db
+ * replays again from the stored position and adds nothing; the ring put
+ * back as the killed node left it adds nothing either. */
 static void test_journal_replay_idempotent(void)
 {
     char *dir = journal_dir();
     killed_node(dir, 0, 50, 250);
     mxu_err err;
     mxu_buf saved = {0};
-    char *seg = save_first_segment(dir, &saved);
+    uint64_t lap;
+    size_t end;
+    read_ring(dir, &saved, &lap, &end);
     uv_loop_t loop;
     uv_loop_init(&loop);
     mxu_meter *m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), 250);
     close_at(&loop, m);
-    /* The replayed segment comes back, as if the node had died before
-     * unlinking it. */
-    CHECK(mxu_write_file_atomic(seg, saved.data, saved.len, 0600, &err) == 0);
+    char *path = mxu_ring_path(dir);
+    CHECK(mxu_write_file_atomic(path, saved.data, saved.len, 0600, &err) == 0);
     m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), 250);
     json_t *stats = mxu_meter_stats_json(m);
     CHECK_EQ_U64(json_integer_value(json_object_get(stats, "replayed")), 0);
     json_decref(stats);
     close_at(&loop, m);
-    CHECK(access(seg, F_OK) < 0);
     /* A second kill on top: each record once. */
     killed_node(dir, 250, 10, 20);
     m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), 270);
     close_at(&loop, m);
     CHECK(uv_loop_close(&loop) == 0);
-    free(seg);
+    free(path);
     mxu_buf_free(&saved);
     mxu_rm_rf(dir, NULL);
     free(dir);
 }
 
-/* Segments rotate at MXU_METER_SEGMENT_BYTES; the ingested ones go; every
- * record is stored once, across rotations and a reopen. */
-static void test_journal_rotation(void)
+/* A small ring (64 KiB) goes round many laps; every record is stored once,
+ * across wraps and a reopen. Then a node killed with the writer held back
+ * (it ingests only when the ring is full) leaves records across a wrap:
+ * all replayed, each once. */
+static void test_journal_wrap(void)
 {
-    setenv("MXU_METER_SEGMENT_BYTES", "8192", 1);
+    setenv("MXU_METER_RING_BYTES", "65536", 1);
     setenv("MXU_METER_INGEST_MS", "1", 1);
     char *dir = journal_dir();
     uv_loop_t loop;
     uv_loop_init(&loop);
     mxu_meter *m = open_at(&loop, dir);
+    json_t *stats = mxu_meter_stats_json(m);
+    uint64_t lap0 = (uint64_t)json_integer_value(json_object_get(stats, "journal_lap"));
+    json_decref(stats);
     uint64_t id = 0;
-    for (int round = 0; round < 60; round++) {
+    for (int round = 0; round < 100; round++) {
         for (int i = 0; i < 40; i++) {
             mxu_usage_record r = sample(++id);
+            r.function = i % 3 ? "hello" : "a-function-with-a-longer-name";
             mxu_meter_record(m, &r, NULL, NULL);
         }
         uv_run(&loop, UV_RUN_NOWAIT);
         if (round % 3 == 0)
             CHECK_EQ_INT(sync_wait(&loop, m), 1);
-        CHECK(count_segments(dir) <= 4);
     }
     CHECK_EQ_U64(stored_count(&loop, m), id);
-    json_t *stats = mxu_meter_stats_json(m);
-    uint64_t gen = (uint64_t)json_integer_value(json_object_get(stats, "journal_segment"));
+    stats = mxu_meter_stats_json(m);
+    uint64_t lap = (uint64_t)json_integer_value(json_object_get(stats, "journal_lap"));
     uint64_t bytes = (uint64_t)json_integer_value(json_object_get(stats, "journal_bytes"));
-    CHECK(bytes > 2400 * 40);
-    /* A new segment every 8 KiB, or a little later when the writer had not
-     * made the next one yet. */
-    CHECK(gen >= bytes / 8192 / 2);
+    CHECK(bytes > 4000 * 40);
+    CHECK(lap >= lap0 + bytes / 65536); /* a lap every 64 KiB */
     json_decref(stats);
     close_at(&loop, m);
     m = open_at(&loop, dir);
     CHECK_EQ_U64(stored_count(&loop, m), id);
     close_at(&loop, m);
-    CHECK(count_segments(dir) <= 2);
+    killed_node(dir, (int)id, 0, 3000); /* ~180 KiB: wraps, and fills the ring */
+    m = open_at(&loop, dir);
+    CHECK_EQ_U64(stored_count(&loop, m), id + 3000);
+    stats = mxu_meter_stats_json(m);
+    CHECK(json_integer_value(json_object_get(stats, "replayed")) > 0);
+    json_decref(stats);
+    close_at(&loop, m);
     CHECK(uv_loop_close(&loop) == 0);
     mxu_rm_rf(dir, NULL);
     free(dir);
+    unsetenv("MXU_METER_RING_BYTES");
+    unsetenv("MXU_METER_INGEST_MS");
 }
 
 static void test_store(void)
@@ -1209,7 +1223,10 @@ static void test_batch_replay_idempotent(void)
     killed_node(dir, 0, 120, 900);
     mxu_err err;
     mxu_buf saved = {0};
-    char *seg = save_first_segment(dir, &saved);
+    uint64_t lap;
+    size_t end;
+    read_ring(dir, &saved, &lap, &end);
+    char *seg = mxu_ring_path(dir);
     uv_loop_t loop;
     uv_loop_init(&loop);
     mxu_meter *m = open_at(&loop, dir);
@@ -1309,6 +1326,6 @@ MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(te
           TEST(test_record_encoding), TEST(test_journal_framing),
           TEST(test_journal_crc32_frames_still_read), TEST(test_unwritable_journal_at_close),
           TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
-          TEST(test_journal_rotation), TEST(test_store), TEST(test_batch_sums_equal_records),
+          TEST(test_journal_wrap), TEST(test_store), TEST(test_batch_sums_equal_records),
           TEST(test_batch_query_paging), TEST(test_batch_replay_idempotent),
           TEST(test_old_rows_migrated))
