@@ -163,7 +163,8 @@ measured() {
 }
 
 # onoff_summary LABEL DIR CONNS...: medians of the req/s in DIR/on-C and
-# DIR/off-C (one per line, "!" after a disturbed run) and their ratio.
+# DIR/off-C (one per line, "!" after a disturbed run) and their ratio; and
+# the median of the ratios of each on run to the off run right after it.
 onoff_summary() {
     _label=$1
     shift
@@ -181,6 +182,11 @@ for c in conns:
     print(f"{label + '-on':<{w}}c{c}: {mon:9.0f} req/s  (runs: {fmt(ron)})")
     print(f"{label + '-off':<{w}}c{c}: {moff:9.0f} req/s  (runs: {fmt(roff)})")
     print(f"ratio on/off c{c}: {mon / moff:.2f}x  (target >= 0.9x)")
+    # Each on run is followed by its off run: the ratio within a pair is
+    # free of the slower drifts of the machine between pairs.
+    pairs = sorted(a / b for a, b in zip(on, off))
+    print(f"{'':<{w}}  paired: median {statistics.median(pairs):.2f}x"
+          f"  (pairs: {', '.join(f'{p:.2f}' for p in pairs)})")
 PY
 }
 
