@@ -227,6 +227,28 @@ static bool all_of_class(const char *s, size_t n, unsigned char cls)
     return true;
 }
 
+/* all_of_class(s, n, 2), eight bytes at a time: a field value is checked on
+ * every request, and a bearer key makes it ~100 bytes, which the byte loop
+ * takes ~80 ns over. A word with no byte below 0x20 and none equal to 0x7f
+ * is all field-value bytes; any other word (a tab, or a bad byte) goes
+ * through the table. */
+static bool is_field_value(const char *s, size_t n)
+{
+    const uint64_t ones = 0x0101010101010101u, highs = 0x8080808080808080u;
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        uint64_t w, d;
+        memcpy(&w, s + i, 8);
+        d = w ^ (ones * 0x7f);
+        /* (x - k) & ~x & highs is non-zero iff some byte x < k (k <= 0x80). */
+        if (((w - ones * 0x20) & ~w & highs) == 0 && ((d - ones) & ~d & highs) == 0)
+            continue;
+        if (!all_of_class(s + i, 8, 2))
+            return false;
+    }
+    return all_of_class(s + i, n - i, 2);
+}
+
 static int on_headers_complete(http_parser *p)
 {
     http_conn *c = p->data;
@@ -257,7 +279,7 @@ static int on_headers_complete(http_parser *p)
          * nothing above us sees a header another server would split
          * differently (obs-fold: see scan_fold). */
         if (h->name_len == 0 || !all_of_class(name, h->name_len, 1) ||
-            !all_of_class(req->strs.data + h->value, h->value_len, 2))
+            !is_field_value(req->strs.data + h->value, h->value_len))
             return fail_with(c, 400);
         if (h->name_len == 4 && http_ieq(name, "host", 4))
             has_host = true;

@@ -177,6 +177,21 @@ void mxu_http_req_header_at(const mxu_http_req *req, size_t i, const char **name
     *value = req->strs.data + req->hdrs[i].value;
 }
 
+void mxu_http_req_header_at_len(const mxu_http_req *req, size_t i, const char **name,
+                                size_t *name_len, const char **value, size_t *value_len)
+{
+    if (i >= req->nhdrs) {
+        *name = *value = NULL;
+        *name_len = *value_len = 0;
+        return;
+    }
+    const http_hdr *h = &req->hdrs[i];
+    *name = req->strs.data + h->name;
+    *name_len = h->name_len;
+    *value = req->strs.data + h->value;
+    *value_len = h->value_len;
+}
+
 const char *mxu_http_req_body(const mxu_http_req *req, size_t *len)
 {
     if (len)

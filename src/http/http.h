@@ -78,6 +78,11 @@ const char *mxu_http_req_header(const mxu_http_req *req, const char *name);
 size_t mxu_http_req_header_count(const mxu_http_req *req);
 void mxu_http_req_header_at(const mxu_http_req *req, size_t i, const char **name,
                             const char **value);
+/* The same with their lengths, known from parsing (names and values hold
+ * no NUL, so these equal strlen): for callers that would otherwise measure
+ * every header of every request. Out of range: NULL and 0. */
+void mxu_http_req_header_at_len(const mxu_http_req *req, size_t i, const char **name,
+                                size_t *name_len, const char **value, size_t *value_len);
 const char *mxu_http_req_body(const mxu_http_req *req, size_t *len);
 /* Take the body out of the request (no copy); the request's body is then empty.
  * `out` is overwritten, not freed: pass an empty buffer. */
