@@ -92,6 +92,8 @@ bool api_query_str(mxu_http_req *req, const char *key, char *out, size_t outlen)
 /* Authenticate the request (its Authorization header). On failure answer
  * 401 with WWW-Authenticate, log the denial and return NULL. */
 const mxu_principal *api_authenticate(mxu_api *api, mxu_http_req *req);
+/* The same with its Authorization header (NULL: none) already looked up. */
+const mxu_principal *api_authenticate_header(mxu_api *api, mxu_http_req *req, const char *auth);
 /* mxu_policy_check; on denial answer 403 naming the rule, log it, return false. */
 bool api_allow(mxu_http_req *req, const mxu_principal *who, enum mxu_action act, const char *tenant,
                const char *function);

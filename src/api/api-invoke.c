@@ -37,21 +37,30 @@ typedef struct inv_ctx {
     mxu_slice values[MAX_FORWARDED_HEADERS];
 } inv_ctx;
 
-/* Hop-by-hop headers belong to the connection with the node, not the function. */
-static bool hop_by_hop(const char *name)
+/* Hop-by-hop headers belong to the connection with the node, not the function.
+ * Every header of every invocation is checked: names are compared only where
+ * the lengths match, which for most headers is nowhere. */
+static bool hop_by_hop(const char *name, size_t len)
 {
-    static const char *const hop[] = {"connection",
-                                      "keep-alive",
-                                      "transfer-encoding",
-                                      "te",
-                                      "upgrade",
-                                      "proxy-connection",
-                                      "proxy-authorization",
-                                      "trailer",
-                                      "content-length",
-                                      "expect"};
+    /* clang-format off */
+#define HOP(s) {s, sizeof(s) - 1}
+    /* clang-format on */
+    static const struct {
+        const char *name;
+        size_t len;
+    } hop[] = {HOP("connection"),
+               HOP("keep-alive"),
+               HOP("transfer-encoding"),
+               HOP("te"),
+               HOP("upgrade"),
+               HOP("proxy-connection"),
+               HOP("proxy-authorization"),
+               HOP("trailer"),
+               HOP("content-length"),
+               HOP("expect")};
+#undef HOP
     for (size_t i = 0; i < MXU_ARRAY_LEN(hop); i++) {
-        if (strcasecmp(name, hop[i]) == 0)
+        if (hop[i].len == len && strncasecmp(name, hop[i].name, len) == 0)
             return true;
     }
     return false;
@@ -175,8 +184,11 @@ static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_h
     mxu_inv_usage_record(res, &r);
     r.bytes_in = c->bytes_in;
     /* From the moment the whole request had arrived, which is earlier than
-     * the scheduler saw it. */
-    uint64_t now = mxu_now_ns(), start = mxu_http_req_start_ns(c->req);
+     * the scheduler saw it, to now: the scheduler read the clock as it
+     * completed the invocation, in this same call, so its reading is
+     * used instead of another (a result without it reads the clock). */
+    uint64_t now = res->done_ns ? res->done_ns : mxu_now_ns();
+    uint64_t start = mxu_http_req_start_ns(c->req);
     if (now > start)
         r.wall_us = (now - start) / 1000;
     /* From here the context belongs to on_sent, which may already have run
@@ -355,9 +367,10 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
      * admin. */
     mxu_policy *pol = api->cfg.policy;
     const char *auth = mxu_http_req_header(req, "Authorization");
+    bool auth_is_key = mxu_policy_is_key_header(auth);
     const mxu_principal *who = NULL;
-    if (!mxu_policy_auth_enabled(pol) || mxu_policy_is_key_header(auth)) {
-        who = api_authenticate(api, req);
+    if (!mxu_policy_auth_enabled(pol) || auth_is_key) {
+        who = api_authenticate_header(api, req, auth);
         if (who == NULL)
             return;
     }
@@ -452,11 +465,17 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
                       .concurrency = m->max_concurrency};
     mxu_shape_ticket ticket = {0};
     mxu_shape_denial denial;
-    if (mxu_shape_admit(pol, who, owner, v->function, &fnl, mxu_now_ns(), &ticket, &denial) < 0) {
+    /* The request was complete a moment ago, in this same loop turn: its
+     * arrival is the time of the admission, with no clock read of its own. */
+    uint64_t now_ns = mxu_http_req_start_ns(req);
+    if (mxu_shape_admit(pol, who, owner, v->function, &fnl, now_ns ? now_ns : mxu_now_ns(), &ticket,
+                        &denial) < 0) {
         reject_shaped(api, req, v, &denial);
         return;
     }
-    if (api->cfg.meter && mxu_quota_reserve(pol, owner, mxu_wall_ms(), &denial) < 0) {
+    /* One wall clock reading for the quota's month and the record's start. */
+    uint64_t wall_ms = api->cfg.meter ? mxu_wall_ms() : 0;
+    if (api->cfg.meter && mxu_quota_reserve(pol, owner, wall_ms, &denial) < 0) {
         mxu_shape_release(&ticket);
         reject_shaped(api, req, v, &denial);
         return;
@@ -476,13 +495,17 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
     size_t nh = mxu_http_req_header_count(req);
     for (size_t i = 0; i < nh && c->nhdr < MAX_FORWARDED_HEADERS; i++) {
         const char *hn, *hv;
-        mxu_http_req_header_at(req, i, &hn, &hv);
-        /* The caller's mxu key is for the node: the function never sees it. */
-        if (hop_by_hop(hn) ||
-            (strcasecmp(hn, "authorization") == 0 && mxu_policy_is_key_header(hv)))
+        size_t hnl, hvl;
+        mxu_http_req_header_at_len(req, i, &hn, &hnl, &hv, &hvl);
+        if (hop_by_hop(hn, hnl))
             continue;
-        c->names[c->nhdr] = (mxu_slice){hn, (uint32_t)strlen(hn)};
-        c->values[c->nhdr] = (mxu_slice){hv, (uint32_t)strlen(hv)};
+        /* The caller's mxu key is for the node: the function never sees it.
+         * The first Authorization header was looked at above already. */
+        if (hnl == 13 && strncasecmp(hn, "authorization", 13) == 0 &&
+            (hv == auth ? auth_is_key : mxu_policy_is_key_header(hv)))
+            continue;
+        c->names[c->nhdr] = (mxu_slice){hn, (uint32_t)hnl};
+        c->values[c->nhdr] = (mxu_slice){hv, (uint32_t)hvl};
         c->nhdr++;
     }
     const char *method = mxu_http_req_method(req);
@@ -495,6 +518,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         .hdr_values = c->values,
         .nhdr = c->nhdr,
         .bytes_in = c->bytes_in,
+        .start_ms = wall_ms,
         .priority = prio,
     };
     mxu_http_req_steal_body(req, &ir.body);

@@ -27,8 +27,9 @@ uint64_t api_request_bytes(mxu_http_req *req)
     size_t nh = mxu_http_req_header_count(req);
     for (size_t i = 0; i < nh; i++) {
         const char *hn, *hv;
-        mxu_http_req_header_at(req, i, &hn, &hv);
-        n += strlen(hn) + strlen(hv) + 4;
+        size_t hnl, hvl;
+        mxu_http_req_header_at_len(req, i, &hn, &hnl, &hv, &hvl);
+        n += hnl + hvl + 4;
     }
     return n;
 }

@@ -141,12 +141,16 @@ void api_unauthorized(mxu_http_req *req, const mxu_err *err)
 
 const mxu_principal *api_authenticate(mxu_api *api, mxu_http_req *req)
 {
+    return api_authenticate_header(api, req, mxu_http_req_header(req, "Authorization"));
+}
+
+const mxu_principal *api_authenticate_header(mxu_api *api, mxu_http_req *req, const char *auth)
+{
     const mxu_principal *who;
     mxu_err err;
     /* The connection remembers the key its last request proved. */
     mxu_auth_memo *memo = mxu_http_req_conn_data(req), *was = memo;
-    int rc = mxu_policy_authenticate_memo(
-        api->cfg.policy, mxu_http_req_header(req, "Authorization"), &memo, &who, &err);
+    int rc = mxu_policy_authenticate_memo(api->cfg.policy, auth, &memo, &who, &err);
     if (memo != was)
         mxu_http_req_set_conn_data(req, memo, mxu_auth_memo_free);
     if (rc < 0) {

@@ -106,6 +106,7 @@ void mxu_sched_inv_complete(mxu_invocation *inv, mxu_invoke_res *res)
 
     uint64_t now_ns = mxu_now_ns();
     res->id = inv->id;
+    res->done_ns = now_ns;
     res->cold = inv->cold;
     res->queued_us = ((inv->dispatched_ns ? inv->dispatched_ns : now_ns) - inv->enqueued_ns) / 1000;
     res->run_us = inv->dispatched_ns ? (now_ns - inv->dispatched_ns) / 1000 : 0;
@@ -673,7 +674,7 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
     inv->ud = ud;
     inv->enqueued_ms = sched_now(s);
     inv->enqueued_ns = mxu_now_ns();
-    inv->start_ms = mxu_wall_ms();
+    inv->start_ms = req->start_ms ? req->start_ms : mxu_wall_ms();
     inv->state = INV_DONE;
 
     mxu_err err;

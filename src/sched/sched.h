@@ -104,6 +104,8 @@ typedef struct mxu_invoke_req {
                              the invocation gets the lesser of it and its timeout */
     uint32_t depth;       /* svc nesting: 0 for a client's invocation */
     uint64_t bytes_in;    /* the request's size as the meter counts it (docs/metering.md) */
+    uint64_t start_ms;    /* wall clock when the caller took it in, if it read the clock
+                             just before (it saves a reading); 0 = when it is invoked */
     /* Its class in the queue: when the version is saturated, critical waits
      * before default before batch, and a full queue sheds the newest waiter
      * of the lowest class for an arrival of a higher one (docs/policy.md). */
@@ -121,6 +123,8 @@ typedef struct mxu_invoke_res {
     bool cold;               /* this invocation waited for an instance to start */
     uint64_t queued_us;      /* time waiting for an instance */
     uint64_t run_us;         /* dispatch to result; 0 if it never reached an instance */
+    uint64_t done_ns;        /* mxu_now_ns() when it ended (the callback runs at once):
+                                for a caller timing its own answer; 0 if not read */
     /* For the usage record (filled only with metering on, cfg.meter): */
     const char *executor;     /* the instance's executor; "" if none ran it */
     uint64_t memory_bytes;    /* the version's configured memory */
