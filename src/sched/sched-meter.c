@@ -50,22 +50,26 @@ enum mxu_usage_status mxu_inv_usage_status(enum mxu_inv_error e)
 
 void mxu_inv_usage_record(const mxu_invoke_res *res, mxu_usage_record *r)
 {
-    memset(r, 0, sizeof(*r));
-    r->invocation = res->id;
-    r->tenant = res->fn ? mxu_fn_version_tenant(res->fn) : "default";
-    r->function = res->fn ? res->fn->function : "";
-    r->version = res->fn ? res->fn->version : 0;
-    r->executor = res->executor ? res->executor : "";
-    r->start_ms = res->start_ms;
-    r->wall_us = res->queued_us + res->run_us;
-    r->status = mxu_inv_usage_status(res->error);
-    /* What never ran is not billed; what ran is, rounded up to 1 ms. */
-    r->billed_ms = r->status == MXU_USAGE_REJECTED ? 0 : mxu_usage_billed_ms(res->run_us);
-    r->memory_bytes = res->memory_bytes;
-    r->cpu_us = res->cpu_us;
-    r->peak_bytes = res->peak_bytes;
-    r->cold = res->cold;
-    r->code = res->error == MXU_INV_OK ? "" : mxu_inv_error_code(res->error);
+    enum mxu_usage_status status = mxu_inv_usage_status(res->error);
+    /* One assignment, not a memset and then each field: this runs for every
+     * metered invocation. Unnamed fields are zero. */
+    *r = (mxu_usage_record){
+        .invocation = res->id,
+        .tenant = res->fn ? mxu_fn_version_tenant(res->fn) : "default",
+        .function = res->fn ? res->fn->function : "",
+        .version = res->fn ? res->fn->version : 0,
+        .executor = res->executor ? res->executor : "",
+        .start_ms = res->start_ms,
+        .wall_us = res->queued_us + res->run_us,
+        .status = status,
+        /* What never ran is not billed; what ran is, rounded up to 1 ms. */
+        .billed_ms = status == MXU_USAGE_REJECTED ? 0 : mxu_usage_billed_ms(res->run_us),
+        .memory_bytes = res->memory_bytes,
+        .cpu_us = res->cpu_us,
+        .peak_bytes = res->peak_bytes,
+        .cold = res->cold,
+        .code = res->error == MXU_INV_OK ? "" : mxu_inv_error_code(res->error),
+    };
 }
 
 /* CPU time now, and the peak memory (re-read if the last reading is old or
