@@ -4,35 +4,32 @@
  *
  * Durability is the point of this file (docs/metering.md, "Durability").
  * kill -9 ends the process, not the machine: what the process has put in
- * the kernel's page cache survives it. A journal segment is a file mapped
- * shared, so a record stored into the mapping is in the page cache at once,
- * with no system call, and that is what an answer waits for:
+ * the kernel's page cache survives it. The journal is a ring file mapped
+ * shared (meter-journal.c), so a record stored into the mapping is in the
+ * page cache at once, with no system call, and that is what an answer waits
+ * for:
  *
  *  1. Loop thread, per record: mxu_meter_record() frames the record into an
  *     in-memory batch (meter-journal.c) and, when every record before it is
- *     in, stores the frame into the segment's mapping: the caller may
- *     answer at once. Otherwise (the mapping is full, or an earlier write
- *     failed) the record waits, with the callbacks that release answers.
+ *     in, stores the frame into the ring: the caller may answer at once.
+ *     Otherwise (the ring is full: the writer is behind) the record waits,
+ *     with the callbacks that release answers.
  *  2. Loop thread, once per loop turn: a prepare handle (it runs just before
- *     the loop would block again) writes what waits with pwrite(2), hands
- *     the turn's frames to the writer thread and runs the callbacks, so held
- *     answers leave in the same turn, after their records are in the kernel.
+ *     the loop would block again) stores what waits, hands the turn's frames
+ *     to the writer thread and runs the callbacks, so held answers leave in
+ *     the same turn, after their records are in the kernel.
  *  3. Writer thread, every ingest interval (50 ms; MXU_METER_INGEST_MS) or at
- *     once when a flush waits: inserts the handed-over records into usage.db
- *     in one transaction that also stores how far the journal is ingested
- *     (table `journal`), so ingestion is idempotent. synchronous=FULL: after
- *     the commit the records survive a power loss too, so a machine crash
- *     loses at most the records answered in the last interval and commit.
- *  4. Open: the records a killed node wrote but never ingested are replayed
- *     from the stored position, up to the first torn frame; then a fresh
- *     segment is started.
- *
- * Segments rotate at MXU_JOURNAL_SEGMENT bytes: the writer keeps a spare
- * segment (created, preallocated, mapped, faulted in and fsynced off the
- * loop thread) that the loop switches to without a system call beyond
- * munmap(2) and close(2); a segment is unlinked once the
- * database's position has moved past it. Crash-safe at every step: a
- * segment is removed only after a committed position says all of it is in.
+ *     once when a flush waits or the ring is full: inserts the handed-over
+ *     records into usage.db in one transaction that also stores how far the
+ *     ring is ingested (table `journal`: lap and offset), so ingestion is
+ *     idempotent, then publishes that position: the ring's space up to it
+ *     can be used again. synchronous=FULL: after the commit the records
+ *     survive a power loss too, so a machine crash loses at most the records
+ *     answered in the last interval and commit.
+ *  4. Open: the segment files of older nodes, then the ring from the stored
+ *     position on, are replayed (records a killed node stored but never
+ *     ingested), up to the first torn or stale frame; the loop goes on
+ *     writing there. Crash-safe at every step: replaying twice adds nothing.
  *
  * Reads (queries, bills) go through mxu_meter_sync(): ingestion up to the
  * journal's end, then the query, on the loop's own connection (WAL lets it
@@ -65,7 +62,7 @@ typedef struct item {
     struct item *next; /* writer queue, then the done list */
     bool sync;
     /* chunk */
-    uint64_t gen, end; /* segment and offset just past the chunk */
+    uint64_t gen, end; /* ring lap and offset just past the chunk */
     size_t len;
     /* sync (loop thread only, except `next`) */
     mxu_meter_sync_cb cb;
@@ -88,7 +85,7 @@ typedef struct ilist {
 } ilist;
 
 /* A batch row holds at most this many records: a page of /v1/usage decodes
- * whole rows, and a replayed 16 MiB segment is not one row. */
+ * whole rows, and a replayed 16 MiB ring is not one row. */
 #define BATCH_RECORDS 2048
 /* A row lists up to this many tenants and functions (for skipping it). */
 #define NAMES_MAX 32
@@ -234,8 +231,9 @@ static const char *const schema =
     " PRIMARY KEY (tenant, month, memory)) WITHOUT ROWID;"
     "CREATE TABLE IF NOT EXISTS prices (id INTEGER PRIMARY KEY CHECK (id = 1), json TEXT NOT "
     "NULL);"
-    /* How far the journal is in this database: segment `gen`, up to byte
-     * `off`. Written in the same transaction as the records. */
+    /* How far the journal is in this database: ring lap `gen` (a legacy
+     * segment's number before the ring), up to byte `off`. Written in the
+     * same transaction as the records. */
     "CREATE TABLE IF NOT EXISTS journal (id INTEGER PRIMARY KEY CHECK (id = 1),"
     " gen INTEGER NOT NULL, off INTEGER NOT NULL);";
 
@@ -1116,7 +1114,7 @@ int mxu_meter_set_prices(mxu_meter *m, mxu_prices *p, mxu_err *err)
     return 0;
 }
 
-/* ---- open: replay, then a fresh segment ---- */
+/* ---- open: replay ---- */
 
 static int read_position(mxu_meter *m, uint64_t *gen, uint64_t *off)
 {
@@ -1549,7 +1547,7 @@ json_t *mxu_meter_stats_json(const mxu_meter *m)
     json_object_set_new(
         j, "ingest_cpu_ns_per_record",
         json_integer((json_int_t)(m->ingested ? m->commit_cpu_ns / m->ingested : 0)));
-    /* And all of it, making segments ready included. */
+    /* And all of it, the ring's faulting-in at start included. */
     json_object_set_new(
         j, "writer_cpu_ns_per_record",
         json_integer((json_int_t)(m->ingested ? m->writer_cpu_ns / m->ingested : 0)));

@@ -168,12 +168,12 @@ int mxu_month_range(const char *month, uint64_t *start_ms, uint64_t *end_ms, mxu
 
 /* Open (creating) the usage database at `path`, replay into it what the
  * journal next to it (same directory) holds beyond what was ingested (a node
- * killed with -9 leaves such records), start a fresh journal segment and the
- * writer thread. `prices` is taken over; it replaces the stored table if not
- * NULL (the config file wins), else the stored table (or the built-in one)
- * is used. Environment, for tests: MXU_METER_INGEST_MS, how often the writer
- * ingests (default 50); MXU_METER_SEGMENT_BYTES, where journal segments
- * rotate (default 16 MiB). */
+ * killed with -9 leaves such records), and start the writer thread.
+ * `prices` is taken over; it replaces the stored table if not NULL (the
+ * config file wins), else the stored table (or the built-in one) is used.
+ * Environment, for tests: MXU_METER_INGEST_MS, how often the writer ingests
+ * (default 50); MXU_METER_RING_BYTES, the size of a new journal ring
+ * (default 16 MiB, at least 64 KiB). */
 int mxu_meter_open(uv_loop_t *loop, const char *path, mxu_prices *prices, mxu_meter **out,
                    mxu_err *err);
 /* Write what is batched (running its callbacks), ingest everything, stop
@@ -183,16 +183,16 @@ void mxu_meter_close(mxu_meter *m);
 typedef void (*mxu_meter_cb)(void *ud);
 typedef void (*mxu_meter_record_cb)(void *ud, bool written);
 /* Record one. Returns true if the record is in the journal when this
- * returns (stored into the segment's shared mapping: it survives the process
+ * returns (stored into the ring's shared mapping: it survives the process
  * being killed), as it is unless an earlier record is still waiting or the
- * segment is full: an answer can then leave at once. Either way `cb` (may be
+ * ring is full: an answer can then leave at once. Either way `cb` (may be
  * NULL) runs once, on the loop thread, when the record is in the journal, at
  * the latest just before the loop next waits for events, with written true;
- * never before this returns. If the segment cannot take it (disk full), the
- * write is retried from a timer: held answers wait, and the node says why in
- * its log. Only if the meter is closed while the write still fails does cb
- * run with written false: the record is lost, and whatever waited for it
- * (an answer) must not go out as if it were recorded. */
+ * never before this returns. If the ring cannot take it (usage.db is a whole
+ * ring behind: disk full), it waits until the writer has made room: held
+ * answers wait, and the node says why in its log. Only if the meter is closed while the write still
+ * fails does cb run with written false: the record is lost, and whatever waited for it (an answer)
+ * must not go out as if it were recorded. */
 bool mxu_meter_record(mxu_meter *m, const mxu_usage_record *r, mxu_meter_record_cb cb, void *ud);
 /* cb(ud, written) as mxu_meter_record's, for everything recorded so far:
  * what waits for a record that mxu_meter_record() did not store at once. */
