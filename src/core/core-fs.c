@@ -67,6 +67,42 @@ int mxu_write_all(int fd, const void *data, size_t len)
     return 0;
 }
 
+int mxu_pwrite_all(int fd, const void *data, size_t len, uint64_t off)
+{
+    const char *p = data;
+    while (len > 0) {
+        ssize_t n = pwrite(fd, p, len, (off_t)off);
+        if (n < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
+int mxu_pread_all(int fd, void *out, size_t len, uint64_t off)
+{
+    char *p = out;
+    while (len > 0) {
+        ssize_t n = pread(fd, p, len, (off_t)off);
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n <= 0) {
+            if (n == 0)
+                errno = EIO;
+            return -1;
+        }
+        p += n;
+        off += (uint64_t)n;
+        len -= (size_t)n;
+    }
+    return 0;
+}
+
 int mxu_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                           mxu_err *err)
 {

@@ -154,6 +154,10 @@ bool mxu_name_valid(const char *s);
 int mxu_mkdir_p(const char *path, unsigned mode, mxu_err *err);
 /* write() all of it, retrying after EINTR and short writes; -1 with errno. */
 int mxu_write_all(int fd, const void *data, size_t len);
+/* The same at an offset (pwrite); and pread of exactly len bytes (EIO if
+ * the file ends first). */
+int mxu_pwrite_all(int fd, const void *data, size_t len, uint64_t off);
+int mxu_pread_all(int fd, void *out, size_t len, uint64_t off);
 /* Write a whole file durably: temp file, fsync, rename, fsync directory. */
 int mxu_write_file_atomic(const char *path, const void *data, size_t len, unsigned mode,
                           mxu_err *err);

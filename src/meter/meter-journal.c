@@ -253,16 +253,7 @@ int mxu_ring_read(const mxu_ring *ring, uint64_t off, void *out, size_t len)
         memcpy(out, ring->map + off, len);
         return 0;
     }
-    size_t got = 0;
-    while (got < len) {
-        ssize_t n = pread(ring->fd, (char *)out + got, len - got, (off_t)(off + got));
-        if (n < 0 && errno == EINTR)
-            continue;
-        if (n <= 0)
-            return -1;
-        got += (size_t)n;
-    }
-    return 0;
+    return mxu_pread_all(ring->fd, out, len, off);
 }
 
 void mxu_ring_prefault(const mxu_ring *ring)

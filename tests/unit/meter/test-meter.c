@@ -697,7 +697,7 @@ static void test_journal_crc32_frames_still_read(void)
  * what it took, and releases those it took; closing the meter then must not
  * release the held ones as recorded: their callbacks run with written
  * false. Reopened, the journal gives back exactly the records whose
- * callbacks said written. Here the ring (64 KiB) fills because usage.db
+ * callbacks said written. Here the ring (64 KiB) fills because usage.frames
  * cannot grow (RLIMIT_FSIZE, as a full disk), so the writer frees no space.
  * In a child, for the limit. */
 static void test_unwritable_journal_at_close(void)
@@ -1256,6 +1256,79 @@ static void test_batch_replay_idempotent(void)
     free(dir);
 }
 
+/* Batch rows keep their frames in usage.frames. Bytes a writer appended
+ * there but never committed (a node killed between the two) are cut at
+ * open; rows of the format before usage.frames (frames in the row) are
+ * still read beside new ones; a usage.frames shorter than its rows say is
+ * refused with a message naming both files. */
+static void test_frames_file(void)
+{
+    char *dir = journal_dir();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    mxu_meter *m = open_at(&loop, dir);
+    for (int i = 1; i <= 300; i++) {
+        mxu_usage_record r = sample((uint64_t)i);
+        mxu_meter_record(m, &r, NULL, NULL);
+    }
+    CHECK_EQ_U64(stored_count(&loop, m), 300);
+    close_at(&loop, m);
+    char *frames = mxu_path_join(dir, "usage.frames");
+    struct stat st;
+    CHECK(stat(frames, &st) == 0);
+    off_t size = st.st_size;
+    CHECK(size > 300 * 40); /* the frames are here, not in usage.db */
+    /* An uncommitted round's bytes at the end: cut, and new rows go after
+     * the committed ones. */
+    int fd = open(frames, O_WRONLY | O_APPEND);
+    CHECK(fd >= 0);
+    CHECK(write(fd, "garbage of a round that never committed", 39) == 39);
+    close(fd);
+    m = open_at(&loop, dir);
+    CHECK(stat(frames, &st) == 0);
+    CHECK_EQ_U64((uint64_t)st.st_size, (uint64_t)size);
+    /* A row of the older format, its frames in the row itself. */
+    mxu_buf b = {0};
+    for (int i = 301; i <= 303; i++) {
+        mxu_usage_record r = sample((uint64_t)i);
+        mxu_journal_append(&b, &r, 0);
+    }
+    char *dbpath = mxu_path_join(dir, "usage.db");
+    sqlite3 *db;
+    CHECK(sqlite3_open(dbpath, &db) == SQLITE_OK);
+    sqlite3_busy_timeout(db, 5000);
+    sqlite3_stmt *ins;
+    CHECK(sqlite3_prepare_v2(db,
+                             "INSERT INTO usage_batch (first_seq, n, min_start, max_start, "
+                             "tenants, functions, data) VALUES (301, 3, 0, 9e15, NULL, NULL, ?)",
+                             -1, &ins, NULL) == SQLITE_OK);
+    sqlite3_bind_blob(ins, 1, b.data, (int)b.len, SQLITE_STATIC);
+    CHECK(sqlite3_step(ins) == SQLITE_DONE);
+    sqlite3_finalize(ins);
+    sqlite3_close(db);
+    close_at(&loop, m);
+    m = open_at(&loop, dir);
+    for (int i = 304; i <= 310; i++) {
+        mxu_usage_record r = sample((uint64_t)i);
+        mxu_meter_record(m, &r, NULL, NULL);
+    }
+    CHECK_EQ_U64(stored_count(&loop, m), 310);
+    close_at(&loop, m);
+    /* usage.frames cut short (restored without it): refused, clearly. */
+    CHECK(truncate(frames, size / 2) == 0);
+    char *path = mxu_path_join(dir, "usage.db");
+    mxu_err err;
+    CHECK(mxu_meter_open(&loop, path, NULL, &m, &err) < 0);
+    CHECK_CONTAINS(err.msg, "usage.db and usage.frames belong together");
+    CHECK(uv_loop_close(&loop) == 0);
+    free(path);
+    free(dbpath);
+    free(frames);
+    mxu_buf_free(&b);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
 /* A usage.db of the row-per-record format is moved into batch rows at open,
  * keeping every record and its order. */
 static void test_old_rows_migrated(void)
@@ -1328,4 +1401,4 @@ MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(te
           TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
           TEST(test_journal_wrap), TEST(test_store), TEST(test_batch_sums_equal_records),
           TEST(test_batch_query_paging), TEST(test_batch_replay_idempotent),
-          TEST(test_old_rows_migrated))
+          TEST(test_old_rows_migrated), TEST(test_frames_file))
