@@ -796,8 +796,10 @@ static void hand_over(mxu_meter *m)
         memmove(m->batch.data, m->batch.data + n, m->batch.len - n);
         m->batch.len -= n;
         m->written = 0;
-        for (size_t i = 0; i < m->nrel; i++) /* all still waiting are past n */
-            m->rel[i].upto -= n;
+        /* Callbacks still waiting: those of records a callback recorded
+         * since, already in (0: released next), or still pending. */
+        for (size_t i = 0; i < m->nrel; i++)
+            m->rel[i].upto = m->rel[i].upto > n ? m->rel[i].upto - n : 0;
     }
     bool all = m->batch.len == 0;
     bool syncs = all && m->syncs.head != NULL;

@@ -1256,6 +1256,39 @@ static void test_batch_replay_idempotent(void)
     free(dir);
 }
 
+/* A callback that records more, with callbacks of their own: they are
+ * stored at once (the ring has room), and every callback runs once, with
+ * written true, in the same loop turn. */
+static mxu_meter *nested_meter;
+static int nested_done;
+static void on_nested(void *ud, bool written)
+{
+    CHECK(written);
+    nested_done++;
+    if (ud == NULL) /* the first: record two more, each with a callback */
+        for (uint64_t i = 2; i <= 3; i++) {
+            mxu_usage_record r = sample(i);
+            CHECK(mxu_meter_record(nested_meter, &r, on_nested, (void *)1));
+        }
+}
+
+static void test_callbacks_that_record(void)
+{
+    char *dir = journal_dir();
+    uv_loop_t loop;
+    uv_loop_init(&loop);
+    nested_meter = open_at(&loop, dir);
+    mxu_usage_record r = sample(1);
+    CHECK(mxu_meter_record(nested_meter, &r, on_nested, NULL));
+    uv_run(&loop, UV_RUN_NOWAIT);
+    CHECK_EQ_INT(nested_done, 3);
+    CHECK_EQ_U64(stored_count(&loop, nested_meter), 3);
+    close_at(&loop, nested_meter);
+    CHECK(uv_loop_close(&loop) == 0);
+    mxu_rm_rf(dir, NULL);
+    free(dir);
+}
+
 /* Batch rows keep their frames in usage.frames. Bytes a writer appended
  * there but never committed (a node killed between the two) are cut at
  * open; rows of the format before usage.frames (frames in the row) are
@@ -1401,4 +1434,4 @@ MXU_TESTS(TEST(test_parse), TEST(test_parse_refused), TEST(test_format), TEST(te
           TEST(test_journal_replay_after_kill), TEST(test_journal_replay_idempotent),
           TEST(test_journal_wrap), TEST(test_store), TEST(test_batch_sums_equal_records),
           TEST(test_batch_query_paging), TEST(test_batch_replay_idempotent),
-          TEST(test_old_rows_migrated), TEST(test_frames_file))
+          TEST(test_old_rows_migrated), TEST(test_frames_file), TEST(test_callbacks_that_record))
