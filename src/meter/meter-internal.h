@@ -63,8 +63,6 @@ char *mxu_ring_path(const char *dir);
  * An existing ring keeps its own size. Mapped shared. */
 int mxu_ring_open(const char *dir, uint64_t size, uint64_t first_lap, mxu_ring *ring, bool *created,
                   mxu_err *err);
-/* ring[off, off + len) into out (from the mapping, or pread). */
-int mxu_ring_read(const mxu_ring *ring, uint64_t off, void *out, size_t len);
 /* Fault the whole mapping in, writable, now (the writer thread, at start):
  * a store into a page not yet faulted costs the loop ~5 us. */
 void mxu_ring_prefault(const mxu_ring *ring);

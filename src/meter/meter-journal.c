@@ -247,15 +247,6 @@ int mxu_ring_open(const char *dir, uint64_t size, uint64_t first_lap, mxu_ring *
     return 0;
 }
 
-int mxu_ring_read(const mxu_ring *ring, uint64_t off, void *out, size_t len)
-{
-    if (ring->map) {
-        memcpy(out, ring->map + off, len);
-        return 0;
-    }
-    return mxu_pread_all(ring->fd, out, len, off);
-}
-
 void mxu_ring_prefault(const mxu_ring *ring)
 {
 #ifdef MADV_POPULATE_WRITE

@@ -1308,7 +1308,7 @@ static int replay_ring(mxu_meter *m, uint64_t lap, uint64_t off, mxu_err *err)
     const char *base = m->ring.map;
     if (base == NULL) {
         mxu_buf_reserve(&copy, size);
-        if (mxu_ring_read(&m->ring, 0, copy.data, size) < 0)
+        if (mxu_pread_all(m->ring.fd, copy.data, size, 0) < 0)
             return mxu_err_set(err, EIO, "usage journal: cannot read the ring: %s",
                                strerror(errno));
         base = copy.data;
