@@ -174,23 +174,18 @@ static void finish(inv_ctx *c, mxu_invoke_res *res, int status, const mxu_http_h
                    size_t nh, mxu_buf *body)
 {
     mxu_api *api = c->api;
-    if (api->cfg.meter == NULL) {
-        shape_done(c);
-        mxu_http_respond(c->req, status, hdrs, nh, body);
-        ctx_release(c);
-        return;
+    mxu_usage_record r; /* read only when metering is on */
+    if (api->cfg.meter) {
+        mxu_inv_usage_record(res, &r);
+        r.bytes_in = c->bytes_in;
+        /* From the moment the whole request had arrived, which is earlier
+         * than the scheduler saw it, to now: the scheduler read the clock as
+         * it completed the invocation, in this same call, so its reading is
+         * used instead of another (a result without it reads the clock). */
+        uint64_t now = res->done_ns ? res->done_ns : mxu_now_ns();
+        uint64_t start = mxu_http_req_start_ns(c->req);
+        r.wall_us = now > start ? (now - start) / 1000 : r.wall_us;
     }
-    mxu_usage_record r;
-    mxu_inv_usage_record(res, &r);
-    r.bytes_in = c->bytes_in;
-    /* From the moment the whole request had arrived, which is earlier than
-     * the scheduler saw it, to now: the scheduler read the clock as it
-     * completed the invocation, in this same call, so its reading is
-     * used instead of another (a result without it reads the clock). */
-    uint64_t now = res->done_ns ? res->done_ns : mxu_now_ns();
-    uint64_t start = mxu_http_req_start_ns(c->req);
-    if (now > start)
-        r.wall_us = (now - start) / 1000;
     /* From here the context belongs to on_sent, which may already have run
      * when this returns; a client that hangs up meanwhile changes nothing. */
     c->held = true;

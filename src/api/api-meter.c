@@ -74,25 +74,30 @@ void api_respond_metered(mxu_api *api, mxu_http_req *req, mxu_usage_record *rec,
                          const mxu_http_header *hdrs, size_t nhdrs, mxu_buf *body,
                          void (*done)(void *ud), void *ud)
 {
-    rec->http_status = status;
-    rec->bytes_out = body ? body->len : 0;
-    size_t bytes = 0;
-    for (size_t i = 0; i < nhdrs; i++) {
-        size_t n = strlen(hdrs[i].name) + strlen(hdrs[i].value);
-        rec->bytes_out += n + 4;
-        bytes += n + 2;
-    }
-    /* Almost always the record is in the journal as soon as it is recorded
-     * (stored into the mapped segment): the answer leaves now. */
-    if (api->cfg.meter == NULL || mxu_meter_record(api->cfg.meter, rec, NULL, NULL)) {
+    if (api->cfg.meter == NULL) { /* rec is not read */
         mxu_http_respond(req, status, hdrs, nhdrs, body);
         if (done)
             done(ud);
         return;
     }
-    /* Else it waits until the record is written (the end of this loop
-     * turn, or later if the disk is full): copy the headers (the caller's
-     * go when this returns), all in one allocation. */
+    rec->http_status = status;
+    rec->bytes_out = body ? body->len : 0;
+    for (size_t i = 0; i < nhdrs; i++)
+        rec->bytes_out += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 4;
+    /* Almost always the record is in the journal as soon as it is recorded
+     * (stored into the mapped ring): the answer leaves now. */
+    if (mxu_meter_record(api->cfg.meter, rec, NULL, NULL)) {
+        mxu_http_respond(req, status, hdrs, nhdrs, body);
+        if (done)
+            done(ud);
+        return;
+    }
+    /* Else it waits until the record is written (when the writer has made
+     * room in a full ring): copy the headers (the caller's go when this
+     * returns), all in one allocation. */
+    size_t bytes = 0;
+    for (size_t i = 0; i < nhdrs; i++)
+        bytes += strlen(hdrs[i].name) + strlen(hdrs[i].value) + 2;
     held *h = mxu_malloc(sizeof(*h) + nhdrs * sizeof(mxu_http_header) + bytes);
     h->req = req;
     h->status = status;

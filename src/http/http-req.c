@@ -168,13 +168,8 @@ size_t mxu_http_req_header_count(const mxu_http_req *req)
 void mxu_http_req_header_at(const mxu_http_req *req, size_t i, const char **name,
                             const char **value)
 {
-    if (i >= req->nhdrs) {
-        *name = NULL;
-        *value = NULL;
-        return;
-    }
-    *name = req->strs.data + req->hdrs[i].name;
-    *value = req->strs.data + req->hdrs[i].value;
+    size_t nl, vl;
+    mxu_http_req_header_at_len(req, i, name, &nl, value, &vl);
 }
 
 void mxu_http_req_header_at_len(const mxu_http_req *req, size_t i, const char **name,
