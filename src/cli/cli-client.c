@@ -137,9 +137,17 @@ int cli_parser_next(cli_parser *p, const char **arg, mxu_err *err)
 int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_option *flags,
                      size_t nflags, int minpos, int maxpos, cli_simple_args *out)
 {
-    cli_option opts[16] = {CLI_OPT_COMMON, {"json", 0, false, CLI_OPT_JSON}};
+    /* Room for every option a verb can have (one per value slot): a verb
+     * with more is a programming error, not options to drop quietly. */
+    cli_option opts[4 + MXU_ARRAY_LEN(out->values)] = {CLI_OPT_COMMON,
+                                                       {"json", 0, false, CLI_OPT_JSON}};
     size_t nopts = 4;
-    for (size_t i = 0; i < nflags && nopts < MXU_ARRAY_LEN(opts); i++)
+    if (nflags > MXU_ARRAY_LEN(out->values)) {
+        fprintf(stderr, "mxu: internal error: %s has %zu options, at most %zu fit\n", h->name,
+                nflags, MXU_ARRAY_LEN(out->values));
+        abort();
+    }
+    for (size_t i = 0; i < nflags; i++)
         opts[nopts++] = flags[i];
     memset(out, 0, sizeof(*out));
     cli_parser p;
