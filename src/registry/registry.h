@@ -46,11 +46,147 @@ typedef struct mxu_resource_decl {
     uint32_t burst, max_concurrency;
 } mxu_resource_decl;
 
+/* ---- services (`kind: service`, docs/services.md) ----------------------------
+ *
+ * A service runs no code of its own: it is a graph of steps, each a call to a
+ * function or another service of the same tenant, linked under rules. It is
+ * deployed, versioned, aliased and invoked (/fn/NAME) like a function; the
+ * registry parses and checks it (src/registry/registry-service.c), the
+ * compose engine (src/compose/) runs it. Every struct below is read-only
+ * once parsed, like the manifest that holds it. */
+
+/* What a function's body is, for the checks a service's edges get at deploy:
+ * `input:` and `output:` of a function manifest (default any). */
+enum mxu_ctype {
+    MXU_CT_ANY = 0, /* not declared: anything goes */
+    MXU_CT_JSON,    /* application/json */
+    MXU_CT_TEXT,    /* text (json is text too) */
+    MXU_CT_BINARY,  /* bytes */
+};
+const char *mxu_ctype_name(enum mxu_ctype t); /* "any", "json", "text", "binary" */
+
+/* A reference to a function or service of the service's own tenant. */
+typedef struct mxu_fnref {
+    char *name; /* "resize" */
+    char *ref;  /* "" (latest), a version number "3", or an alias "prod" */
+    char *text; /* as written: "resize@prod" */
+    int line;   /* in the manifest, for messages */
+} mxu_fnref;
+
+/* One way a call step can go. Header routes are tried first, in file order;
+ * if none matches, one of the weighted routes is drawn by weight. */
+typedef struct mxu_route {
+    mxu_fnref to;
+    uint32_t weight; /* weighted route: its share (1..10000) among weighted
+                        routes; 0 for a header route */
+    char *header;    /* header route: request header name (lowercase); NULL: weighted */
+    char *equals;    /* header route: the value that selects this route (exact match) */
+} mxu_route;
+
+/* What a failed attempt is, for retries (`retry_on:`); a failure is also what
+ * counts for the circuit breaker and what sends a call to its fallback. */
+enum {
+    MXU_RETRY_ERROR = 1, /* no answer: timeout, crash, no instance, exec failure */
+    MXU_RETRY_5XX = 2,   /* the function answered 500..599 */
+    MXU_RETRY_429 = 4,   /* the callee was rate limited or its queue full (429) */
+};
+
+/* The rules on the edge into a call step. */
+typedef struct mxu_edge {
+    mxu_route *routes; /* at least one; `call: X` alone is one weighted route */
+    size_t nroutes;
+    uint64_t timeout_ms;     /* per attempt; 0 = the callee's own timeout */
+    uint32_t retries;        /* attempts after the first (0..10) */
+    uint64_t backoff_ms;     /* wait before the first retry (default 50 ms); doubles */
+    uint64_t backoff_max_ms; /* up to this (default 2 s) */
+    unsigned retry_on;       /* MXU_RETRY_* bits; default ERROR | 5XX */
+    uint32_t breaker_failures; /* consecutive failed calls that open the breaker; 0 = none */
+    uint64_t breaker_open_ms;  /* open this long (default 30 s), then one trial call */
+    mxu_fnref *fallback;       /* called with the same input when the call failed after its
+                                  retries or its breaker is open; NULL = none */
+    /* Shaping of the link, across runs of every version of the service
+     * (docs/policy.md): rate per period (0 = none), burst, in flight (0 = no cap). */
+    uint64_t rate, rate_period_ms;
+    uint32_t burst, max_concurrency;
+} mxu_edge;
+
+enum mxu_step_kind {
+    MXU_STEP_CALL,     /* call a function or service (`call:` or `routes:`) */
+    MXU_STEP_PARALLEL, /* run every branch on the same input, join their outputs */
+    MXU_STEP_SWITCH,   /* pick one list of steps by a JSON field, a header or a status */
+    MXU_STEP_GROUP,    /* a nested sequence (`steps:`), e.g. one branch of a parallel */
+};
+enum mxu_switch_on {
+    MXU_SWITCH_JSON,   /* a field of the input (a JSON pointer, "/customer/tier") */
+    MXU_SWITCH_HEADER, /* a header of the service's request */
+    MXU_SWITCH_STATUS, /* the previous step's status */
+};
+enum mxu_join {
+    MXU_JOIN_ARRAY,  /* [out0, out1, ...] in branch order */
+    MXU_JOIN_OBJECT, /* {"branch-id": out, ...} in branch order */
+};
+
+typedef struct mxu_step mxu_step;
+typedef struct mxu_steps {
+    mxu_step *v;
+    size_t n;
+} mxu_steps;
+
+/* One case of a switch: the values that select it, and what then runs. */
+typedef struct mxu_case {
+    char **equals; /* JSON / header: values compared with the selector as text (a
+                      JSON string without quotes; numbers, true/false/null as written) */
+    size_t nequals;
+    /* status: ranges (404 is 404..404, 4xx is 400..499) */
+    uint16_t (*status)[2];
+    size_t nstatus;
+    mxu_steps steps; /* may be empty: the input passes through */
+    int line;
+} mxu_case;
+
+struct mxu_step {
+    enum mxu_step_kind kind;
+    char *id;  /* unique in the service (nested steps too): traces and breakers use it */
+    int line;  /* in the manifest */
+    uint32_t index; /* 0..nsteps-1 over every step of the service, depth first */
+    /* MXU_STEP_CALL */
+    mxu_edge call;
+    /* MXU_STEP_PARALLEL: each branch is a step (a call, or a group for a chain) */
+    mxu_steps branches;
+    enum mxu_join join;
+    /* MXU_STEP_SWITCH */
+    enum mxu_switch_on on;
+    char *on_arg; /* JSON pointer or lowercase header name; NULL for status */
+    mxu_case *cases;
+    size_t ncases;
+    bool has_default; /* `default:` given; otherwise an unmatched input passes through */
+    mxu_steps otherwise;
+    /* MXU_STEP_GROUP */
+    mxu_steps steps;
+    /* Deploy-time types (from the manifests the refs named at deploy). */
+    enum mxu_ctype in, out;
+};
+
+typedef struct mxu_service {
+    mxu_steps steps;     /* the top-level sequence; at least one */
+    mxu_fnref *on_error; /* called when the run fails, with a JSON description of the
+                            failure; its answer is the service's; NULL = none */
+    size_t nsteps;       /* every step, nested ones included (see mxu_step.index) */
+    /* A 4xx answer of a step ends the run with that answer, unless the next
+     * step is a switch on status; a 5xx or an error fails the step. */
+} mxu_service;
+
 /* A parsed, validated manifest with every default filled in. Read-only after
  * parsing: it is a value, shared by everything that looks at a version. */
 typedef struct mxu_manifest {
     char *name;
     char *description; /* "" if none */
+    /* `kind: service`: the steps; NULL for a function. A service has no
+     * runtime, files or instances: of the fields below it uses only
+     * timeout_ms (the whole run's), is_public and the shaping fields. */
+    mxu_service *service;
+    char *source; /* a service: its manifest text as deployed (how it is stored) */
+    enum mxu_ctype input, output; /* a function's `input:` / `output:` */
     enum mxu_runtime runtime;
     char *executor; /* "process", "sandbox", or "" = the node's default */
     /* runtime c */
