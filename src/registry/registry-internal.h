@@ -19,6 +19,7 @@
 
 #include <sqlite3.h>
 #include <uthash.h>
+#include <yaml.h>
 
 /* Bounds on what one deploy may carry: enough for any real function, small
  * enough that a deploy can't fill the node's disk or memory by accident. */
@@ -74,6 +75,55 @@ struct mxu_registry {
     void (*listener)(void *ud, enum mxu_registry_event ev, mxu_fn_version *v);
     void *listener_ud;
 };
+
+/* ---- the YAML layer of manifests (registry-yaml.c) ---- */
+
+#define REG_YAML_MAX_STRING 4096 /* longest scalar but a description */
+
+/* What every YAML helper needs: the document, the file name for messages and
+ * where the error goes. */
+typedef struct reg_yaml {
+    yaml_document_t *doc;
+    const char *file;
+    mxu_err *err;
+} reg_yaml;
+
+/* "FILE:LINE: FIELD: message"; the line is left out when not known (<= 0),
+ * the field when NULL. The message is cut to valid UTF-8 and one line.
+ * Always returns -1. */
+int reg_fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
+    MXU_PRINTF(5, 6);
+/* A value for a message: at most ~60 bytes (cut on a character boundary),
+ * control characters shown as '?'. Q/QN need a `char qbuf[80]` in scope. */
+const char *reg_quote(const char *s, size_t len, char *buf, size_t buflen);
+#define Q(s)     reg_quote((s), strlen(s), qbuf, sizeof(qbuf))
+#define QN(s, n) reg_quote((s), (n), qbuf, sizeof(qbuf))
+/* " (did you mean 'memory'?)" when `word` is a typo of one of `known`, else "". */
+const char *reg_suggest(const char *word, const char *const *known, size_t n, char *buf,
+                        size_t buflen);
+
+int reg_node_line(const yaml_node_t *n);
+bool reg_node_is_null(const yaml_node_t *n);
+const char *reg_node_what(const yaml_node_t *n); /* "a list", "a mapping", ... */
+yaml_node_t *reg_node_get(reg_yaml *p, int id);
+size_t reg_map_count(const yaml_node_t *n);
+/* Scalars, each checked, naming `field` in errors (see registry-yaml.c). */
+int reg_y_string(reg_yaml *p, yaml_node_t *n, const char *field, char **out);
+int reg_y_uint(reg_yaml *p, yaml_node_t *n, const char *field, uint64_t max, uint64_t *out);
+int reg_y_bool(reg_yaml *p, yaml_node_t *n, const char *field, bool *out);
+int reg_y_duration(reg_yaml *p, yaml_node_t *n, const char *field, uint64_t *out);
+int reg_y_rate(reg_yaml *p, yaml_node_t *n, const char *field, uint64_t *rate, uint64_t *period);
+/* A list of strings, each passed through `check` (may be NULL). */
+int reg_y_string_list(reg_yaml *p, yaml_node_t *n, const char *field, size_t max,
+                      const char *(*check)(const char *), char ***out, size_t *nout);
+/* One pair of a mapping with the checks every mapping shares: keys are
+ * non-empty strings and appear once. `key` is borrowed from the document. */
+int reg_y_map_pair(reg_yaml *p, yaml_node_t *map, yaml_node_pair_t *pair, const char *field,
+                   const char **key, yaml_node_t **val);
+/* libyaml's own errors: "FILE:LINE:COL: problem (context at line N)". */
+int reg_yaml_syntax_error(const yaml_parser_t *parser, const char *text, size_t len,
+                          const char *file, mxu_err *err);
+void reg_strv_free(char **v, size_t n);
 
 /* ---- manifests (registry-manifest.c) ---- */
 

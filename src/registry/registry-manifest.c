@@ -50,7 +50,6 @@
 #define MAX_ENV         1000
 #define MAX_RESOURCES   256
 #define MAX_DESCRIPTION 4096
-#define MAX_STRING      4096
 
 enum field_id {
     F_NAME,
@@ -89,135 +88,6 @@ typedef struct field_lines {
     int line[F_COUNT];
     int root; /* line of the document's first field, for "missing" errors */
 } field_lines;
-
-/* ---- messages ------------------------------------------------------------ */
-
-/* Drop a trailing partial UTF-8 sequence left by truncation, so a message
- * always stays valid UTF-8 (the API puts it into JSON). */
-static void utf8_trim(char *s)
-{
-    size_t n = strlen(s);
-    size_t i = n;
-    while (i > 0 && ((unsigned char)s[i - 1] & 0xC0) == 0x80 && n - i < 3)
-        i--;
-    if (i > 0 && ((unsigned char)s[i - 1] & 0x80)) {
-        unsigned c = (unsigned char)s[i - 1];
-        size_t need = (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : (c & 0xF8) == 0xF0 ? 4 : 0;
-        if (need != n - i + 1)
-            s[i - 1] = '\0';
-    }
-}
-
-void reg_text_clean(char *s)
-{
-    size_t len = strlen(s);
-    for (size_t i = 0; i < len;) {
-        unsigned char c = (unsigned char)s[i];
-        size_t n = c < 0x80 ? 1 : (c & 0xE0) == 0xC0 ? 2 : (c & 0xF0) == 0xE0 ? 3 : 4;
-        if (c < 0x20 || c == 0x7f || (c >= 0x80 && (i + n > len || !mxu_utf8_valid(s + i, n)))) {
-            s[i++] = '?';
-            continue;
-        }
-        i += n;
-    }
-}
-
-/* "FILE:LINE: FIELD: message"; the line is left out when not known (JSON),
- * the field when there is none (empty document). Always returns -1. */
-static int fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
-    MXU_PRINTF(5, 6);
-static int fail(const char *file, int line, const char *field, mxu_err *err, const char *fmt, ...)
-{
-    char msg[800];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    utf8_trim(msg);
-    char where[160];
-    if (line > 0)
-        snprintf(where, sizeof(where), "%s:%d", file, line);
-    else
-        snprintf(where, sizeof(where), "%s", file);
-    utf8_trim(where);
-    if (field)
-        mxu_err_set(err, EINVAL, "%s: %s: %s", where, field, msg);
-    else
-        mxu_err_set(err, EINVAL, "%s: %s", where, msg);
-    if (err) {
-        utf8_trim(err->msg);
-        reg_text_clean(err->msg); /* values with newlines would break the line */
-    }
-    return -1;
-}
-
-/* A value for a message: at most ~60 bytes (cut on a character boundary),
- * control characters shown as '?', so messages stay one short line. */
-static const char *quote(const char *s, size_t len, char *buf, size_t buflen)
-{
-    size_t o = 0, max = MXU_MIN(buflen - 4, (size_t)60);
-    size_t i = 0;
-    for (; i < len && o < max; i++) {
-        unsigned char c = (unsigned char)s[i];
-        buf[o++] = (c < 0x20 || c == 0x7f) ? '?' : (char)c;
-    }
-    if (i < len) {
-        buf[o] = '\0';
-        utf8_trim(buf);
-        o = strlen(buf);
-        memcpy(buf + o, "...", 3);
-        o += 3;
-    }
-    buf[o] = '\0';
-    utf8_trim(buf);
-    return buf;
-}
-#define Q(s)     quote((s), strlen(s), qbuf, sizeof(qbuf))
-#define QN(s, n) quote((s), (n), qbuf, sizeof(qbuf))
-
-/* Optimal string alignment distance (Levenshtein plus transpositions), for
- * "did you mean": 'memroy' is one step from 'memory'. */
-static size_t edit_distance(const char *a, const char *b)
-{
-    size_t la = strlen(a), lb = strlen(b);
-    if (la > 32 || lb > 32)
-        return 99;
-    size_t d[33][33];
-    for (size_t i = 0; i <= la; i++)
-        d[i][0] = i;
-    for (size_t j = 0; j <= lb; j++)
-        d[0][j] = j;
-    for (size_t i = 1; i <= la; i++) {
-        for (size_t j = 1; j <= lb; j++) {
-            size_t cost = a[i - 1] != b[j - 1];
-            size_t v = MXU_MIN(d[i - 1][j] + 1, d[i][j - 1] + 1);
-            v = MXU_MIN(v, d[i - 1][j - 1] + cost);
-            if (i > 1 && j > 1 && a[i - 1] == b[j - 2] && a[i - 2] == b[j - 1])
-                v = MXU_MIN(v, d[i - 2][j - 2] + 1);
-            d[i][j] = v;
-        }
-    }
-    return d[la][lb];
-}
-
-/* " (did you mean 'memory'?)" or "" into buf. */
-static const char *suggest(const char *word, const char *const *known, size_t n, char *buf,
-                           size_t buflen)
-{
-    size_t best = 3, bi = n;
-    for (size_t i = 0; i < n; i++) {
-        size_t d = edit_distance(word, known[i]);
-        if (d < best && d < strlen(known[i])) {
-            best = d;
-            bi = i;
-        }
-    }
-    if (bi == n)
-        buf[0] = '\0';
-    else
-        snprintf(buf, buflen, " (did you mean '%s'?)", known[bi]);
-    return buf;
-}
 
 /* ---- checks on single values (shared by YAML and JSON) --------------------- */
 
@@ -422,7 +292,7 @@ static int resource_fill(mxu_resource_decl *d, const char *uri, const char *acce
             snprintf(why, whylen,
                      "'%s': '%s' is not a valid name (lowercase letters, digits, '-' and '_', "
                      "starting with a letter)",
-                     Q(uri), quote(target, strlen(target), qbuf2, sizeof(qbuf2)));
+                     Q(uri), reg_quote(target, strlen(target), qbuf2, sizeof(qbuf2)));
             return -1;
         }
     }
@@ -479,8 +349,8 @@ static int check_u64_range(const char *file, int line, const char *field, mxu_er
         snprintf(a, sizeof(a), "%llu", (unsigned long long)v);
         snprintf(b, sizeof(b), "%llu", (unsigned long long)lim);
     }
-    return fail(file, line, field, err, "%s is %s the %s of %s", a, low ? "below" : "above",
-                low ? "minimum" : "maximum", b);
+    return reg_fail(file, line, field, err, "%s is %s the %s of %s", a, low ? "below" : "above",
+                    low ? "minimum" : "maximum", b);
 }
 
 /* Everything that depends on more than one value, or that JSON and YAML must
@@ -491,60 +361,63 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
     char qbuf[80];
     const int *L = fl->line;
     if (!L[F_NAME])
-        return fail(file, fl->root, "name", err,
-                    "required field is missing (the function's name, e.g. name: hello)");
+        return reg_fail(file, fl->root, "name", err,
+                        "required field is missing (the function's name, e.g. name: hello)");
     if (!mxu_name_valid(m->name))
-        return fail(file, L[F_NAME], "name", err,
-                    "'%s' is not a valid name (lowercase letters, digits, '-' and '_', starting "
-                    "with a letter, at most 63 characters)",
-                    Q(m->name));
+        return reg_fail(
+            file, L[F_NAME], "name", err,
+            "'%s' is not a valid name (lowercase letters, digits, '-' and '_', starting "
+            "with a letter, at most 63 characters)",
+            Q(m->name));
     if (strlen(m->description) > MAX_DESCRIPTION)
-        return fail(file, L[F_DESCRIPTION], "description", err, "is longer than %d bytes",
-                    MAX_DESCRIPTION);
+        return reg_fail(file, L[F_DESCRIPTION], "description", err, "is longer than %d bytes",
+                        MAX_DESCRIPTION);
     if (!L[F_RUNTIME])
-        return fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
+        return reg_fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
     /* "" = not given: the node's default executor (mxu serve --executor). */
     if (strcmp(m->executor, "process") != 0 && strcmp(m->executor, "sandbox") != 0 &&
         strcmp(m->executor, "vm") != 0 && m->executor[0] != '\0')
-        return fail(file, L[F_EXECUTOR], "executor", err,
-                    "'%s' is not an executor (process, sandbox or vm)", Q(m->executor));
+        return reg_fail(file, L[F_EXECUTOR], "executor", err,
+                        "'%s' is not an executor (process, sandbox or vm)", Q(m->executor));
     if (strcmp(m->executor, "vm") == 0 && m->runtime != MXU_RUNTIME_C)
-        return fail(file, L[F_EXECUTOR], "executor", err,
-                    "vm runs runtime c functions only: a guest has no operating system to run "
-                    "a command in (docs/vm.md)");
+        return reg_fail(file, L[F_EXECUTOR], "executor", err,
+                        "vm runs runtime c functions only: a guest has no operating system to run "
+                        "a command in (docs/vm.md)");
     if (strcmp(m->executor, "vm") == 0 && m->nlibs)
-        return fail(file, L[F_BUILD], "build", err,
-                    "libs: a vm guest links only the guest SDK, no system library (docs/vm.md)");
+        return reg_fail(
+            file, L[F_BUILD], "build", err,
+            "libs: a vm guest links only the guest SDK, no system library (docs/vm.md)");
 
     if (m->runtime == MXU_RUNTIME_C) {
         if (L[F_COMMAND])
-            return fail(file, L[F_COMMAND], "command", err,
-                        "only for runtime exec; a c function is built from its sources into "
-                        "its own program");
+            return reg_fail(file, L[F_COMMAND], "command", err,
+                            "only for runtime exec; a c function is built from its sources into "
+                            "its own program");
         if (!L[F_SOURCES])
-            return fail(file, fl->root, "sources", err,
-                        "required for runtime c (the .c files to build, e.g. sources: "
-                        "[main.c])");
+            return reg_fail(file, fl->root, "sources", err,
+                            "required for runtime c (the .c files to build, e.g. sources: "
+                            "[main.c])");
         if (m->nsources == 0)
-            return fail(file, L[F_SOURCES], "sources", err, "is empty; list the .c files to build");
+            return reg_fail(file, L[F_SOURCES], "sources", err,
+                            "is empty; list the .c files to build");
     } else {
         if (L[F_SOURCES])
-            return fail(file, L[F_SOURCES], "sources", err,
-                        "only for runtime c; an exec function runs its command as it is");
+            return reg_fail(file, L[F_SOURCES], "sources", err,
+                            "only for runtime c; an exec function runs its command as it is");
         if (L[F_BUILD])
-            return fail(file, L[F_BUILD], "build", err,
-                        "only for runtime c; an exec function is not built");
+            return reg_fail(file, L[F_BUILD], "build", err,
+                            "only for runtime c; an exec function is not built");
         if (!L[F_COMMAND])
-            return fail(file, fl->root, "command", err,
-                        "required for runtime exec (the program to run, e.g. command: "
-                        "./handler)");
+            return reg_fail(file, fl->root, "command", err,
+                            "required for runtime exec (the program to run, e.g. command: "
+                            "./handler)");
         if (m->ncommand == 0)
-            return fail(file, L[F_COMMAND], "command", err,
-                        "is empty; give the program to run, e.g. ./handler");
+            return reg_fail(file, L[F_COMMAND], "command", err,
+                            "is empty; give the program to run, e.g. ./handler");
         if (m->concurrency != 1)
-            return fail(file, L[F_CONCURRENCY], "concurrency", err,
-                        "must be 1 for runtime exec: each invocation runs its own process, "
-                        "which handles exactly one request (scale out with max_instances)");
+            return reg_fail(file, L[F_CONCURRENCY], "concurrency", err,
+                            "must be 1 for runtime exec: each invocation runs its own process, "
+                            "which handles exactly one request (scale out with max_instances)");
     }
     if (check_u64_range(file, L[F_MEMORY], "memory", err, m->memory_bytes, MEMORY_MIN, MEMORY_MAX,
                         true, false) < 0 ||
@@ -560,8 +433,8 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
                         KEEP_ALIVE_MAX, false, true) < 0)
         return -1;
     if (L[F_BURST] && m->rate == 0)
-        return fail(file, L[F_BURST], "burst", err,
-                    "a burst needs a rate (e.g. rate: 100/s with burst: 20)");
+        return reg_fail(file, L[F_BURST], "burst", err,
+                        "a burst needs a rate (e.g. rate: 100/s with burst: 20)");
     if (check_u64_range(file, L[F_BURST], "burst", err, L[F_BURST] ? m->burst : 1, 1, 1000000000,
                         false, false) < 0 ||
         check_u64_range(file, L[F_MAX_CONCURRENCY], "max_concurrency", err,
@@ -569,9 +442,9 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
                         false) < 0)
         return -1;
     if (m->min_instances > m->max_instances)
-        return fail(file, L[F_MIN_INSTANCES] ? L[F_MIN_INSTANCES] : L[F_MAX_INSTANCES],
-                    "min_instances", err, "%u is more than max_instances (%u)", m->min_instances,
-                    m->max_instances);
+        return reg_fail(file, L[F_MIN_INSTANCES] ? L[F_MIN_INSTANCES] : L[F_MAX_INSTANCES],
+                        "min_instances", err, "%u is more than max_instances (%u)",
+                        m->min_instances, m->max_instances);
     return 0;
 }
 
@@ -599,13 +472,6 @@ static void manifest_fill_defaults(mxu_manifest *m)
         m->name = mxu_strdup("");
 }
 
-static void strv_free(char **v, size_t n)
-{
-    for (size_t i = 0; i < n; i++)
-        free(v[i]);
-    free(v);
-}
-
 void mxu_manifest_free(mxu_manifest *m)
 {
     if (m == NULL)
@@ -613,12 +479,12 @@ void mxu_manifest_free(mxu_manifest *m)
     free(m->name);
     free(m->description);
     free(m->executor);
-    strv_free(m->sources, m->nsources);
-    strv_free(m->cflags, m->ncflags);
-    strv_free(m->libs, m->nlibs);
-    strv_free(m->command, m->ncommand);
-    strv_free(m->env_names, m->nenv);
-    strv_free(m->env_values, m->nenv);
+    reg_strv_free(m->sources, m->nsources);
+    reg_strv_free(m->cflags, m->ncflags);
+    reg_strv_free(m->libs, m->nlibs);
+    reg_strv_free(m->command, m->ncommand);
+    reg_strv_free(m->env_names, m->nenv);
+    reg_strv_free(m->env_values, m->nenv);
     for (size_t i = 0; i < m->nresources; i++) {
         mxu_resource_decl *d = &m->resources[i];
         free(d->name);
@@ -640,115 +506,10 @@ static void manifest_freep(mxu_manifest **m)
 /* ---- YAML ------------------------------------------------------------------- */
 
 typedef struct yparse {
-    yaml_document_t *doc;
-    const char *file;
-    mxu_err *err;
+    reg_yaml y; /* the document, the file name and the error: what the shared helpers need */
     mxu_manifest *m;
     field_lines fl;
 } yparse;
-
-static int node_line(const yaml_node_t *n)
-{
-    return (int)n->start_mark.line + 1;
-}
-
-static bool node_is_null(const yaml_node_t *n)
-{
-    if (n->type != YAML_SCALAR_NODE)
-        return false;
-    if (n->tag && strcmp((const char *)n->tag, YAML_NULL_TAG) == 0)
-        return true;
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return false;
-    const char *v = (const char *)n->data.scalar.value;
-    return n->data.scalar.length == 0 || strcmp(v, "~") == 0 || strcmp(v, "null") == 0 ||
-           strcmp(v, "Null") == 0 || strcmp(v, "NULL") == 0;
-}
-
-static const char *node_what(const yaml_node_t *n)
-{
-    if (n->type == YAML_SEQUENCE_NODE)
-        return "a list";
-    if (n->type == YAML_MAPPING_NODE)
-        return "a mapping";
-    if (node_is_null(n))
-        return "nothing";
-    return "a string";
-}
-
-static yaml_node_t *node_get(yparse *p, int id)
-{
-    return yaml_document_get_node(p->doc, id);
-}
-
-/* A scalar as a new C string. Null, lists, mappings and embedded NULs are
- * errors naming `field`. */
-static int y_string(yparse *p, yaml_node_t *n, const char *field, char **out)
-{
-    if (n->type != YAML_SCALAR_NODE || node_is_null(n)) {
-        if (node_is_null(n))
-            return fail(p->file, node_line(n), field, p->err,
-                        "has no value (write \"\" for an empty string)");
-        return fail(p->file, node_line(n), field, p->err, "expected a string, got %s",
-                    node_what(n));
-    }
-    const char *v = (const char *)n->data.scalar.value;
-    size_t len = n->data.scalar.length;
-    if (memchr(v, '\0', len))
-        return fail(p->file, node_line(n), field, p->err, "contains a NUL character");
-    if (len > MAX_STRING && strcmp(field, "description") != 0)
-        return fail(p->file, node_line(n), field, p->err, "is longer than %d bytes", MAX_STRING);
-    *out = mxu_strndup(v, len);
-    return 0;
-}
-
-/* A whole number: a plain (unquoted) scalar of decimal digits. */
-static int y_uint(yparse *p, yaml_node_t *n, const char *field, uint64_t max, uint64_t *out)
-{
-    char qbuf[80];
-    if (n->type != YAML_SCALAR_NODE || node_is_null(n))
-        return fail(p->file, node_line(n), field, p->err, "expected a whole number, got %s",
-                    node_what(n));
-    const char *v = (const char *)n->data.scalar.value;
-    size_t len = n->data.scalar.length;
-    bool tagged_int = n->tag && strcmp((const char *)n->tag, YAML_INT_TAG) == 0;
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE && !tagged_int)
-        return fail(p->file, node_line(n), field, p->err,
-                    "expected a whole number, got the string '%s' (remove the quotes)", QN(v, len));
-    if (len > 0 && v[0] == '-')
-        return fail(p->file, node_line(n), field, p->err, "must not be negative (got %s)",
-                    QN(v, len));
-    uint64_t num;
-    if (memchr(v, '\0', len) || mxu_parse_u64(v, &num) < 0)
-        return fail(p->file, node_line(n), field, p->err, "expected a whole number, got '%s'",
-                    QN(v, len));
-    if (num > max)
-        return fail(p->file, node_line(n), field, p->err, "%llu is above the maximum of %llu",
-                    (unsigned long long)num, (unsigned long long)max);
-    *out = num;
-    return 0;
-}
-
-/* true or false, plain (unquoted): a quoted "true" is a string, and a
- * manifest that makes a function public should say so unambiguously. */
-static int y_bool(yparse *p, yaml_node_t *n, const char *field, bool *out)
-{
-    char qbuf[80];
-    if (n->type != YAML_SCALAR_NODE || node_is_null(n))
-        return fail(p->file, node_line(n), field, p->err, "expected true or false, got %s",
-                    node_what(n));
-    const char *v = (const char *)n->data.scalar.value;
-    size_t len = n->data.scalar.length;
-    bool plain = n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE;
-    if (plain && len == 4 && memcmp(v, "true", 4) == 0)
-        *out = true;
-    else if (plain && len == 5 && memcmp(v, "false", 5) == 0)
-        *out = false;
-    else
-        return fail(p->file, node_line(n), field, p->err, "expected true or false, got '%s'%s",
-                    QN(v, len), plain ? "" : " (remove the quotes)");
-    return 0;
-}
 
 static bool all_digits(const char *s)
 {
@@ -766,114 +527,30 @@ static int y_size(yparse *p, yaml_node_t *n, const char *field, uint64_t *out)
     char qbuf[80];
     _cleanup_free_ char *s = NULL;
     if (n->type != YAML_SCALAR_NODE)
-        return fail(p->file, node_line(n), field, p->err, "expected a size like 128Mi, got %s",
-                    node_what(n));
-    if (y_string(p, n, field, &s) < 0)
+        return reg_fail(p->y.file, reg_node_line(n), field, p->y.err,
+                        "expected a size like 128Mi, got %s", reg_node_what(n));
+    if (reg_y_string(&p->y, n, field, &s) < 0)
         return -1;
     uint64_t v;
     if (all_digits(s)) {
         /* A bare number is bytes. "memory: 128" is almost always meant as
          * MiB, and 128 bytes would never work, so small ones are refused. */
         if (mxu_parse_u64(s, &v) < 0)
-            return fail(p->file, node_line(n), field, p->err, "'%s' is too large", Q(s));
+            return reg_fail(p->y.file, reg_node_line(n), field, p->y.err, "'%s' is too large",
+                            Q(s));
         if (v < MiB)
-            return fail(p->file, node_line(n), field, p->err,
-                        "a bare number is read as bytes, and %s bytes is surely not meant; "
-                        "write a unit, e.g. %sMi",
-                        s, s);
+            return reg_fail(p->y.file, reg_node_line(n), field, p->y.err,
+                            "a bare number is read as bytes, and %s bytes is surely not meant; "
+                            "write a unit, e.g. %sMi",
+                            s, s);
         *out = v;
         return 0;
     }
     mxu_err e;
     if (mxu_parse_size(s, &v, &e) < 0)
-        return fail(p->file, node_line(n), field, p->err, "%s", e.msg);
+        return reg_fail(p->y.file, reg_node_line(n), field, p->y.err, "%s", e.msg);
     *out = v;
     return 0;
-}
-
-static int y_duration(yparse *p, yaml_node_t *n, const char *field, uint64_t *out)
-{
-    _cleanup_free_ char *s = NULL;
-    if (n->type != YAML_SCALAR_NODE)
-        return fail(p->file, node_line(n), field, p->err, "expected a duration like 30s, got %s",
-                    node_what(n));
-    if (y_string(p, n, field, &s) < 0)
-        return -1;
-    mxu_err e;
-    uint64_t v;
-    if (mxu_parse_duration_ms(s, &v, &e) < 0)
-        return fail(p->file, node_line(n), field, p->err, "%s", e.msg);
-    *out = v;
-    return 0;
-}
-
-/* A list of strings, each passed through `check` (may be NULL). */
-static int y_string_list(yparse *p, yaml_node_t *n, const char *field, size_t max,
-                         const char *(*check)(const char *), char ***out, size_t *nout)
-{
-    char qbuf[80];
-    if (n->type != YAML_SEQUENCE_NODE)
-        return fail(p->file, node_line(n), field, p->err, "expected a list, got %s", node_what(n));
-    size_t count = (size_t)(n->data.sequence.items.top - n->data.sequence.items.start);
-    if (count > max)
-        return fail(p->file, node_line(n), field, p->err, "has %zu entries; at most %zu allowed",
-                    count, max);
-    char **v = mxu_calloc(count ? count : 1, sizeof(char *));
-    size_t got = 0;
-    for (yaml_node_item_t *it = n->data.sequence.items.start; it < n->data.sequence.items.top;
-         it++) {
-        yaml_node_t *item = node_get(p, *it);
-        const char *why;
-        if (y_string(p, item, field, &v[got]) < 0)
-            goto fail;
-        got++;
-        if (check && (why = check(v[got - 1])) != NULL) {
-            fail(p->file, node_line(item), field, p->err, "'%s' %s", Q(v[got - 1]), why);
-            goto fail;
-        }
-    }
-    *out = v;
-    *nout = got;
-    return 0;
-fail:
-    strv_free(v, got);
-    return -1;
-}
-
-/* Iterate a mapping's pairs with checks every mapping in a manifest shares:
- * keys are non-empty strings and appear once. Returns the key as C string
- * via `key` (borrowed from the document). */
-static int y_map_pair(yparse *p, yaml_node_t *map, yaml_node_pair_t *pair, const char *field,
-                      const char **key, yaml_node_t **val)
-{
-    char qbuf[80];
-    yaml_node_t *k = node_get(p, pair->key);
-    *val = node_get(p, pair->value);
-    if (k->type != YAML_SCALAR_NODE || node_is_null(k))
-        return fail(p->file, node_line(k), field, p->err, "keys must be strings, got %s",
-                    node_what(k));
-    const char *ks = (const char *)k->data.scalar.value;
-    size_t kl = k->data.scalar.length;
-    if (memchr(ks, '\0', kl))
-        return fail(p->file, node_line(k), field, p->err, "a key contains a NUL character");
-    for (yaml_node_pair_t *q = map->data.mapping.pairs.start; q < pair; q++) {
-        yaml_node_t *k2 = node_get(p, q->key);
-        if (k2->type == YAML_SCALAR_NODE && k2->data.scalar.length == kl &&
-            memcmp(k2->data.scalar.value, ks, kl) == 0) {
-            if (field)
-                return fail(p->file, node_line(k), field, p->err,
-                            "duplicate key '%s' (first on line %d)", QN(ks, kl), node_line(k2));
-            return fail(p->file, node_line(k), ks, p->err, "duplicate key (first on line %d)",
-                        node_line(k2));
-        }
-    }
-    *key = ks;
-    return 0;
-}
-
-static size_t map_count(const yaml_node_t *n)
-{
-    return (size_t)(n->data.mapping.pairs.top - n->data.mapping.pairs.start);
 }
 
 static int y_build(yparse *p, yaml_node_t *n)
@@ -881,26 +558,27 @@ static int y_build(yparse *p, yaml_node_t *n)
     static const char *const keys[] = {"cflags", "libs"};
     char qbuf[80], hint[64];
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p->file, node_line(n), "build", p->err,
-                    "expected a mapping (cflags: [...], libs: [...]), got %s", node_what(n));
+        return reg_fail(p->y.file, reg_node_line(n), "build", p->y.err,
+                        "expected a mapping (cflags: [...], libs: [...]), got %s",
+                        reg_node_what(n));
     for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
          pair++) {
         const char *key;
         yaml_node_t *val;
-        if (y_map_pair(p, n, pair, "build", &key, &val) < 0)
+        if (reg_y_map_pair(&p->y, n, pair, "build", &key, &val) < 0)
             return -1;
         if (strcmp(key, "cflags") == 0) {
-            if (y_string_list(p, val, "build.cflags", MAX_CFLAGS, check_cflag, &p->m->cflags,
-                              &p->m->ncflags) < 0)
+            if (reg_y_string_list(&p->y, val, "build.cflags", MAX_CFLAGS, check_cflag,
+                                  &p->m->cflags, &p->m->ncflags) < 0)
                 return -1;
         } else if (strcmp(key, "libs") == 0) {
-            if (y_string_list(p, val, "build.libs", MAX_LIBS, check_lib, &p->m->libs,
-                              &p->m->nlibs) < 0)
+            if (reg_y_string_list(&p->y, val, "build.libs", MAX_LIBS, check_lib, &p->m->libs,
+                                  &p->m->nlibs) < 0)
                 return -1;
         } else {
-            return fail(p->file, node_line(node_get(p, pair->key)), "build", p->err,
-                        "unknown field '%s'%s (build has cflags and libs)", Q(key),
-                        suggest(key, keys, 2, hint, sizeof(hint)));
+            return reg_fail(p->y.file, reg_node_line(reg_node_get(&p->y, pair->key)), "build",
+                            p->y.err, "unknown field '%s'%s (build has cflags and libs)", Q(key),
+                            reg_suggest(key, keys, 2, hint, sizeof(hint)));
         }
     }
     return 0;
@@ -911,11 +589,12 @@ static int y_command(yparse *p, yaml_node_t *n)
     char qbuf[80];
     mxu_manifest *m = p->m;
     if (n->type == YAML_SEQUENCE_NODE) {
-        if (y_string_list(p, n, "command", MAX_COMMAND, NULL, &m->command, &m->ncommand) < 0)
+        if (reg_y_string_list(&p->y, n, "command", MAX_COMMAND, NULL, &m->command, &m->ncommand) <
+            0)
             return -1;
     } else {
         _cleanup_free_ char *s = NULL;
-        if (y_string(p, n, "command", &s) < 0)
+        if (reg_y_string(&p->y, n, "command", &s) < 0)
             return -1;
         /* "./run --fast" → ["./run", "--fast"]: split on spaces, no quoting
          * rules; write a list when an argument contains a space. */
@@ -929,15 +608,16 @@ static int y_command(yparse *p, yaml_node_t *n)
             while (*end && *end != ' ' && *end != '\t')
                 end++;
             if (m->ncommand == MAX_COMMAND)
-                return fail(p->file, node_line(n), "command", p->err, "has more than %d arguments",
-                            MAX_COMMAND);
+                return reg_fail(p->y.file, reg_node_line(n), "command", p->y.err,
+                                "has more than %d arguments", MAX_COMMAND);
             m->command[m->ncommand++] = mxu_strndup(tok, (size_t)(end - tok));
             tok = end;
         }
     }
     const char *why;
     if (m->ncommand > 0 && (why = check_command0(m->command[0])) != NULL)
-        return fail(p->file, node_line(n), "command", p->err, "'%s' %s", Q(m->command[0]), why);
+        return reg_fail(p->y.file, reg_node_line(n), "command", p->y.err, "'%s' %s",
+                        Q(m->command[0]), why);
     return 0;
 }
 
@@ -946,47 +626,35 @@ static int y_env(yparse *p, yaml_node_t *n)
     char qbuf[80], field[300];
     mxu_manifest *m = p->m;
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p->file, node_line(n), "env", p->err,
-                    "expected a mapping of NAME: value, got %s", node_what(n));
-    size_t count = map_count(n);
+        return reg_fail(p->y.file, reg_node_line(n), "env", p->y.err,
+                        "expected a mapping of NAME: value, got %s", reg_node_what(n));
+    size_t count = reg_map_count(n);
     if (count > MAX_ENV)
-        return fail(p->file, node_line(n), "env", p->err, "has %zu variables; at most %d allowed",
-                    count, MAX_ENV);
+        return reg_fail(p->y.file, reg_node_line(n), "env", p->y.err,
+                        "has %zu variables; at most %d allowed", count, MAX_ENV);
     m->env_names = mxu_calloc(count ? count : 1, sizeof(char *));
     m->env_values = mxu_calloc(count ? count : 1, sizeof(char *));
     for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
          pair++) {
         const char *key;
         yaml_node_t *val;
-        if (y_map_pair(p, n, pair, "env", &key, &val) < 0)
+        if (reg_y_map_pair(&p->y, n, pair, "env", &key, &val) < 0)
             return -1;
         const char *why = check_env_name(key);
         if (why)
-            return fail(p->file, node_line(node_get(p, pair->key)), "env", p->err, "'%s' %s",
-                        Q(key), why);
+            return reg_fail(p->y.file, reg_node_line(reg_node_get(&p->y, pair->key)), "env",
+                            p->y.err, "'%s' %s", Q(key), why);
         snprintf(field, sizeof(field), "env.%s", key);
         if (val->type != YAML_SCALAR_NODE)
-            return fail(p->file, node_line(val), field, p->err, "expected a string value, got %s",
-                        node_what(val));
+            return reg_fail(p->y.file, reg_node_line(val), field, p->y.err,
+                            "expected a string value, got %s", reg_node_what(val));
         char *value;
-        if (y_string(p, val, field, &value) < 0)
+        if (reg_y_string(&p->y, val, field, &value) < 0)
             return -1;
         m->env_names[m->nenv] = mxu_strdup(key);
         m->env_values[m->nenv] = value;
         m->nenv++;
     }
-    return 0;
-}
-
-/* `rate: 100/s` (core's mxu_parse_rate says what is accepted). */
-static int y_rate(yparse *p, yaml_node_t *n, const char *field, uint64_t *rate, uint64_t *period)
-{
-    _cleanup_free_ char *s = NULL;
-    if (y_string(p, n, field, &s) < 0)
-        return -1;
-    mxu_err perr;
-    if (mxu_parse_rate(s, rate, period, &perr) < 0)
-        return fail(p->file, node_line(n), field, p->err, "%s", perr.msg);
     return 0;
 }
 
@@ -997,37 +665,38 @@ static int y_resources(yparse *p, yaml_node_t *n)
     char qbuf[80], field[120], hint[64], why[400];
     mxu_manifest *m = p->m;
     if (n->type != YAML_MAPPING_NODE)
-        return fail(p->file, node_line(n), "resources", p->err,
-                    "expected a mapping of name: {uri: ..., access: ...}, got %s", node_what(n));
-    size_t count = map_count(n);
+        return reg_fail(p->y.file, reg_node_line(n), "resources", p->y.err,
+                        "expected a mapping of name: {uri: ..., access: ...}, got %s",
+                        reg_node_what(n));
+    size_t count = reg_map_count(n);
     if (count > MAX_RESOURCES)
-        return fail(p->file, node_line(n), "resources", p->err,
-                    "has %zu entries; at most %d allowed", count, MAX_RESOURCES);
+        return reg_fail(p->y.file, reg_node_line(n), "resources", p->y.err,
+                        "has %zu entries; at most %d allowed", count, MAX_RESOURCES);
     m->resources = mxu_calloc(count ? count : 1, sizeof(mxu_resource_decl));
     for (yaml_node_pair_t *pair = n->data.mapping.pairs.start; pair < n->data.mapping.pairs.top;
          pair++) {
         const char *key;
         yaml_node_t *val;
-        if (y_map_pair(p, n, pair, "resources", &key, &val) < 0)
+        if (reg_y_map_pair(&p->y, n, pair, "resources", &key, &val) < 0)
             return -1;
-        int kline = node_line(node_get(p, pair->key));
+        int kline = reg_node_line(reg_node_get(&p->y, pair->key));
         if (!mxu_name_valid(key))
-            return fail(p->file, kline, "resources", p->err,
-                        "'%s' is not a valid local name (lowercase letters, digits, '-' and "
-                        "'_', starting with a letter)",
-                        Q(key));
+            return reg_fail(p->y.file, kline, "resources", p->y.err,
+                            "'%s' is not a valid local name (lowercase letters, digits, '-' and "
+                            "'_', starting with a letter)",
+                            Q(key));
         snprintf(field, sizeof(field), "resources.%s", key);
         if (val->type != YAML_MAPPING_NODE)
-            return fail(p->file, node_line(val), field, p->err,
-                        "expected a mapping like {uri: kv:orders, access: read-write}, got %s",
-                        node_what(val));
+            return reg_fail(p->y.file, reg_node_line(val), field, p->y.err,
+                            "expected a mapping like {uri: kv:orders, access: read-write}, got %s",
+                            reg_node_what(val));
         yaml_node_t *uri_node = NULL, *access_node = NULL, *max_node = NULL, *ops_node = NULL;
         yaml_node_t *rate_node = NULL, *burst_node = NULL, *conc_node = NULL;
         for (yaml_node_pair_t *rp = val->data.mapping.pairs.start; rp < val->data.mapping.pairs.top;
              rp++) {
             const char *rk;
             yaml_node_t *rv;
-            if (y_map_pair(p, val, rp, field, &rk, &rv) < 0)
+            if (reg_y_map_pair(&p->y, val, rp, field, &rk, &rv) < 0)
                 return -1;
             if (strcmp(rk, "uri") == 0)
                 uri_node = rv;
@@ -1044,28 +713,29 @@ static int y_resources(yparse *p, yaml_node_t *n)
             else if (strcmp(rk, "max_concurrency") == 0)
                 conc_node = rv;
             else
-                return fail(p->file, node_line(node_get(p, rp->key)), field, p->err,
-                            "unknown field '%s'%s (a resource has uri, access, max_value, "
-                            "ops_per_second, and for svc: rate, burst, max_concurrency)",
-                            Q(rk), suggest(rk, keys, MXU_ARRAY_LEN(keys), hint, sizeof(hint)));
+                return reg_fail(
+                    p->y.file, reg_node_line(reg_node_get(&p->y, rp->key)), field, p->y.err,
+                    "unknown field '%s'%s (a resource has uri, access, max_value, "
+                    "ops_per_second, and for svc: rate, burst, max_concurrency)",
+                    Q(rk), reg_suggest(rk, keys, MXU_ARRAY_LEN(keys), hint, sizeof(hint)));
         }
         char sub[140];
         if (uri_node == NULL)
-            return fail(p->file, node_line(val), field, p->err,
-                        "uri is missing (e.g. uri: kv:orders)");
+            return reg_fail(p->y.file, reg_node_line(val), field, p->y.err,
+                            "uri is missing (e.g. uri: kv:orders)");
         _cleanup_free_ char *uri = NULL, *access = NULL;
         snprintf(sub, sizeof(sub), "%s.uri", field);
-        if (y_string(p, uri_node, sub, &uri) < 0)
+        if (reg_y_string(&p->y, uri_node, sub, &uri) < 0)
             return -1;
         snprintf(sub, sizeof(sub), "%s.access", field);
-        if (access_node && y_string(p, access_node, sub, &access) < 0)
+        if (access_node && reg_y_string(&p->y, access_node, sub, &access) < 0)
             return -1;
         mxu_resource_decl *d = &m->resources[m->nresources];
         const char *which;
         if (resource_fill(d, uri, access, why, sizeof(why), &which) < 0) {
             yaml_node_t *at = strcmp(which, "uri") == 0 ? uri_node : access_node;
             snprintf(sub, sizeof(sub), "%s.%s", field, which);
-            return fail(p->file, node_line(at ? at : val), sub, p->err, "%s", why);
+            return reg_fail(p->y.file, reg_node_line(at ? at : val), sub, p->y.err, "%s", why);
         }
         d->name = mxu_strdup(key);
         m->nresources++;
@@ -1077,7 +747,7 @@ static int y_resources(yparse *p, yaml_node_t *n)
         if (ops_node) {
             uint64_t ops;
             snprintf(sub, sizeof(sub), "%s.ops_per_second", field);
-            if (y_uint(p, ops_node, sub, 1000000, &ops) < 0)
+            if (reg_y_uint(&p->y, ops_node, sub, 1000000, &ops) < 0)
                 return -1;
             d->ops_per_second = (uint32_t)ops;
         }
@@ -1090,18 +760,18 @@ static int y_resources(yparse *p, yaml_node_t *n)
                 continue;
             snprintf(sub, sizeof(sub), "%s.%s", field, link_names[i]);
             if (strcmp(d->kind, "svc") != 0)
-                return fail(p->file, node_line(link_nodes[i]), sub, p->err,
-                            "only svc descriptors (links to other functions) take %s; a %s "
-                            "resource has ops_per_second",
-                            link_names[i], d->kind);
-            if (i == 0 && y_rate(p, rate_node, sub, &d->rate, &d->rate_period_ms) < 0)
+                return reg_fail(p->y.file, reg_node_line(link_nodes[i]), sub, p->y.err,
+                                "only svc descriptors (links to other functions) take %s; a %s "
+                                "resource has ops_per_second",
+                                link_names[i], d->kind);
+            if (i == 0 && reg_y_rate(&p->y, rate_node, sub, &d->rate, &d->rate_period_ms) < 0)
                 return -1;
             if (i > 0) {
-                if (y_uint(p, link_nodes[i], sub, i == 1 ? 1000000000 : 1000000, &v) < 0)
+                if (reg_y_uint(&p->y, link_nodes[i], sub, i == 1 ? 1000000000 : 1000000, &v) < 0)
                     return -1;
                 if (v == 0)
-                    return fail(p->file, node_line(link_nodes[i]), sub, p->err,
-                                "must be at least 1");
+                    return reg_fail(p->y.file, reg_node_line(link_nodes[i]), sub, p->y.err,
+                                    "must be at least 1");
                 if (i == 1)
                     d->burst = (uint32_t)v;
                 else
@@ -1110,7 +780,8 @@ static int y_resources(yparse *p, yaml_node_t *n)
         }
         if (burst_node && rate_node == NULL) {
             snprintf(sub, sizeof(sub), "%s.burst", field);
-            return fail(p->file, node_line(burst_node), sub, p->err, "a burst needs a rate");
+            return reg_fail(p->y.file, reg_node_line(burst_node), sub, p->y.err,
+                            "a burst needs a rate");
         }
     }
     return 0;
@@ -1123,26 +794,27 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
     uint64_t v;
     switch (id) {
     case F_NAME:
-        return y_string(p, n, "name", &m->name);
+        return reg_y_string(&p->y, n, "name", &m->name);
     case F_DESCRIPTION:
-        return y_string(p, n, "description", &m->description);
+        return reg_y_string(&p->y, n, "description", &m->description);
     case F_RUNTIME: {
         _cleanup_free_ char *s = NULL;
-        if (y_string(p, n, "runtime", &s) < 0)
+        if (reg_y_string(&p->y, n, "runtime", &s) < 0)
             return -1;
         if (strcmp(s, "c") == 0)
             m->runtime = MXU_RUNTIME_C;
         else if (strcmp(s, "exec") == 0)
             m->runtime = MXU_RUNTIME_EXEC;
         else
-            return fail(p->file, node_line(n), "runtime", p->err,
-                        "'%s' is not a runtime (c or exec)", Q(s));
+            return reg_fail(p->y.file, reg_node_line(n), "runtime", p->y.err,
+                            "'%s' is not a runtime (c or exec)", Q(s));
         return 0;
     }
     case F_EXECUTOR:
-        return y_string(p, n, "executor", &m->executor);
+        return reg_y_string(&p->y, n, "executor", &m->executor);
     case F_SOURCES:
-        return y_string_list(p, n, "sources", MAX_SOURCES, check_source, &m->sources, &m->nsources);
+        return reg_y_string_list(&p->y, n, "sources", MAX_SOURCES, check_source, &m->sources,
+                                 &m->nsources);
     case F_BUILD:
         return y_build(p, n);
     case F_COMMAND:
@@ -1150,21 +822,21 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
     case F_MEMORY:
         return y_size(p, n, "memory", &m->memory_bytes);
     case F_TIMEOUT:
-        return y_duration(p, n, "timeout", &m->timeout_ms);
+        return reg_y_duration(&p->y, n, "timeout", &m->timeout_ms);
     case F_KEEP_ALIVE:
-        return y_duration(p, n, "keep_alive", &m->keep_alive_ms);
+        return reg_y_duration(&p->y, n, "keep_alive", &m->keep_alive_ms);
     case F_CONCURRENCY:
-        if (y_uint(p, n, "concurrency", UINT32_MAX, &v) < 0)
+        if (reg_y_uint(&p->y, n, "concurrency", UINT32_MAX, &v) < 0)
             return -1;
         m->concurrency = (uint32_t)v;
         return 0;
     case F_MIN_INSTANCES:
-        if (y_uint(p, n, "min_instances", UINT32_MAX, &v) < 0)
+        if (reg_y_uint(&p->y, n, "min_instances", UINT32_MAX, &v) < 0)
             return -1;
         m->min_instances = (uint32_t)v;
         return 0;
     case F_MAX_INSTANCES:
-        if (y_uint(p, n, "max_instances", UINT32_MAX, &v) < 0)
+        if (reg_y_uint(&p->y, n, "max_instances", UINT32_MAX, &v) < 0)
             return -1;
         m->max_instances = (uint32_t)v;
         return 0;
@@ -1173,16 +845,16 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
     case F_RESOURCES:
         return y_resources(p, n);
     case F_PUBLIC:
-        return y_bool(p, n, "public", &m->is_public);
+        return reg_y_bool(&p->y, n, "public", &m->is_public);
     case F_RATE:
-        return y_rate(p, n, "rate", &m->rate, &m->rate_period_ms);
+        return reg_y_rate(&p->y, n, "rate", &m->rate, &m->rate_period_ms);
     case F_BURST:
-        if (y_uint(p, n, "burst", UINT32_MAX, &v) < 0)
+        if (reg_y_uint(&p->y, n, "burst", UINT32_MAX, &v) < 0)
             return -1;
         m->burst = (uint32_t)v;
         return 0;
     case F_MAX_CONCURRENCY:
-        if (y_uint(p, n, "max_concurrency", UINT32_MAX, &v) < 0)
+        if (reg_y_uint(&p->y, n, "max_concurrency", UINT32_MAX, &v) < 0)
             return -1;
         m->max_concurrency = (uint32_t)v;
         return 0;
@@ -1195,59 +867,29 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
 static int y_root(yparse *p, yaml_node_t *root)
 {
     char qbuf[80], hint[64];
-    p->fl.root = node_line(root);
+    p->fl.root = reg_node_line(root);
     if (root->type != YAML_MAPPING_NODE)
-        return fail(p->file, node_line(root), NULL, p->err,
-                    "a manifest is a mapping of fields (name: ..., runtime: ...), not %s",
-                    node_what(root));
+        return reg_fail(p->y.file, reg_node_line(root), NULL, p->y.err,
+                        "a manifest is a mapping of fields (name: ..., runtime: ...), not %s",
+                        reg_node_what(root));
     for (yaml_node_pair_t *pair = root->data.mapping.pairs.start;
          pair < root->data.mapping.pairs.top; pair++) {
         const char *key;
         yaml_node_t *val;
-        if (y_map_pair(p, root, pair, NULL, &key, &val) < 0)
+        if (reg_y_map_pair(&p->y, root, pair, NULL, &key, &val) < 0)
             return -1;
         size_t id = 0;
         while (id < F_COUNT && strcmp(field_names[id], key) != 0)
             id++;
         if (id == F_COUNT)
-            return fail(p->file, node_line(node_get(p, pair->key)), NULL, p->err,
-                        "unknown field '%s'%s", Q(key),
-                        suggest(key, field_names, F_COUNT, hint, sizeof(hint)));
-        p->fl.line[id] = node_line(val);
+            return reg_fail(p->y.file, reg_node_line(reg_node_get(&p->y, pair->key)), NULL,
+                            p->y.err, "unknown field '%s'%s", Q(key),
+                            reg_suggest(key, field_names, F_COUNT, hint, sizeof(hint)));
+        p->fl.line[id] = reg_node_line(val);
         if (y_field(p, (enum field_id)id, val) < 0)
             return -1;
     }
     return 0;
-}
-
-/* libyaml's own errors: "FILE:LINE:COL: problem (context at line N)". */
-static int yaml_syntax_error(const yaml_parser_t *parser, const char *text, size_t len,
-                             const char *file, mxu_err *err)
-{
-    size_t line = 1, col = 1;
-    if (parser->error == YAML_READER_ERROR) {
-        /* Reader errors carry a byte offset, not a mark. */
-        for (size_t i = 0; i < parser->problem_offset && i < len; i++) {
-            if (text[i] == '\n')
-                line++, col = 1;
-            else
-                col++;
-        }
-    } else {
-        line = parser->problem_mark.line + 1;
-        col = parser->problem_mark.column + 1;
-    }
-    const char *problem = parser->problem ? parser->problem : "cannot parse YAML";
-    if (parser->error == YAML_MEMORY_ERROR)
-        problem = "out of memory";
-    if (parser->context && parser->error != YAML_READER_ERROR)
-        mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s (%s at line %zu)", file, line, col, problem,
-                    parser->context, (size_t)parser->context_mark.line + 1);
-    else
-        mxu_err_set(err, EINVAL, "%s:%zu:%zu: %s", file, line, col, problem);
-    if (err)
-        reg_text_clean(err->msg);
-    return -1;
 }
 
 int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_manifest **out,
@@ -1257,16 +899,16 @@ int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_m
     if (text == NULL) /* libyaml asserts on a NULL input */
         text = "", len = 0;
     if (len > MXU_MANIFEST_MAX_BYTES)
-        return fail(file, 0, NULL, err, "the manifest is larger than %u KiB",
-                    MXU_MANIFEST_MAX_BYTES / 1024);
+        return reg_fail(file, 0, NULL, err, "the manifest is larger than %u KiB",
+                        MXU_MANIFEST_MAX_BYTES / 1024);
     /* Check the encoding first, line by line, to point at the bad line:
      * libyaml would only say "invalid leading UTF-8 octet" at an offset. */
     for (size_t start = 0, line = 1; start < len; line++) {
         const char *nl = memchr(text + start, '\n', len - start);
         size_t end = nl ? (size_t)(nl - text) : len;
         if (!mxu_utf8_valid(text + start, end - start))
-            return fail(file, (int)line, NULL, err,
-                        "the file is not valid UTF-8 (save it as UTF-8)");
+            return reg_fail(file, (int)line, NULL, err,
+                            "the file is not valid UTF-8 (save it as UTF-8)");
         start = end + 1;
     }
 
@@ -1278,33 +920,34 @@ int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_m
     _cleanup_manifest_ mxu_manifest *m = NULL;
     yaml_document_t doc;
     if (!yaml_parser_load(&parser, &doc)) {
-        yaml_syntax_error(&parser, text, len, file, err);
+        reg_yaml_syntax_error(&parser, text, len, file, err);
         yaml_parser_delete(&parser);
         return -1;
     }
     int rc = -1;
     yaml_node_t *root = yaml_document_get_root_node(&doc);
     if (root == NULL) {
-        fail(file, 1, NULL, err, "the manifest is empty (it needs at least name: and runtime:)");
+        reg_fail(file, 1, NULL, err,
+                 "the manifest is empty (it needs at least name: and runtime:)");
         goto out;
     }
     /* One document per file: a second one would be silently ignored. */
     yaml_document_t doc2;
     if (!yaml_parser_load(&parser, &doc2)) {
-        yaml_syntax_error(&parser, text, len, file, err);
+        reg_yaml_syntax_error(&parser, text, len, file, err);
         goto out;
     }
     yaml_node_t *root2 = yaml_document_get_root_node(&doc2);
-    int line2 = root2 ? node_line(root2) : 0;
+    int line2 = root2 ? reg_node_line(root2) : 0;
     yaml_document_delete(&doc2);
     if (root2) {
-        fail(file, line2, NULL, err,
-             "a manifest is one YAML document; remove the second one (after '---')");
+        reg_fail(file, line2, NULL, err,
+                 "a manifest is one YAML document; remove the second one (after '---')");
         goto out;
     }
 
     m = manifest_new();
-    yparse p = {.doc = &doc, .file = file, .err = err, .m = m};
+    yparse p = {.y = {.doc = &doc, .file = file, .err = err}, .m = m};
     if (y_root(&p, root) < 0)
         goto out;
     manifest_fill_defaults(m);
@@ -1353,7 +996,7 @@ static int limits_from_json(const char *key, json_t *v, uint64_t *rate, uint64_t
     mxu_err perr;
     if (strcmp(key, "rate") == 0) {
         if (!json_is_string(v) || mxu_parse_rate(json_string_value(v), rate, period, &perr) < 0)
-            return fail(JFILE, 0, key, err, "expected a rate like \"100/s\"");
+            return reg_fail(JFILE, 0, key, err, "expected a rate like \"100/s\"");
         return 0;
     }
     uint32_t *out = strcmp(key, "burst") == 0             ? burst
@@ -1362,7 +1005,7 @@ static int limits_from_json(const char *key, json_t *v, uint64_t *rate, uint64_t
     if (out == NULL)
         return 1;
     if (!json_is_integer(v) || json_integer_value(v) < 1 || json_integer_value(v) > 1000000000)
-        return fail(JFILE, 0, key, err, "expected a whole number from 1 to 1000000000");
+        return reg_fail(JFILE, 0, key, err, "expected a whole number from 1 to 1000000000");
     *out = (uint32_t)json_integer_value(v);
     return 0;
 }
@@ -1400,9 +1043,9 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
 static int j_string(json_t *v, const char *field, char **out, mxu_err *err)
 {
     if (!json_is_string(v))
-        return fail(JFILE, 0, field, err, "expected a string");
+        return reg_fail(JFILE, 0, field, err, "expected a string");
     if (strlen(json_string_value(v)) != json_string_length(v))
-        return fail(JFILE, 0, field, err, "contains a NUL character");
+        return reg_fail(JFILE, 0, field, err, "contains a NUL character");
     *out = mxu_strdup(json_string_value(v));
     return 0;
 }
@@ -1410,8 +1053,8 @@ static int j_string(json_t *v, const char *field, char **out, mxu_err *err)
 static int j_uint(json_t *v, const char *field, uint64_t max, uint64_t *out, mxu_err *err)
 {
     if (!json_is_integer(v) || json_integer_value(v) < 0 || (uint64_t)json_integer_value(v) > max)
-        return fail(JFILE, 0, field, err, "expected a whole number from 0 to %llu",
-                    (unsigned long long)max);
+        return reg_fail(JFILE, 0, field, err, "expected a whole number from 0 to %llu",
+                        (unsigned long long)max);
     *out = (uint64_t)json_integer_value(v);
     return 0;
 }
@@ -1421,7 +1064,7 @@ static int j_strv(json_t *v, const char *field, size_t max, const char *(*check)
 {
     char qbuf[80];
     if (!json_is_array(v) || json_array_size(v) > max)
-        return fail(JFILE, 0, field, err, "expected a list of at most %zu strings", max);
+        return reg_fail(JFILE, 0, field, err, "expected a list of at most %zu strings", max);
     size_t n = json_array_size(v);
     *out = mxu_calloc(n ? n : 1, sizeof(char *));
     for (size_t i = 0; i < n; i++) {
@@ -1430,7 +1073,7 @@ static int j_strv(json_t *v, const char *field, size_t max, const char *(*check)
         (*nout)++;
         const char *why = check ? check((*out)[i]) : NULL;
         if (why)
-            return fail(JFILE, 0, field, err, "'%s' %s", Q((*out)[i]), why);
+            return reg_fail(JFILE, 0, field, err, "'%s' %s", Q((*out)[i]), why);
     }
     return 0;
 }
@@ -1439,7 +1082,7 @@ static int j_env(json_t *v, mxu_manifest *m, mxu_err *err)
 {
     char qbuf[80];
     if (!json_is_object(v) || json_object_size(v) > MAX_ENV)
-        return fail(JFILE, 0, "env", err, "expected an object of at most %d strings", MAX_ENV);
+        return reg_fail(JFILE, 0, "env", err, "expected an object of at most %d strings", MAX_ENV);
     size_t n = json_object_size(v);
     m->env_names = mxu_calloc(n ? n : 1, sizeof(char *));
     m->env_values = mxu_calloc(n ? n : 1, sizeof(char *));
@@ -1449,7 +1092,7 @@ static int j_env(json_t *v, mxu_manifest *m, mxu_err *err)
     {
         const char *why = check_env_name(key);
         if (why)
-            return fail(JFILE, 0, "env", err, "'%s' %s", Q(key), why);
+            return reg_fail(JFILE, 0, "env", err, "'%s' %s", Q(key), why);
         if (j_string(val, "env", &m->env_values[m->nenv], err) < 0)
             return -1;
         m->env_names[m->nenv++] = mxu_strdup(key);
@@ -1461,8 +1104,8 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
 {
     char qbuf[80], why[400];
     if (!json_is_object(v) || json_object_size(v) > MAX_RESOURCES)
-        return fail(JFILE, 0, "resources", err, "expected an object of at most %d entries",
-                    MAX_RESOURCES);
+        return reg_fail(JFILE, 0, "resources", err, "expected an object of at most %d entries",
+                        MAX_RESOURCES);
     size_t n = json_object_size(v);
     m->resources = mxu_calloc(n ? n : 1, sizeof(mxu_resource_decl));
     const char *key;
@@ -1470,18 +1113,18 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
     json_object_foreach(v, key, val)
     {
         if (!mxu_name_valid(key))
-            return fail(JFILE, 0, "resources", err, "'%s' is not a valid local name", Q(key));
+            return reg_fail(JFILE, 0, "resources", err, "'%s' is not a valid local name", Q(key));
         json_t *uri = json_object_get(val, "uri");
         json_t *access = json_object_get(val, "access");
         if (!json_is_object(val) || !json_is_string(uri) || !json_is_string(access) ||
             strlen(json_string_value(uri)) != json_string_length(uri) ||
             strlen(json_string_value(access)) != json_string_length(access))
-            return fail(JFILE, 0, "resources", err, "'%s' needs string uri and access", Q(key));
+            return reg_fail(JFILE, 0, "resources", err, "'%s' needs string uri and access", Q(key));
         mxu_resource_decl *d = &m->resources[m->nresources];
         const char *which;
         if (resource_fill(d, json_string_value(uri), json_string_value(access), why, sizeof(why),
                           &which) < 0)
-            return fail(JFILE, 0, "resources", err, "%s: %s", which, why);
+            return reg_fail(JFILE, 0, "resources", err, "%s: %s", which, why);
         d->name = mxu_strdup(key);
         m->nresources++;
         /* Limits are optional in stored JSON (versions stored before they existed). */
@@ -1490,7 +1133,7 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
         if ((maxv && (!json_is_integer(maxv) || json_integer_value(maxv) <= 0)) ||
             (ops && (!json_is_integer(ops) || json_integer_value(ops) < 0 ||
                      json_integer_value(ops) > 1000000)))
-            return fail(JFILE, 0, "resources", err, "'%s' has bad limits", Q(key));
+            return reg_fail(JFILE, 0, "resources", err, "'%s' has bad limits", Q(key));
         if (maxv)
             d->max_value = (uint64_t)json_integer_value(maxv);
         if (ops)
@@ -1514,8 +1157,8 @@ static int j_resources(json_t *v, mxu_manifest *m, mxu_err *err)
              (!json_is_string(target) || strcmp(json_string_value(target), d->target) != 0)) ||
             json_object_size(val) !=
                 2u + (kind != NULL) + (target != NULL) + (maxv != NULL) + (ops != NULL) + nlim)
-            return fail(JFILE, 0, "resources", err, "'%s' has inconsistent or unknown fields",
-                        Q(key));
+            return reg_fail(JFILE, 0, "resources", err, "'%s' has inconsistent or unknown fields",
+                            Q(key));
     }
     return 0;
 }
@@ -1524,7 +1167,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
 {
     char qbuf[80];
     if (!json_is_object(j))
-        return fail(JFILE, 0, NULL, err, "a manifest must be a JSON object");
+        return reg_fail(JFILE, 0, NULL, err, "a manifest must be a JSON object");
     _cleanup_manifest_ mxu_manifest *m = manifest_new();
     field_lines fl = {.root = 0};
     const char *key;
@@ -1545,7 +1188,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             else if (s && strcmp(s, "exec") == 0)
                 m->runtime = MXU_RUNTIME_EXEC;
             else
-                return fail(JFILE, 0, key, err, "expected \"c\" or \"exec\"");
+                return reg_fail(JFILE, 0, key, err, "expected \"c\" or \"exec\"");
             fl.line[F_RUNTIME] = -1;
         } else if (strcmp(key, "executor") == 0) {
             rc = j_string(v, key, &m->executor, err);
@@ -1554,7 +1197,8 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
         } else if (strcmp(key, "build") == 0) {
             json_t *cf = json_object_get(v, "cflags"), *libs = json_object_get(v, "libs");
             if (!json_is_object(v) || !cf || !libs || json_object_size(v) != 2)
-                return fail(JFILE, 0, key, err, "expected {\"cflags\": [...], \"libs\": [...]}");
+                return reg_fail(JFILE, 0, key, err,
+                                "expected {\"cflags\": [...], \"libs\": [...]}");
             rc = j_strv(cf, "build.cflags", MAX_CFLAGS, check_cflag, &m->cflags, &m->ncflags, err);
             if (rc == 0)
                 rc = j_strv(libs, "build.libs", MAX_LIBS, check_lib, &m->libs, &m->nlibs, err);
@@ -1562,7 +1206,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             rc = j_strv(v, key, MAX_COMMAND, NULL, &m->command, &m->ncommand, err);
             const char *why = m->ncommand ? check_command0(m->command[0]) : NULL;
             if (rc == 0 && why)
-                return fail(JFILE, 0, key, err, "'%s' %s", Q(m->command[0]), why);
+                return reg_fail(JFILE, 0, key, err, "'%s' %s", Q(m->command[0]), why);
         } else if (strcmp(key, "memory_bytes") == 0) {
             rc = j_uint(v, key, UINT64_MAX >> 1, &m->memory_bytes, err);
         } else if (strcmp(key, "timeout_ms") == 0) {
@@ -1584,7 +1228,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             rc = j_resources(v, m, err);
         } else if (strcmp(key, "public") == 0) {
             if (!json_is_boolean(v))
-                return fail(JFILE, 0, key, err, "expected true or false");
+                return reg_fail(JFILE, 0, key, err, "expected true or false");
             m->is_public = json_is_true(v);
         } else if ((rc = limits_from_json(key, v, &m->rate, &m->rate_period_ms, &m->burst,
                                           &m->max_concurrency, err)) <= 0) {
@@ -1595,7 +1239,7 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             if (strcmp(key, "max_concurrency") == 0)
                 fl.line[F_MAX_CONCURRENCY] = -1;
         } else {
-            return fail(JFILE, 0, NULL, err, "unknown field '%s'", Q(key));
+            return reg_fail(JFILE, 0, NULL, err, "unknown field '%s'", Q(key));
         }
         if (rc < 0)
             return -1;

@@ -95,11 +95,11 @@ enum {
 typedef struct mxu_edge {
     mxu_route *routes; /* at least one; `call: X` alone is one weighted route */
     size_t nroutes;
-    uint64_t timeout_ms;     /* per attempt; 0 = the callee's own timeout */
-    uint32_t retries;        /* attempts after the first (0..10) */
-    uint64_t backoff_ms;     /* wait before the first retry (default 50 ms); doubles */
-    uint64_t backoff_max_ms; /* up to this (default 2 s) */
-    unsigned retry_on;       /* MXU_RETRY_* bits; default ERROR | 5XX */
+    uint64_t timeout_ms;       /* per attempt; 0 = the callee's own timeout */
+    uint32_t retries;          /* attempts after the first (0..10) */
+    uint64_t backoff_ms;       /* wait before the first retry (default 50 ms); doubles */
+    uint64_t backoff_max_ms;   /* up to this (default 2 s) */
+    unsigned retry_on;         /* MXU_RETRY_* bits; default ERROR | 5XX */
     uint32_t breaker_failures; /* consecutive failed calls that open the breaker; 0 = none */
     uint64_t breaker_open_ms;  /* open this long (default 30 s), then one trial call */
     mxu_fnref *fallback;       /* called with the same input when the call failed after its
@@ -146,8 +146,8 @@ typedef struct mxu_case {
 
 struct mxu_step {
     enum mxu_step_kind kind;
-    char *id;  /* unique in the service (nested steps too): traces and breakers use it */
-    int line;  /* in the manifest */
+    char *id;       /* unique in the service (nested steps too): traces and breakers use it */
+    int line;       /* in the manifest */
     uint32_t index; /* 0..nsteps-1 over every step of the service, depth first */
     /* MXU_STEP_CALL */
     mxu_edge call;
@@ -185,7 +185,7 @@ typedef struct mxu_manifest {
      * runtime, files or instances: of the fields below it uses only
      * timeout_ms (the whole run's), is_public and the shaping fields. */
     mxu_service *service;
-    char *source; /* a service: its manifest text as deployed (how it is stored) */
+    char *source;                 /* a service: its manifest text as deployed (how it is stored) */
     enum mxu_ctype input, output; /* a function's `input:` / `output:` */
     enum mxu_runtime runtime;
     char *executor; /* "process", "sandbox", or "" = the node's default */
