@@ -151,7 +151,7 @@ static int files_check(const mxu_manifest *m, const mxu_deploy_file *in, size_t 
                 goto fail;
             }
         }
-    } else if (check_command(m, files, nfiles, err) < 0) {
+    } else if (m->service == NULL && check_command(m, files, nfiles, err) < 0) {
         goto fail;
     }
     *out = files;
@@ -357,6 +357,8 @@ int reg_bundle_sweep(mxu_registry *reg, mxu_err *err)
 
 char *reg_exe_path(const mxu_manifest *m, const char *bundle_dir)
 {
+    if (m->service)
+        return mxu_strdup(""); /* a service runs no program */
     if (m->runtime == MXU_RUNTIME_C)
         return mxu_path_join(bundle_dir, MXU_BUNDLE_INSTANCE_PATH);
     const char *cmd = m->command[0];

@@ -32,6 +32,7 @@
 struct reg_deploy_job {
     mxu_registry *reg; /* NULL once detached by close */
     char *tenant;      /* who the function is deployed for */
+    char *file;        /* the manifest's file name, for messages */
     reg_deploy_job *next;
     uv_work_t work;
     mxu_deploy_cb cb;
@@ -66,6 +67,7 @@ static void job_free(reg_deploy_job *job)
 {
     mxu_manifest_free(job->manifest);
     free(job->tenant);
+    free(job->file);
     free(job->manifest_text);
     reg_files_free(job->files, job->nfiles);
     free(job->bundles_dir);
@@ -111,6 +113,16 @@ static void commit(reg_deploy_job *job, bool fresh_folder)
 {
     mxu_registry *reg = job->reg;
     mxu_err err = {0};
+    /* A service is checked against what the tenant has at this moment: the
+     * deploys before it in the queue have committed, so a function deployed
+     * just before the service that calls it is there. */
+    if (job->manifest->service &&
+        reg_service_check(reg, job->tenant, job->manifest, job->file, &err) < 0) {
+        if (fresh_folder && !reg_digest_in_use(reg, job->digest))
+            reg_bundle_remove(reg->bundles_dir, job->digest);
+        finish(job, -1, &err, NULL, false);
+        return;
+    }
     mxu_manifest *m = steal_pointer(&job->manifest);
     mxu_fn_version *v = reg_commit_version(reg, job->tenant, m, job->digest, &err);
     if (v == NULL) {
@@ -246,7 +258,7 @@ int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manif
     /* Under vm a function is a guest image: refuse early, with the reason,
      * on a node that cannot run guests. */
     const char *executor = m->executor[0] ? m->executor : reg->default_executor;
-    bool vm = strcmp(executor, "vm") == 0;
+    bool vm = strcmp(executor, "vm") == 0 && m->service == NULL; /* a service runs nowhere */
     if (vm && reg->vm_unavailable) {
         mxu_err_set(err, EINVAL, "%s: executor vm is not available on this node: %s", m->name,
                     reg->vm_unavailable);
@@ -272,6 +284,7 @@ int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manif
     job->ud = ud;
     job->manifest = m;
     job->tenant = mxu_strdup(tenant);
+    job->file = mxu_strdup(manifest_filename ? manifest_filename : "mxu.yaml");
     job->manifest_text = mxu_strndup(manifest_text, manifest_len);
     job->manifest_len = manifest_len;
     job->files = copied;

@@ -135,6 +135,23 @@ const char *reg_path_problem(const char *s);
  * JSON and logs, and quote what clients sent. */
 void reg_text_clean(char *s);
 
+/* ---- services (registry-service.c) ---- */
+
+/* "json" → MXU_CT_JSON...; -1 if not a content type. */
+int reg_ctype_parse(const char *s, enum mxu_ctype *out);
+/* A service manifest's `steps:` into svc (ids given, indexes numbered). */
+int reg_service_steps(reg_yaml *y, yaml_node_t *n, mxu_service *svc);
+/* Its `on_error:`. */
+int reg_service_on_error(reg_yaml *y, yaml_node_t *n, mxu_service *svc);
+void reg_service_free(mxu_service *svc);
+/* The deploy checks, against what `tenant` has now: every reference exists,
+ * no cycle leads back to the service, each step's input fits what reaches it.
+ * Fills the steps' in/out types. EINVAL naming `file`, the line and the step. */
+int reg_service_check(mxu_registry *reg, const char *tenant, const mxu_manifest *m,
+                      const char *file, mxu_err *err);
+/* {"steps": [...], "on_error": ...} for the API. */
+json_t *reg_service_json(const mxu_service *svc);
+
 /* ---- store (registry-store.c) ---- */
 
 reg_function *reg_function_find(mxu_registry *reg, const char *tenant, const char *name);

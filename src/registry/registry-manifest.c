@@ -71,6 +71,11 @@ enum field_id {
     F_RATE,
     F_BURST,
     F_MAX_CONCURRENCY,
+    F_KIND,
+    F_INPUT,
+    F_OUTPUT,
+    F_STEPS,
+    F_ON_ERROR,
     F_COUNT
 };
 
@@ -79,7 +84,8 @@ static const char *const field_names[F_COUNT] = {
     "sources",    "build",       "command",         "memory",
     "timeout",    "concurrency", "min_instances",   "max_instances",
     "keep_alive", "env",         "resources",       "public",
-    "rate",       "burst",       "max_concurrency",
+    "rate",       "burst",       "max_concurrency", "kind",
+    "input",      "output",      "steps",           "on_error",
 };
 
 /* Where each top-level field was: its value's line in YAML, -1 when present
@@ -353,6 +359,32 @@ static int check_u64_range(const char *file, int line, const char *field, mxu_er
                     low ? "minimum" : "maximum", b);
 }
 
+/* A service runs no code of its own: the fields about code and instances
+ * do not apply, and it must have steps. */
+static int service_validate(const mxu_manifest *m, const field_lines *fl, const char *file,
+                            mxu_err *err)
+{
+    static const enum field_id function_only[] = {
+        F_RUNTIME, F_EXECUTOR,    F_SOURCES,       F_BUILD,         F_COMMAND,
+        F_MEMORY,  F_CONCURRENCY, F_MIN_INSTANCES, F_MAX_INSTANCES, F_KEEP_ALIVE,
+        F_ENV,     F_RESOURCES,   F_INPUT,         F_OUTPUT,
+    };
+    for (size_t i = 0; i < MXU_ARRAY_LEN(function_only); i++) {
+        enum field_id id = function_only[i];
+        if (fl->line[id])
+            return reg_fail(file, fl->line[id], field_names[id], err,
+                            "does not apply to a service: it runs no code of its own (its "
+                            "steps' functions have their own %s)",
+                            field_names[id]);
+    }
+    if (!fl->line[F_STEPS])
+        return reg_fail(file, fl->root, "steps", err,
+                        "required field is missing: a service is a list of steps, e.g. steps: "
+                        "[validate, price]");
+    return check_u64_range(file, fl->line[F_TIMEOUT], "timeout", err, m->timeout_ms, 1, TIMEOUT_MAX,
+                           false, true);
+}
+
 /* Everything that depends on more than one value, or that JSON and YAML must
  * both enforce. `fl` says where each field was, for the message. */
 static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const char *file,
@@ -372,6 +404,12 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
     if (strlen(m->description) > MAX_DESCRIPTION)
         return reg_fail(file, L[F_DESCRIPTION], "description", err, "is longer than %d bytes",
                         MAX_DESCRIPTION);
+    if (m->service)
+        return service_validate(m, fl, file, err);
+    if (L[F_STEPS] || L[F_ON_ERROR])
+        return reg_fail(file, L[F_STEPS] ? L[F_STEPS] : L[F_ON_ERROR],
+                        L[F_STEPS] ? "steps" : "on_error", err,
+                        "only a service has steps (add kind: service)");
     if (!L[F_RUNTIME])
         return reg_fail(file, fl->root, "runtime", err, "required field is missing (c or exec)");
     /* "" = not given: the node's default executor (mxu serve --executor). */
@@ -494,6 +532,8 @@ void mxu_manifest_free(mxu_manifest *m)
         free(d->access);
     }
     free(m->resources);
+    reg_service_free(m->service);
+    free(m->source);
     free(m);
 }
 
@@ -509,6 +549,7 @@ typedef struct yparse {
     reg_yaml y; /* the document, the file name and the error: what the shared helpers need */
     mxu_manifest *m;
     field_lines fl;
+    bool is_service; /* kind: service */
 } yparse;
 
 static bool all_digits(const char *s)
@@ -858,6 +899,36 @@ static int y_field(yparse *p, enum field_id id, yaml_node_t *n)
             return -1;
         m->max_concurrency = (uint32_t)v;
         return 0;
+    case F_KIND: {
+        _cleanup_free_ char *s = NULL;
+        if (reg_y_string(&p->y, n, "kind", &s) < 0)
+            return -1;
+        if (strcmp(s, "service") == 0)
+            p->is_service = true;
+        else if (strcmp(s, "function") != 0)
+            return reg_fail(p->y.file, reg_node_line(n), "kind", p->y.err,
+                            "'%s' is not a kind (function, the default, or service)", Q(s));
+        return 0;
+    }
+    case F_INPUT:
+    case F_OUTPUT: {
+        const char *field = field_names[id];
+        _cleanup_free_ char *s = NULL;
+        if (reg_y_string(&p->y, n, field, &s) < 0)
+            return -1;
+        if (reg_ctype_parse(s, id == F_INPUT ? &m->input : &m->output) < 0)
+            return reg_fail(p->y.file, reg_node_line(n), field, p->y.err,
+                            "'%s' is not a content type (json, text, binary or any)", Q(s));
+        return 0;
+    }
+    case F_STEPS:
+        if (m->service == NULL)
+            m->service = mxu_calloc(1, sizeof(*m->service));
+        return reg_service_steps(&p->y, n, m->service);
+    case F_ON_ERROR:
+        if (m->service == NULL)
+            m->service = mxu_calloc(1, sizeof(*m->service));
+        return reg_service_on_error(&p->y, n, m->service);
     case F_COUNT:
         break;
     }
@@ -950,6 +1021,15 @@ int mxu_manifest_parse(const char *text, size_t len, const char *filename, mxu_m
     yparse p = {.y = {.doc = &doc, .file = file, .err = err}, .m = m};
     if (y_root(&p, root) < 0)
         goto out;
+    if (!p.is_service && m->service) {
+        /* steps: without kind: service; manifest_validate says so. */
+        reg_service_free(m->service);
+        m->service = NULL;
+    } else if (p.is_service && m->service == NULL) {
+        m->service = mxu_calloc(1, sizeof(*m->service)); /* no steps: validate says so */
+    }
+    if (p.is_service)
+        m->source = mxu_strndup(text, len);
     manifest_fill_defaults(m);
     if (manifest_validate(m, &p.fl, file, err) < 0)
         goto out;
@@ -1012,6 +1092,17 @@ static int limits_from_json(const char *key, json_t *v, uint64_t *rate, uint64_t
 
 json_t *mxu_manifest_to_json(const mxu_manifest *m)
 {
+    if (m->service) {
+        /* Stored as its text, parsed again on load (one parser); the steps
+         * are there for people and tools reading the API. */
+        json_t *j =
+            json_pack("{s:s, s:s, s:s, s:I, s:b, s:s}", "name", m->name, "description",
+                      m->description, "kind", "service", "timeout_ms", (json_int_t)m->timeout_ms,
+                      "public", m->is_public, "source", m->source);
+        limits_to_json(j, m->rate, m->rate_period_ms, m->burst, m->max_concurrency);
+        json_object_update_new(j, reg_service_json(m->service));
+        return j;
+    }
     json_t *env = json_object();
     for (size_t i = 0; i < m->nenv; i++)
         json_object_set_new(env, m->env_names[i], json_string(m->env_values[i]));
@@ -1036,6 +1127,9 @@ json_t *mxu_manifest_to_json(const mxu_manifest *m)
         "max_instances", (json_int_t)m->max_instances, "keep_alive_ms",
         (json_int_t)m->keep_alive_ms, "env", env, "resources", res);
     json_object_set_new(j, "public", json_boolean(m->is_public));
+    json_object_set_new(j, "kind", json_string("function"));
+    json_object_set_new(j, "input", json_string(mxu_ctype_name(m->input)));
+    json_object_set_new(j, "output", json_string(mxu_ctype_name(m->output)));
     limits_to_json(j, m->rate, m->rate_period_ms, m->burst, m->max_concurrency);
     return j;
 }
@@ -1168,6 +1262,16 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
     char qbuf[80];
     if (!json_is_object(j))
         return reg_fail(JFILE, 0, NULL, err, "a manifest must be a JSON object");
+    const char *kind = json_string_value(json_object_get(j, "kind"));
+    if (kind && strcmp(kind, "service") == 0) {
+        const char *src = json_string_value(json_object_get(j, "source"));
+        const char *name = json_string_value(json_object_get(j, "name"));
+        if (src == NULL)
+            return reg_fail(JFILE, 0, "source", err, "a stored service has no source text");
+        char file[100];
+        snprintf(file, sizeof(file), "%.63s (stored)", name ? name : "service");
+        return mxu_manifest_parse(src, strlen(src), file, out, err);
+    }
     _cleanup_manifest_ mxu_manifest *m = manifest_new();
     field_lines fl = {.root = 0};
     const char *key;
@@ -1226,6 +1330,14 @@ int mxu_manifest_from_json(json_t *j, mxu_manifest **out, mxu_err *err)
             rc = j_env(v, m, err);
         } else if (strcmp(key, "resources") == 0) {
             rc = j_resources(v, m, err);
+        } else if (strcmp(key, "kind") == 0) {
+            if (!json_is_string(v) || strcmp(json_string_value(v), "function") != 0)
+                return reg_fail(JFILE, 0, key, err, "expected \"function\" or \"service\"");
+        } else if (strcmp(key, "input") == 0 || strcmp(key, "output") == 0) {
+            const char *t = json_string_value(v);
+            if (t == NULL ||
+                reg_ctype_parse(t, strcmp(key, "input") == 0 ? &m->input : &m->output) < 0)
+                return reg_fail(JFILE, 0, key, err, "expected json, text, binary or any");
         } else if (strcmp(key, "public") == 0) {
             if (!json_is_boolean(v))
                 return reg_fail(JFILE, 0, key, err, "expected true or false");

@@ -568,8 +568,200 @@ static void test_json_errors(void)
                   "reserved");
 }
 
-MXU_TESTS(TEST(test_full_c), TEST(test_defaults_exec), TEST(test_command_forms),
-          TEST(test_sizes_and_durations), TEST(test_anchors_and_comments), TEST(test_err_memory),
+/* ---- services (kind: service) ---- */
+
+static const char checkout[] = "kind: service\n"                         /* 1 */
+                               "name: checkout\n"                        /* 2 */
+                               "timeout: 10s\n"                          /* 3 */
+                               "public: true\n"                          /* 4 */
+                               "on_error: oops\n"                        /* 5 */
+                               "steps:\n"                                /* 6 */
+                               "  - validate@2\n"                        /* 7 */
+                               "  - id: price\n"                         /* 8 */
+                               "    routes:\n"                           /* 9 */
+                               "      - {call: pricing@1, weight: 90}\n" /* 10 */
+                               "      - {header: X-Beta, equals: \"1\", call: pricing@beta}\n"
+                               "      - {call: pricing@2, weight: 10}\n"            /* 12 */
+                               "    timeout: 200ms\n"                               /* 13 */
+                               "    retries: 2\n"                                   /* 14 */
+                               "    retry_on: [error, 429]\n"                       /* 15 */
+                               "    breaker: {failures: 5, open_for: 1m}\n"         /* 16 */
+                               "    fallback: pricing-static\n"                     /* 17 */
+                               "    rate: 100/s\n"                                  /* 18 */
+                               "  - parallel:\n"                                    /* 19 */
+                               "      - stock\n"                                    /* 20 */
+                               "      - id: ship\n"                                 /* 21 */
+                               "        steps: [carrier, json-pick, json-pick]\n"   /* 22 */
+                               "    join: object\n"                                 /* 23 */
+                               "  - switch: json /customer/tier\n"                  /* 24 */
+                               "    cases:\n"                                       /* 25 */
+                               "      - {when: gold, steps: [premium]}\n"           /* 26 */
+                               "      - {when: [silver, 3], steps: []}\n"           /* 27 */
+                               "    default: [basic]\n"                             /* 28 */
+                               "  - switch: status\n"                               /* 29 */
+                               "    cases: [{when: [404, 5xx], steps: [stock]}]\n"; /* 30 */
+
+static void test_service_full(void)
+{
+    mxu_manifest *m = parse_ok(checkout);
+    CHECK(m->service != NULL);
+    CHECK_STR(m->name, "checkout");
+    CHECK_EQ_U64(m->timeout_ms, 10000);
+    CHECK(m->is_public);
+    const mxu_service *s = m->service;
+    CHECK_STR(s->on_error->text, "oops");
+    CHECK_EQ_INT(s->steps.n, 5);
+    /* every step numbered, nested ones too: 5 top + 2 branches + 3 in the
+     * group + premium + basic + stock */
+    CHECK_EQ_INT(s->nsteps, 13);
+    const mxu_step *v = s->steps.v;
+    CHECK_EQ_INT(v[0].kind, MXU_STEP_CALL);
+    CHECK_STR(v[0].id, "validate");
+    CHECK_STR(v[0].call.routes[0].to.name, "validate");
+    CHECK_STR(v[0].call.routes[0].to.ref, "2");
+    CHECK_EQ_INT(v[0].call.retries, 0);
+    /* header routes come first; names lowercase */
+    const mxu_edge *e = &v[1].call;
+    CHECK_STR(v[1].id, "price");
+    CHECK_EQ_INT(e->nroutes, 3);
+    CHECK_STR(e->routes[0].header, "x-beta");
+    CHECK_STR(e->routes[0].equals, "1");
+    CHECK_STR(e->routes[0].to.ref, "beta");
+    CHECK_EQ_INT(e->routes[1].weight, 90);
+    CHECK(e->routes[1].header == NULL);
+    CHECK_EQ_INT(e->routes[2].weight, 10);
+    CHECK_EQ_U64(e->timeout_ms, 200);
+    CHECK_EQ_INT(e->retries, 2);
+    CHECK_EQ_INT(e->retry_on, MXU_RETRY_ERROR | MXU_RETRY_429);
+    CHECK_EQ_U64(e->backoff_ms, 50);
+    CHECK_EQ_U64(e->backoff_max_ms, 2000);
+    CHECK_EQ_INT(e->breaker_failures, 5);
+    CHECK_EQ_U64(e->breaker_open_ms, 60000);
+    CHECK_STR(e->fallback->text, "pricing-static");
+    CHECK_EQ_U64(e->rate, 100);
+    CHECK_EQ_U64(e->rate_period_ms, 1000);
+    CHECK_EQ_INT(v[2].kind, MXU_STEP_PARALLEL);
+    CHECK_STR(v[2].id, "parallel");
+    CHECK_EQ_INT(v[2].join, MXU_JOIN_OBJECT);
+    CHECK_EQ_INT(v[2].branches.n, 2);
+    CHECK_STR(v[2].branches.v[0].id, "stock");
+    CHECK_EQ_INT(v[2].branches.v[1].kind, MXU_STEP_GROUP);
+    /* the same function twice: the second one's id gets -2 */
+    CHECK_STR(v[2].branches.v[1].steps.v[1].id, "json-pick");
+    CHECK_STR(v[2].branches.v[1].steps.v[2].id, "json-pick-2");
+    CHECK_EQ_INT(v[3].kind, MXU_STEP_SWITCH);
+    CHECK_EQ_INT(v[3].on, MXU_SWITCH_JSON);
+    CHECK_STR(v[3].on_arg, "/customer/tier");
+    CHECK_EQ_INT(v[3].ncases, 2);
+    CHECK_STR(v[3].cases[1].equals[1], "3");
+    CHECK_EQ_INT(v[3].cases[1].steps.n, 0);
+    CHECK(v[3].has_default);
+    CHECK_STR(v[3].otherwise.v[0].id, "basic");
+    CHECK_EQ_INT(v[4].on, MXU_SWITCH_STATUS);
+    CHECK_EQ_INT(v[4].cases[0].status[0][0], 404);
+    CHECK_EQ_INT(v[4].cases[0].status[1][0], 500);
+    CHECK_EQ_INT(v[4].cases[0].status[1][1], 599);
+    CHECK_STR(v[4].cases[0].steps.v[0].id, "stock-2");
+    /* indexes: depth first, unique, below nsteps */
+    CHECK_EQ_INT(v[0].index, 0);
+    CHECK_EQ_INT(v[1].index, 1);
+    CHECK_EQ_INT(v[2].index, 2);
+    CHECK_EQ_INT(v[2].branches.v[0].index, 3);
+    CHECK_EQ_INT(v[4].cases[0].steps.v[0].index, 12);
+
+    /* Stored as its text, loaded back the same. */
+    json_t *j = mxu_manifest_to_json(m);
+    CHECK_STR(json_string_value(json_object_get(j, "kind")), "service");
+    CHECK_STR(
+        json_string_value(json_object_get(json_array_get(json_object_get(j, "steps"), 1), "id")),
+        "price");
+    mxu_manifest *m2 = NULL;
+    mxu_err err = {0};
+    CHECK_EQ_INT(mxu_manifest_from_json(j, &m2, &err), 0);
+    json_t *j2 = mxu_manifest_to_json(m2);
+    CHECK(json_equal(j, j2));
+    json_decref(j);
+    json_decref(j2);
+    mxu_manifest_free(m);
+    mxu_manifest_free(m2);
+
+    /* A function's input/output types. */
+    m = parse_ok("name: p\nruntime: exec\ncommand: ./p\ninput: json\noutput: binary\n");
+    CHECK_EQ_INT(m->input, MXU_CT_JSON);
+    CHECK_EQ_INT(m->output, MXU_CT_BINARY);
+    CHECK(m->service == NULL);
+    j = mxu_manifest_to_json(m);
+    CHECK_EQ_INT(mxu_manifest_from_json(j, &m2, &err), 0);
+    CHECK_EQ_INT(m2->output, MXU_CT_BINARY);
+    json_decref(j);
+    mxu_manifest_free(m);
+    mxu_manifest_free(m2);
+}
+
+#define SVC "kind: service\nname: s\n"
+static void test_service_errors(void)
+{
+    EXPECT_ERR(SVC, FILE_NAME ":1: steps: ", "required field is missing");
+    EXPECT_ERR(SVC "steps: []\n", FILE_NAME ":3: steps: ", "at least one step");
+    EXPECT_ERR(SVC "runtime: c\nsteps: [a]\n", FILE_NAME ":3: runtime: ", "does not apply");
+    EXPECT_ERR(SVC "memory: 64Mi\nsteps: [a]\n", FILE_NAME ":3: memory: ", "does not apply");
+    EXPECT_ERR("name: f\nruntime: exec\ncommand: ./x\nsteps: [a]\n",
+               FILE_NAME ":4: steps: ", "add kind: service");
+    EXPECT_ERR("kind: servce\nname: s\n", FILE_NAME ":1: kind: ", "not a kind");
+    EXPECT_ERR(SVC "steps: [Bad]\n", FILE_NAME ":3: steps[0]: ", "not a function reference");
+    EXPECT_ERR(SVC "steps: [acme/x]\n", FILE_NAME ":3: steps[0]: ", "own tenant");
+    EXPECT_ERR(SVC "steps: [x@0]\n", FILE_NAME ":3: steps[0]: ", "version");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, retries: 11}\n",
+               FILE_NAME ":4: steps[0].retries: ", "above the maximum of 10");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, retires: 1}\n",
+               FILE_NAME ":4: steps[0]: ", "did you mean 'retries'?");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, parallel: [b]}\n",
+               FILE_NAME ":4: steps[0]: ", "has both call and parallel");
+    EXPECT_ERR(SVC "steps:\n  - {id: x}\n", FILE_NAME ":4: steps[0]: ", "needs one of call");
+    EXPECT_ERR(SVC "steps:\n  - {parallel: [a], retries: 1}\n",
+               FILE_NAME ":4: steps[0]: ", "'retries' does not apply to a parallel step");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, join: array}\n",
+               FILE_NAME ":4: steps[0]: ", "join goes with parallel");
+    EXPECT_ERR(SVC "steps:\n  - {parallel: [a], join: merge}\n",
+               FILE_NAME ":4: steps[0].join: ", "not a join");
+    EXPECT_ERR(SVC "steps:\n  - {parallel: []}\n",
+               FILE_NAME ":4: steps[0].parallel: ", "at least one branch");
+    EXPECT_ERR(SVC "steps:\n  - routes: [{header: x, equals: \"1\", call: b}]\n",
+               FILE_NAME ":4: steps[0].routes: ", "at least one weighted route");
+    EXPECT_ERR(SVC "steps:\n  - routes: [{call: b}]\n",
+               FILE_NAME ":4: steps[0].routes[0]: ", "needs weight");
+    EXPECT_ERR(SVC "steps:\n  - routes: [{call: b, weight: 0}]\n",
+               FILE_NAME ":4: steps[0].routes[0].weight: ", "below the minimum of 1");
+    EXPECT_ERR(SVC "steps:\n  - routes: [{call: b, weight: 1, header: x, equals: y}]\n",
+               FILE_NAME ":4: steps[0].routes[0]: ", "a header route has no weight");
+    EXPECT_ERR(SVC "steps:\n  - routes: [{call: b, weight: 1}, {header: \"a b\", equals: y, "
+                   "call: c}]\n",
+               FILE_NAME ":4: steps[0].routes[1].header: ", "not a header name");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, retry_on: [timeout]}\n",
+               FILE_NAME ":4: steps[0].retry_on: ", "not a failure kind");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, breaker: {open_for: 1s}}\n",
+               FILE_NAME ":4: steps[0].breaker: ", "needs failures");
+    EXPECT_ERR(SVC "steps:\n  - {call: a, backoff: 1s, backoff_max: 10ms}\n",
+               FILE_NAME ":4: steps[0].backoff_max: ", "shorter than backoff");
+    EXPECT_ERR(SVC "steps:\n  - {switch: json tier, cases: []}\n",
+               FILE_NAME ":4: steps[0].switch: ", "not a JSON pointer");
+    EXPECT_ERR(SVC "steps:\n  - {switch: color, cases: []}\n",
+               FILE_NAME ":4: steps[0].switch: ", "write json /field, header NAME or status");
+    EXPECT_ERR(SVC "steps:\n  - {switch: status}\n", FILE_NAME ":4: steps[0]: ", "needs cases");
+    EXPECT_ERR(SVC "steps:\n  - {switch: status, cases: [{when: 700, steps: []}]}\n",
+               FILE_NAME ":4: steps[0].cases[0].when: ", "not a status");
+    EXPECT_ERR(SVC "steps:\n  - {switch: status, cases: [{steps: []}]}\n",
+               FILE_NAME ":4: steps[0].cases[0]: ", "needs when");
+    EXPECT_ERR(SVC "steps:\n  - {id: a, call: x}\n  - {id: a, call: y}\n",
+               FILE_NAME ":5: id: ", "already the id of the step on line 4");
+    EXPECT_ERR(SVC "timeout: 20m\nsteps: [a]\n", FILE_NAME ":3: timeout: ", "above the maximum");
+    EXPECT_ERR("name: f\nruntime: exec\ncommand: ./x\ninput: xml\n",
+               FILE_NAME ":4: input: ", "not a content type");
+}
+
+MXU_TESTS(TEST(test_service_full), TEST(test_service_errors), TEST(test_full_c),
+          TEST(test_defaults_exec), TEST(test_command_forms), TEST(test_sizes_and_durations),
+          TEST(test_anchors_and_comments), TEST(test_err_memory),
           TEST(test_err_durations_and_numbers), TEST(test_err_required),
           TEST(test_err_runtime_rules), TEST(test_err_executor), TEST(test_err_unknown_field),
           TEST(test_err_duplicate_key), TEST(test_err_syntax), TEST(test_err_encoding_and_empty),

@@ -1070,8 +1070,110 @@ static void test_json_and_foreach(void)
     env_fini(&t);
 }
 
-MXU_TESTS(TEST(test_deploy_and_resolve), TEST(test_unchanged_redeploy), TEST(test_aliases),
-          TEST(test_delete_version), TEST(test_delete_function), TEST(test_reopen_keeps_everything),
+/* ---- services ---- */
+
+static void deploy_exec_typed(tenv *t, const char *name, const char *in, const char *out)
+{
+    char yaml[200];
+    snprintf(yaml, sizeof(yaml),
+             "name: %s\nruntime: exec\ncommand: ./run.sh\ninput: %s\noutput: %s\n", name, in, out);
+    mxu_deploy_file files[] = {{"run.sh", 0755, run_sh, strlen(run_sh)}};
+    dres d = {0};
+    if (deploy_wait(t, yaml, files, 1, &d) != 0)
+        MXU_TEST_FAIL_("deploy %s failed: %s", name, d.err.msg);
+    free(d.log);
+    d.log = NULL;
+}
+
+/* Deploy a service (only its manifest); returns the callback's rc, d filled. */
+static int deploy_service(tenv *t, const char *yaml, dres *d)
+{
+    mxu_deploy_file files[] = {{"mxu.yaml", 0644, yaml, strlen(yaml)}};
+    return deploy_wait(t, yaml, files, 1, d);
+}
+
+static void expect_service_refused(tenv *t, const char *yaml, const char *sub)
+{
+    dres d = {0};
+    CHECK_EQ_INT(deploy_service(t, yaml, &d), -1);
+    CHECK_EQ_INT(d.err.code, EINVAL);
+    CHECK_CONTAINS(d.err.msg, "fn/mxu.yaml:");
+    CHECK_CONTAINS(d.err.msg, sub);
+    free(d.log);
+    d.log = NULL;
+}
+
+static void test_service_deploy_checks(void)
+{
+    tenv t;
+    env_init(&t);
+    deploy_exec_typed(&t, "parse", "text", "json");
+    deploy_exec_typed(&t, "zip", "any", "binary");
+    deploy_exec_typed(&t, "pick", "json", "json");
+    deploy_exec_typed(&t, "anyfn", "any", "any");
+
+    /* Unknown function, version, alias: refused naming the line and step. */
+    expect_service_refused(&t, "kind: service\nname: s\nsteps: [parse, pikc]\n",
+                           "fn/mxu.yaml:3: step pikc: 'pikc': ");
+    expect_service_refused(&t, "kind: service\nname: s\nsteps:\n  - parse\n  - pick@7\n",
+                           "fn/mxu.yaml:5: step pick: 'pick@7': ");
+    expect_service_refused(
+        &t, "kind: service\nname: s\nsteps:\n  - {call: parse, fallback: nope}\n", "'nope'");
+    expect_service_refused(&t, "kind: service\nname: s\non_error: gone\nsteps: [parse]\n",
+                           "fn/mxu.yaml:3: on_error: 'gone'");
+    /* Types: binary into a json step; a join of binary; a json switch on binary. */
+    expect_service_refused(&t, "kind: service\nname: s\nsteps: [zip, pick]\n",
+                           "'pick' takes json input, but what reaches it is binary");
+    expect_service_refused(&t, "kind: service\nname: s\nsteps:\n  - parallel: [zip, pick]\n",
+                           "branch 'zip' outputs binary");
+    expect_service_refused(&t,
+                           "kind: service\nname: s\nsteps:\n  - zip\n  - switch: json /a\n"
+                           "    cases: [{when: x, steps: []}]\n",
+                           "switches on a JSON field, but its input is binary");
+    /* json is text; any fits everything; a join is json. */
+    dres d = {0};
+    CHECK_EQ_INT(deploy_service(&t,
+                                "kind: service\nname: ok\nsteps:\n  - parse\n  - parse\n"
+                                "  - parallel: [pick, anyfn]\n  - pick\n  - zip\n  - anyfn\n",
+                                &d),
+                 0);
+    CHECK_EQ_INT(d.version, 1);
+    free(d.log);
+    d.log = NULL;
+    mxu_fn_version *v = mxu_registry_resolve(t.reg, "default", "ok", NULL, NULL);
+    CHECK(v != NULL && v->manifest->service != NULL);
+    CHECK_EQ_INT(v->manifest->service->steps.v[2].out, MXU_CT_JSON);
+    CHECK_EQ_INT(v->manifest->service->steps.v[4].out, MXU_CT_BINARY);
+
+    /* Cycles: itself; through another service; a service may call a service. */
+    expect_service_refused(&t, "kind: service\nname: loop\nsteps: [parse, loop]\n",
+                           "a service cannot call itself");
+    CHECK_EQ_INT(deploy_service(&t, "kind: service\nname: outer\nsteps: [ok, parse]\n", &d), 0);
+    free(d.log);
+    d.log = NULL;
+    expect_service_refused(&t, "kind: service\nname: ok\nsteps: [outer]\n",
+                           "leads back to this service (ok → outer → ok)");
+    /* A second version: versioned like a function, latest moves. */
+    CHECK_EQ_INT(deploy_service(&t, "kind: service\nname: ok\nsteps: [parse]\n", &d), 0);
+    CHECK_EQ_INT(d.version, 2);
+    free(d.log);
+    d.log = NULL;
+
+    /* Reopened: the service comes back from its stored text. */
+    env_close_registry(&t);
+    env_reopen(&t);
+    v = mxu_registry_resolve(t.reg, "default", "ok", "1", NULL);
+    CHECK(v != NULL && v->manifest->service != NULL);
+    CHECK_EQ_INT(v->manifest->service->steps.n, 6);
+    CHECK_STR(v->manifest->service->steps.v[2].branches.v[1].id, "anyfn");
+    v = mxu_registry_resolve(t.reg, "default", "outer", NULL, NULL);
+    CHECK(v != NULL && v->manifest->service != NULL);
+    env_fini(&t);
+}
+
+MXU_TESTS(TEST(test_service_deploy_checks), TEST(test_deploy_and_resolve),
+          TEST(test_unchanged_redeploy), TEST(test_aliases), TEST(test_delete_version),
+          TEST(test_delete_function), TEST(test_reopen_keeps_everything),
           TEST(test_open_sweeps_leftovers), TEST(test_c_build),
           TEST(test_build_failure_changes_nothing), TEST(test_build_timeout), TEST(test_fifo),
           TEST(test_deploy_refused_at_once), TEST(test_commit_failure),
