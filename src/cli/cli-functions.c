@@ -203,8 +203,10 @@ static void show_versions(json_t *fn)
         int_cell(s, "cold_starts", cold, sizeof(cold));
         int_cell(s, "rejected", rej, sizeof(rej));
         const char *runtime = cli_json_str(v, "runtime", NULL);
+        json_t *man = json_object_get(v, "manifest");
         if (runtime == NULL)
-            runtime = cli_json_str(json_object_get(v, "manifest"), "runtime", "-");
+            runtime = cli_json_str(man, "kind", "")[0] == 's' ? "service"
+                                                              : cli_json_str(man, "runtime", "-");
         _cleanup_buf_ mxu_buf created = {0}, last = {0};
         time_cell(json_object_get(v, "created"), &created);
         time_cell(json_object_get(s, "last_invoked"), &last);
@@ -264,6 +266,88 @@ void cli_capacity_line(json_t *cap, mxu_buf *out)
                    bud, inst, inst == 1 ? "" : "s", q);
 }
 
+/* A service's steps on one line: "validate → price[pricing@beta if x-beta=1 |
+ * pricing@1 ×90 | pricing@2 ×10] → parallel(stock | ship(carrier → json-pick))". */
+static void steps_outline(json_t *steps, const char *sep, mxu_buf *out);
+
+static void step_outline(json_t *st, mxu_buf *out)
+{
+    const char *kind = cli_json_str(st, "kind", "");
+    const char *id = cli_json_str(st, "id", "?");
+    if (strcmp(kind, "call") == 0) {
+        json_t *routes = json_object_get(st, "routes");
+        json_t *r0 = json_array_get(routes, 0);
+        const char *call = cli_json_str(r0, "call", "?");
+        if (json_array_size(routes) == 1) {
+            /* "price=pricing@2" only where the id says something the call does not */
+            size_t n = strcspn(call, "@");
+            if (strlen(id) != n || strncmp(id, call, n) != 0)
+                mxu_buf_printf(out, "%s=", id);
+            mxu_buf_puts(out, call);
+            return;
+        }
+        mxu_buf_printf(out, "%s[", id);
+        size_t i;
+        json_t *r;
+        json_array_foreach(routes, i, r)
+        {
+            mxu_buf_printf(out, "%s%s", i ? " | " : "", cli_json_str(r, "call", "?"));
+            if (json_object_get(r, "header"))
+                mxu_buf_printf(out, " if %s=%s", cli_json_str(r, "header", ""),
+                               cli_json_str(r, "equals", ""));
+            else
+                mxu_buf_printf(out, " x%lld", cli_json_int(r, "weight", 0));
+        }
+        mxu_buf_puts(out, "]");
+    } else if (strcmp(kind, "parallel") == 0) {
+        mxu_buf_printf(out, "%s(", id);
+        steps_outline(json_object_get(st, "branches"), " | ", out);
+        mxu_buf_printf(out, ")%s",
+                       strcmp(cli_json_str(st, "join", ""), "object") == 0 ? "{}" : "[]");
+    } else if (strcmp(kind, "switch") == 0) {
+        mxu_buf_printf(out, "%s<%s%s%s: ", id, cli_json_str(st, "on", ""),
+                       json_object_get(st, "on_arg") ? " " : "", cli_json_str(st, "on_arg", ""));
+        size_t i;
+        json_t *c;
+        json_array_foreach(json_object_get(st, "cases"), i, c)
+        {
+            json_t *when = json_object_get(c, "when");
+            mxu_buf_puts(out, i ? "; " : "");
+            size_t k;
+            json_t *w;
+            json_array_foreach(when, k, w) mxu_buf_printf(
+                out, "%s%s", k ? "," : "", json_string_value(w) ? json_string_value(w) : "?");
+            mxu_buf_puts(out, " → ");
+            if (json_array_size(json_object_get(c, "steps")) == 0)
+                mxu_buf_puts(out, "(pass)");
+            steps_outline(json_object_get(c, "steps"), " → ", out);
+        }
+        json_t *def = json_object_get(st, "default");
+        if (json_is_array(def)) {
+            mxu_buf_puts(out, "; else → ");
+            if (json_array_size(def) == 0)
+                mxu_buf_puts(out, "(pass)");
+            steps_outline(def, " → ", out);
+        }
+        mxu_buf_puts(out, ">");
+    } else {
+        mxu_buf_printf(out, "%s(", id);
+        steps_outline(json_object_get(st, "steps"), " → ", out);
+        mxu_buf_puts(out, ")");
+    }
+}
+
+static void steps_outline(json_t *steps, const char *sep, mxu_buf *out)
+{
+    size_t i;
+    json_t *st;
+    json_array_foreach(steps, i, st)
+    {
+        mxu_buf_puts(out, i ? sep : "");
+        step_outline(st, out);
+    }
+}
+
 static void show_function(json_t *fn)
 {
     const char *name = cli_json_str(fn, "name", "?");
@@ -283,7 +367,15 @@ static void show_function(json_t *fn)
         cli_append_printable(&d, desc);
         printf("description: %s\n", d.data);
     }
-    printf("aliases: %s\n\n", aliases.len ? aliases.data : "-");
+    printf("aliases: %s\n", aliases.len ? aliases.data : "-");
+    json_t *man = json_object_get(last, "manifest");
+    if (json_object_get(man, "steps")) {
+        _cleanup_buf_ mxu_buf o = {0}, p = {0};
+        steps_outline(json_object_get(man, "steps"), " → ", &o);
+        cli_append_printable(&p, o.data ? o.data : "");
+        printf("steps: %s\n", p.data);
+    }
+    printf("\n");
     show_versions(fn);
     printf("\n");
     show_instances(json_object_get(fn, "instances"));
