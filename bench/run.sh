@@ -11,6 +11,9 @@
 #   4. (as root) bench/sandbox.sh: the sandbox executor beside bwrap, crun and runc;
 #   5. bench/vm.sh: the vm executor beside process and sandbox (cold start,
 #      warm throughput, memory per idle VM; says SKIP where /dev/kvm cannot).
+#   6. bench/resources.sh, bench/metering.sh (their own nodes);
+#   7. bench/services.sh: a service's per-step overhead (chains of no-op
+#      steps, 1 connection) beside one nginx keep-alive proxy hop.
 #
 # Every server listens on 127.0.0.1, runs pinned to CPU $SERVER_CPU (0) and is
 # stopped by the PID this script recorded; wrk and the timing client run on
@@ -390,8 +393,17 @@ MXU_BIN="$MXU_BIN" DURATION="$DURATION" ROUNDS="$REPEATS" SERVER_CPU="$SERVER_CP
     CLIENT_CPU="$CLIENT_CPU" sh "$BENCH/metering.sh" >"$RES/metering.txt" 2>"$RES/raw/metering.log" ||
     log "bench/metering.sh failed (see $RES/raw/metering.log)"
 
+# ---------------------------------------------------------------- services
+# A service's per-step overhead (chain of 10 no-op steps vs 1) beside one
+# nginx keep-alive proxy hop, same run (its own node and nginx; results in
+# $RES/services/). BENCH_LOCK empty: this run already has the machine.
+RES="$RES" MXU_BIN="$MXU_BIN" BENCH_PERF="$PERF" SERVER_CPU="$SERVER_CPU" CLIENT_CPU="$CLIENT_CPU" \
+    BENCH_LOCK='' sh "$BENCH/services.sh" >"$RES/raw/services.log" 2>&1 ||
+    log "bench/services.sh failed (see $RES/raw/services.log)"
+
 # ---------------------------------------------------------------- summary
 python3 "$BENCH/summary.py" "$RES" >"$RES/summary.md" || exit 1
 cat "$RES/summary.md"
 [ -s "$RES/metering.txt" ] && { echo; echo "metering on vs off:"; cat "$RES/metering.txt"; }
+[ -s "$RES/services/summary.md" ] && { echo; echo "services (bench/services.sh):"; cat "$RES/services/summary.md"; }
 log "raw results: $RES"
