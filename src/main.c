@@ -15,12 +15,13 @@ static const struct command {
     const char *name;
     int (*run)(int argc, char **argv);
 } commands[] = {
-    {"serve", mxu_cmd_serve},   {"deploy", mxu_cmd_deploy},     {"invoke", mxu_cmd_invoke},
-    {"ls", mxu_cmd_ls},         {"show", mxu_cmd_show},         {"alias", mxu_cmd_alias},
-    {"rm", mxu_cmd_rm},         {"logs", mxu_cmd_logs},         {"version", mxu_cmd_version},
-    {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource}, {"usage", mxu_cmd_usage},
-    {"bill", mxu_cmd_bill},     {"health", mxu_cmd_health},     {"resource", mxu_cmd_resource},
-    {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},     {"policy", mxu_cmd_policy},
+    {"serve", mxu_cmd_serve},       {"deploy", mxu_cmd_deploy}, {"catalog", mxu_cmd_catalog},
+    {"invoke", mxu_cmd_invoke},     {"ls", mxu_cmd_ls},         {"show", mxu_cmd_show},
+    {"alias", mxu_cmd_alias},       {"rm", mxu_cmd_rm},         {"logs", mxu_cmd_logs},
+    {"version", mxu_cmd_version},   {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource},
+    {"usage", mxu_cmd_usage},       {"bill", mxu_cmd_bill},     {"health", mxu_cmd_health},
+    {"resource", mxu_cmd_resource}, {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},
+    {"policy", mxu_cmd_policy},
 };
 
 static void usage(FILE *out)

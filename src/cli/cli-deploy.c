@@ -146,6 +146,97 @@ static int report_refusal(const cli_reply *r, const mxu_err *err, bool json)
     return CLI_EXIT_FAIL;
 }
 
+/* Everything of `mxu deploy` after the folder is read: shared with
+ * `mxu catalog deploy` (cli-catalog.c), which may rewrite the manifest first. */
+int cli_deploy_bundle(cli_client *c, mxu_bundle *b, const char *label, bool json)
+{
+    mxu_err err;
+    int status = CLI_EXIT_FAIL;
+    for (size_t i = 0; i < b->nwarnings; i++)
+        fprintf(stderr, "mxu: warning: %s\n", b->warnings[i]);
+
+    _cleanup_free_ char *name = cli_manifest_scalar(b->manifest, "name");
+    _cleanup_free_ char *runtime = cli_manifest_scalar(b->manifest, "runtime");
+    _cleanup_buf_ mxu_buf body = {0};
+    cli_deploy_body(b, &body);
+    if (isatty(STDERR_FILENO)) {
+        char size[32];
+        mxu_format_size(b->total_bytes + b->manifest_len, size, sizeof(size));
+        fprintf(stderr, "deploying %s (%zu files, %s)...\n", name ? name : label, b->nfiles + 1,
+                size);
+    }
+    mxu_bundle_free(b); /* the body holds everything now */
+
+    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
+    hdrs = curl_slist_append(hdrs, "Accept: application/json");
+    cli_request rq = {.method = "POST",
+                      .path = "/v1/functions",
+                      .body = body.data,
+                      .body_len = body.len,
+                      .headers = hdrs};
+    cli_response resp;
+    uint64_t t0 = mxu_now_ns();
+    int rc = cli_http(c, &rq, &resp, &err);
+    uint64_t took_ms = (mxu_now_ns() - t0) / 1000000u;
+    curl_slist_free_all(hdrs);
+    if (rc < 0) {
+        fprintf(stderr, "mxu: %s\n", err.msg);
+        goto out;
+    }
+
+    /* Same interpretation as cli_api, which cannot be used directly because
+     * the body is already JSON text. */
+    cli_reply r = {.status = resp.status, .raw = resp.body};
+    memset(&resp.body, 0, sizeof(resp.body));
+    cli_response_free(&resp);
+    r.json = json_loadb(r.raw.data, r.raw.len, 0, NULL);
+    if (r.status < 200 || r.status >= 300 || !json_is_object(r.json)) {
+        json_t *e = json_object_get(r.json, "error");
+        r.code = cli_json_str(e, "code", NULL);
+        r.message = cli_json_str(e, "message", NULL);
+        if (r.message)
+            mxu_err_set(&err, EIO, "%s", r.message);
+        else
+            mxu_err_set(&err, EPROTO, "the node at %s answered the deploy with status %ld%s",
+                        c->base_url, r.status, r.json ? "" : " and no JSON");
+        report_refusal(&r, &err, json);
+        cli_reply_free(&r);
+        goto out;
+    }
+    if (json) {
+        cli_print_json_text(&r.raw);
+    } else {
+        const char *fn = cli_json_str(r.json, "function", name ? name : "?");
+        long long version = cli_json_int(r.json, "version", 0);
+        const char *log = cli_json_str(r.json, "build_log", "");
+        if (log[0]) {
+            /* Compiler warnings of a successful build: worth seeing. */
+            fputs(log, stderr);
+            if (log[strlen(log) - 1] != '\n')
+                fputc('\n', stderr);
+        }
+        if (json_is_true(json_object_get(r.json, "unchanged"))) {
+            printf("%s is unchanged (still version %lld)\n", fn, version);
+        } else {
+            /* docs/api.md does not promise a build time, but the node sends
+             * `seconds`; without it the request's time (upload + build) is
+             * the best measure. */
+            json_t *secs = json_object_get(r.json, "seconds");
+            if (json_is_number(secs) && json_number_value(secs) >= 0)
+                took_ms = (uint64_t)(json_number_value(secs) * 1000 + 0.5);
+            char took[32];
+            mxu_format_duration_ms(took_ms, took, sizeof(took));
+            bool built = runtime == NULL || strcmp(runtime, "exec") != 0;
+            printf("deployed %s@%lld (%s %s)\n", fn, version, built ? "built in" : "took", took);
+        }
+        printf("invoke: curl %s/fn/%s\n", c->base_url, fn);
+    }
+    cli_reply_free(&r);
+    status = 0;
+out:
+    return status;
+}
+
 int mxu_cmd_deploy(int argc, char **argv)
 {
     const cli_verb_help *h = &cli_help_deploy;
@@ -185,95 +276,13 @@ int mxu_cmd_deploy(int argc, char **argv)
         fprintf(stderr, "mxu: %s\n", err.msg);
         return CLI_EXIT_USAGE;
     }
-    int status = CLI_EXIT_FAIL;
     mxu_bundle b;
     if (mxu_bundle_read(dir, &b, &err) < 0) {
         fprintf(stderr, "mxu: %s\n", err.msg);
         cli_client_close(&c);
         return CLI_EXIT_FAIL;
     }
-    for (size_t i = 0; i < b.nwarnings; i++)
-        fprintf(stderr, "mxu: warning: %s\n", b.warnings[i]);
-
-    _cleanup_free_ char *name = cli_manifest_scalar(b.manifest, "name");
-    _cleanup_free_ char *runtime = cli_manifest_scalar(b.manifest, "runtime");
-    _cleanup_buf_ mxu_buf body = {0};
-    cli_deploy_body(&b, &body);
-    if (isatty(STDERR_FILENO)) {
-        char size[32];
-        mxu_format_size(b.total_bytes + b.manifest_len, size, sizeof(size));
-        fprintf(stderr, "deploying %s (%zu files, %s)...\n", name ? name : base_name(dir),
-                b.nfiles + 1, size);
-    }
-    mxu_bundle_free(&b); /* the body holds everything now */
-
-    struct curl_slist *hdrs = curl_slist_append(NULL, "Content-Type: application/json");
-    hdrs = curl_slist_append(hdrs, "Accept: application/json");
-    cli_request rq = {.method = "POST",
-                      .path = "/v1/functions",
-                      .body = body.data,
-                      .body_len = body.len,
-                      .headers = hdrs};
-    cli_response resp;
-    uint64_t t0 = mxu_now_ns();
-    int rc = cli_http(&c, &rq, &resp, &err);
-    uint64_t took_ms = (mxu_now_ns() - t0) / 1000000u;
-    curl_slist_free_all(hdrs);
-    if (rc < 0) {
-        fprintf(stderr, "mxu: %s\n", err.msg);
-        goto out;
-    }
-
-    /* Same interpretation as cli_api, which cannot be used directly because
-     * the body is already JSON text. */
-    cli_reply r = {.status = resp.status, .raw = resp.body};
-    memset(&resp.body, 0, sizeof(resp.body));
-    cli_response_free(&resp);
-    r.json = json_loadb(r.raw.data, r.raw.len, 0, NULL);
-    if (r.status < 200 || r.status >= 300 || !json_is_object(r.json)) {
-        json_t *e = json_object_get(r.json, "error");
-        r.code = cli_json_str(e, "code", NULL);
-        r.message = cli_json_str(e, "message", NULL);
-        if (r.message)
-            mxu_err_set(&err, EIO, "%s", r.message);
-        else
-            mxu_err_set(&err, EPROTO, "the node at %s answered the deploy with status %ld%s",
-                        c.base_url, r.status, r.json ? "" : " and no JSON");
-        report_refusal(&r, &err, json);
-        cli_reply_free(&r);
-        goto out;
-    }
-    if (json) {
-        cli_print_json_text(&r.raw);
-    } else {
-        const char *fn = cli_json_str(r.json, "function", name ? name : "?");
-        long long version = cli_json_int(r.json, "version", 0);
-        const char *log = cli_json_str(r.json, "build_log", "");
-        if (log[0]) {
-            /* Compiler warnings of a successful build: worth seeing. */
-            fputs(log, stderr);
-            if (log[strlen(log) - 1] != '\n')
-                fputc('\n', stderr);
-        }
-        if (json_is_true(json_object_get(r.json, "unchanged"))) {
-            printf("%s is unchanged (still version %lld)\n", fn, version);
-        } else {
-            /* docs/api.md does not promise a build time, but the node sends
-             * `seconds`; without it the request's time (upload + build) is
-             * the best measure. */
-            json_t *secs = json_object_get(r.json, "seconds");
-            if (json_is_number(secs) && json_number_value(secs) >= 0)
-                took_ms = (uint64_t)(json_number_value(secs) * 1000 + 0.5);
-            char took[32];
-            mxu_format_duration_ms(took_ms, took, sizeof(took));
-            bool built = runtime == NULL || strcmp(runtime, "exec") != 0;
-            printf("deployed %s@%lld (%s %s)\n", fn, version, built ? "built in" : "took", took);
-        }
-        printf("invoke: curl %s/fn/%s\n", c.base_url, fn);
-    }
-    cli_reply_free(&r);
-    status = 0;
-out:
+    int status = cli_deploy_bundle(&c, &b, base_name(dir), json);
     cli_client_close(&c);
     return status;
 }

@@ -34,7 +34,7 @@ typedef struct cli_verb_help {
 extern const cli_verb_help cli_help_deploy, cli_help_invoke, cli_help_ls, cli_help_show,
     cli_help_alias, cli_help_rm, cli_help_logs, cli_help_version, cli_help_health,
     cli_help_resource, cli_help_usage, cli_help_bill, cli_help_key, cli_help_tenant,
-    cli_help_policy;
+    cli_help_policy, cli_help_catalog;
 
 /* The lines every verb's --help ends its options with. */
 #define CLI_COMMON_OPTIONS_HELP                                                            \
@@ -243,6 +243,10 @@ long long cli_json_int(json_t *obj, const char *key, long long dflt);
 /* The deploy request body: {"manifest", "manifest_path", "files": [{"path",
  * "mode", "data" (base64)}]} (cli-deploy.c). */
 void cli_deploy_body(const mxu_bundle *b, mxu_buf *out);
+/* Send a read bundle as a new version and report the outcome like `mxu deploy`
+ * (`label` names it in the progress line when the manifest has no name);
+ * frees the bundle. Returns the exit status. (cli-deploy.c) */
+int cli_deploy_bundle(cli_client *c, mxu_bundle *b, const char *label, bool json);
 /* The value of a top-level `key: value` line of a manifest, quotes and
  * comment removed, or NULL (caller frees). Only for messages: the node is
  * the one that parses manifests. */

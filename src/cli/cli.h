@@ -20,6 +20,7 @@
 /* ---- verbs (the main's command table calls these by name) ---------------- */
 
 int mxu_cmd_deploy(int argc, char **argv);
+int mxu_cmd_catalog(int argc, char **argv);
 int mxu_cmd_invoke(int argc, char **argv);
 int mxu_cmd_ls(int argc, char **argv);
 int mxu_cmd_show(int argc, char **argv);
