@@ -18,9 +18,12 @@ $(BUILD)/build.ninja:
 build: deps $(BUILD)/build.ninja
 	@ninja -C $(BUILD)
 
+# The examples, and every block of the catalogue (catalog/*/, docs/catalog.md).
+CATALOG_DEPLOYS = $(foreach d,$(sort $(dir $(wildcard catalog/*/mxu.yaml))),--deploy $(d:/=))
+
 run: build
 	./$(BUILD)/mxu serve --deploy examples/hello --deploy examples/echo \
-		--deploy examples/json-transform $(RUN_ARGS)
+		--deploy examples/json-transform $(CATALOG_DEPLOYS) $(RUN_ARGS)
 
 check: deps
 	@sh scripts/check.sh

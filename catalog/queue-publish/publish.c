@@ -2,9 +2,9 @@
  * queue-publish — a catalogue block (docs/catalog.md): publishes the request
  * body, as it is, as one message on the queue behind the `queue` descriptor
  * (queue:events unless deployed with --bind queue=queue:OTHER). The message
- * is durable when the answer comes: 202 {"id": 17, "bytes": 42}. With OUTPUT=passthrough it answers the body itself (with its
- * Content-Type) and the id in X-Message-Id, so that it can sit in the middle
- * of a pipeline as a tee.
+ * is durable when the answer comes: 202 {"id": 17, "bytes": 42}. With OUTPUT=passthrough it answers
+ * the body itself (with its Content-Type) and the id in X-Message-Id, so that it can sit in the
+ * middle of a pipeline as a tee.
  *
  * Only the SDK is used: no system library, so the block suits every executor.
  */
