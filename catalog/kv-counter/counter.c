@@ -8,6 +8,7 @@
  *   ...?name=visits&op=get                       read (0 when absent)
  *   ...?name=visits&op=reset                     delete (answers 0)
  *   /fn/kv-counter/visits                        the name may be the path instead
+ *   (no name)                                    the NAME setting's counter, if set
  *
  * Answers {"name": "visits", "value": 42}. Increments are compare-and-set on
  * the revision that was read, retried on conflict, so concurrent callers on
@@ -90,8 +91,13 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     const char *path = mxu_req_path(req);
     if ((!name || !*name) && path[0] == '/' && path[1])
         name = path + 1;
+    /* NAME: the counter of a request that names none, e.g. a step of a
+     * service, whose request is the step before's answer. */
     if (!name || !*name)
-        return fail(res, 400, "missing_name", "name the counter: ?name=visits or /fn/NAME/visits");
+        name = mxu_config("NAME");
+    if (!name || !*name)
+        return fail(res, 400, "missing_name",
+                    "name the counter: ?name=visits, /fn/NAME/visits, or the NAME setting");
     size_t nlen = strlen(name);
     if (nlen > 128 || strspn(name, NAME_CHARS) != nlen)
         return fail(res, 400, "invalid_name",

@@ -305,6 +305,11 @@ def test_kv_counter_under_concurrency():
         error_of(n.get("/fn/orders-counter?name=o"), 422, "overflow")
         n.post("/fn/store/kv/put?k=count:junk", body="abc")
         error_of(n.get("/fn/orders-counter?name=junk"), 409, "not_a_counter")
+        # NAME: the counter of a request that names none (a service's step)
+        deploy(n, "kv-counter", "--as", "named-counter", "--env", "NAME=orders")
+        eq(n.post("/fn/named-counter", body='{"any": "body"}').json(),
+           {"name": "orders", "value": 1})
+        eq(n.get("/fn/named-counter?name=other").json()["name"], "other")
 
 
 def test_queue_publish_messages_are_consumable():
