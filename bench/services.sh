@@ -290,7 +290,7 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1 && echo "$TARGETS" | grep 
         perf stat -e context-switches,cpu-migrations,task-clock -a -C "$SERVER_CPU" -o "$RES/raw/perf-stat-$t.txt" -- \
             taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 /dev/null "$AUTH_HDR" "$spec" \
             >"$RES/raw/perf-stat-$t.log" 2>&1
-        echo "requests: $n" >>"$RES/raw/perf-stat-$t.txt"
+        echo "requests: $((n + 200))" >>"$RES/raw/perf-stat-$t.txt"
         perf record -e cpu-clock -g -a -C "$SERVER_CPU" -o "$RES/raw/perf-$t.data" -- \
             taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 /dev/null "$AUTH_HDR" "$spec" \
             >"$RES/raw/perf-$t.log" 2>&1
@@ -369,6 +369,31 @@ if step is not None:
     print(f"- target per-step overhead p50 ≤ 25 µs: **{'met' if step <= 25 else 'not met'}** ({step:.1f} µs)")
 else:
     print(f"- per-step overhead: not measured (chain1 or {long} left out: see skipped.txt)")
+# BENCH_PERF: CPU 0 per request (perf stat's context switches; perf record's
+# samples not in the idle task, as time) for the targets profiled.
+prof = []
+for n in ["noop", long]:
+    try:
+        st = open(f"{res}/raw/perf-stat-{n}.txt").read().split("\n")
+        cm = open(f"{res}/perf-{n}-comm.txt").read().split("\n")
+    except OSError:
+        continue
+    num = lambda lines, key: next(float(l.split()[0].replace(",", "")) for l in lines if key in l)
+    reqs = num([l.replace("requests:", "") + " requests" for l in st if l.startswith("requests:")], "requests")
+    cs = num(st, "context-switches")
+    total = num([l.split(":")[1] for l in cm if "Event count" in l], "")
+    shares = {l.split()[2]: float(l.split()[0].rstrip("%")) for l in cm if l.strip() and not l.startswith("#")}
+    # the node's threads (libuv's pool is "mxu" too), its meter's writer, its instances
+    ours = {k: v for k, v in shares.items() if k in ("mxu", "usage-writer", "instance")}
+    busy = total * sum(ours.values()) / 100 / reqs / 1000  # event count is ns
+    other = 100 - sum(ours.values()) - shares.get("swapper", 0)
+    prof.append((n, cs / reqs, busy, ", ".join(f"{k} {v:.0f} %" for k, v in ours.items()), other))
+if prof:
+    print("| profiled (CPU 0, one connection) | context switches / request (CPU 0) | node + instances µs / request | CPU 0 by command | others on CPU 0 |")
+    print("|---|---:|---:|---|---:|")
+    for n, cs, busy, sh, other in prof:
+        print(f"| {n} | {cs:.1f} | {busy:.0f} | {sh} | {other:.0f} % |")
+    print()
 nd = sum(disturbed.values())
 print(f"- {len(disturbed)} rounds; {nd} still disturbed after the retries" if nd else f"- {len(disturbed)} rounds, none disturbed (others ≤ OTHERS_MAX % of the CPUs)")
 PY
