@@ -86,17 +86,29 @@ static void svc_finish(svc_call *c)
     svc_release(c);
 }
 
-/* The callee's usage record; bytes_out counts the reply's body and headers
- * as the HTTP path counts a response's. */
-static void svc_record(svc_call *c, const mxu_invoke_res *res)
+/* The name a record gives its caller: "fn@3", or "tenant/fn@3" when the
+ * record is another tenant's (the callee's), or it would read as one of
+ * that tenant's functions. */
+static void caller_name(const mxu_fn_version *caller, const mxu_fn_version *callee, char *out,
+                        size_t outlen)
 {
-    mxu_sched *s = c->caller->pool->sched;
+    if (callee && strcmp(mxu_fn_version_tenant(caller), mxu_fn_version_tenant(callee)) != 0)
+        snprintf(out, outlen, "%s/%s@%u", mxu_fn_version_tenant(caller), caller->function,
+                 caller->version);
+    else
+        snprintf(out, outlen, "%s@%u", caller->function, caller->version);
+}
+
+void mxu_sched_record_call(mxu_sched *s, const mxu_invoke_res *res, uint64_t bytes_in,
+                           uint64_t caller_inv, const mxu_fn_version *caller)
+{
     if (s->cfg.meter == NULL)
         return;
     mxu_usage_record r;
     mxu_inv_usage_record(res, &r);
-    r.bytes_in = c->bytes_in;
+    r.bytes_in = bytes_in;
     if (res->error == MXU_INV_OK) {
+        /* the reply's body and headers, as the HTTP path counts a response's */
         r.http_status = res->status;
         r.bytes_out = res->body.len;
         mxu_header_list it = res->headers;
@@ -104,18 +116,43 @@ static void svc_record(svc_call *c, const mxu_invoke_res *res)
         while (mxu_wire_next_header(&it, &name, &value))
             r.bytes_out += (uint64_t)name.len + value.len + 4;
     }
-    r.caller = c->inv_id;
-    char caller[160];
-    const mxu_fn_version *cv = c->caller->pool->version;
-    /* The record is the callee's tenant's: name the caller's tenant when it
-     * is another one, or the name would read as one of the callee's. */
-    if (res->fn && strcmp(mxu_fn_version_tenant(cv), mxu_fn_version_tenant(res->fn)) != 0)
-        snprintf(caller, sizeof(caller), "%s/%s@%u", mxu_fn_version_tenant(cv), cv->function,
-                 cv->version);
-    else
-        snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
-    r.caller_function = caller;
+    r.caller = caller_inv;
+    char cname[160];
+    caller_name(caller, res->fn, cname, sizeof(cname));
+    r.caller_function = cname;
     mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+}
+
+void mxu_sched_record_call_rejected(mxu_sched *s, const mxu_fn_version *callee, int http_status,
+                                    const char *code, uint64_t caller_inv,
+                                    const mxu_fn_version *caller)
+{
+    if (s->cfg.meter == NULL)
+        return;
+    char cname[160];
+    caller_name(caller, callee, cname, sizeof(cname));
+    mxu_usage_record r = {
+        .invocation = mxu_sched_new_invocation_id(s),
+        .tenant = mxu_fn_version_tenant(callee),
+        .function = callee->function,
+        .version = callee->version,
+        .executor = "",
+        .start_ms = mxu_wall_ms(),
+        .memory_bytes = callee->manifest->memory_bytes,
+        .status = MXU_USAGE_REJECTED,
+        .http_status = http_status,
+        .code = code,
+        .caller = caller_inv,
+        .caller_function = cname,
+    };
+    mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+}
+
+/* The callee's usage record. */
+static void svc_record(svc_call *c, const mxu_invoke_res *res)
+{
+    mxu_sched_record_call(c->caller->pool->sched, res, c->bytes_in, c->inv_id,
+                          c->caller->pool->version);
 }
 
 static void on_callee_result(void *ud, mxu_invoke_res *res)
@@ -155,33 +192,7 @@ static void on_callee_result(void *ud, mxu_invoke_res *res)
 static void svc_record_rejected(svc_call *c, mxu_pool *pool, const mxu_fn_version *v,
                                 int http_status, const char *code)
 {
-    mxu_sched *s = pool->sched;
-    if (s->cfg.meter == NULL)
-        return;
-    const mxu_fn_version *cv = pool->version;
-    char caller[160];
-    /* The record is the callee's tenant's: name the caller's tenant when it
-     * is another one. */
-    if (strcmp(mxu_fn_version_tenant(cv), mxu_fn_version_tenant(v)) != 0)
-        snprintf(caller, sizeof(caller), "%s/%s@%u", mxu_fn_version_tenant(cv), cv->function,
-                 cv->version);
-    else
-        snprintf(caller, sizeof(caller), "%s@%u", cv->function, cv->version);
-    mxu_usage_record r = {
-        .invocation = mxu_sched_new_invocation_id(s),
-        .tenant = mxu_fn_version_tenant(v),
-        .function = v->function,
-        .version = v->version,
-        .executor = "",
-        .start_ms = mxu_wall_ms(),
-        .memory_bytes = v->manifest->memory_bytes,
-        .status = MXU_USAGE_REJECTED,
-        .http_status = http_status,
-        .code = code,
-        .caller = c->inv_id,
-        .caller_function = caller,
-    };
-    mxu_meter_record(s->cfg.meter, &r, NULL, NULL);
+    mxu_sched_record_call_rejected(pool->sched, v, http_status, code, c->inv_id, pool->version);
 }
 
 /* The link's limits (the caller's svc descriptor) and the callee tenant's

@@ -157,6 +157,19 @@ enum mxu_usage_status mxu_inv_usage_status(enum mxu_inv_error e);
  * `res` and its version. */
 void mxu_inv_usage_record(const mxu_invoke_res *res, mxu_usage_record *out);
 
+/* The usage record of an invocation made on behalf of another one (an svc
+ * call, a service's step): `res` as the callee ended, the request's size as
+ * the meter counts it, and the caller (its invocation id, and its version,
+ * named with its tenant when the record is another tenant's). Nothing with
+ * metering off. */
+void mxu_sched_record_call(mxu_sched *s, const mxu_invoke_res *res, uint64_t bytes_in,
+                           uint64_t caller_inv, const mxu_fn_version *caller);
+/* The same for a call refused before it ran (a limit, a quota, a policy
+ * rule): a rejected invocation of `callee`. */
+void mxu_sched_record_call_rejected(mxu_sched *s, const mxu_fn_version *callee, int http_status,
+                                    const char *code, uint64_t caller_inv,
+                                    const mxu_fn_version *caller);
+
 /* The caller is gone: the callback will not run. A queued invocation is
  * dropped; a running one finishes, but its result is discarded. */
 void mxu_sched_cancel(mxu_invocation *inv);
