@@ -22,6 +22,8 @@ typedef struct inv_ctx {
     mxu_api *api;
     mxu_http_req *req;
     mxu_invocation *inv;
+    mxu_compose_run *run; /* a service's run instead of inv */
+    bool service;
     uint32_t version;
     uint32_t nhdr;
     bool in_invoke; /* inside mxu_sched_invoke(): the callback must not free */
@@ -230,6 +232,7 @@ static void on_result(void *ud, mxu_invoke_res *res)
 {
     inv_ctx *c = ud;
     c->inv = NULL;
+    c->run = NULL;
     if (res->error != MXU_INV_OK) {
         respond_error(c, res);
         return;
@@ -301,10 +304,15 @@ static void on_abort(mxu_http_req *req, void *ud)
      * keeps its concurrency slots and quota reservation until then, or
      * clients that hang up could run any number at once. */
     mxu_invocation *inv = c->inv;
+    mxu_compose_run *run = c->run;
     c->inv = NULL;
+    c->run = NULL;
     c->req = NULL;
     mxu_http_respond(req, 499, NULL, 0, NULL);
-    mxu_sched_cancel_then(inv, on_gone, c);
+    if (c->service)
+        mxu_compose_cancel_then(run, on_gone, c);
+    else
+        mxu_sched_cancel_then(inv, on_gone, c);
 }
 
 /* A reference is a version number or an alias name. */
@@ -437,6 +445,10 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         return;
     }
 
+    if (v->manifest->service && api->cfg.compose == NULL) {
+        api_error(req, 501, "not_implemented", NULL, "this node does not run services");
+        return;
+    }
     /* The class it queues in: the key's, or lower if the request asks
      * (X-Mxu-Priority may only lower it; a higher one is not granted). */
     enum mxu_priority prio = mxu_principal_priority(who);
@@ -520,7 +532,15 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
     /* on_abort must be registered before invoking: the callback may run at once. */
     mxu_http_req_on_abort(req, on_abort, c);
     c->in_invoke = true;
-    mxu_invocation *inv = mxu_sched_invoke(api->cfg.sched, v, &ir, on_result, c);
+    /* A service runs in the compose engine, a function in the scheduler:
+     * the same request, callback and result either way. */
+    mxu_invocation *inv = NULL;
+    mxu_compose_run *run = NULL;
+    c->service = m->service != NULL;
+    if (c->service)
+        run = mxu_compose_invoke(api->cfg.compose, v, &ir, on_result, c);
+    else
+        inv = mxu_sched_invoke(api->cfg.sched, v, &ir, on_result, c);
     mxu_buf_free(&ir.body);
     if (c->done) {
         free(c);
@@ -530,4 +550,5 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
     if (c->held)
         return; /* answered inside the call; on_sent frees the context */
     c->inv = inv;
+    c->run = run;
 }

@@ -796,6 +796,45 @@ static int percent_decode(char *s)
     return 0;
 }
 
+/* GET /v1/traces/ID: the runs of a service trace (docs/api.md). Read as
+ * logs are: the node's readers see every tenant's, anyone else their own
+ * tenant's runs of services their key may read (FN_READ in scope). Another
+ * tenant's trace is a 404, as if it were not there. */
+static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who, const char *id)
+{
+    if (!api_is_method(req, "GET")) {
+        method_not_allowed(req, "GET");
+        return;
+    }
+    mxu_err err;
+    bool node = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
+    const char *own = mxu_principal_tenant(who);
+    json_t *t = api->cfg.compose
+                    ? mxu_compose_trace_json(api->cfg.compose, node ? NULL : own, id, &err)
+                    : NULL;
+    if (t == NULL) {
+        api_error(req, 404, "trace_not_found", NULL, "no trace '%.40s' is kept on this node", id);
+        return;
+    }
+    if (!node) {
+        json_t *runs = json_object_get(t, "runs");
+        char first[64] = "";
+        for (size_t i = json_array_size(runs); i-- > 0;) {
+            json_t *run = json_array_get(runs, i);
+            const char *svc = json_string_value(json_object_get(run, "service"));
+            snprintf(first, sizeof(first), "%s", svc ? svc : "");
+            if (mxu_policy_check(who, MXU_ACT_FN_READ, own, svc, &err) < 0)
+                json_array_remove(runs, i);
+        }
+        if (json_array_size(runs) == 0) {
+            json_decref(t);
+            api_allow(req, who, MXU_ACT_FN_READ, own, first); /* answers 403 */
+            return;
+        }
+    }
+    api_json(req, 200, t);
+}
+
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
 {
     /* Split "/functions/hello/aliases/prod" into segments. */
@@ -844,6 +883,10 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     }
     if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "keys") == 0) {
         keys(api, req, who, nseg == 2 ? seg[1] : NULL);
+        return;
+    }
+    if (nseg == 2 && strcmp(seg[0], "traces") == 0) {
+        trace_route(api, req, who, seg[1]);
         return;
     }
     if (nseg == 1 && strcmp(seg[0], "instances") == 0) {

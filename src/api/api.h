@@ -8,6 +8,7 @@
 #ifndef MXU_API_H
 #define MXU_API_H
 
+#include "compose/compose.h"
 #include "http/http.h"
 #include "meter/meter.h"
 #include "policy/policy.h"
@@ -25,6 +26,7 @@ typedef struct mxu_api_config {
     const char *listen;     /* "127.0.0.1:8080", shown by /v1/health */
     size_t max_invoke_body; /* 0 = 6 MiB; larger bodies to /fn/ get 413 */
     mxu_meter *meter;       /* usage records; NULL = metering off */
+    mxu_compose *compose;   /* runs services; NULL: invoking one is 501 */
 } mxu_api_config;
 
 mxu_api *mxu_api_create(const mxu_api_config *cfg);

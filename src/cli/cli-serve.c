@@ -9,6 +9,7 @@
  * invocations (bounded), stop instances, close connections, close the store.
  */
 #include "api/api.h"
+#include "compose/compose.h"
 #include "cli/serve-config.h"
 #include "exec/exec.h"
 #include "http/http.h"
@@ -38,6 +39,7 @@ typedef struct node {
     mxu_policy *policy;
     mxu_resolver *resolver;
     mxu_sched *sched;
+    mxu_compose *compose; /* runs services */
     mxu_meter *meter; /* NULL with --metering off */
     mxu_api *api;
     mxu_http_server *http;
@@ -69,6 +71,8 @@ static void usage(FILE *out)
             "  --max-deploy-body SIZE  largest deploy request (default 96Mi)\n"
             "  --max-header SIZE       largest request head (default 32Ki; 431 above)\n"
             "  --queue-max N           waiting invocations per version before 429 (default 1000)\n"
+            "  --trace-runs N          service runs whose traces are kept per tenant (default\n"
+            "                          10000; also at most 64 MiB of them; docs/services.md)\n"
             "  --queue-timeout DUR     longest wait for an instance (default 30s)\n"
             "  --drain-timeout DUR     how long SIGTERM waits for invocations (default 10s)\n"
             "  --idle-timeout DUR      close idle keep-alive connections after (default 60s)\n"
@@ -293,6 +297,7 @@ static int parse_args(node *n, int argc, char **argv)
         {"max-deploy-body", required_argument, 0, 0},
         {"max-header", required_argument, 0, 0},
         {"queue-max", required_argument, 0, 0},
+        {"trace-runs", required_argument, 0, 0},
         {"queue-timeout", required_argument, 0, 0},
         {"drain-timeout", required_argument, 0, 0},
         {"idle-timeout", required_argument, 0, 0},
@@ -475,6 +480,17 @@ int mxu_cmd_serve(int argc, char **argv)
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
     }
+    mxu_compose_config ccfg = {
+        .reg = n.reg,
+        .sched = n.sched,
+        .policy = n.policy,
+        .meter = n.meter,
+        .trace_max_runs = n.cfg.trace_runs,
+    };
+    if (mxu_compose_create(&n.loop, &ccfg, &n.compose, &err) < 0) {
+        fprintf(stderr, "mxu serve: %s\n", err.msg);
+        goto out;
+    }
     mxu_http_limits limits;
     mxu_http_limits_default(&limits);
     limits.max_body_bytes = n.cfg.max_body;
@@ -494,7 +510,8 @@ int mxu_cmd_serve(int argc, char **argv)
                            .data_dir = n.cfg.data_dir,
                            .listen = n.cfg.listen,
                            .max_invoke_body = n.cfg.max_body,
-                           .meter = n.meter};
+                           .meter = n.meter,
+                           .compose = n.compose};
     n.api = mxu_api_create(&acfg);
     if (mxu_http_server_start(&n.loop, addr, port, &limits, mxu_api_handle, n.api, &n.http, &err) <
         0) {
@@ -568,6 +585,8 @@ out:
         mxu_http_server_close(n.http, NULL, NULL);
         n.http = NULL;
     }
+    /* Before the scheduler: a run still going cancels its calls there. */
+    mxu_compose_destroy(n.compose);
     mxu_sched_destroy(n.sched);
     /* After the scheduler: its last records are written before this returns. */
     mxu_meter_close(n.meter);

@@ -137,6 +137,13 @@ int mxu_serve_config_set(mxu_serve_config *c, const char *key, const char *v, mx
         c->queue_max = (uint32_t)n;
         return 0;
     }
+    if (strcmp(key, "trace_runs") == 0) {
+        if (mxu_parse_u64(v, &n) < 0 || n == 0 || n > 10000000)
+            return mxu_err_set(err, EINVAL, "trace_runs: '%s' is not a number from 1 to 10000000",
+                               v);
+        c->trace_runs = (uint32_t)n;
+        return 0;
+    }
     return mxu_err_set(err, EINVAL, "unknown setting '%s' (see mxu serve --help)", key);
 }
 

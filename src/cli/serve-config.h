@@ -12,6 +12,7 @@ typedef struct mxu_serve_config {
     uint64_t max_deploy_body; /* deploy requests */
     uint64_t max_header;
     uint32_t queue_max;
+    uint32_t trace_runs; /* service runs whose traces are kept per tenant; 0 = 10,000 */
     uint64_t queue_timeout_ms;
     uint64_t drain_timeout_ms;
     uint64_t idle_timeout_ms;

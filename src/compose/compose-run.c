@@ -536,6 +536,10 @@ static void call_finish_fail(call_task *k, int status, const char *code, const c
     mxu_buf b = {0};
     mxu_buf_vprintf(&b, fmt, ap);
     va_end(ap);
+    if (k->br && k->trial) /* a trial that ended without an answer failed */
+        mxu_breaker_report(k->br, false, true, run_now(r), k->e->breaker_failures,
+                           k->e->breaker_open_ms);
+    k->trial = false;
     char *stepid = mxu_asprintf("%s%s", k->sc->prefix, k->st->id ? k->st->id : "");
     if (run_now(r) >= k->sc->deadline && strcmp(code, "forbidden") != 0)
         fail_outcome(&o, 504, "deadline_exceeded", stepid, k->fail_status,
@@ -606,9 +610,16 @@ static int call_target(call_task *k, const mxu_fnref *ref)
     return 0;
 }
 
-/* The step failed; try its fallback, or fail it. */
-static void call_give_up(call_task *k, const char *why, int status, const char *code)
+/* The step's call failed (after its retries, or at once when its breaker
+ * is open); try its fallback, or fail it. A call that failed counts once for
+ * the breaker, whatever its attempts. */
+static void call_give_up(call_task *k, const char *why, int status, const char *code,
+                         bool counts)
 {
+    if (counts && k->br && !k->in_fallback)
+        mxu_breaker_report(k->br, false, k->trial, run_now(k->t.r), k->e->breaker_failures,
+                           k->e->breaker_open_ms);
+    k->trial = false;
     if (!k->in_fallback && k->e->fallback) {
         k->in_fallback = true;
         row_set(&k->row->why, "fallback: %s", why);
@@ -660,9 +671,7 @@ static void call_failed(call_task *k, int status, unsigned cls, const char *code
         tc->status = status;
         tc->error = mxu_asprintf("%s: %s", code, k->fail_msg);
     }
-    if (k->br && !k->in_fallback && (reached || k->trial))
-        mxu_breaker_report(k->br, false, k->trial, now, e->breaker_failures, e->breaker_open_ms);
-    k->trial = false;
+    MXU_UNUSED(reached);
     k->failures++;
     if (k->in_fallback) {
         call_finish_fail(k, 502, "step_failed", "fallback %s failed: %s", k->target_text,
@@ -691,7 +700,7 @@ static void call_failed(call_task *k, int status, unsigned cls, const char *code
     }
     char why[96];
     snprintf(why, sizeof(why), "after %u failure%s", k->failures, k->failures == 1 ? "" : "s");
-    call_give_up(k, why, 502, "step_failed");
+    call_give_up(k, why, 502, "step_failed", true);
 }
 
 static void call_succeeded(call_task *k, payload *p, enum out_kind kind)
@@ -784,19 +793,6 @@ static void call_attempt(call_task *k)
     if (now >= k->sc->deadline) {
         call_finish_fail(k, 504, "deadline_exceeded", "%s", k->fail_msg ? k->fail_msg : "");
         return;
-    }
-    k->trial = false;
-    if (!k->in_fallback && e->breaker_failures > 0) {
-        if (k->br == NULL)
-            k->br = compose_breaker(c, tenant, svc->function, k->st->id);
-        if (!mxu_breaker_allow(k->br, now, &k->trial)) {
-            free(k->fail_msg);
-            k->fail_msg = mxu_asprintf("circuit open (%u consecutive failures), %s not called",
-                                       e->breaker_failures, k->target_text);
-            k->fail_status = 503;
-            call_give_up(k, "breaker open", 503, "circuit_open");
-            return;
-        }
     }
     k->attempts += !k->in_fallback;
     trace_row *row = k->row;
@@ -1009,6 +1005,22 @@ static task *call_start(task *parent, scope *sc, const mxu_step *st, payload *in
     row_set(&k->row->route, "%s", rt->to.text);
     if (call_target(k, &rt->to) < 0)
         return &k->t;
+    if (k->e->breaker_failures > 0) {
+        const mxu_fn_version *svc = sc->svc;
+        k->br = compose_breaker(r->c, mxu_fn_version_tenant(svc), svc->function, st->id);
+        if (!mxu_breaker_allow(k->br, run_now(r), &k->trial)) {
+            k->fail_msg = mxu_asprintf("circuit open after %u consecutive failed calls: %s "
+                                       "not called",
+                                       k->e->breaker_failures, k->target_text);
+            k->fail_status = 503;
+            row_set(&k->row->why, "breaker open");
+            call_give_up(k, "breaker open", 503, "circuit_open", false);
+            return &k->t;
+        }
+        if (k->trial)
+            row_set(&k->row->why, "%s; breaker half-open: trial call",
+                    k->row->why ? k->row->why : "");
+    }
     call_attempt(k);
     return &k->t;
 }
@@ -1369,7 +1381,7 @@ static void body_child_done(task *self, task *child, outcome *o)
     *o = (outcome){0};
     b->in_handler = true;
     json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:s}", "step", b->fail.step, "status",
-                          b->fail.step_status ? b->fail.step_status : b->fail.status, "error",
+                          b->fail.status, "error",
                           b->fail.code, "message", b->fail.message, "trace_id", r->trace_hex);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
