@@ -21,7 +21,7 @@ static const struct command {
     {"version", mxu_cmd_version},   {"health", mxu_cmd_health}, {"resource", mxu_cmd_resource},
     {"usage", mxu_cmd_usage},       {"bill", mxu_cmd_bill},     {"health", mxu_cmd_health},
     {"resource", mxu_cmd_resource}, {"key", mxu_cmd_key},       {"tenant", mxu_cmd_tenant},
-    {"policy", mxu_cmd_policy},
+    {"policy", mxu_cmd_policy},     {"trace", mxu_cmd_trace},
 };
 
 static void usage(FILE *out)

@@ -34,7 +34,7 @@ typedef struct cli_verb_help {
 extern const cli_verb_help cli_help_deploy, cli_help_invoke, cli_help_ls, cli_help_show,
     cli_help_alias, cli_help_rm, cli_help_logs, cli_help_version, cli_help_health,
     cli_help_resource, cli_help_usage, cli_help_bill, cli_help_key, cli_help_tenant,
-    cli_help_policy, cli_help_catalog;
+    cli_help_policy, cli_help_catalog, cli_help_trace;
 
 /* The lines every verb's --help ends its options with. */
 #define CLI_COMMON_OPTIONS_HELP                                                            \

@@ -16,10 +16,10 @@ void mxu_cli_usage_all(FILE *out)
         const char *name, *summary;
     } serve = {"serve", "run a node"};
     static const cli_verb_help *const verbs[] = {
-        &cli_help_deploy,   &cli_help_catalog, &cli_help_invoke, &cli_help_ls,
-        &cli_help_show,     &cli_help_logs,    &cli_help_alias,  &cli_help_rm,
-        &cli_help_resource, &cli_help_usage,   &cli_help_bill,   &cli_help_key,
-        &cli_help_tenant,   &cli_help_policy,  &cli_help_health, &cli_help_version,
+        &cli_help_deploy, &cli_help_catalog, &cli_help_invoke, &cli_help_ls,       &cli_help_show,
+        &cli_help_logs,   &cli_help_alias,   &cli_help_rm,     &cli_help_resource, &cli_help_usage,
+        &cli_help_bill,   &cli_help_key,     &cli_help_tenant, &cli_help_policy,   &cli_help_trace,
+        &cli_help_health, &cli_help_version,
     };
     /* Only the list: the main prints the usage line around it. */
     fprintf(out, "commands:\n");

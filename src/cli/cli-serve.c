@@ -40,7 +40,7 @@ typedef struct node {
     mxu_resolver *resolver;
     mxu_sched *sched;
     mxu_compose *compose; /* runs services */
-    mxu_meter *meter; /* NULL with --metering off */
+    mxu_meter *meter;     /* NULL with --metering off */
     mxu_api *api;
     mxu_http_server *http;
     uv_signal_t sigterm, sigint;

@@ -27,6 +27,7 @@ int mxu_cmd_show(int argc, char **argv);
 int mxu_cmd_alias(int argc, char **argv);
 int mxu_cmd_rm(int argc, char **argv);
 int mxu_cmd_logs(int argc, char **argv);
+int mxu_cmd_trace(int argc, char **argv);
 int mxu_cmd_version(int argc, char **argv);
 int mxu_cmd_health(int argc, char **argv);
 int mxu_cmd_resource(int argc, char **argv);

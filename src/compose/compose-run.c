@@ -117,12 +117,12 @@ enum out_kind { OUT_OK, OUT_END, OUT_FAIL };
 /* What a task ends with. The receiver owns what is in it. */
 typedef struct outcome {
     enum out_kind kind;
-    payload p;       /* OK, END: the answer */
-    int status;      /* FAIL: the run's answer status (502, 503, 504, 403) */
+    payload p;        /* OK, END: the answer */
+    int status;       /* FAIL: the run's answer status (502, 503, 504, 403) */
     const char *code; /* FAIL: step_failed, circuit_open, deadline_exceeded, forbidden */
-    char *step;      /* FAIL: the step's id */
-    char *message;   /* FAIL */
-    int step_status; /* FAIL: what the step's last call got (500, 504, ...); 0 = none */
+    char *step;       /* FAIL: the step's id */
+    char *message;    /* FAIL */
+    int step_status;  /* FAIL: what the step's last call got (500, 504, ...); 0 = none */
 } outcome;
 
 static void outcome_free(outcome *o)
@@ -175,8 +175,8 @@ struct mxu_compose_run {
     size_t nrows, caprows;
     call_task *active; /* calls waiting on the scheduler or a backoff timer */
     int pins;
-    bool done;      /* answered or cancelled: nothing more is reported */
-    bool cancelled; /* by the caller */
+    bool done;        /* answered or cancelled: nothing more is reported */
+    bool cancelled;   /* by the caller */
     uint32_t pending; /* cancelled invocations still running */
     void (*gone)(void *ud);
     void *gone_ud;
@@ -543,8 +543,7 @@ static void call_finish_fail(call_task *k, int status, const char *code, const c
     char *stepid = mxu_asprintf("%s%s", k->sc->prefix, k->st->id ? k->st->id : "");
     if (run_now(r) >= k->sc->deadline && strcmp(code, "forbidden") != 0)
         fail_outcome(&o, 504, "deadline_exceeded", stepid, k->fail_status,
-                     "the service's deadline passed in step %s (%s)", stepid,
-                     b.data ? b.data : "");
+                     "the service's deadline passed in step %s (%s)", stepid, b.data ? b.data : "");
     else
         fail_outcome(&o, status, code, stepid, k->fail_status, "step %s: %s", stepid,
                      b.data ? b.data : "");
@@ -598,8 +597,8 @@ static int call_target(call_task *k, const mxu_fnref *ref)
                              .to_name = v->function};
         mxu_err perr;
         if (mxu_policy_link_check(pol, &l, true, NULL, &perr) < 0) {
-            _cleanup_free_ char *why = mxu_asprintf("step %s -> %s: %s", k->st->id, ref->text,
-                                                    perr.msg);
+            _cleanup_free_ char *why =
+                mxu_asprintf("step %s -> %s: %s", k->st->id, ref->text, perr.msg);
             mxu_sched_log_denial(c->cfg.sched, tenant, svc->function, svc->version, r->id, why);
             mxu_sched_record_call_rejected(c->cfg.sched, v, 403, "forbidden", r->id, svc);
             k->fail_status = 403;
@@ -613,8 +612,7 @@ static int call_target(call_task *k, const mxu_fnref *ref)
 /* The step's call failed (after its retries, or at once when its breaker
  * is open); try its fallback, or fail it. A call that failed counts once for
  * the breaker, whatever its attempts. */
-static void call_give_up(call_task *k, const char *why, int status, const char *code,
-                         bool counts)
+static void call_give_up(call_task *k, const char *why, int status, const char *code, bool counts)
 {
     if (counts && k->br && !k->in_fallback)
         mxu_breaker_report(k->br, false, k->trial, run_now(k->t.r), k->e->breaker_failures,
@@ -738,8 +736,8 @@ static void on_call_result(void *ud, mxu_invoke_res *res)
     active_remove(k);
     if (res->error != MXU_INV_OK) {
         unsigned cls = res->error == MXU_INV_QUEUE_FULL ? MXU_RETRY_429 : MXU_RETRY_ERROR;
-        call_failed(k, inv_status(res->error), cls, mxu_inv_error_code(res->error), true,
-                    "%s: %s", k->target_text, res->message ? res->message : "");
+        call_failed(k, inv_status(res->error), cls, mxu_inv_error_code(res->error), true, "%s: %s",
+                    k->target_text, res->message ? res->message : "");
         run_unpin(r);
         return;
     }
@@ -813,8 +811,8 @@ static void call_attempt(call_task *k)
                       .concurrency = e->max_concurrency};
     mxu_shape_denial d;
     if (pol && mxu_limits_any(&lim) &&
-        mxu_shape_admit_link(pol, tenant, svc->function, k->st->id, &lim, mxu_now_ns(),
-                             &k->ticket, &d) < 0) {
+        mxu_shape_admit_link(pol, tenant, svc->function, k->st->id, &lim, mxu_now_ns(), &k->ticket,
+                             &d) < 0) {
         mxu_sched_record_call_rejected(c->cfg.sched, k->target, 429, d.code, r->id, svc);
         call_failed(k, 429, MXU_RETRY_429, d.code, false, "%s", d.message);
         return;
@@ -956,9 +954,12 @@ static const mxu_route *pick_route(call_task *k)
     }
     if (nw == 0)
         return NULL;
-    if (nw == 1 && e->nroutes == 1) {
-        row_set(&k->row->why, "only route");
-        return &e->routes[0];
+    if (nw == 1) {
+        row_set(&k->row->why, e->nroutes == 1 ? "only route" : "only weighted route");
+        for (size_t i = 0; i < e->nroutes; i++) {
+            if (e->routes[i].header == NULL)
+                return &e->routes[i];
+        }
     }
     uint32_t weights[64];
     const mxu_route *which[64];
@@ -975,8 +976,7 @@ static const mxu_route *pick_route(call_task *k)
     }
     uint64_t draw = compose_rand(r->c) % total;
     size_t ix = mxu_weighted_pick(weights, m, draw);
-    row_set(&k->row->why, "weight %u/%u (draw %llu)", weights[ix], total,
-            (unsigned long long)draw);
+    row_set(&k->row->why, "weight %u/%u (draw %llu)", weights[ix], total, (unsigned long long)draw);
     return which[ix];
 }
 
@@ -1277,8 +1277,8 @@ static task *switch_start(task *parent, scope *sc, const mxu_step *st, payload *
     const char *what = "status";
     if (st->on == MXU_SWITCH_JSON) {
         what = "json";
-        json_t *doc = in->body.len ? json_loadb(in->body.data, in->body.len, JSON_DECODE_ANY, NULL)
-                                   : NULL;
+        json_t *doc =
+            in->body.len ? json_loadb(in->body.data, in->body.len, JSON_DECODE_ANY, NULL) : NULL;
         text = mxu_json_case_text(mxu_json_pointer(doc, st->on_arg ? st->on_arg : ""));
         json_decref(doc);
     } else if (st->on == MXU_SWITCH_HEADER) {
@@ -1380,9 +1380,9 @@ static void body_child_done(task *self, task *child, outcome *o)
     b->fail = *o;
     *o = (outcome){0};
     b->in_handler = true;
-    json_t *j = json_pack("{s:s, s:i, s:s, s:s, s:s}", "step", b->fail.step, "status",
-                          b->fail.status, "error",
-                          b->fail.code, "message", b->fail.message, "trace_id", r->trace_hex);
+    json_t *j =
+        json_pack("{s:s, s:i, s:s, s:s, s:s}", "step", b->fail.step, "status", b->fail.status,
+                  "error", b->fail.code, "message", b->fail.message, "trace_id", r->trace_hex);
     char *text = j ? json_dumps(j, JSON_COMPACT) : NULL;
     json_decref(j);
     payload in = {.status = b->fail.status};
@@ -1462,16 +1462,15 @@ static void record_trace(mxu_compose_run *r, const outcome *o, int status)
         }
         json_array_append_new(steps, s);
     }
-    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:i, s:o}", "run", run_id,
-                            "trace", r->trace_hex, "tenant", mxu_fn_version_tenant(r->v),
-                            "service", r->v->function, "version", (int)r->v->version, "start",
-                            start, "duration_us", (json_int_t)run_us(r), "status", status,
-                            "steps", steps);
+    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:i, s:o}", "run", run_id, "trace",
+                            r->trace_hex, "tenant", mxu_fn_version_tenant(r->v), "service",
+                            r->v->function, "version", (int)r->v->version, "start", start,
+                            "duration_us", (json_int_t)run_us(r), "status", status, "steps", steps);
     if (run == NULL)
         return;
     if (o && o->kind == OUT_FAIL) {
-        json_t *e = json_pack("{s:s, s:s, s:s}", "code", o->code, "message", o->message, "step",
-                              o->step);
+        json_t *e =
+            json_pack("{s:s, s:s, s:s}", "code", o->code, "message", o->message, "step", o->step);
         if (e)
             json_object_set_new(run, "error", e);
     }

@@ -198,8 +198,8 @@ json_t *mxu_json_pointer(json_t *root, const char *ptr)
         } else if (json_is_array(cur)) {
             /* digits only, no leading zero (RFC 6901 section 4) */
             uint64_t idx;
-            if (n == 0 || (n > 1 && tok[0] == '0') || strspn(tok, "0123456789") != n ||
-                n > 9 || mxu_parse_u64(tok, &idx) < 0)
+            if (n == 0 || (n > 1 && tok[0] == '0') || strspn(tok, "0123456789") != n || n > 9 ||
+                mxu_parse_u64(tok, &idx) < 0)
                 return NULL;
             cur = json_array_get(cur, (size_t)idx);
         } else {

@@ -138,8 +138,9 @@ json_t *mxu_compose_trace_json(mxu_compose *c, const char *tenant, const char *i
     uint8_t tid[16];
     json_t *j = parse_trace_id(id, tid) ? trace_store_get(c->traces, tenant, tid) : NULL;
     if (j == NULL)
-        mxu_err_set(err, ENOENT, "no trace '%.40s' is kept (traces are kept for the last %zu runs "
-                                 "of each tenant)",
+        mxu_err_set(err, ENOENT,
+                    "no trace '%.40s' is kept (traces are kept for the last %zu runs "
+                    "of each tenant)",
                     id ? id : "", c->cfg.trace_max_runs);
     return j;
 }
@@ -148,5 +149,6 @@ bool mxu_compose_trace_owner(mxu_compose *c, const char *id, char *tenant, size_
                              char *service, size_t slen)
 {
     uint8_t tid[16];
-    return parse_trace_id(id, tid) && trace_store_owner(c->traces, tid, tenant, tlen, service, slen);
+    return parse_trace_id(id, tid) &&
+           trace_store_owner(c->traces, tid, tenant, tlen, service, slen);
 }
