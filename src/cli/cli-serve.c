@@ -491,6 +491,7 @@ int mxu_cmd_serve(int argc, char **argv)
         fprintf(stderr, "mxu serve: %s\n", err.msg);
         goto out;
     }
+    mxu_compose_attach(n.compose); /* svc: calls to services */
     mxu_http_limits limits;
     mxu_http_limits_default(&limits);
     limits.max_body_bytes = n.cfg.max_body;

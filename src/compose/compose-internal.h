@@ -57,6 +57,7 @@ struct mxu_compose {
     size_t nbuckets, nbreakers;
     trace_store *traces;
     mxu_compose_run *runs; /* every run not yet freed (destroy cancels them) */
+    bool attached;         /* runs the scheduler's svc: calls to services */
 };
 
 uint64_t compose_rand(mxu_compose *c);

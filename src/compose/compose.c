@@ -34,10 +34,31 @@ int mxu_compose_create(uv_loop_t *loop, const mxu_compose_config *cfg, mxu_compo
     return 0;
 }
 
+static void *svc_invoke(void *ud, mxu_fn_version *v, mxu_invoke_req *req, mxu_invoke_cb cb,
+                        void *cb_ud)
+{
+    return mxu_compose_invoke(ud, v, req, cb, cb_ud);
+}
+
+static void svc_cancel_then(void *ud, void *run, void (*gone)(void *gone_ud), void *gone_ud)
+{
+    MXU_UNUSED(ud);
+    mxu_compose_cancel_then(run, gone, gone_ud);
+}
+
+void mxu_compose_attach(mxu_compose *c)
+{
+    mxu_sched_services ops = {.invoke = svc_invoke, .cancel_then = svc_cancel_then, .ud = c};
+    mxu_sched_set_services(c->cfg.sched, &ops);
+    c->attached = true;
+}
+
 void mxu_compose_destroy(mxu_compose *c)
 {
     if (c == NULL)
         return;
+    if (c->attached)
+        mxu_sched_set_services(c->cfg.sched, NULL);
     compose_cancel_all(c);
     for (size_t i = 0; i < c->nbuckets; i++) {
         breaker_entry *e = c->breakers[i];
@@ -143,12 +164,4 @@ json_t *mxu_compose_trace_json(mxu_compose *c, const char *tenant, const char *i
                     "of each tenant)",
                     id ? id : "", c->cfg.trace_max_runs);
     return j;
-}
-
-bool mxu_compose_trace_owner(mxu_compose *c, const char *id, char *tenant, size_t tlen,
-                             char *service, size_t slen)
-{
-    uint8_t tid[16];
-    return parse_trace_id(id, tid) &&
-           trace_store_owner(c->traces, tid, tenant, tlen, service, slen);
 }

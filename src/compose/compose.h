@@ -68,6 +68,10 @@ mxu_compose_run *mxu_compose_invoke(mxu_compose *c, mxu_fn_version *v, mxu_invok
  * link slots are held until then; at once when none is running). */
 void mxu_compose_cancel_then(mxu_compose_run *run, void (*gone)(void *ud), void *ud);
 
+/* Let the scheduler hand svc: calls whose callee is a service to this
+ * engine (mxu_sched_set_services); undone by mxu_compose_destroy. */
+void mxu_compose_attach(mxu_compose *c);
+
 /* ---- traces ---- */
 
 /* The runs of trace `id` (32 hex digits, as in X-Mxu-Trace) among the
@@ -78,11 +82,6 @@ void mxu_compose_cancel_then(mxu_compose_run *run, void (*gone)(void *ud), void 
  *   "status", "error"?, "calls": [...]}]}]}.
  * NULL with ENOENT if none is kept (never recorded, or evicted). */
 json_t *mxu_compose_trace_json(mxu_compose *c, const char *tenant, const char *id, mxu_err *err);
-/* The tenant and service of a kept trace's latest run (for authorization),
- * or false. Strings are copied into the buffers. */
-bool mxu_compose_trace_owner(mxu_compose *c, const char *id, char *tenant, size_t tlen,
-                             char *service, size_t slen);
-
 /* ---- pieces that stand alone (unit-tested and fuzzed) ---- */
 
 /* W3C trace context: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>".

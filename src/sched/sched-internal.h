@@ -194,6 +194,7 @@ struct mxu_sched {
     bool stopping_instances;
     void (*shutdown_done)(void *);
     void *shutdown_ud;
+    mxu_sched_services services; /* runs svc: calls to services; zero: none */
 };
 
 /* sched.c */

@@ -35,6 +35,8 @@ typedef struct svc_call {
     uint64_t inv_id;
     uint32_t call_id;
     mxu_invocation *callee; /* NULL once answered */
+    void *callee_run;       /* a service's run instead (s->services), NULL once answered */
+    bool to_service;
     /* The request's strings, copied: the RES_OP frame they came in is gone
      * once this returns, and the callee may start much later. */
     mxu_buf strings;
@@ -160,6 +162,7 @@ static void on_callee_result(void *ud, mxu_invoke_res *res)
     svc_call *c = ud;
     mxu_instance *inst = c->caller;
     c->callee = NULL;
+    c->callee_run = NULL;
     mxu_sched *s = inst->pool->sched;
     svc_record(c, res);
     if (res->error != MXU_INV_OK) {
@@ -322,6 +325,12 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         return;
     }
 
+    if (v->manifest->service && s->services.invoke == NULL) {
+        mxu_instance_res_reply(caller, c->inv_id, c->call_id, MXU_RES_CALL_FAILED,
+                               "this node cannot run services", 0, 0, NULL, 0);
+        svc_finish(c);
+        return;
+    }
     if (s->cfg.policy && svc_shape(c, pool, v, decl) < 0)
         return;
 
@@ -366,18 +375,38 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         req.bytes_in += (uint64_t)c->names[i].len + c->values[i].len + 4;
     c->bytes_in = req.bytes_in;
     /* The callback may run before invoke returns (queue full, ...). */
+    if (v->manifest->service) {
+        /* A service: run by the compose engine (mxu_sched_set_services). */
+        c->to_service = true;
+        void *run = s->services.invoke(s->services.ud, v, &req, on_callee_result, c);
+        mxu_buf_free(&req.body);
+        if (run && caller->svc_call == c)
+            c->callee_run = run;
+        return;
+    }
     mxu_invocation *callee = mxu_sched_invoke(s, v, &req, on_callee_result, c);
     mxu_buf_free(&req.body);
     if (callee && caller->svc_call == c)
         c->callee = callee;
 }
 
+void mxu_sched_set_services(mxu_sched *s, const mxu_sched_services *ops)
+{
+    s->services = ops ? *ops : (mxu_sched_services){0};
+}
+
 void mxu_sched_svc_abandon(mxu_instance *caller)
 {
     svc_call *c = caller->svc_call;
     mxu_invocation *callee = c->callee;
+    void *run = c->callee_run;
     c->callee = NULL;
+    c->callee_run = NULL;
     svc_detach(c);
     /* A callee still running keeps the link's slot until it is over. */
-    mxu_sched_cancel_then(callee, svc_release, c);
+    mxu_sched *s = caller->pool->sched;
+    if (c->to_service)
+        s->services.cancel_then(s->services.ud, run, svc_release, c);
+    else
+        mxu_sched_cancel_then(callee, svc_release, c);
 }

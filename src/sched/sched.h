@@ -178,6 +178,22 @@ void mxu_sched_cancel(mxu_invocation *inv);
  * caller's concurrency slots are held until then). */
 void mxu_sched_cancel_then(mxu_invocation *inv, void (*gone)(void *ud), void *ud);
 
+/* ---- services ---- */
+
+/* How an svc: call whose callee is a service (kind: service) is run: the
+ * scheduler does not run services, the compose engine does, and it sits
+ * above the scheduler; the node hands it down with this (src/compose's
+ * mxu_compose_attach). `invoke` and `cancel_then` have the shape and
+ * contract of mxu_sched_invoke and mxu_sched_cancel_then. Without it such a
+ * call fails, saying why. */
+typedef struct mxu_sched_services {
+    void *(*invoke)(void *ud, mxu_fn_version *v, mxu_invoke_req *req, mxu_invoke_cb cb,
+                    void *cb_ud);
+    void (*cancel_then)(void *ud, void *run, void (*gone)(void *gone_ud), void *gone_ud);
+    void *ud;
+} mxu_sched_services;
+void mxu_sched_set_services(mxu_sched *s, const mxu_sched_services *ops); /* NULL: none */
+
 /* ---- observing ---- */
 
 /* {"memory_budget":..,"memory_reserved":..,"memory_free":..,"instances":..,"queued":..} */

@@ -19,10 +19,12 @@ STEP = open(os.path.join(FUNCTIONS, "step", "step.c")).read()
 TP = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 
 
-def fn(n, tmp, name, **env):
+def fn(n, tmp, name, resources="", **env):
     """Deploy the step function as `name` with this env; returns its version."""
     m = (f"name: {name}\nruntime: c\nsources: [step.c]\nmemory: 32Mi\ntimeout: 5s\n"
          "max_instances: 1\nkeep_alive: 10m\n")
+    if resources:
+        m += "resources:\n" + resources
     if env:
         m += "env:\n" + "".join(f"  {k}: '{v}'\n" for k, v in env.items())
     return n.deploy(make_function(tmp, name, m, {"step.c": STEP}))
@@ -526,3 +528,16 @@ def test_traces_api_and_cli():
         acme = k.json()["key"]
         r = n.post("/fn/t")
         eq(n.get("/v1/traces/" + r.headers["x-mxu-trace"], key=acme).status, 404)
+
+
+def test_function_calls_a_service_through_svc():
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "a", MODE="append", TAG="A")
+        fn(n, tmp, "b", MODE="append", TAG="B")
+        svc(n, tmp, "ab", "steps: [a, b]\n")
+        fn(n, tmp, "caller", resources='  next: {uri: "svc:ab"}\n', MODE="svc")
+        r = n.post("/fn/caller", body="x")
+        eq((r.status, r.text), (200, "xAB"))
+        recs = n.get("/v1/usage?function=ab").json()["records"]
+        eq(len(recs), 1)
+        eq(recs[0]["caller_function"], "caller@1")

@@ -9,6 +9,8 @@
  *   MODE=fail     answer 500, always
  *   MODE=status   answer STATUS with TAG as the body
  *   MODE=echo     answer the body with its Content-Type
+ *   MODE=svc      call its `next` descriptor (an svc: resource) with the body,
+ *                 answer what it answered (a 599 saying why if the call failed)
  *
  * and before that, FAIL_FIRST=N answers 500 to its first N calls (the count
  * is the instance's: deploy with max_instances 1), SLEEP_MS=N sleeps.
@@ -103,6 +105,18 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (strcmp(mode, "status") == 0) {
         mxu_res_status(res, (int)strtol(env("STATUS", "200"), NULL, 10));
         mxu_res_printf(res, "%s", tag);
+        return 0;
+    }
+    if (strcmp(mode, "svc") == 0) {
+        mxu_svc_reply r;
+        int rc = mxu_svc_call(req, "next", "POST", "/", body, len, &r);
+        if (rc != 0) {
+            mxu_res_status(res, 599);
+            mxu_res_printf(res, "svc call failed: %d %s", rc, mxu_last_error(req));
+            return 0;
+        }
+        mxu_res_status(res, r.status);
+        mxu_res_write(res, r.body, r.len);
         return 0;
     }
     if (strcmp(mode, "echo") == 0) {
