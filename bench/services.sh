@@ -9,9 +9,10 @@
 # `proxy_pass` to A through an upstream keepalive pool (HTTP/1.1, Connection
 # ""), so that B's request costs A's plus one keep-alive hop. bench/src/latency.c
 # times requests one at a time on one keep-alive connection per target
-# (latency, not throughput), raw nearest-rank percentiles, every target in
-# turn within each round ($REQUESTS timed requests after $WARM_REQUESTS
-# untimed ones), the order rotated from round to round, for $ROUNDS rounds:
+# (latency, not throughput), raw nearest-rank percentiles. A round is
+# $WARM_REQUESTS untimed requests per target, then $REQUESTS timed ones per
+# target, the targets interleaved in blocks of $BLOCK (each block after 10
+# untimed requests), the order rotated by block and round; $ROUNDS rounds:
 # drift on the machine hits every target alike. Per target: p50/p90/p99 of
 # every sample, and the median of the rounds' p50s. Then, with p50s:
 #
@@ -45,7 +46,7 @@
 #   in host.txt: the commit MXU_BIN was built from, when it is not the
 #   repository's HEAD), BENCH_QUICK=1 (smoke: 3 rounds x 500, no perf),
 #   ROUNDS (15), REQUESTS (2000 per target and round), WARM_REQUESTS (300),
-#   STEPS (10: the long chain), BENCH_PERF (1), BENCH_LOCK
+#   BLOCK (100), STEPS (10: the long chain), BENCH_PERF (1), BENCH_LOCK
 #   (/tmp/mxu-bench.lock; empty: no lock), LOCK_WAIT (1800 s), SERVER_CPU (0),
 #   CLIENT_CPU (1), BENCH_PORT (18200: uses +30, +31, +32), QUIET_MIN (90),
 #   QUIET_WAIT (120), OTHERS_MAX (5), RETRIES (2).
@@ -64,6 +65,7 @@ QUIET_WAIT=${QUIET_WAIT:-120}
 OTHERS_MAX=${OTHERS_MAX:-5}
 RETRIES=${RETRIES:-2}
 STEPS=${STEPS:-10}
+BLOCK=${BLOCK:-100}
 BENCH_LOCK=${BENCH_LOCK-/tmp/mxu-bench.lock}
 LOCK_WAIT=${LOCK_WAIT:-1800}
 if [ "${BENCH_QUICK:-0}" = 1 ]; then
@@ -114,7 +116,7 @@ log "results: $RES"
 # ---------------------------------------------------------------- machine
 {
     echo "date: $(date -Is)"
-    echo "mode: $ROUNDS rounds x $REQUESTS timed requests per target (+ $WARM_REQUESTS untimed), 1 keep-alive connection each; chain of $STEPS"
+    echo "mode: $ROUNDS rounds x $REQUESTS timed requests per target (+ $WARM_REQUESTS untimed) in blocks of $BLOCK, 1 keep-alive connection each; chain of $STEPS"
     echo "cpu: $(awk -F': ' '/model name/{m=$2} END{print m}' /proc/cpuinfo), nproc $(nproc)$(grep -q -w hypervisor /proc/cpuinfo && echo ', virtual machine')"
     echo "kernel: $(uname -srm)"
     echo "cpuidle: $(cat /sys/devices/system/cpu/cpuidle/current_driver 2>/dev/null || echo unknown)"
@@ -245,7 +247,7 @@ ROUNDS_TSV=$RES/rounds.tsv
 echo "round	tries	idle_before	others_cpu_pct	disturbed" >"$ROUNDS_TSV"
 client() { # ROUND REQUESTS WARMUP OUT
     # shellcheck disable=SC2086 # TARGETS is a list of NAME=PORT/PATH
-    timeout 600 taskset -c "$CLIENT_CPU" "$W/bin/latency" "$1" "$2" "$3" "$4" "$AUTH_HDR" $TARGETS
+    timeout 600 taskset -c "$CLIENT_CPU" "$W/bin/latency" "$1" "$2" "$3" "$BLOCK" "$4" "$AUTH_HDR" $TARGETS
 }
 log "warm-up round"
 client 0 "$REQUESTS" "$WARM_REQUESTS" "$RES/raw/warmup.tsv" >"$RES/raw/warmup.txt" 2>&1
@@ -288,11 +290,11 @@ if [ "$PERF" = 1 ] && command -v perf >/dev/null 2>&1 && echo "$TARGETS" | grep 
         n=$(awk -F'\t' -v t="$t" '$1 == t { s += $3; k++ } END { printf "%d", k ? 6e9 / (s / k) : 20000 }' \
             "$RES/raw/round-1.tsv")
         perf stat -e context-switches,cpu-migrations,task-clock -a -C "$SERVER_CPU" -o "$RES/raw/perf-stat-$t.txt" -- \
-            taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 /dev/null "$AUTH_HDR" "$spec" \
+            taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 "$n" /dev/null "$AUTH_HDR" "$spec" \
             >"$RES/raw/perf-stat-$t.log" 2>&1
         echo "requests: $((n + 200))" >>"$RES/raw/perf-stat-$t.txt"
         perf record -e cpu-clock -g -a -C "$SERVER_CPU" -o "$RES/raw/perf-$t.data" -- \
-            taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 /dev/null "$AUTH_HDR" "$spec" \
+            taskset -c "$CLIENT_CPU" timeout 120 "$W/bin/latency" 0 "$n" 200 "$n" /dev/null "$AUTH_HDR" "$spec" \
             >"$RES/raw/perf-$t.log" 2>&1
         perf report -i "$RES/raw/perf-$t.data" --stdio -n --no-children --sort comm -g none >"$RES/perf-$t-comm.txt" 2>/dev/null
         perf report -i "$RES/raw/perf-$t.data" --stdio --no-children --sort comm,dso,sym -g none --percent-limit 0.5 >"$RES/perf-$t-sym.txt" 2>/dev/null

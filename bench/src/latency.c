@@ -1,16 +1,21 @@
 /*
  * latency — one round of request latencies at one keep-alive connection per
- * target, the targets taken in turn (bench/services.sh).
+ * target, the targets interleaved in small blocks (bench/services.sh).
  *
- *   latency ROUND REQUESTS WARMUP OUT.tsv HEADER NAME=PORT/PATH...
+ *   latency ROUND REQUESTS WARMUP BLOCK OUT.tsv HEADER NAME=PORT/PATH...
  *
- * Opens one keep-alive connection to 127.0.0.1:PORT per target. Then, for
- * each target in turn (starting at target ROUND % ntargets, so that no target
- * is always first), WARMUP untimed requests followed by REQUESTS timed ones,
- * one at a time: each timed from just before send() to the last byte of the
- * response (CLOCK_MONOTONIC). Every request is the same bytes but for the
- * path: "GET PATH HTTP/1.1", Host, and HEADER if it is not empty (e.g. the
- * node's "Authorization: Bearer ..."; nginx ignores it). Appends one line
+ * Opens one keep-alive connection to 127.0.0.1:PORT per target and sends
+ * WARMUP untimed requests on each. Then REQUESTS timed requests per target,
+ * one at a time, in blocks of BLOCK: every target in turn gets a block (the
+ * order rotated by ROUND and by block, so that no target is always first),
+ * and so on, so that the machine's drift within the round (this VM's
+ * latencies wander by tens of percent over seconds) hits every target alike.
+ * A block starts with BLOCK_WARM untimed requests: the switch from another
+ * server leaves the caches cold for the first few. Each timed request is
+ * timed from just before send() to the last byte of the response
+ * (CLOCK_MONOTONIC). Every request is the same bytes but for the path:
+ * "GET PATH HTTP/1.1", Host, and HEADER if it is not empty (e.g. the node's
+ * "Authorization: Bearer ..."; nginx ignores it). Appends one line
  * "name round ns" per timed request to OUT.tsv and prints per target
  *   LAT name=.. round=.. n=.. p50_us=.. p90_us=.. p99_us=.. mean_us=.. bad=..
  * where bad counts answers that were not 200 with the body "ok" (any bad
@@ -34,6 +39,7 @@
 
 #define BUFSZ       (64 * 1024)
 #define MAX_TARGETS 16
+#define BLOCK_WARM  10
 
 typedef struct target {
     char name[64];
@@ -41,6 +47,8 @@ typedef struct target {
     char req[4096];
     size_t reqlen;
     int fd;
+    long long *lat; /* REQUESTS samples, ns */
+    long n, bad;
 } target;
 
 static char buf[BUFSZ];
@@ -150,22 +158,24 @@ static double pct_us(const long long *v, size_t n, double p)
 
 int main(int argc, char **argv)
 {
-    if (argc < 7) {
-        fprintf(stderr, "usage: latency ROUND REQUESTS WARMUP OUT.tsv HEADER NAME=PORT/PATH...\n");
+    if (argc < 8) {
+        fprintf(stderr,
+                "usage: latency ROUND REQUESTS WARMUP BLOCK OUT.tsv HEADER NAME=PORT/PATH...\n");
         return 1;
     }
     int round = atoi(argv[1]);
-    long nreq = atol(argv[2]), warm = atol(argv[3]);
-    const char *hdr = argv[5];
-    int nt = argc - 6;
-    if (nreq < 1 || warm < 0 || nt > MAX_TARGETS) {
-        fprintf(stderr, "latency: REQUESTS >= 1, WARMUP >= 0, at most %d targets\n", MAX_TARGETS);
+    long nreq = atol(argv[2]), warm = atol(argv[3]), block = atol(argv[4]);
+    const char *hdr = argv[6];
+    int nt = argc - 7;
+    if (nreq < 1 || warm < 0 || block < 1 || nt > MAX_TARGETS) {
+        fprintf(stderr, "latency: REQUESTS >= 1, WARMUP >= 0, BLOCK >= 1, at most %d targets\n",
+                MAX_TARGETS);
         return 1;
     }
     static target ts[MAX_TARGETS];
     for (int i = 0; i < nt; i++) {
         target *t = &ts[i];
-        const char *spec = argv[6 + i];
+        const char *spec = argv[7 + i];
         const char *eq = strchr(spec, '='), *slash = eq ? strchr(eq, '/') : NULL;
         if (!eq || !slash || (size_t)(eq - spec) >= sizeof(t->name)) {
             fprintf(stderr, "latency: bad target '%s' (NAME=PORT/PATH)\n", spec);
@@ -182,41 +192,48 @@ int main(int argc, char **argv)
         }
         t->reqlen = (size_t)n;
         t->fd = dial(t->port, t->name);
+        t->lat = malloc((size_t)nreq * sizeof(*t->lat));
+        if (!t->lat)
+            die("malloc", NULL);
     }
-    FILE *out = fopen(argv[4], "a");
+    FILE *out = fopen(argv[5], "a");
     if (!out)
-        die("open OUT.tsv", argv[4]);
-    long long *lat = malloc((size_t)nreq * sizeof(*lat));
-    if (!lat)
-        die("malloc", NULL);
+        die("open OUT.tsv", argv[5]);
+    for (int i = 0; i < nt; i++) {
+        for (long k = 0; k < warm; k++)
+            roundtrip(&ts[i]);
+    }
+    for (long b = 0; b * block < nreq; b++) {
+        for (int j = 0; j < nt; j++) {
+            target *t = &ts[(round + b + j) % nt];
+            for (long k = 0; k < BLOCK_WARM; k++)
+                roundtrip(t);
+            for (long k = 0; k < block && t->n < nreq; k++) {
+                long long t0 = now_ns();
+                int ok = roundtrip(t);
+                t->lat[t->n++] = now_ns() - t0;
+                t->bad += !ok;
+            }
+        }
+    }
     int anybad = 0;
-    for (int j = 0; j < nt; j++) {
-        target *t = &ts[(round + j) % nt];
-        for (long i = 0; i < warm; i++)
-            roundtrip(t);
-        long bad = 0;
-        for (long i = 0; i < nreq; i++) {
-            long long t0 = now_ns();
-            int ok = roundtrip(t);
-            lat[i] = now_ns() - t0;
-            bad += !ok;
-        }
+    for (int i = 0; i < nt; i++) {
+        target *t = &ts[i];
         double sum = 0;
-        for (long i = 0; i < nreq; i++) {
-            fprintf(out, "%s\t%d\t%lld\n", t->name, round, lat[i]);
-            sum += (double)lat[i];
+        for (long k = 0; k < t->n; k++) {
+            fprintf(out, "%s\t%d\t%lld\n", t->name, round, t->lat[k]);
+            sum += (double)t->lat[k];
         }
-        qsort(lat, (size_t)nreq, sizeof(*lat), cmp_ll);
-        printf(
-            "LAT name=%s round=%d n=%ld p50_us=%.1f p90_us=%.1f p99_us=%.1f mean_us=%.1f bad=%ld\n",
-            t->name, round, nreq, pct_us(lat, (size_t)nreq, 0.50), pct_us(lat, (size_t)nreq, 0.90),
-            pct_us(lat, (size_t)nreq, 0.99), sum / (double)nreq / 1000.0, bad);
-        fflush(stdout);
-        anybad |= bad != 0;
+        qsort(t->lat, (size_t)t->n, sizeof(*t->lat), cmp_ll);
+        printf("LAT name=%s round=%d n=%ld p50_us=%.1f p90_us=%.1f p99_us=%.1f mean_us=%.1f "
+               "bad=%ld\n",
+               t->name, round, t->n, pct_us(t->lat, (size_t)t->n, 0.50),
+               pct_us(t->lat, (size_t)t->n, 0.90), pct_us(t->lat, (size_t)t->n, 0.99),
+               sum / (double)t->n / 1000.0, t->bad);
+        anybad |= t->bad != 0;
+        close(t->fd);
+        free(t->lat);
     }
     fclose(out);
-    free(lat);
-    for (int i = 0; i < nt; i++)
-        close(ts[i].fd);
     return anybad ? 2 : 0;
 }
