@@ -22,7 +22,7 @@ build: deps $(BUILD)/build.ninja
 CATALOG_DEPLOYS = $(foreach d,$(sort $(dir $(wildcard catalog/*/mxu.yaml))),--deploy $(d:/=))
 
 run: build
-	./$(BUILD)/mxu serve --deploy examples/hello --deploy examples/echo \
+	@sh scripts/run.sh $(BUILD) --deploy examples/hello --deploy examples/echo \
 		--deploy examples/json-transform $(CATALOG_DEPLOYS) $(RUN_ARGS)
 
 check: deps
