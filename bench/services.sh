@@ -391,6 +391,7 @@ for n in ["noop", long]:
     other = 100 - sum(ours.values()) - shares.get("swapper", 0)
     prof.append((n, cs / reqs, busy, ", ".join(f"{k} {v:.0f} %" for k, v in ours.items()), other))
 if prof:
+    print()
     print("| profiled (CPU 0, one connection) | context switches / request (CPU 0) | node + instances µs / request | CPU 0 by command | others on CPU 0 |")
     print("|---|---:|---:|---|---:|")
     for n, cs, busy, sh, other in prof:
