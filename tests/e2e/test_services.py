@@ -541,3 +541,38 @@ def test_function_calls_a_service_through_svc():
         recs = n.get("/v1/usage?function=ab").json()["records"]
         eq(len(recs), 1)
         eq(recs[0]["caller_function"], "caller@1")
+
+
+def test_link_shaping_on_a_step():
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "a", TAG="a")
+        svc(n, tmp, "shaped", "steps:\n  - {call: a, rate: 2/s, burst: 2}\n")
+        eq([n.post("/fn/shaped").status for _ in range(2)], [200, 200])
+        r = n.post("/fn/shaped")
+        eq(r.status, 502, r.text)
+        e = r.json()["error"]
+        eq((e["step"], e["status"]), ("a", 429))
+        check("rate limit" in e["message"], e["message"])
+        eq(calls(n, "a"), 2)
+        # a refused call is a rejected record of the callee, with the service as caller
+        recs = n.get("/v1/usage?function=a").json()["records"]
+        rej = [x for x in recs if x["status"] == "rejected"]
+        eq(len(rej), 1)
+        eq((rej[0]["caller_function"], rej[0]["http_status"]), ("shaped@1", 429))
+
+
+def test_client_gone_cancels_the_run():
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "slow", TAG="slow", SLEEP_MS=600)
+        fn(n, tmp, "after", TAG="after")
+        svc(n, tmp, "gone", "public: true\nsteps: [slow, after]\n")
+        try:
+            n.post("/fn/gone", timeout=0.2, auth=False, headers={"traceparent": TP})
+        except Exception:
+            pass
+        time.sleep(1.0)
+        eq(calls(n, "after"), 0)
+        # the run's trace says the caller went away (the client's trace id names it)
+        run = n.get("/v1/traces/" + TP.split("-")[1]).json()["runs"][-1]
+        eq((run["status"], run["error"]["code"]), (499, "client_gone"))
+        eq(n.post("/fn/gone").status, 200)
