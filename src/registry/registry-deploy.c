@@ -265,6 +265,17 @@ int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manif
         mxu_manifest_free(m);
         return -1;
     }
+    if (vm && m->nlibs) {
+        /* The manifest check says this for `executor: vm`; here vm is the
+         * node's default, and the linker would say it far less clearly. */
+        mxu_err_set(err, EINVAL,
+                    "%s: executor vm (this node's default) links only the guest SDK, no system "
+                    "library, and the manifest's build: libs: names %zu; deploy it with "
+                    "executor: process or sandbox (docs/vm.md)",
+                    m->name, m->nlibs);
+        mxu_manifest_free(m);
+        return -1;
+    }
     if (vm && m->runtime != MXU_RUNTIME_C) {
         mxu_err_set(err, EINVAL,
                     "%s: executor vm runs runtime c functions only (a guest has no operating "

@@ -355,3 +355,20 @@ def test_blocks_under_the_sandbox():
         eq([n.get("/fn/kv-counter?name=s").json()["value"] for _ in range(3)], [1, 2, 3])
         inst = n.instances("compress")
         check(inst and all(i["executor"] == "sandbox" for i in inst), inst)
+
+
+def test_sdk_only_blocks_under_vm():
+    """kv-counter and queue-publish use only the SDK: they run under vm. The
+    blocks that link a library are refused there at deploy, saying why."""
+    from test_vm import vm_node
+    n = vm_node("--executor", "vm")
+    with n:
+        deploy(n, "kv-counter")
+        deploy(n, "queue-publish", "--as", "jobs", "--bind", "queue=queue:jobs")
+        eq([n.get("/fn/kv-counter?name=v").json()["value"] for _ in range(3)], [1, 2, 3])
+        eq(n.post("/fn/jobs", body=b"in a guest").status, 202)
+        inst = n.instances("kv-counter") + n.instances("jobs")
+        check(len(inst) == 2 and all(i["executor"] == "vm" for i in inst), inst)
+        p = deploy(n, "hash", rc=1)
+        check(b"links only the guest SDK" in p.stderr and b"executor: process or sandbox"
+              in p.stderr, p.stderr)
