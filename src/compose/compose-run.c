@@ -373,7 +373,7 @@ struct call_task {
     bool trial;
     /* the attempt in flight */
     mxu_invocation *inv;
-    bool invoking, answered;
+    bool answered; /* its callback ran (maybe inside mxu_sched_invoke) */
     backoff_timer *timer;
     scope *sub; /* a nested service's run */
     uint64_t bytes_in;
@@ -386,7 +386,6 @@ struct call_task {
     bool active;
     /* the last failure, for the step's error */
     int fail_status;
-    const char *fail_code;
     char *fail_msg;
 };
 
@@ -501,8 +500,8 @@ static void reap(mxu_compose_run *r)
 }
 
 static void call_attempt(call_task *k);
-static void call_failed(call_task *k, int status, unsigned cls, const char *code, bool reached,
-                        const char *fmt, ...) MXU_PRINTF(6, 7);
+static void call_failed(call_task *k, int status, unsigned cls, const char *code, const char *fmt,
+                        ...) MXU_PRINTF(5, 6);
 
 static int inv_status(enum mxu_inv_error e)
 {
@@ -646,9 +645,10 @@ static void on_backoff(uv_timer_t *t)
 }
 
 /* An attempt failed (cls: which MXU_RETRY_* kind; 0 = never retried).
- * `reached`: the callee was called (it counts for the breaker). */
-static void call_failed(call_task *k, int status, unsigned cls, const char *code, bool reached,
-                        const char *fmt, ...)
+ * Retried while retry_on, retries and the deadline allow; then the
+ * fallback, or the step fails. */
+static void call_failed(call_task *k, int status, unsigned cls, const char *code, const char *fmt,
+                        ...)
 {
     mxu_compose_run *r = k->t.r;
     const mxu_edge *e = k->e;
@@ -661,7 +661,6 @@ static void call_failed(call_task *k, int status, unsigned cls, const char *code
     free(k->fail_msg);
     k->fail_msg = b.data ? b.data : mxu_strdup("");
     k->fail_status = status;
-    k->fail_code = code;
     if (k->row->ncalls > k->call_ix && k->row->calls[k->call_ix].error == NULL) {
         trace_call *tc = &k->row->calls[k->call_ix];
         uint64_t at = run_us(r);
@@ -669,7 +668,6 @@ static void call_failed(call_task *k, int status, unsigned cls, const char *code
         tc->status = status;
         tc->error = mxu_asprintf("%s: %s", code, k->fail_msg);
     }
-    MXU_UNUSED(reached);
     k->failures++;
     if (k->in_fallback) {
         call_finish_fail(k, 502, "step_failed", "fallback %s failed: %s", k->target_text,
@@ -736,14 +734,14 @@ static void on_call_result(void *ud, mxu_invoke_res *res)
     active_remove(k);
     if (res->error != MXU_INV_OK) {
         unsigned cls = res->error == MXU_INV_QUEUE_FULL ? MXU_RETRY_429 : MXU_RETRY_ERROR;
-        call_failed(k, inv_status(res->error), cls, mxu_inv_error_code(res->error), true, "%s: %s",
+        call_failed(k, inv_status(res->error), cls, mxu_inv_error_code(res->error), "%s: %s",
                     k->target_text, res->message ? res->message : "");
         run_unpin(r);
         return;
     }
     int st = res->status;
     if (st >= 500 || (st == 429 && (k->e->retry_on & MXU_RETRY_429))) {
-        call_failed(k, st, st == 429 ? MXU_RETRY_429 : MXU_RETRY_5XX, "step_failed", true,
+        call_failed(k, st, st == 429 ? MXU_RETRY_429 : MXU_RETRY_5XX, "step_failed",
                     "%s answered %d", k->target_text, st);
         run_unpin(r);
         return;
@@ -775,7 +773,7 @@ static void call_child_done(task *self, task *child, outcome *o)
         return;
     }
     unsigned cls = o->status == 403 ? 0 : o->status >= 500 ? MXU_RETRY_5XX : MXU_RETRY_ERROR;
-    call_failed(k, o->status, cls, o->code, true, "%s: %s", k->target_text, o->message);
+    call_failed(k, o->status, cls, o->code, "%s: %s", k->target_text, o->message);
     outcome_free(o);
 }
 
@@ -814,14 +812,14 @@ static void call_attempt(call_task *k)
         mxu_shape_admit_link(pol, tenant, svc->function, k->st->id, &lim, mxu_now_ns(), &k->ticket,
                              &d) < 0) {
         mxu_sched_record_call_rejected(c->cfg.sched, k->target, 429, d.code, r->id, svc);
-        call_failed(k, 429, MXU_RETRY_429, d.code, false, "%s", d.message);
+        call_failed(k, 429, MXU_RETRY_429, d.code, "%s", d.message);
         return;
     }
     if (pol && c->cfg.meter && !k->target->manifest->service) {
         if (mxu_quota_reserve(pol, mxu_fn_version_tenant(k->target), mxu_wall_ms(), &d) < 0) {
             mxu_shape_release(&k->ticket);
             mxu_sched_record_call_rejected(c->cfg.sched, k->target, 429, d.code, r->id, svc);
-            call_failed(k, 429, MXU_RETRY_429, d.code, false, "%s", d.message);
+            call_failed(k, 429, MXU_RETRY_429, d.code, "%s", d.message);
             return;
         }
         k->quota = true;
@@ -847,7 +845,7 @@ static void call_attempt(call_task *k)
          * own (its tenant is the same; its deadline never past ours). */
         if (k->sc->depth + 1 > c->cfg.max_depth) {
             mxu_buf_free(&body);
-            call_failed(k, 502, 0, "step_failed", false,
+            call_failed(k, 502, 0, "step_failed",
                         "call depth limit of %u reached calling service %s (a cycle through "
                         "an alias?)",
                         c->cfg.max_depth, k->target_text);
@@ -917,11 +915,9 @@ static void call_attempt(call_task *k)
     k->bytes_in = req.bytes_in;
     req.body = body;
     k->answered = false;
-    k->invoking = true;
     active_add(k);
     mxu_invocation *inv = mxu_sched_invoke(c->cfg.sched, k->target, &req, on_call_result, k);
     mxu_buf_free(&req.body);
-    k->invoking = false;
     if (!k->answered) {
         k->inv = inv;
         /* Something answered inside the call (another branch, shed from
