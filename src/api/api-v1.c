@@ -835,6 +835,38 @@ static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *wh
     api_json(req, 200, t);
 }
 
+static bool trace_readable(void *ud, const char *tenant, const char *service)
+{
+    mxu_err err;
+    return mxu_policy_check(ud, MXU_ACT_FN_READ, tenant, service, &err) == 0;
+}
+
+/* GET /v1/traces?service=NAME&limit=N: the most recent runs whose traces
+ * are kept, newest first, as readable as GET /v1/traces/ID's. */
+static void trace_list_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
+{
+    if (!api_is_method(req, "GET")) {
+        method_not_allowed(req, "GET");
+        return;
+    }
+    mxu_err err;
+    bool node = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
+    const char *own = mxu_principal_tenant(who);
+    if (!node && !api_allow(req, who, MXU_ACT_FN_READ, own, NULL))
+        return;
+    char service[128];
+    bool one = api_query_str(req, "service", service, sizeof(service));
+    uint64_t limit = 20;
+    if (query_u64(req, "limit", &limit) && (limit == 0 || limit > 1000))
+        limit = 1000;
+    json_t *runs =
+        api->cfg.compose
+            ? mxu_compose_traces_json(api->cfg.compose, node ? NULL : own, one ? service : NULL,
+                                      (size_t)limit, node ? NULL : trace_readable, (void *)who)
+            : json_array();
+    api_json(req, 200, json_pack("{s:o}", "runs", runs));
+}
+
 void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
 {
     /* Split "/functions/hello/aliases/prod" into segments. */
@@ -883,6 +915,10 @@ void api_v1(mxu_api *api, mxu_http_req *req, const char *path)
     }
     if (nseg >= 1 && nseg <= 2 && strcmp(seg[0], "keys") == 0) {
         keys(api, req, who, nseg == 2 ? seg[1] : NULL);
+        return;
+    }
+    if (nseg == 1 && strcmp(seg[0], "traces") == 0) {
+        trace_list_route(api, req, who);
         return;
     }
     if (nseg == 2 && strcmp(seg[0], "traces") == 0) {

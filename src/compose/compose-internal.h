@@ -41,10 +41,20 @@ typedef struct trace_row {
 typedef struct trace_store trace_store;
 trace_store *trace_store_new(size_t max_runs, size_t max_bytes);
 void trace_store_free(trace_store *ts);
+/* What a listing shows of a run without reading its whole trace. */
+typedef struct trace_summary {
+    uint64_t run; /* the run's invocation id */
+    uint32_t version;
+    int status;
+    uint64_t start_ms, duration_us;
+} trace_summary;
 /* Keep one run's trace (the JSON text is taken). Evicts the tenant's oldest
  * runs past its bounds. */
 void trace_store_add(trace_store *ts, const char *tenant, const char *service,
-                     const uint8_t trace_id[16], char *json, size_t len);
+                     const uint8_t trace_id[16], const trace_summary *sum, char *json, size_t len);
+json_t *trace_store_list(trace_store *ts, const char *tenant, const char *service, size_t limit,
+                         bool (*allow)(void *ud, const char *tenant, const char *service),
+                         void *ud);
 json_t *trace_store_get(trace_store *ts, const char *tenant, const uint8_t trace_id[16]);
 bool trace_store_owner(trace_store *ts, const uint8_t trace_id[16], char *tenant, size_t tlen,
                        char *service, size_t slen);

@@ -766,10 +766,11 @@ static void call_child_done(task *self, task *child, outcome *o)
     call_task *k = (call_task *)self;
     k->sub = NULL;
     if (o->kind != OUT_FAIL) {
+        enum out_kind kind = o->kind;
         payload p;
         payload_move(&p, &o->p);
         outcome_free(o);
-        call_succeeded(k, &p, o->kind);
+        call_succeeded(k, &p, kind);
         return;
     }
     unsigned cls = o->status == 403 ? 0 : o->status >= 500 ? MXU_RETRY_5XX : MXU_RETRY_ERROR;
@@ -1472,9 +1473,14 @@ static void record_trace(mxu_compose_run *r, const outcome *o, int status)
     }
     char *text = json_dumps(run, JSON_COMPACT);
     json_decref(run);
+    trace_summary sum = {.run = r->id,
+                         .version = r->v->version,
+                         .status = status,
+                         .start_ms = r->start_wall_ms,
+                         .duration_us = run_us(r)};
     if (text)
         trace_store_add(c->traces, mxu_fn_version_tenant(r->v), r->v->function, r->tp.trace_id,
-                        text, strlen(text));
+                        &sum, text, strlen(text));
 }
 
 static void run_done(mxu_compose_run *r, outcome *o)

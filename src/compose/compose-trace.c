@@ -14,6 +14,7 @@
 typedef struct trace_entry {
     uint8_t trace_id[16];
     char service[64];
+    trace_summary sum;
     char *json;
     size_t len;
 } trace_entry;
@@ -66,7 +67,7 @@ static void evict_oldest(tenant_ring *r)
 }
 
 void trace_store_add(trace_store *ts, const char *tenant, const char *service,
-                     const uint8_t trace_id[16], char *json, size_t len)
+                     const uint8_t trace_id[16], const trace_summary *sum, char *json, size_t len)
 {
     tenant_ring *r = ts->rings;
     while (r && strcmp(r->tenant, tenant) != 0)
@@ -96,6 +97,7 @@ void trace_store_add(trace_store *ts, const char *tenant, const char *service,
     trace_entry *e = &r->v[(r->head + r->n) % r->cap];
     memcpy(e->trace_id, trace_id, 16);
     snprintf(e->service, sizeof(e->service), "%s", service);
+    e->sum = *sum;
     e->json = json;
     e->len = len;
     r->n++;
@@ -140,4 +142,59 @@ bool trace_store_owner(trace_store *ts, const uint8_t trace_id[16], char *tenant
         }
     }
     return false;
+}
+
+static int by_start_desc(const void *a, const void *b)
+{
+    json_int_t x = json_integer_value(json_object_get(*(json_t *const *)a, "start_ms"));
+    json_int_t y = json_integer_value(json_object_get(*(json_t *const *)b, "start_ms"));
+    return x < y ? 1 : x > y ? -1 : 0;
+}
+
+json_t *trace_store_list(trace_store *ts, const char *tenant, const char *service, size_t limit,
+                         bool (*allow)(void *ud, const char *tenant, const char *service), void *ud)
+{
+    json_t **got = NULL;
+    size_t n = 0, cap = 0;
+    for (tenant_ring *r = ts->rings; r; r = r->next) {
+        if (tenant && strcmp(r->tenant, tenant) != 0)
+            continue;
+        size_t mine = 0;
+        for (size_t i = r->n; i-- > 0 && mine < limit;) {
+            trace_entry *e = &r->v[(r->head + i) % r->cap];
+            if ((service && strcmp(e->service, service) != 0) ||
+                (allow && !allow(ud, r->tenant, e->service)))
+                continue;
+            char hex[33], run[24], start[40];
+            mxu_trace_id_hex(e->trace_id, hex, sizeof(hex));
+            snprintf(run, sizeof(run), "%016llx", (unsigned long long)e->sum.run);
+            mxu_format_time_ms(e->sum.start_ms, start, sizeof(start));
+            json_t *j = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:I, s:i}", "trace", hex,
+                                  "run", run, "tenant", r->tenant, "service", e->service, "version",
+                                  (int)e->sum.version, "start", start, "start_ms",
+                                  (json_int_t)e->sum.start_ms, "duration_us",
+                                  (json_int_t)e->sum.duration_us, "status", e->sum.status);
+            if (j == NULL)
+                continue;
+            if (n == cap) {
+                cap = cap ? cap * 2 : 32;
+                got = mxu_realloc(got, cap * sizeof(*got));
+            }
+            got[n++] = j;
+            mine++;
+        }
+    }
+    if (n > 1)
+        qsort(got, n, sizeof(*got), by_start_desc);
+    json_t *out = json_array();
+    for (size_t i = 0; i < n; i++) {
+        if (i < limit) {
+            json_object_del(got[i], "start_ms");
+            json_array_append_new(out, got[i]);
+        } else {
+            json_decref(got[i]);
+        }
+    }
+    free(got);
+    return out;
 }

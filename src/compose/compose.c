@@ -165,3 +165,11 @@ json_t *mxu_compose_trace_json(mxu_compose *c, const char *tenant, const char *i
                     id ? id : "", c->cfg.trace_max_runs);
     return j;
 }
+
+json_t *mxu_compose_traces_json(mxu_compose *c, const char *tenant, const char *service,
+                                size_t limit,
+                                bool (*allow)(void *ud, const char *tenant, const char *service),
+                                void *ud)
+{
+    return trace_store_list(c->traces, tenant, service, limit, allow, ud);
+}

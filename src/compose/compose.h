@@ -82,6 +82,15 @@ void mxu_compose_attach(mxu_compose *c);
  *   "status", "error"?, "calls": [...]}]}]}.
  * NULL with ENOENT if none is kept (never recorded, or evicted). */
 json_t *mxu_compose_trace_json(mxu_compose *c, const char *tenant, const char *id, mxu_err *err);
+/* The most recent runs, newest first, at most `limit`, of `tenant`'s (NULL:
+ * every tenant's) services, of `service` only unless NULL, that `allow`
+ * (NULL: all) lets through: [{"trace", "run", "tenant", "service",
+ * "version", "start", "duration_us", "status"}]. */
+json_t *mxu_compose_traces_json(mxu_compose *c, const char *tenant, const char *service,
+                                size_t limit,
+                                bool (*allow)(void *ud, const char *tenant, const char *service),
+                                void *ud);
+
 /* ---- pieces that stand alone (unit-tested and fuzzed) ---- */
 
 /* W3C trace context: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>".

@@ -515,11 +515,21 @@ def test_traces_api_and_cli():
         check("a@1" in out and "only route" in out, out)
         p = n.cli("trace", tid, "--json", check_rc=0)
         eq(json.loads(p.stdout)["trace"], tid)
+        # the recent runs, newest first
+        n.post("/fn/t")
+        runs = n.get("/v1/traces?service=t&limit=1").json()["runs"]
+        eq(len(runs), 1)
+        check(runs[0]["trace"] != tid, "newest first")
+        all_runs = n.get("/v1/traces").json()["runs"]
+        eq([x["trace"] for x in all_runs][-1], tid)
+        eq(n.get("/v1/traces?service=nothing").json()["runs"], [])
+        out = n.cli("trace", "--service", "t", check_rc=0).stdout.decode()
+        check(tid in out and "t@1" in out, out)
         eq(n.get("/v1/traces/" + "0" * 31 + "1").status, 404)
         eq(n.get("/v1/traces/nothex").status, 404)
         eq(n.cli("trace", "0" * 31 + "1").returncode != 0, True)
         # bounded: only the last 3 runs are kept
-        for _ in range(3):
+        for _ in range(2):
             n.post("/fn/t")
         eq(n.get("/v1/traces/" + tid).status, 404)
         # a tenant's key sees its own tenant's traces only
@@ -528,6 +538,7 @@ def test_traces_api_and_cli():
         acme = k.json()["key"]
         r = n.post("/fn/t")
         eq(n.get("/v1/traces/" + r.headers["x-mxu-trace"], key=acme).status, 404)
+        eq(n.get("/v1/traces", key=acme).json()["runs"], [])
 
 
 def test_function_calls_a_service_through_svc():

@@ -179,7 +179,9 @@ static void test_trace_store_bounds(void)
     for (int i = 0; i < 5; i++) {
         id[15] = (uint8_t)i;
         char *j = mxu_asprintf("{\"n\": %d}", i);
-        trace_store_add(ts, "t1", "svc", id, j, strlen(j));
+        trace_store_add(ts, "t1", "svc", id,
+                        &(trace_summary){.run = (uint64_t)i, .start_ms = (uint64_t)i}, j,
+                        strlen(j));
     }
     id[15] = 1;
     CHECK(trace_store_get(ts, NULL, id) == NULL); /* evicted: 3 runs kept */
@@ -193,7 +195,16 @@ static void test_trace_store_bounds(void)
     /* another tenant's ring: not evicted by t1, not visible to t1 */
     char *j = mxu_strdup("{\"n\": 9}");
     id[15] = 9;
-    trace_store_add(ts, "t2", "svc", id, j, strlen(j));
+    trace_store_add(ts, "t2", "svc", id, &(trace_summary){.run = 9, .start_ms = 9}, j, strlen(j));
+    /* listed newest first, across tenants */
+    json_t *l = trace_store_list(ts, NULL, NULL, 10, NULL, NULL);
+    CHECK_EQ_INT(json_array_size(l), 4);
+    CHECK_STR(json_string_value(json_object_get(json_array_get(l, 0), "run")), "0000000000000009");
+    CHECK_STR(json_string_value(json_object_get(json_array_get(l, 3), "run")), "0000000000000002");
+    json_decref(l);
+    l = trace_store_list(ts, "t1", NULL, 2, NULL, NULL);
+    CHECK_EQ_INT(json_array_size(l), 2);
+    json_decref(l);
     CHECK(trace_store_get(ts, "t1", id) == NULL);
     got = trace_store_get(ts, "t2", id);
     CHECK(got != NULL);
@@ -207,7 +218,7 @@ static void test_trace_store_bounds(void)
     big[0] = '1';
     big[995] = 0;
     id[15] = 10;
-    trace_store_add(ts, "t2", "svc", id, big, 995);
+    trace_store_add(ts, "t2", "svc", id, &(trace_summary){0}, big, 995);
     id[15] = 9;
     CHECK(trace_store_get(ts, "t2", id) == NULL);
     trace_store_free(ts);
