@@ -1412,75 +1412,114 @@ static void body_start(task *parent, scope *sc, const mxu_service *svc, payload 
 
 /* ---- answers and traces ---- */
 
-static void record_trace(mxu_compose_run *r, const outcome *o, int status)
+/* A JSON string of `s`: quotes, backslashes and control bytes escaped;
+ * text that is not UTF-8 (a header's value, say) has its bytes >= 0x80
+ * escaped as \u00XX, so the trace is always valid JSON. */
+static void json_str(mxu_buf *b, const char *s)
+{
+    if (s == NULL)
+        s = "";
+    size_t n = strlen(s);
+    bool utf8 = mxu_utf8_valid(s, n);
+    mxu_buf_reserve(b, n + 2);
+    mxu_buf_append(b, "\"", 1);
+    size_t run = 0; /* start of the bytes not yet copied, copied in one append */
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+        if (ch >= 0x20 && ch != '"' && ch != '\\' && ch != 0x7f && (utf8 || ch < 0x80))
+            continue;
+        mxu_buf_append(b, s + run, i - run);
+        run = i + 1;
+        if (ch == '"' || ch == '\\')
+            mxu_buf_printf(b, "\\%c", ch);
+        else
+            mxu_buf_printf(b, "\\u%04x", ch);
+    }
+    mxu_buf_append(b, s + run, n - run);
+    mxu_buf_append(b, "\"", 1);
+}
+
+static void json_field(mxu_buf *b, const char *name, const char *value)
+{
+    mxu_buf_printf(b, ",\"%s\":", name);
+    json_str(b, value);
+}
+
+/* The run's trace, written as JSON text: it is done for every run, and a
+ * tree built and then dumped costs several times the text. */
+static void record_trace(mxu_compose_run *r, const outcome *o, int status, uint64_t dur_us)
 {
     mxu_compose *c = r->c;
-    char start[40], run_id[24];
+    char start[40];
     mxu_format_time_ms(r->start_wall_ms, start, sizeof(start));
-    snprintf(run_id, sizeof(run_id), "%016llx", (unsigned long long)r->id);
-    json_t *steps = json_array();
+    mxu_buf b = {0};
+    mxu_buf_reserve(&b, 256 + r->nrows * 256);
+    mxu_buf_printf(&b, "{\"run\":\"%016llx\",\"trace\":\"%s\"", (unsigned long long)r->id,
+                   r->trace_hex);
+    json_field(&b, "tenant", mxu_fn_version_tenant(r->v));
+    json_field(&b, "service", r->v->function);
+    mxu_buf_printf(&b,
+                   ",\"version\":%u,\"start\":\"%s\",\"duration_us\":%llu,\"status\":%d,"
+                   "\"steps\":[",
+                   r->v->version, start, (unsigned long long)dur_us, status);
     for (size_t i = 0; i < r->nrows; i++) {
         trace_row *row = r->rows[i];
-        json_t *s = json_pack("{s:s, s:s, s:I, s:I, s:i}", "id", row->id, "kind", row->kind,
-                              "start_us", (json_int_t)row->start_us, "duration_us",
-                              (json_int_t)row->dur_us, "status", row->status);
-        if (s == NULL)
-            continue;
+        mxu_buf_puts(&b, i ? ",{\"id\":" : "{\"id\":");
+        json_str(&b, row->id);
+        mxu_buf_printf(&b, ",\"kind\":\"%s\",\"start_us\":%llu,\"duration_us\":%llu,\"status\":%d",
+                       row->kind, (unsigned long long)row->start_us,
+                       (unsigned long long)row->dur_us, row->status);
         if (row->route)
-            json_object_set_new(s, "route", json_string(row->route));
+            json_field(&b, "route", row->route);
         if (row->why)
-            json_object_set_new(s, "why", json_string(row->why));
+            json_field(&b, "why", row->why);
         if (row->fn[0])
-            json_object_set_new(s, "function", json_string(row->fn));
+            json_field(&b, "function", row->fn);
         if (row->error)
-            json_object_set_new(s, "error", json_string(row->error));
+            json_field(&b, "error", row->error);
         if (row->open)
-            json_object_set_new(s, "cancelled", json_true());
+            mxu_buf_puts(&b, ",\"cancelled\":true");
         if (strcmp(row->kind, "call") == 0 || strcmp(row->kind, "on_error") == 0) {
-            json_t *calls = json_array();
             uint32_t attempts = 0;
+            for (size_t j = 0; j < row->ncalls; j++)
+                attempts += !row->calls[j].fallback;
+            mxu_buf_printf(&b, ",\"attempts\":%u,\"retries\":%u,\"calls\":[", attempts,
+                           attempts ? attempts - 1 : 0);
             for (size_t j = 0; j < row->ncalls; j++) {
                 trace_call *tc = &row->calls[j];
-                attempts += !tc->fallback;
-                json_t *cj = json_pack("{s:s, s:I, s:I, s:i}", "function", tc->fn, "start_us",
-                                       (json_int_t)tc->start_us, "duration_us",
-                                       (json_int_t)tc->dur_us, "status", tc->status);
-                if (cj == NULL)
-                    continue;
+                mxu_buf_puts(&b, j ? ",{\"function\":" : "{\"function\":");
+                json_str(&b, tc->fn);
+                mxu_buf_printf(&b, ",\"start_us\":%llu,\"duration_us\":%llu,\"status\":%d",
+                               (unsigned long long)tc->start_us, (unsigned long long)tc->dur_us,
+                               tc->status);
                 if (tc->error)
-                    json_object_set_new(cj, "error", json_string(tc->error));
+                    json_field(&b, "error", tc->error);
                 if (tc->fallback)
-                    json_object_set_new(cj, "fallback", json_true());
-                json_array_append_new(calls, cj);
+                    mxu_buf_puts(&b, ",\"fallback\":true");
+                mxu_buf_puts(&b, "}");
             }
-            json_object_set_new(s, "attempts", json_integer(attempts));
-            json_object_set_new(s, "retries", json_integer(attempts ? attempts - 1 : 0));
-            json_object_set_new(s, "calls", calls);
+            mxu_buf_puts(&b, "]");
         }
-        json_array_append_new(steps, s);
+        mxu_buf_puts(&b, "}");
     }
-    json_t *run = json_pack("{s:s, s:s, s:s, s:s, s:i, s:s, s:I, s:i, s:o}", "run", run_id, "trace",
-                            r->trace_hex, "tenant", mxu_fn_version_tenant(r->v), "service",
-                            r->v->function, "version", (int)r->v->version, "start", start,
-                            "duration_us", (json_int_t)run_us(r), "status", status, "steps", steps);
-    if (run == NULL)
-        return;
+    mxu_buf_puts(&b, "]");
     if (o && o->kind == OUT_FAIL) {
-        json_t *e =
-            json_pack("{s:s, s:s, s:s}", "code", o->code, "message", o->message, "step", o->step);
-        if (e)
-            json_object_set_new(run, "error", e);
+        mxu_buf_puts(&b, ",\"error\":{\"code\":");
+        json_str(&b, o->code);
+        json_field(&b, "message", o->message);
+        json_field(&b, "step", o->step);
+        mxu_buf_puts(&b, "}");
     }
-    char *text = json_dumps(run, JSON_COMPACT);
-    json_decref(run);
+    mxu_buf_puts(&b, "}");
     trace_summary sum = {.run = r->id,
                          .version = r->v->version,
                          .status = status,
                          .start_ms = r->start_wall_ms,
-                         .duration_us = run_us(r)};
-    if (text)
-        trace_store_add(c->traces, mxu_fn_version_tenant(r->v), r->v->function, r->tp.trace_id,
-                        &sum, text, strlen(text));
+                         .duration_us = dur_us};
+    size_t len;
+    char *text = mxu_buf_steal(&b, &len);
+    trace_store_add(c->traces, mxu_fn_version_tenant(r->v), r->v->function, r->tp.trace_id, &sum,
+                    text, len);
 }
 
 static void run_done(mxu_compose_run *r, outcome *o)
@@ -1522,7 +1561,6 @@ static void run_done(mxu_compose_run *r, outcome *o)
     mxu_traceparent_format(&r->tp, tp, sizeof(tp));
     hdr_add_str(&ans, "traceparent", tp);
     hdr_add_str(&ans, "X-Mxu-Trace", r->trace_hex);
-    record_trace(r, o, status);
     uint64_t us = run_us(r);
     mxu_invoke_res res = {
         .id = r->id,
@@ -1537,12 +1575,16 @@ static void run_done(mxu_compose_run *r, outcome *o)
         .fn = r->v,
     };
     ans.body = (mxu_buf){0};
-    outcome_free(o);
     mxu_invoke_cb cb = r->cb;
     r->cb = NULL;
     cb(r->ud, &res);
     mxu_buf_free(&res.body);
     payload_free(&ans);
+    /* The trace after the answer: it is for later readers, not this client
+     * (and it is kept in this same loop turn, before any request that could
+     * ask for it is read). */
+    record_trace(r, o, status, us);
+    outcome_free(o);
 }
 
 mxu_compose_run *mxu_compose_invoke(mxu_compose *c, mxu_fn_version *v, mxu_invoke_req *req,
@@ -1616,7 +1658,7 @@ void mxu_compose_cancel_then(mxu_compose_run *r, void (*gone)(void *ud), void *u
         /* the trace of a run whose caller left */
         outcome o;
         fail_outcome(&o, 499, "client_gone", "", 0, "the caller went away");
-        record_trace(r, &o, 499);
+        record_trace(r, &o, 499, run_us(r));
         outcome_free(&o);
     }
     for (task *t = r->tasks; t; t = t->all_next) {

@@ -416,6 +416,11 @@ def test_switch_on_json_header_and_status():
         eq(s["route"], "default")
         eq(n.post("/fn/region", body="x", headers={"X-Region": "eu"}).text, "x+eu")
         eq(n.post("/fn/region", body="x", headers={"X-Region": "us"}).text, "x")
+        # what a client sent (not UTF-8, quotes) is in the trace, which stays JSON
+        r = n.post("/fn/region", body="x", headers={"X-Region": 'e\xff"u\\'})
+        eq(r.text, "x")
+        s = step_of(trace(n, r), "switch")
+        eq((s["route"], s["why"]), ("pass-through", 'header x-region = e\u00ff"u\\'))
         # a 4xx ends the run, unless the next step is a switch on status
         r = n.post("/fn/st4")
         eq((r.status, r.text), (404, "nope"))
