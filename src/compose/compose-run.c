@@ -373,7 +373,8 @@ struct call_task {
     bool trial;
     /* the attempt in flight */
     mxu_invocation *inv;
-    bool answered; /* its callback ran (maybe inside mxu_sched_invoke) */
+    bool answered;    /* its callback ran (maybe inside mxu_sched_invoke) */
+    uint32_t attempt; /* attempts started (fallback included): which one inv is */
     backoff_timer *timer;
     scope *sub; /* a nested service's run */
     uint64_t bytes_in;
@@ -916,10 +917,13 @@ static void call_attempt(call_task *k)
     k->bytes_in = req.bytes_in;
     req.body = body;
     k->answered = false;
+    uint32_t attempt = ++k->attempt;
     active_add(k);
     mxu_invocation *inv = mxu_sched_invoke(c->cfg.sched, k->target, &req, on_call_result, k);
     mxu_buf_free(&req.body);
-    if (!k->answered) {
+    /* Answered inside the call, its callback may have started the next
+     * attempt (a fallback) whose invocation is k->inv now: keep that one. */
+    if (!k->answered && k->attempt == attempt) {
         k->inv = inv;
         /* Something answered inside the call (another branch, shed from
          * the queue for this one) may have cancelled this step already. */

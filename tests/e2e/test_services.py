@@ -592,3 +592,35 @@ def test_client_gone_cancels_the_run():
         run = n.get("/v1/traces/" + TP.split("-")[1]).json()["runs"][-1]
         eq((run["status"], run["error"]["code"]), (499, "client_gone"))
         eq(n.post("/fn/gone").status, 200)
+
+
+def big_fn(n, tmp, name):
+    """A function that needs more memory than the node's budget (--memory
+    256Mi): the scheduler refuses each call inside mxu_sched_invoke."""
+    m = ("name: %s\nruntime: c\nsources: [step.c]\nmemory: 1Gi\ntimeout: 5s\n" % name)
+    return n.deploy(make_function(tmp, name, m, {"step.c": STEP}))
+
+
+def test_fallback_started_inside_a_refused_call_is_cancelled():
+    # The first attempt is refused at once (inside mxu_sched_invoke), its
+    # fallback starts from that callback and is queued. When the other branch
+    # fails the fallback must be cancelled, not left running for a run that is
+    # freed (its answer arrived for freed memory).
+    with tempfile.TemporaryDirectory() as tmp, Node("--memory", "256Mi") as n:
+        big_fn(n, tmp, "huge")
+        fn(n, tmp, "slow", TAG="slow", SLEEP_MS=800)
+        fn(n, tmp, "bad", MODE="fail")
+        svc(n, tmp, "fbpar", """steps:
+  - parallel:
+      - {call: huge, fallback: slow}
+      - {call: bad, timeout: 2s}
+""")
+        # the slow fallback's instance is warm, so that it answers while the
+        # test waits below
+        eq(n.post("/fn/slow").status, 200)
+        r = n.post("/fn/fbpar")
+        eq(r.status, 502, r.text)
+        eq(r.json()["error"]["step"], "bad")
+        time.sleep(1.2)  # the fallback's answer, if it was not cancelled
+        eq(n.post("/fn/slow").status, 200)
+
