@@ -173,7 +173,7 @@ struct mxu_compose_run {
     task *tasks;
     trace_row **rows;
     size_t nrows, caprows;
-    call_task *active; /* calls waiting on the scheduler or a backoff timer */
+    call_task *active; /* calls waiting on the scheduler, a backoff timer or a nested service */
     int pins;
     bool done;        /* answered or cancelled: nothing more is reported */
     bool cancelled;   /* by the caller */
@@ -766,6 +766,7 @@ static void call_child_done(task *self, task *child, outcome *o)
     MXU_UNUSED(child);
     call_task *k = (call_task *)self;
     k->sub = NULL;
+    active_remove(k);
     if (o->kind != OUT_FAIL) {
         enum out_kind kind = o->kind;
         payload p;
@@ -860,6 +861,9 @@ static void call_attempt(call_task *k)
         sub->deadline = MXU_MIN(deadline, own);
         sub->depth = k->sc->depth + 1;
         k->sub = sub;
+        /* Active while it runs: when the run is cancelled, reap() gives
+         * back this call's breaker trial (its own calls are reaped apart). */
+        active_add(k);
         /* a nested service's first step gets what this step got */
         payload in = {.status = k->in.status, .orig = orig, .body = body};
         if (k->in.hdrs.len)

@@ -624,3 +624,26 @@ def test_fallback_started_inside_a_refused_call_is_cancelled():
         time.sleep(1.2)  # the fallback's answer, if it was not cancelled
         eq(n.post("/fn/slow").status, 200)
 
+
+def test_breaker_trial_through_a_nested_service_is_abandoned_with_its_run():
+    # A breaker's half-open trial that goes to a service: when the run is
+    # cancelled (its client went away) the trial must be given back, or the
+    # breaker stays half-open with a trial "in flight" forever.
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "dep", TAG="dep", FAIL_FIRST=1, SLEEP_MS=500)
+        svc(n, tmp, "inner", "steps: [dep]\n")
+        svc(n, tmp, "outer", """public: true
+steps:
+  - call: inner
+    breaker: {failures: 1, open_for: 300ms}
+""")
+        eq(n.post("/fn/outer").status, 502)  # dep's first call fails: open
+        time.sleep(0.4)
+        try:  # the trial; its client leaves while it runs
+            n.post("/fn/outer", timeout=0.2, auth=False)
+        except Exception:
+            pass
+        time.sleep(0.6)
+        r = n.post("/fn/outer")
+        eq(r.status, 200, r.text)
+        eq(r.json()["tag"], "dep")
