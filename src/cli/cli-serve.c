@@ -486,6 +486,7 @@ int mxu_cmd_serve(int argc, char **argv)
         .policy = n.policy,
         .meter = n.meter,
         .trace_max_runs = n.cfg.trace_runs,
+        .max_response_bytes = scfg.max_response_bytes,
     };
     if (mxu_compose_create(&n.loop, &ccfg, &n.compose, &err) < 0) {
         fprintf(stderr, "mxu serve: %s\n", err.msg);

@@ -1096,6 +1096,7 @@ typedef struct par_task {
     payload *outs;
     task **kids;
     size_t nkids, ngot;
+    size_t bytes; /* of the branches' answers so far */
     bool starting;
     bool failed;
     outcome fail;
@@ -1145,6 +1146,40 @@ static void embed(mxu_buf *out, const mxu_buf *body)
     mxu_buf_puts(out, "\"");
 }
 
+/* The parallel step fails with `o` (a branch's failure, or its own): the
+ * other branches are cancelled. */
+static void par_fail(par_task *p, outcome *o)
+{
+    p->failed = true;
+    p->fail = *o;
+    *o = (outcome){0};
+    for (size_t i = 0; i < p->nkids; i++) {
+        if (p->kids[i] && !p->kids[i]->finished)
+            p->kids[i]->cancelled = true;
+    }
+    reap(p->t.r);
+}
+
+/* A join is an answer like a function's: bounded by the same limit. */
+static bool par_too_big(par_task *p, size_t len)
+{
+    size_t max = p->t.r->c->cfg.max_response_bytes;
+    if (len <= max)
+        return false;
+    char got[32], lim[32];
+    mxu_format_size(len, got, sizeof(got));
+    mxu_format_size(max, lim, sizeof(lim));
+    char *stepid = mxu_asprintf("%s%s", p->sc->prefix, p->st->id ? p->st->id : "");
+    outcome o;
+    fail_outcome(&o, 502, "step_failed", stepid, 0,
+                 "step %s: the join of its branches' answers is %s%s, more than the %s "
+                 "response limit",
+                 stepid, p->ngot < p->st->branches.n ? "over " : "", got, lim);
+    free(stepid);
+    par_fail(p, &o);
+    return true;
+}
+
 static void par_check(par_task *p)
 {
     if (p->t.finished)
@@ -1177,6 +1212,13 @@ static void par_check(par_task *p)
         }
         embed(b, &p->outs[i].body);
         payload_free(&p->outs[i]);
+        if (b->len > p->t.r->c->cfg.max_response_bytes) {
+            size_t len = b->len;
+            outcome_free(&o);
+            par_too_big(p, len);
+            par_check(p);
+            return;
+        }
     }
     mxu_buf_puts(b, obj ? "}" : "]");
     hdr_add_str(&o.p, "Content-Type", "application/json");
@@ -1192,20 +1234,15 @@ static void par_child_done(task *self, task *child, outcome *o)
         return;
     }
     if (o->kind == OUT_OK) {
+        p->bytes += o->p.body.len;
         payload_move(&p->outs[child->slot], &o->p);
         outcome_free(o);
         p->ngot++;
+        par_too_big(p, p->bytes);
     } else {
         /* A failed branch (or one that ended the run with a 4xx) decides:
          * the others are cancelled. */
-        p->failed = true;
-        p->fail = *o;
-        *o = (outcome){0};
-        for (size_t i = 0; i < p->nkids; i++) {
-            if (p->kids[i] && !p->kids[i]->finished)
-                p->kids[i]->cancelled = true;
-        }
-        reap(p->t.r);
+        par_fail(p, o);
     }
     if (!p->starting)
         par_check(p);

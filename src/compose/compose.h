@@ -37,11 +37,13 @@ typedef struct mxu_compose_run mxu_compose_run;
 typedef struct mxu_compose_config {
     mxu_registry *reg;
     mxu_sched *sched;
-    mxu_policy *policy;     /* link rules, link shaping, quotas; NULL = none */
-    mxu_meter *meter;       /* a usage record per step call; NULL = metering off */
-    uint32_t max_depth;     /* services calling services nested deeper fail; 0 = 8 */
-    size_t trace_max_runs;  /* traces kept per tenant; 0 = 10,000 */
-    size_t trace_max_bytes; /* and at most this many bytes of them per tenant; 0 = 64 MiB */
+    mxu_policy *policy;        /* link rules, link shaping, quotas; NULL = none */
+    mxu_meter *meter;          /* a usage record per step call; NULL = metering off */
+    uint32_t max_depth;        /* services calling services nested deeper fail; 0 = 8 */
+    size_t trace_max_runs;     /* traces kept per tenant; 0 = 10,000 */
+    size_t trace_max_bytes;    /* and at most this many bytes of them per tenant; 0 = 64 MiB */
+    size_t max_response_bytes; /* the largest answer a parallel's join may make, as a
+                                * function's (mxu_sched_config's); 0 = 6 MiB */
 } mxu_compose_config;
 
 int mxu_compose_create(uv_loop_t *loop, const mxu_compose_config *cfg, mxu_compose **out,

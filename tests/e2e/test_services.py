@@ -647,3 +647,20 @@ steps:
         r = n.post("/fn/outer")
         eq(r.status, 200, r.text)
         eq(r.json()["tag"], "dep")
+
+
+def test_parallel_join_is_bounded_like_a_response():
+    # Three branches echo a 3 MiB body: the join would be 9 MiB, more than a
+    # function may answer (6 MiB); the step fails instead of answering it.
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "echo", MODE="echo")
+        svc(n, tmp, "wide", "steps:\n  - {id: all, parallel: [echo, echo, echo]}\n")
+        body = b'"' + b"x" * (3 << 20) + b'"'
+        r = n.post("/fn/wide", body=body, headers={"Content-Type": "application/json"})
+        eq(r.status, 502, r.text[:200])
+        e = r.json()["error"]
+        eq(e["step"], "all")
+        check("response limit" in e["message"], e["message"])
+        # under the bound, a join is made
+        r = n.post("/fn/wide", body=b'"small"', headers={"Content-Type": "application/json"})
+        eq((r.status, r.json()), (200, ["small"] * 3))
