@@ -872,6 +872,15 @@ typedef struct chk {
      * deployed (by name: it has no version yet). */
     const char *stack[MAX_SVC_DEPTH + 1];
     int depth;
+    /* Services already looked into, and what they take and give: each is
+     * walked once, not once per path to it (a service of 1,000 steps
+     * calling one of 1,000 steps calling one of 1,000 is 1e9 paths). */
+    struct seen {
+        const char *name, *ref; /* the reference's, borrowed */
+        int depth;              /* walked from this depth: reused at it or deeper */
+        enum mxu_ctype in, out;
+    } * seen;
+    size_t nseen, capseen;
 } chk;
 
 /* Can a step that takes `in` be given what produces `out`? JSON is text. */
@@ -939,14 +948,38 @@ static int ref_types(chk *c, const mxu_fnref *r, const char *what, enum mxu_ctyp
         return strict(c) ? reg_fail(c->file, r->line, what, c->err,
                                     "'%s' nests services more than %d deep", r->text, MAX_SVC_DEPTH)
                          : 0;
+    /* Walked already from as high up or higher: it led back nowhere then
+     * (a walk from higher up sees at least as deep). */
+    struct seen *sn = NULL;
+    for (size_t i = 0; i < c->nseen; i++) {
+        if (strcmp(c->seen[i].name, r->name) == 0 && strcmp(c->seen[i].ref, r->ref) == 0) {
+            sn = &c->seen[i];
+            break;
+        }
+    }
+    if (sn && sn->depth <= c->depth + 1) {
+        *in = sn->in;
+        *out = sn->out;
+        return 0;
+    }
     c->stack[++c->depth] = r->name;
     const mxu_service *svc = v->manifest->service;
     enum mxu_ctype first_in = MXU_CT_ANY;
     if (svc->steps.n && svc->steps.v[0].kind == MXU_STEP_CALL)
         first_in = svc->steps.v[0].in;
     int rc = seq_types(c, &svc->steps, first_in, out);
-    c->depth--;
     *in = first_in;
+    if (rc == 0) {
+        if (sn == NULL) {
+            if (c->nseen == c->capseen) {
+                c->capseen = c->capseen ? c->capseen * 2 : 16;
+                c->seen = mxu_realloc(c->seen, c->capseen * sizeof(*c->seen));
+            }
+            sn = &c->seen[c->nseen++];
+        }
+        *sn = (struct seen){r->name, r->ref, c->depth, *in, *out};
+    }
+    c->depth--;
     return rc;
 }
 
@@ -1032,19 +1065,18 @@ int reg_service_check(mxu_registry *reg, const char *tenant, const mxu_manifest 
     chk c = {.reg = reg, .tenant = tenant, .file = file, .err = err};
     c.stack[0] = m->name;
     enum mxu_ctype out;
-    if (seq_types(&c, &m->service->steps, MXU_CT_ANY, &out) < 0)
-        return -1;
-    if (m->service->on_error) {
+    int rc = seq_types(&c, &m->service->steps, MXU_CT_ANY, &out);
+    if (rc == 0 && m->service->on_error) {
         enum mxu_ctype in;
-        if (ref_types(&c, m->service->on_error, "on_error", &in, &out) < 0)
-            return -1;
-        if (!compatible(MXU_CT_JSON, in))
-            return reg_fail(file, m->service->on_error->line, "on_error", err,
-                            "'%s' takes %s input, but an error handler is given the failure as "
-                            "JSON",
-                            m->service->on_error->text, mxu_ctype_name(in));
+        rc = ref_types(&c, m->service->on_error, "on_error", &in, &out);
+        if (rc == 0 && !compatible(MXU_CT_JSON, in))
+            rc = reg_fail(file, m->service->on_error->line, "on_error", err,
+                          "'%s' takes %s input, but an error handler is given the failure as "
+                          "JSON",
+                          m->service->on_error->text, mxu_ctype_name(in));
     }
-    return 0;
+    free(c.seen);
+    return rc;
 }
 
 /* ---- JSON for the API ----------------------------------------------------------- */

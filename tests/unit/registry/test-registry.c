@@ -1171,9 +1171,45 @@ static void test_service_deploy_checks(void)
     env_fini(&t);
 }
 
-MXU_TESTS(TEST(test_service_deploy_checks), TEST(test_deploy_and_resolve),
-          TEST(test_unchanged_redeploy), TEST(test_aliases), TEST(test_delete_version),
-          TEST(test_delete_function), TEST(test_reopen_keeps_everything),
+/* A service of 1,000 steps each calling a service of 1,000 steps each
+ * calling one of 1,000 steps: every service is looked into once, not once
+ * per path to it (1e9 resolves, the loop stuck for minutes). */
+static void test_service_checks_visit_each_service_once(void)
+{
+    tenv t;
+    env_init(&t);
+    deploy_exec_typed(&t, "leaf", "any", "any");
+    static const char *const names[][2] = {{"c", "leaf"}, {"b", "c"}, {"a", "b"}};
+    for (size_t i = 0; i < MXU_ARRAY_LEN(names); i++) {
+        mxu_buf y = {0};
+        mxu_buf_printf(&y, "kind: service\nname: %s\nsteps:\n", names[i][0]);
+        for (int k = 0; k < 1000; k++)
+            mxu_buf_printf(&y, "  - %s\n", names[i][1]);
+        uint64_t t0 = mxu_now_ns();
+        dres d = {0};
+        if (deploy_service(&t, y.data, &d) != 0)
+            MXU_TEST_FAIL_("deploy %s: %s", names[i][0], d.err.msg);
+        uint64_t ms = (mxu_now_ns() - t0) / 1000000;
+        if (ms > 5000)
+            MXU_TEST_FAIL_("deploying %s took %llu ms", names[i][0], (unsigned long long)ms);
+        free(d.log);
+        mxu_buf_free(&y);
+    }
+    /* a cycle deep down is still found: c -> a */
+    mxu_buf y = {0};
+    mxu_buf_puts(&y, "kind: service\nname: c\nsteps: [leaf, leaf]\n");
+    dres d = {0};
+    CHECK_EQ_INT(deploy_service(&t, y.data, &d), 0);
+    free(d.log);
+    mxu_buf_free(&y);
+    expect_service_refused(&t, "kind: service\nname: c\nsteps: [leaf, a]\n",
+                           "leads back to this service (c → a → b → c)");
+    env_fini(&t);
+}
+
+MXU_TESTS(TEST(test_service_deploy_checks), TEST(test_service_checks_visit_each_service_once),
+          TEST(test_deploy_and_resolve), TEST(test_unchanged_redeploy), TEST(test_aliases),
+          TEST(test_delete_version), TEST(test_delete_function), TEST(test_reopen_keeps_everything),
           TEST(test_open_sweeps_leftovers), TEST(test_c_build),
           TEST(test_build_failure_changes_nothing), TEST(test_build_timeout), TEST(test_fifo),
           TEST(test_deploy_refused_at_once), TEST(test_commit_failure),
