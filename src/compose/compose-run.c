@@ -1364,6 +1364,23 @@ static task *switch_start(task *parent, scope *sc, const mxu_step *st, payload *
 
 static task *step_start(task *parent, scope *sc, const mxu_step *st, payload *in, int slot)
 {
+    mxu_compose_run *r = parent->r;
+    if (r->nrows >= r->c->cfg.max_run_steps) {
+        /* Services calling services multiply their steps (1,000 calling
+         * 1,000 ...): a run, its tasks and its trace are bounded. */
+        task *t = task_new(r, sizeof(*t), parent, NULL, NULL);
+        t->slot = slot;
+        payload_free(in);
+        char *stepid = mxu_asprintf("%s%s", sc->prefix, st->id ? st->id : "");
+        outcome o;
+        fail_outcome(&o, 502, "step_failed", stepid, 0,
+                     "step %s: not started: the run started %zu steps, the most one run may "
+                     "(services it calls count)",
+                     stepid, r->nrows);
+        free(stepid);
+        task_finish(t, &o);
+        return t;
+    }
     switch (st->kind) {
     case MXU_STEP_CALL:
         return call_start(parent, sc, st, in, slot, "call");
@@ -1374,7 +1391,7 @@ static task *step_start(task *parent, scope *sc, const mxu_step *st, payload *in
     case MXU_STEP_GROUP:
         break;
     }
-    trace_row *row = row_new(parent->r, sc, st->id, "group");
+    trace_row *row = row_new(r, sc, st->id, "group");
     return seq_start(parent, sc, &st->steps, in, slot, row);
 }
 

@@ -23,6 +23,8 @@ int mxu_compose_create(uv_loop_t *loop, const mxu_compose_config *cfg, mxu_compo
         c->cfg.max_depth = 8;
     if (c->cfg.trace_max_runs == 0)
         c->cfg.trace_max_runs = 10000;
+    if (c->cfg.max_run_steps == 0)
+        c->cfg.max_run_steps = 10000;
     if (c->cfg.max_response_bytes == 0)
         c->cfg.max_response_bytes = (size_t)6 << 20;
     if (c->cfg.trace_max_bytes == 0)

@@ -40,6 +40,7 @@ typedef struct mxu_compose_config {
     mxu_policy *policy;        /* link rules, link shaping, quotas; NULL = none */
     mxu_meter *meter;          /* a usage record per step call; NULL = metering off */
     uint32_t max_depth;        /* services calling services nested deeper fail; 0 = 8 */
+    uint32_t max_run_steps;    /* steps one run may start, nested ones included; 0 = 10,000 */
     size_t trace_max_runs;     /* traces kept per tenant; 0 = 10,000 */
     size_t trace_max_bytes;    /* and at most this many bytes of them per tenant; 0 = 64 MiB */
     size_t max_response_bytes; /* the largest answer a parallel's join may make, as a

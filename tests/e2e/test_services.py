@@ -664,3 +664,19 @@ def test_parallel_join_is_bounded_like_a_response():
         # under the bound, a join is made
         r = n.post("/fn/wide", body=b'"small"', headers={"Content-Type": "application/json"})
         eq((r.status, r.json()), (200, ["small"] * 3))
+
+
+def test_a_run_starts_a_bounded_number_of_steps():
+    # 120 steps, each a service of 100 steps: 12,000 calls. A run starts at
+    # most 10,000 steps (its trace, tasks and time are bounded with it).
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "a", MODE="echo")
+        svc(n, tmp, "hundred", "steps: [%s]\n" % ", ".join(["a"] * 100))
+        svc(n, tmp, "many", "steps: [%s]\n" % ", ".join(["hundred"] * 120))
+        r = n.post("/fn/many", timeout=120)
+        eq(r.status, 502, r.text[:300])
+        e = r.json()["error"]
+        check("the most one run may" in e["message"], e["message"])
+        check(calls(n, "a") < 10000, calls(n, "a"))
+        run = trace(n, r)
+        check(len(run["steps"]) <= 10000, len(run["steps"]))
