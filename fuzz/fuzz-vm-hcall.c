@@ -9,7 +9,9 @@
  * (mxu_vm_track_out, mxu_vm_track_in), and must leave:
  *   - a hypercall only for a 4-byte store to the doorbell;
  *   - on success, the bytes taken wholly inside the out buffer (at most
- *     MXU_VM_OUT_CAP), out_len cleared; EXIT's code in 0..255;
+ *     MXU_VM_OUT_CAP), out_len cleared; EXIT's code in 0..255; RANDOM's
+ *     bytes to fill wholly inside the control block's rand[], rand_len
+ *     cleared;
  *   - on failure, a "vm: guest fault" message, never anything taken;
  *   - frame trackers that never hold a full header.
  * Guest memory is exactly the 4 MiB the channel needs (calloc'd once), so
@@ -17,6 +19,7 @@
  */
 #include "exec/vm/vm.h"
 
+#include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -76,6 +79,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t n = take(&data, &size, mem + MXU_VM_OUT_ADDR, e.nbytes);
         ctl->out_len = e.out_len;
         ctl->exit_code = e.exit_code;
+        ctl->rand_len = e.exit_code; /* RANDOM's length: the same script field */
         uint32_t nr;
         mxu_vm_mmio_kind k = mxu_vm_mmio_decode(addr, e.width % 9, e.op & 1, e.data, &nr);
         if (k != MXU_VM_MMIO_HCALL) {
@@ -92,6 +96,13 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         REQUIRE(hc.nr == nr);
         if (nr == MXU_VM_HC_EXIT) {
             REQUIRE(hc.exit_code >= 0 && hc.exit_code <= 255);
+            continue;
+        }
+        if (nr == MXU_VM_HC_RANDOM) {
+            REQUIRE(hc.rand == mem + MXU_VM_CTL_ADDR + offsetof(mxu_vm_ctl, rand));
+            REQUIRE(hc.rand_len == e.exit_code && hc.rand_len <= MXU_VM_RAND_CAP);
+            REQUIRE(ctl->rand_len == 0 && hc.out_len == 0);
+            memset(hc.rand, 0xa5, hc.rand_len); /* what the helper fills (ASan) */
             continue;
         }
         REQUIRE(hc.out == mem + MXU_VM_OUT_ADDR && hc.out_len <= MXU_VM_OUT_CAP);

@@ -19,6 +19,8 @@
 #include <ctype.h>
 #include <errno.h>
 #include <limits.h>
+#include <locale.h>
+#include <math.h>
 #include <stdarg.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -202,6 +204,52 @@ char *strndup(const char *s, size_t max)
         d[n] = '\0';
     }
     return d;
+}
+
+char *strncpy(char *restrict d, const char *restrict s, size_t n)
+{
+    size_t k = strnlen(s, n);
+    memcpy(d, s, k);
+    memset(d + k, 0, n - k);
+    return d;
+}
+
+/* explicit_bzero: a memset the compiler may not drop (libsodium wipes keys
+ * with it). */
+void explicit_bzero(void *p, size_t n)
+{
+    memset(p, 0, n);
+    __asm__ volatile("" : : "r"(p) : "memory");
+}
+
+/* ---- _FORTIFY_SOURCE's checked variants ----------------------------------------------
+ * Debian builds its libraries with _FORTIFY_SOURCE=2: where the compiler
+ * knew the destination's size it calls these with it. Each checks exactly
+ * what glibc's does and ends the guest, as glibc ends the process, when the
+ * bound is broken. */
+
+void __chk_fail(void) __attribute__((noreturn));
+void __chk_fail(void)
+{
+    static const char msg[] = "mxu guest: buffer overflow detected\n";
+    mxu_guest_send(MXU_VM_HC_STDERR, msg, sizeof(msg) - 1);
+    mxu_guest_exit(134);
+}
+
+char *__strncpy_chk(char *d, const char *s, size_t n, size_t dlen);
+char *__strncpy_chk(char *d, const char *s, size_t n, size_t dlen)
+{
+    if (dlen < n)
+        __chk_fail();
+    return strncpy(d, s, n);
+}
+
+void __explicit_bzero_chk(void *p, size_t n, size_t dlen);
+void __explicit_bzero_chk(void *p, size_t n, size_t dlen)
+{
+    if (dlen < n)
+        __chk_fail();
+    explicit_bzero(p, n);
 }
 
 /* ---- character classes (C locale) -------------------------------------------------
@@ -479,55 +527,39 @@ static void put_num(out *o, unsigned long long v, bool neg, int base, bool upper
             put(o, ' ');
 }
 
-/* %f and friends: fixed notation, round half up, enough for logs; no %e/%g
- * exponents (%g prints like %f with 6 digits). */
-static void put_double(out *o, double d, int prec, int width, bool left)
+/* %e %f %g: the digits come exact from guest-stdlib.c; here the sign
+ * and the padding. */
+static void put_double(out *o, double d, char conv, int prec, int width, bool left, bool zero,
+                       char sign, bool alt)
 {
-    char tmp[64];
-    size_t n = 0;
-    if (d != d) {
-        put_n(o, "nan", 3, width, left, ' ');
-        return;
+    char small[400];
+    char *body = small, *big = NULL;
+    int n = mxu_guest_fmt_double(small, sizeof(small), d, conv, prec, alt);
+    if ((size_t)n >= sizeof(small)) {
+        big = malloc((size_t)n + 1);
+        if (big)
+            mxu_guest_fmt_double(big, (size_t)n + 1, d, conv, prec, alt);
+        body = big ? big : small;
+        n = big ? n : (int)sizeof(small) - 1;
     }
-    bool neg = d < 0;
-    if (neg)
-        d = -d;
-    if (d > 1e18) {
-        put_n(o, neg ? "-inf" : "inf", neg ? 4 : 3, width, left, ' ');
-        return;
-    }
-    if (prec < 0)
-        prec = 6;
-    if (prec > 17)
-        prec = 17;
-    double scale = 1;
-    for (int i = 0; i < prec; i++)
-        scale *= 10;
-    unsigned long long whole = (unsigned long long)d;
-    unsigned long long frac = (unsigned long long)((d - (double)whole) * scale + 0.5);
-    if ((double)frac >= scale) {
-        whole++;
-        frac = 0;
-    }
-    if (neg)
-        tmp[n++] = '-';
-    char w[24];
-    size_t wn = 0;
-    do {
-        w[wn++] = (char)('0' + whole % 10);
-        whole /= 10;
-    } while (whole);
-    while (wn)
-        tmp[n++] = w[--wn];
-    if (prec > 0) {
-        tmp[n++] = '.';
-        for (int i = prec - 1; i >= 0; i--) {
-            tmp[n + (size_t)i] = (char)('0' + frac % 10);
-            frac /= 10;
-        }
-        n += (size_t)prec;
-    }
-    put_n(o, tmp, n, width, left, ' ');
+    char sg = __builtin_signbit(d) ? '-' : sign;
+    bool finite = body[0] >= '0' && body[0] <= '9';
+    size_t total = (size_t)n + (sg != 0), w = width > 0 ? (size_t)width : 0;
+    bool zpad = zero && !left && finite;
+    if (!left && !zpad)
+        for (size_t i = total; i < w; i++)
+            put(o, ' ');
+    if (sg)
+        put(o, sg);
+    if (zpad)
+        for (size_t i = total; i < w; i++)
+            put(o, '0');
+    for (int i = 0; i < n; i++)
+        put(o, body[i]);
+    if (left)
+        for (size_t i = total; i < w; i++)
+            put(o, ' ');
+    free(big);
 }
 
 int vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
@@ -640,7 +672,7 @@ int vsnprintf(char *buf, size_t cap, const char *fmt, va_list ap)
         case 'G':
         case 'e':
         case 'E':
-            put_double(&o, va_arg(ap, double), prec, width, left);
+            put_double(&o, va_arg(ap, double), c, prec, width, left, zero, sign, alt);
             break;
         case '%':
             put(&o, '%');
@@ -663,6 +695,101 @@ int snprintf(char *buf, size_t cap, const char *fmt, ...)
     int n = vsnprintf(buf, cap, fmt, ap);
     va_end(ap);
     return n;
+}
+
+/* `flag` (the fortify level) asks for %n checks; the guest has no %n. */
+int __vsnprintf_chk(char *buf, size_t cap, int flag, size_t blen, const char *fmt, va_list ap);
+int __vsnprintf_chk(char *buf, size_t cap, int flag, size_t blen, const char *fmt, va_list ap)
+{
+    (void)flag;
+    if (blen < cap)
+        __chk_fail();
+    return vsnprintf(buf, cap, fmt, ap);
+}
+
+int __snprintf_chk(char *buf, size_t cap, int flag, size_t blen, const char *fmt, ...);
+int __snprintf_chk(char *buf, size_t cap, int flag, size_t blen, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    int n = __vsnprintf_chk(buf, cap, flag, blen, fmt, ap);
+    va_end(ap);
+    return n;
+}
+
+/* ---- locale and math: the C locale; what the catalogue's code calls ------------------ */
+
+struct lconv *localeconv(void)
+{
+    static struct lconv c = {
+        .decimal_point = (char *)".",
+        .thousands_sep = (char *)"",
+        .grouping = (char *)"",
+        .int_curr_symbol = (char *)"",
+        .currency_symbol = (char *)"",
+        .mon_decimal_point = (char *)"",
+        .mon_thousands_sep = (char *)"",
+        .mon_grouping = (char *)"",
+        .positive_sign = (char *)"",
+        .negative_sign = (char *)"",
+        .int_frac_digits = CHAR_MAX,
+        .frac_digits = CHAR_MAX,
+        .p_cs_precedes = CHAR_MAX,
+        .p_sep_by_space = CHAR_MAX,
+        .n_cs_precedes = CHAR_MAX,
+        .n_sep_by_space = CHAR_MAX,
+        .p_sign_posn = CHAR_MAX,
+        .n_sign_posn = CHAR_MAX,
+        .int_p_cs_precedes = CHAR_MAX,
+        .int_p_sep_by_space = CHAR_MAX,
+        .int_n_cs_precedes = CHAR_MAX,
+        .int_n_sep_by_space = CHAR_MAX,
+        .int_p_sign_posn = CHAR_MAX,
+        .int_n_sign_posn = CHAR_MAX,
+    };
+    return &c;
+}
+
+double fmax(double a, double b)
+{
+    if (a != a)
+        return b;
+    if (b != b)
+        return a;
+    if (a == b) /* +0 over -0 */
+        return __builtin_signbit(a) ? b : a;
+    return a > b ? a : b;
+}
+
+double fmin(double a, double b)
+{
+    if (a != a)
+        return b;
+    if (b != b)
+        return a;
+    if (a == b)
+        return __builtin_signbit(a) ? a : b;
+    return a < b ? a : b;
+}
+
+double fabs(double a)
+{
+    return __builtin_fabs(a);
+}
+
+/* Round to an integer in the current rounding mode (to nearest even unless
+ * changed) without raising inexact: adding and subtracting 2^52 (with x's
+ * sign) rounds away the fraction; the MXCSR flags are put back after. */
+double nearbyint(double x)
+{
+    if (!(__builtin_fabs(x) < 4503599627370496.0)) /* 2^52: an integer already, inf or nan */
+        return x;
+    unsigned csr;
+    __asm__ volatile("stmxcsr %0" : "=m"(csr));
+    volatile double big = x < 0 ? -4503599627370496.0 : 4503599627370496.0;
+    double r = (x + big) - big;
+    __asm__ volatile("ldmxcsr %0" : : "m"(csr));
+    return __builtin_copysign(r, x);
 }
 
 /* ---- heap ------------------------------------------------------------------------- */
@@ -728,7 +855,7 @@ static block *block_of(void *p)
     return b;
 }
 
-void free(void *p)
+__attribute__((noinline)) void free(void *p)
 {
     if (p == NULL)
         return;

@@ -7,6 +7,10 @@
  * no files, no processes, no signals and no sockets: those calls fail with
  * ENOSYS or EBADF, and docs/vm.md lists what a guest has.
  */
+/* The build's -D_FILE_OFFSET_BITS=64 would rename open, fstat, mmap and
+ * lseek to their *64 forms; the libraries linked into guests call the
+ * plain names (and lseek64), which are the same calls on x86-64. */
+#undef _FILE_OFFSET_BITS
 #include "mxu-guest.h"
 
 #include <errno.h>
@@ -16,8 +20,14 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <pthread.h>
+#include <sched.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/time.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -86,6 +96,12 @@ int fcntl(int fd, int cmd, ...)
     return fd >= 0 && fd <= FD_OUT ? 0 : (errno = EBADF, -1);
 }
 
+/* What fcntl is called under -D_FILE_OFFSET_BITS=64 (the SDK's build). */
+int fcntl64(int fd, int cmd, ...)
+{
+    return fcntl(fd, cmd);
+}
+
 int close(int fd)
 {
     (void)fd;
@@ -124,6 +140,190 @@ time_t time(time_t *t)
     if (t)
         *t = v;
     return v;
+}
+
+int gettimeofday(struct timeval *restrict tv, void *restrict tz)
+{
+    (void)tz;
+    uint64_t ms = MXU_GUEST_CTL->wall_ms;
+    tv->tv_sec = (time_t)(ms / 1000);
+    tv->tv_usec = (suseconds_t)(ms % 1000) * 1000;
+    return 0;
+}
+
+/* One guest, one thread, one "process": its id is 1. */
+pid_t getpid(void)
+{
+    return 1;
+}
+
+int sched_yield(void)
+{
+    return 0;
+}
+
+/* Locks: a guest runs one thread (libsodium guards its one-time setup). */
+int pthread_mutex_lock(pthread_mutex_t *m)
+{
+    (void)m;
+    return 0;
+}
+
+int pthread_mutex_unlock(pthread_mutex_t *m)
+{
+    (void)m;
+    return 0;
+}
+
+/* Entropy: the host's getrandom(), through the RANDOM hypercall; never
+ * blocks and never fails (flags are accepted and mean nothing here). */
+ssize_t getrandom(void *buf, size_t n, unsigned flags)
+{
+    (void)flags;
+    if (n > (size_t)INT32_MAX) /* as Linux: at most this much per call */
+        n = INT32_MAX;
+    mxu_guest_random(buf, n);
+    return (ssize_t)n;
+}
+
+int getentropy(void *buf, size_t n)
+{
+    if (n > 256) {
+        errno = EIO;
+        return -1;
+    }
+    mxu_guest_random(buf, n);
+    return 0;
+}
+
+long sysconf(int name)
+{
+    if (name == _SC_PAGESIZE)
+        return 4096;
+    if (name == _SC_NPROCESSORS_ONLN || name == _SC_NPROCESSORS_CONF)
+        return 1;
+    errno = EINVAL;
+    return -1;
+}
+
+/* ---- what a guest does not have: files, mappings, signals -------------------------
+ * Library code reaches these only on paths a function should not take in a
+ * guest (jansson's json_load_file, zlib's gz* files, libsodium's guarded
+ * sodium_malloc); they fail the way the callers handle. */
+
+int open(const char *path, int flags, ...)
+{
+    (void)path;
+    (void)flags;
+    errno = ENOSYS;
+    return -1;
+}
+
+off_t lseek(int fd, off_t off, int whence)
+{
+    (void)fd;
+    (void)off;
+    (void)whence;
+    errno = ESPIPE;
+    return -1;
+}
+
+off64_t lseek64(int fd, off64_t off, int whence)
+{
+    return lseek(fd, off, whence);
+}
+
+int fstat(int fd, struct stat *st)
+{
+    (void)st;
+    errno = fd >= 0 && fd <= FD_OUT ? ENOSYS : EBADF;
+    return -1;
+}
+
+FILE *fopen(const char *path, const char *mode)
+{
+    (void)path;
+    (void)mode;
+    errno = ENOSYS;
+    return NULL;
+}
+
+int fclose(FILE *f)
+{
+    (void)f;
+    return 0;
+}
+
+/* stdin is not the channel: it is empty. */
+int fgetc(FILE *f)
+{
+    (void)f;
+    return EOF;
+}
+
+int getc(FILE *f)
+{
+    return fgetc(f);
+}
+
+void *mmap(void *addr, size_t n, int prot, int flags, int fd, off_t off)
+{
+    (void)addr;
+    (void)n;
+    (void)prot;
+    (void)flags;
+    (void)fd;
+    (void)off;
+    errno = ENOMEM;
+    return MAP_FAILED;
+}
+
+int munmap(void *addr, size_t n)
+{
+    (void)addr;
+    (void)n;
+    errno = EINVAL;
+    return -1;
+}
+
+int mprotect(void *addr, size_t n, int prot)
+{
+    (void)addr;
+    (void)n;
+    (void)prot;
+    errno = ENOSYS;
+    return -1;
+}
+
+/* Nothing is swapped out of a guest: locking memory is a no-op that works. */
+int mlock(const void *addr, size_t n)
+{
+    (void)addr;
+    (void)n;
+    return 0;
+}
+
+int munlock(const void *addr, size_t n)
+{
+    (void)addr;
+    (void)n;
+    return 0;
+}
+
+int madvise(void *addr, size_t n, int advice)
+{
+    (void)addr;
+    (void)n;
+    (void)advice;
+    return 0;
+}
+
+/* A signal to itself ends the guest, as the default action would for the
+ * signals libraries raise (libsodium: SIGSEGV on a guard-page misuse). */
+int raise(int sig)
+{
+    fprintf(stderr, "mxu guest: raise(%d)\n", sig);
+    mxu_guest_exit(128 + (sig & 0x7f));
 }
 
 void exit(int code)

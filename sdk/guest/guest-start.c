@@ -1,11 +1,13 @@
 /*
  * The guest's entry and its channel to the host. The host starts the guest
  * at _start with rdi = the control block and rsp = the top of the stack
- * (vm-abi.h); there is nothing to set up but the heap, so _start aligns the
- * stack and calls guest_start(), which runs main() like a C runtime does.
+ * (vm-abi.h); there is nothing to set up but the heap and the thread
+ * control block, so _start aligns the stack and calls guest_start(), which
+ * runs main() like a C runtime does.
  */
 #include "mxu-guest.h"
 
+#include <stddef.h>
 #include <string.h>
 
 int main(void);
@@ -24,8 +26,33 @@ void mxu_guest_start(volatile mxu_vm_ctl *ctl)
 {
     if (ctl->magic != MXU_VM_CTL_MAGIC || ctl->abi != MXU_VM_ABI_VERSION)
         mxu_guest_exit(126);
+    /* The TCB the host pointed fs at: a self pointer (what %fs:0 holds
+     * under glibc) and the stack protector's canary at 0x28, for library
+     * code built with -fstack-protector (Debian's static archives are).
+     * Its low byte is 0, as glibc's, so a string overrun cannot copy it.
+     * Drawn before the pristine image is taken: guests reset to one image
+     * share it, as processes forked from one parent do. Nothing before
+     * this point may be built with the stack protector. */
+    uint64_t *tcb = (uint64_t *)(uintptr_t)MXU_VM_TCB_ADDR;
+    uint64_t canary;
+    mxu_guest_random(&canary, sizeof(canary));
+    tcb[0] = (uint64_t)(uintptr_t)tcb;
+    tcb[0x28 / 8] = canary & ~(uint64_t)0xff;
     mxu_guest_heap_init(ctl->heap_start, ctl->heap_end);
     mxu_guest_exit(main());
+}
+
+void mxu_guest_random(void *p, size_t n)
+{
+    uint8_t *b = p;
+    while (n > 0) {
+        size_t k = n < MXU_VM_RAND_CAP ? n : MXU_VM_RAND_CAP;
+        MXU_GUEST_CTL->rand_len = (uint32_t)k;
+        mxu_guest_hcall(MXU_VM_HC_RANDOM);
+        memcpy(b, (const uint8_t *)(uintptr_t)(MXU_VM_CTL_ADDR + offsetof(mxu_vm_ctl, rand)), k);
+        b += k;
+        n -= k;
+    }
 }
 
 /* Channel bytes written and not yet handed over: they wait in the out

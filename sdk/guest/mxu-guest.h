@@ -8,6 +8,7 @@
 
 #include "exec/vm/vm-abi.h"
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -34,6 +35,15 @@ void mxu_guest_send(uint32_t nr, const void *p, size_t n);
  * the next call. */
 size_t mxu_guest_recv(void *p, size_t cap);
 void mxu_guest_exit(int code) __attribute__((noreturn));
+
+/* Fill `n` bytes with the host's entropy (the RANDOM hypercall: one exit
+ * per MXU_VM_RAND_CAP bytes). */
+void mxu_guest_random(void *p, size_t n);
+
+/* |v| as printf's %e %f %g (conv, with '#' as alt; prec < 0: 6), without
+ * its sign: at most cap - 1 characters and a NUL, returns the full length
+ * (guest-stdlib.c; exact, rounded half to even). */
+int mxu_guest_fmt_double(char *buf, size_t cap, double v, char conv, int prec, bool alt);
 
 /* Set by the entry code from the control block. */
 void mxu_guest_heap_init(uint64_t start, uint64_t end);

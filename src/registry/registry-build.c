@@ -237,6 +237,39 @@ static int sync_output(const char *dir, mxu_err *err)
     return mxu_fsync_dir(outdir, err);
 }
 
+/* Libraries a guest links from the system's static archives (lib<name>.a
+ * found by `-static -l<name>`): their undefined symbols beyond themselves
+ * are what sdk/guest/ implements or stubs (docs/vm.md lists them). */
+static const char *const vm_archive_libs[] = {"jansson", "z", "sodium"};
+/* Libraries whose functions the guest C library itself has: not linked. */
+static const char *const vm_builtin_libs[] = {"m"};
+
+static bool in_list(const char *const *list, size_t n, const char *lib)
+{
+    for (size_t i = 0; i < n; i++)
+        if (strcmp(list[i], lib) == 0)
+            return true;
+    return false;
+}
+
+size_t reg_vm_libs_refused(const mxu_manifest *m, char *buf, size_t cap)
+{
+    size_t n = 0, used = 0;
+    if (cap)
+        buf[0] = '\0';
+    for (size_t i = 0; i < m->nlibs; i++) {
+        if (in_list(vm_archive_libs, MXU_ARRAY_LEN(vm_archive_libs), m->libs[i]) ||
+            in_list(vm_builtin_libs, MXU_ARRAY_LEN(vm_builtin_libs), m->libs[i]))
+            continue;
+        if (used < cap) {
+            int k = snprintf(buf + used, cap - used, "%s%s", n ? ", " : "", m->libs[i]);
+            used += k > 0 ? (size_t)k : 0;
+        }
+        n++;
+    }
+    return n;
+}
+
 int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *opts, mxu_buf *log,
                 mxu_err *err)
 {
@@ -250,7 +283,10 @@ int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *op
      * the guest SDK's own (docs/vm.md; the flags match sdk/meson.build's
      * guest_cflags, and guest.ld lays the image out as the VMM expects):
      * cc -std=gnu11 -O2 -I<sdk> <guest flags> -o .mxu/instance <sources>
-     *    <cflags> <sdk>/libmxufn-guest.a -lgcc */
+     *    <cflags> <sdk>/libmxufn-guest.a -l<libs> <sdk>/libmxufn-guest.a -lgcc
+     * where <libs> are the allowed archives (the manifest check and the
+     * deploy refused the rest); the guest SDK comes again after them, for
+     * the C library functions only they need. */
     static const char *const guest_flags[] = {
         "-static",
         "-nostdlib",
@@ -284,13 +320,22 @@ int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *op
         argv_add(&a, mxu_strdup(m->cflags[i]));
     if (opts->vm) {
         argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn-guest.a"));
+        bool any = false;
+        for (size_t i = 0; i < m->nlibs; i++) {
+            if (in_list(vm_builtin_libs, MXU_ARRAY_LEN(vm_builtin_libs), m->libs[i]))
+                continue;
+            argv_add(&a, mxu_asprintf("-l%s", m->libs[i]));
+            any = true;
+        }
+        if (any)
+            argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn-guest.a"));
         argv_add(&a, mxu_strdup("-lgcc"));
     } else {
         argv_add(&a, mxu_path_join(opts->sdk_lib_dir, "libmxufn.a"));
         argv_add(&a, mxu_strdup("-lpthread"));
+        for (size_t i = 0; i < m->nlibs; i++)
+            argv_add(&a, mxu_asprintf("-l%s", m->libs[i]));
     }
-    for (size_t i = 0; i < m->nlibs; i++)
-        argv_add(&a, mxu_asprintf("-l%s", m->libs[i]));
 
     bool timed_out = false, cancelled = false;
     mxu_err spawn_err = {0};

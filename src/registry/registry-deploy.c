@@ -265,14 +265,15 @@ int mxu_registry_deploy(mxu_registry *reg, const char *tenant, const char *manif
         mxu_manifest_free(m);
         return -1;
     }
-    if (vm && m->nlibs) {
+    char bad_libs[256];
+    if (vm && m->nlibs && reg_vm_libs_refused(m, bad_libs, sizeof(bad_libs)) > 0) {
         /* The manifest check says this for `executor: vm`; here vm is the
          * node's default, and the linker would say it far less clearly. */
         mxu_err_set(err, EINVAL,
-                    "%s: executor vm (this node's default) links only the guest SDK, no system "
-                    "library, and the manifest's build: libs: names %zu; deploy it with "
-                    "executor: process or sandbox (docs/vm.md)",
-                    m->name, m->nlibs);
+                    "%s: executor vm (this node's default) cannot link build: libs: %s: a vm "
+                    "guest links only the guest SDK and the libraries " REG_VM_LIBS_TEXT
+                    "; deploy it with executor: process or sandbox (docs/vm.md)",
+                    m->name, bad_libs);
         mxu_manifest_free(m);
         return -1;
     }

@@ -223,6 +223,15 @@ typedef struct reg_build_opts {
 int reg_build_c(const mxu_manifest *m, const char *dir, const reg_build_opts *opts, mxu_buf *log,
                 mxu_err *err);
 
+/* The system libraries a vm guest can link (`build: libs:`; docs/vm.md):
+ * those whose Debian static archives link against the guest SDK's C
+ * library, and `m`, whose functions the catalogue needs the guest C library
+ * provides itself. reg_vm_libs_refused() writes the manifest's other
+ * libraries, comma-separated, to buf and returns how many there are; the
+ * list allowed is "jansson, z, sodium, m" (REG_VM_LIBS_TEXT). */
+#define REG_VM_LIBS_TEXT "jansson, z, sodium, m"
+size_t reg_vm_libs_refused(const mxu_manifest *m, char *buf, size_t cap);
+
 /* ---- deploys (registry-deploy.c) ---- */
 
 /* Cancel queued deploys and wait for the running one's thread (registry closing). */

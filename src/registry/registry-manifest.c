@@ -421,10 +421,14 @@ static int manifest_validate(const mxu_manifest *m, const field_lines *fl, const
         return reg_fail(file, L[F_EXECUTOR], "executor", err,
                         "vm runs runtime c functions only: a guest has no operating system to run "
                         "a command in (docs/vm.md)");
-    if (strcmp(m->executor, "vm") == 0 && m->nlibs)
-        return reg_fail(
-            file, L[F_BUILD], "build", err,
-            "libs: a vm guest links only the guest SDK, no system library (docs/vm.md)");
+    if (strcmp(m->executor, "vm") == 0 && m->nlibs) {
+        char bad[256];
+        if (reg_vm_libs_refused(m, bad, sizeof(bad)) > 0)
+            return reg_fail(file, L[F_BUILD], "build", err,
+                            "libs: a vm guest cannot link %s: it links only the guest SDK and "
+                            "the libraries " REG_VM_LIBS_TEXT " (docs/vm.md)",
+                            bad);
+    }
 
     if (m->runtime == MXU_RUNTIME_C) {
         if (L[F_COMMAND])

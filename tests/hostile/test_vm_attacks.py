@@ -11,7 +11,7 @@ that the node still serves its canary (a vm function too), and each test
 checks that the attacker's next invocation gets a fresh, working guest.
 
 The raw hypercalls below write the control block (vm-abi.h: MXU_VM_CTL_ADDR
-0x200000, out_len at +44) and the doorbell (0xf0000000) by address, as an
+0x200000, out_len at +44, rand_len at +52) and the doorbell (0xf0000000) by address, as an
 attacker would. Skipped, never passed, where /dev/kvm cannot run guests.
 """
 import shutil
@@ -31,6 +31,7 @@ ATTACK = r"""
 
 #define CTL      0x200000ul
 #define OUT_LEN  (*(volatile uint32_t *)(CTL + 44))
+#define RAND_LEN (*(volatile uint32_t *)(CTL + 52))
 #define DOORBELL (*(volatile uint32_t *)0xf0000000ul)
 
 static void hcall(uint32_t nr)
@@ -99,6 +100,16 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (!strcmp(p, "/bogus-len-stderr")) {
         OUT_LEN = (1u << 20) + 1;
         hcall(3);
+    }
+    if (!strcmp(p, "/bogus-rand-len")) {     /* RANDOM past its 256-byte buffer */
+        RAND_LEN = 0xffffffffu;
+        hcall(5);
+    }
+    if (!strcmp(p, "/random-flood")) {       /* the host's entropy, as fast as it can */
+        for (;;) {
+            RAND_LEN = 256;
+            hcall(5);
+        }
     }
     if (!strcmp(p, "/bogus-nr"))
         hcall(0xdeadbeef);
@@ -247,6 +258,7 @@ def test_infinite_loop(ctx):
 def test_bogus_hypercalls(ctx):
     attack(ctx, "/bogus-len", 502, "hypercall with out_len 4294967280")
     attack(ctx, "/bogus-len-stderr", 502, "hypercall with out_len 1048577")
+    attack(ctx, "/bogus-rand-len", 502, "RANDOM with rand_len 4294967295")
     attack(ctx, "/bogus-nr", 502, "unknown hypercall 3735928559")
     attack(ctx, "/doorbell-width", 502, "2-byte write at guest-physical 0xf0000000")
 
@@ -254,7 +266,7 @@ def test_bogus_hypercalls(ctx):
 def test_hypercall_floods(ctx):
     # Each costs the host an exit, but stays the guest's own time: the
     # timeout ends it, and a neighbour answers meanwhile.
-    for path in ["/flood", "/stderr-flood"]:
+    for path in ["/flood", "/stderr-flood", "/random-flood"]:
         t = time.time()
         r = ctx.node.get("/fn/vm-attack" + path, timeout=60)
         eq(r.status, 504, f"{path}: {r.text[:300]}")

@@ -8,7 +8,9 @@
  * and the guest starts at CPL3 at its ELF entry point with:
  *
  *   rdi = MXU_VM_CTL_ADDR (the control block below), rsp = the top of its
- *   stack (16-byte aligned), rflags = 0x2 (interrupts off), SSE enabled.
+ *   stack (16-byte aligned), rflags = 0x2 (interrupts off), SSE enabled,
+ *   the fs base at MXU_VM_TCB_ADDR (the guest's thread control block: the
+ *   stack protector's canary is read from %fs:0x28).
  *
  * Guest-physical and guest-virtual addresses are the same (identity map,
  * 2 MiB pages: 1 GiB pages triple-fault under PVM):
@@ -46,6 +48,15 @@
 #define MXU_VM_OUT_CAP    0x100000u   /* 1 MiB */
 #define MXU_VM_IMAGE_BASE 0x400000ull /* the lowest address a PT_LOAD segment may use */
 #define MXU_VM_DOORBELL   0xf0000000ull
+/* The fs base: guest-owned bytes in the control block's page, which the
+ * host neither reads nor writes. The guest SDK puts a thread control block
+ * there (a self pointer at 0, the stack protector's canary at 0x28, as
+ * x86-64 code compiled for glibc expects), so that library code built with
+ * -fstack-protector runs in a guest. */
+#define MXU_VM_TCB_ADDR  (MXU_VM_CTL_ADDR + 0x800)
+#define MXU_VM_TCB_BYTES 0x800u
+/* The most random bytes one RANDOM hypercall gives. */
+#define MXU_VM_RAND_CAP 256u
 /* The fault stubs (CPL0) store the exception vector here. */
 #define MXU_VM_FAULT_DOORBELL (MXU_VM_DOORBELL + 8)
 
@@ -66,6 +77,11 @@ enum mxu_vm_hcall {
     MXU_VM_HC_STDERR = 3,
     /* The guest is done: exit_code says how. Never returns. */
     MXU_VM_HC_EXIT = 4,
+    /* rand_len (at most MXU_VM_RAND_CAP) bytes from the host's getrandom()
+     * into rand[]: a guest's only entropy. Fresh at every call, so guests
+     * reset to the same pristine image still draw different bytes. Added
+     * to version 1 (an older guest never rings it). */
+    MXU_VM_HC_RANDOM = 5,
 };
 
 /* At MXU_VM_CTL_ADDR. Fields marked "host" are written by the host before
@@ -81,8 +97,12 @@ typedef struct mxu_vm_ctl {
     uint32_t in_len;     /* host: bytes for the guest after READ */
     uint32_t out_len;    /* guest: bytes to take for WRITE / READ / STDERR */
     uint32_t exit_code;  /* guest: for EXIT */
-    uint32_t reserved;
-    uint64_t wall_ms; /* host: milliseconds since the epoch, when now_ms was taken */
+    uint32_t rand_len;   /* guest: bytes wanted by RANDOM */
+    uint64_t wall_ms;    /* host: milliseconds since the epoch, when now_ms was taken */
+    uint8_t rand[MXU_VM_RAND_CAP]; /* host: RANDOM's bytes */
 } mxu_vm_ctl;
+
+_Static_assert(sizeof(mxu_vm_ctl) <= MXU_VM_TCB_ADDR - MXU_VM_CTL_ADDR,
+               "the control block must end below the guest's TCB");
 
 #endif

@@ -276,6 +276,10 @@ static int set_registers(mxu_vm *vm, uint64_t entry, mxu_err *err)
                                .g = 1};
     sr.cs = code;
     sr.ds = sr.es = sr.fs = sr.gs = sr.ss = data;
+    /* The guest's TCB (vm-abi.h): code built with -fstack-protector reads
+     * its canary from %fs:0x28, and the guest cannot set a segment base
+     * itself (wrfsbase and the MSRs are not for CPL3 here). */
+    sr.fs.base = MXU_VM_TCB_ADDR;
     sr.tr = (struct kvm_segment){
         .base = SYS_TSS, .limit = 0x67, .selector = SEL_TSS, .type = 11, .present = 1};
     sr.gdt.base = SYS_GDT;

@@ -16,7 +16,9 @@
 
 #include <errno.h>
 #include <poll.h>
+#include <stddef.h>
 #include <string.h>
+#include <sys/random.h>
 
 /* Write everything, waiting for room: the node's side never stops reading
  * for long (one libuv loop), so a blocking wait is fine here. Returns 0, or
@@ -118,6 +120,17 @@ int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hc
     case MXU_VM_HC_EXIT:
         hc->exit_code = (int)(ctl->exit_code & 0xff);
         return 0;
+    case MXU_VM_HC_RANDOM: {
+        uint32_t len = ctl->rand_len; /* read once, as out_len */
+        if (len > MXU_VM_RAND_CAP)
+            return mxu_err_set(err, EFAULT,
+                               "vm: guest fault: RANDOM with rand_len %u, over the %u-byte buffer",
+                               len, MXU_VM_RAND_CAP);
+        hc->rand = mem + MXU_VM_CTL_ADDR + offsetof(mxu_vm_ctl, rand);
+        hc->rand_len = len;
+        ctl->rand_len = 0;
+        return 0;
+    }
     default:
         return mxu_err_set(err, EFAULT, "vm: guest fault: unknown hypercall %u", nr);
     }
@@ -146,6 +159,21 @@ static int serve_input(mxu_vm *vm, int in_fd, mxu_vm_serve_state *st, mxu_err *e
     }
     ctl->now_ms = mxu_now_ns() / 1000000u;
     ctl->wall_ms = mxu_wall_ms();
+    return 0;
+}
+
+/* RANDOM: `n` (at most MXU_VM_RAND_CAP) bytes from the kernel's CSPRNG. */
+static int fill_random(uint8_t *p, uint32_t n, mxu_err *err)
+{
+    while (n > 0) {
+        ssize_t k = getrandom(p, n, 0);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k < 0)
+            return mxu_err_sys(err, errno, "vm: getrandom for the guest");
+        p += k;
+        n -= (uint32_t)k;
+    }
     return 0;
 }
 
@@ -197,6 +225,12 @@ static int serve_loop(mxu_vm *vm, int in_fd, int out_fd, int log_fd, uint64_t ti
                 return 0;
             }
             if (serve_input(vm, in_fd, st, err) < 0)
+                return -1;
+            break;
+        case MXU_VM_HC_RANDOM:
+            /* The host's entropy, never a seed kept in the image: guests
+             * reset to one pristine image must not share a stream. */
+            if (fill_random(hc.rand, hc.rand_len, err) < 0)
                 return -1;
             break;
         case MXU_VM_HC_STDERR:

@@ -117,12 +117,15 @@ typedef struct mxu_vm_hcall_args {
     const uint8_t *out; /* WRITE, READ, STDERR: out_len bytes, inside the out buffer */
     uint32_t out_len;
     int exit_code; /* EXIT */
+    uint8_t *rand; /* RANDOM: rand_len bytes to fill, the control block's rand[] */
+    uint32_t rand_len;
 } mxu_vm_hcall_args;
 
 /* Decode hypercall `nr` against the control block of guest memory `mem`
  * (`mem_bytes` long): the one place that reads what the guest hands over.
- * out_len is read once, checked against the out buffer and cleared; an
- * unknown number or a bad length is "vm: guest fault: ..." (-1). No KVM
+ * out_len is read once, checked against the out buffer and cleared;
+ * RANDOM's rand_len likewise against rand[]; an unknown number or a bad
+ * length is "vm: guest fault: ..." (-1). No KVM
  * needed: the fuzz target (fuzz/fuzz-vm-hcall.c) drives it directly. */
 int mxu_vm_hcall_decode(uint8_t *mem, uint64_t mem_bytes, uint32_t nr, mxu_vm_hcall_args *hc,
                         mxu_err *err);

@@ -277,8 +277,13 @@ static void test_err_executor(void)
     snprintf(y, sizeof(y), "%sexecutor: vm\n", head);
     EXPECT_ERR(y, FILE_NAME ":4: executor: ", "vm runs runtime c functions only");
     mxu_manifest_free(parse_ok("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\n"));
-    EXPECT_ERR("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\nbuild:\n  libs: [m]\n",
-               FILE_NAME ":6: build: ", "a vm guest links only the guest SDK");
+    mxu_manifest_free(parse_ok("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\nbuild:\n"
+                               "  libs: [jansson, z, sodium, m]\n"));
+    EXPECT_ERR("name: a\nruntime: c\nsources: [a.c]\nexecutor: vm\nbuild:\n"
+               "  libs: [m, curl, jansson, uv]\n",
+               FILE_NAME ":6: build: ",
+               "a vm guest cannot link curl, uv: it links only the guest SDK and the libraries "
+               "jansson, z, sodium, m");
     snprintf(y, sizeof(y), "%sexecutor: docker\n", head);
     EXPECT_ERR(y, FILE_NAME ":4: executor: ", "'docker' is not an executor");
 }

@@ -116,8 +116,10 @@ static void test_create_and_first_hypercall_time(void)
         if (mxu_vm_create(img.data, img.len, MEM, &vm, &err) < 0)
             MXU_TEST_FAIL_("%s", err.msg);
         mxu_vm_exit ex;
-        CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
-        CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+        do { /* RANDOM first: the SDK's start draws its stack canary */
+            CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
+            CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+        } while (ex.nr == MXU_VM_HC_RANDOM);
         CHECK_EQ_INT(ex.nr, MXU_VM_HC_READ); /* the guest asks for its command */
         double dt = now_us() - t0;
         best = dt < best ? dt : best;
@@ -156,8 +158,10 @@ static mxu_vm *boot_pristine(const mxu_buf *img)
     if (mxu_vm_create(img->data, img->len, MEM, &vm, &err) < 0)
         MXU_TEST_FAIL_("create: %s", err.msg);
     mxu_vm_exit ex;
-    CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
-    CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+    do { /* the SDK's start draws its stack canary first (RANDOM) */
+        CHECK(mxu_vm_run(vm, 5000, &ex, &err) == 0);
+        CHECK_EQ_INT(ex.kind, MXU_VM_EXIT_HCALL);
+    } while (ex.nr == MXU_VM_HC_RANDOM);
     CHECK_EQ_INT(ex.nr, MXU_VM_HC_READ);
     if (mxu_vm_snapshot(vm, &err) < 0)
         MXU_TEST_FAIL_("snapshot: %s", err.msg);
@@ -381,8 +385,61 @@ static void test_hostile_lengths(void)
     expect_fault('h', "out_len 4294967295, over the 1048576-byte buffer");
     expect_fault('H', "out_len 1048577");
     expect_fault('u', "unknown hypercall 99");
+    expect_fault('R', "RANDOM with rand_len 257, over the 256-byte buffer");
     expect_fault('d', "8-byte write at guest-physical 0xf0000000");
     expect_fault('r', "4-byte read at guest-physical 0xf0000000");
+}
+
+/* Run guest command 'g' once: 600 random bytes, then its %fs:0x28 and
+ * %fs:0 as the guest reads them. */
+static void random_run(uint8_t out[616])
+{
+    need_kvm();
+    mxu_buf img = guest_image();
+    mxu_err err = {0};
+    mxu_vm *vm;
+    if (mxu_vm_create(img.data, img.len, MEM, &vm, &err) < 0)
+        MXU_TEST_FAIL_("create: %s", err.msg);
+    int in[2], o[2];
+    CHECK(pipe(in) == 0 && pipe(o) == 0);
+    CHECK(write(in[1], "g", 1) == 1);
+    close(in[1]);
+    mxu_vm_serve_state st = {0};
+    if (mxu_vm_serve(vm, in[0], o[1], -1, 5000, &st, &err) < 0)
+        MXU_TEST_FAIL_("serve: %s", err.msg);
+    CHECK_EQ_INT(st.exit_code, 0);
+    close(o[1]);
+    size_t n = 0;
+    ssize_t k;
+    while (n < 616 && (k = read(o[0], out + n, 616 - n)) > 0)
+        n += (size_t)k;
+    CHECK_EQ_U64(n, 616);
+    mxu_vm_destroy(vm);
+    close(in[0]);
+    close(o[0]);
+    mxu_buf_free(&img);
+}
+
+/* RANDOM gives the host's entropy: different in every call and every
+ * guest; fs points at the guest's TCB, which holds itself and a canary. */
+static void test_random_and_tcb(void)
+{
+    uint8_t a[616], b[616];
+    random_run(a);
+    random_run(b);
+    CHECK(memcmp(a, a + 300, 300) != 0);
+    CHECK(memcmp(a, b, 600) != 0);
+    int zeros = 0;
+    for (int i = 0; i < 600; i++)
+        zeros += a[i] == 0;
+    CHECK(zeros < 30); /* ~2.3 expected */
+    uint64_t canary, self;
+    memcpy(&canary, a + 600, 8);
+    memcpy(&self, a + 608, 8);
+    CHECK_EQ_U64(self, MXU_VM_TCB_ADDR);
+    CHECK(canary != 0 && (canary & 0xff) == 0);
+    memcpy(&self, b + 600, 8);
+    CHECK(self != canary); /* a new guest, a new canary */
 }
 
 /* A copy of the guest image with one program header changed. */
@@ -500,6 +557,6 @@ MXU_TESTS(TEST(test_boot_and_exit), TEST(test_create_and_first_hypercall_time),
           TEST(test_hypercall_round_trip), TEST(test_write_outside_memory),
           TEST(test_page_tables_protected), TEST(test_code_protected),
           TEST(test_infinite_loop_kicked), TEST(test_port_io_fault), TEST(test_hostile_lengths),
-          TEST(test_image_checks), TEST(test_helper_reports_fault_as_fatal_frame),
-          TEST(test_reset_is_pristine), TEST(test_reset_repopulates_only_written_pages),
-          TEST(test_reset_time))
+          TEST(test_random_and_tcb), TEST(test_image_checks),
+          TEST(test_helper_reports_fault_as_fatal_frame), TEST(test_reset_is_pristine),
+          TEST(test_reset_repopulates_only_written_pages), TEST(test_reset_time))

@@ -54,6 +54,22 @@ int main(void)
     case 'u':
         mxu_guest_hcall(99);
         return 0;
+    case 'R': /* RANDOM past its buffer */
+        ctl->rand_len = MXU_VM_RAND_CAP + 1;
+        mxu_guest_hcall(MXU_VM_HC_RANDOM);
+        return 0;
+    case 'g': { /* 2 x 300 random bytes (two RANDOMs each), and the TCB's canary */
+        uint8_t r[600];
+        mxu_guest_random(r, 300);
+        mxu_guest_random(r + 300, 300);
+        uint64_t canary, self;
+        __asm__ volatile("mov %%fs:0x28, %0" : "=r"(canary));
+        __asm__ volatile("mov %%fs:0, %0" : "=r"(self));
+        mxu_guest_send(MXU_VM_HC_WRITE, r, sizeof(r));
+        mxu_guest_send(MXU_VM_HC_WRITE, &canary, 8);
+        mxu_guest_send(MXU_VM_HC_WRITE, &self, 8);
+        return 0;
+    }
     case 'd': /* the doorbell with the wrong width */
         *(volatile uint64_t *)MXU_VM_DOORBELL = MXU_VM_HC_WRITE;
         return 0;
