@@ -20,6 +20,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 /* ---- buffers ---------------------------------------------------------------- */
 
@@ -404,6 +405,87 @@ int mxu_res_printf(mxu_res *res, const char *fmt, ...)
     int n = mxu_res_vprintf(res, fmt, ap);
     va_end(ap);
     return n;
+}
+
+/* Length of the valid UTF-8 sequence at s (at most n bytes), or 0 if it is
+ * not one: no overlongs, no surrogates, nothing past U+10FFFF. */
+static size_t utf8_seq(const unsigned char *s, size_t n)
+{
+    unsigned c = s[0];
+    size_t len = c < 0x80             ? 1
+                 : (c & 0xE0) == 0xC0 ? 2
+                 : (c & 0xF0) == 0xE0 ? 3
+                 : (c & 0xF8) == 0xF0 ? 4
+                                      : 0;
+    if (len == 0 || len > n)
+        return 0;
+    unsigned cp = len == 1 ? c : len == 2 ? c & 0x1F : len == 3 ? c & 0x0F : c & 0x07;
+    for (size_t i = 1; i < len; i++) {
+        if ((s[i] & 0xC0) != 0x80)
+            return 0;
+        cp = cp << 6 | (s[i] & 0x3F);
+    }
+    static const unsigned min[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (cp < min[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
+        return 0;
+    return len;
+}
+
+/* `s` as the inside of a JSON string, appended to the body. */
+static void res_json_string(mxu_res *res, const char *s)
+{
+    const unsigned char *p = (const unsigned char *)s;
+    size_t n = strlen(s);
+    for (size_t i = 0; i < n;) {
+        unsigned char c = p[i];
+        size_t len = utf8_seq(p + i, n - i);
+        if (c == '"' || c == '\\') {
+            char e[2] = {'\\', (char)c};
+            mxu_res_write(res, e, 2);
+        } else if (c < 0x20 || c == 0x7f) {
+            mxu_res_printf(res, "\\u%04x", c);
+        } else if (len == 0) {
+            mxu_res_write(res, "\\ufffd", 6);
+            i++;
+            continue;
+        } else {
+            mxu_res_write(res, p + i, len);
+            i += len;
+            continue;
+        }
+        i++;
+    }
+}
+
+int mxu_res_error(mxu_res *res, int status, const char *code, const char *fmt, ...)
+{
+    if (status < 400 || status > 599 || code == NULL || fmt == NULL)
+        return -1;
+    char msg[1024];
+    va_list ap;
+    va_start(ap, fmt);
+    int n = vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (n < 0)
+        msg[0] = '\0';
+    /* A Content-Type set before is replaced (an error is JSON whatever the
+     * handler meant to send); other headers stay. */
+    size_t keep = 0;
+    for (size_t i = 0; i < res->nhdrs; i++) {
+        const mxu_fn_res_hdr *h = &res->hdrs[i];
+        if (!(h->name_len == 12 && strncasecmp((const char *)res->hdr_bytes.data + h->name_off,
+                                               "content-type", 12) == 0))
+            res->hdrs[keep++] = *h;
+    }
+    res->nhdrs = keep;
+    mxu_res_status(res, status);
+    mxu_res_header(res, "Content-Type", "application/json");
+    mxu_res_set_body(res, "{\"error\":{\"code\":\"", 18);
+    res_json_string(res, code);
+    mxu_res_write(res, "\",\"message\":\"", 13);
+    res_json_string(res, msg);
+    mxu_res_write(res, "\"}}\n", 4);
+    return 0;
 }
 
 void mxu_fn_api_begin(void)

@@ -10,14 +10,6 @@
 #include <sodium.h>
 #include <string.h>
 
-static int fail(mxu_res *res, int status, const char *code, const char *msg)
-{
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, msg);
-    return 0;
-}
-
 static const char *setting(mxu_req *req, const char *query, const char *env, const char *dflt)
 {
     const char *v = mxu_req_query_param(req, query);
@@ -37,24 +29,25 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     const char *variant = setting(req, "variant", "VARIANT", "standard");
     int url = strcmp(variant, "url") == 0;
     if (!url && strcmp(variant, "standard") != 0)
-        return fail(res, 400, "invalid_setting", "variant must be standard or url");
+        return mxu_res_error(res, 400, "invalid_setting", "variant must be standard or url");
     size_t len;
     const unsigned char *body = mxu_req_body(req, &len);
     if (strcmp(op, "encode") == 0) {
         int v = url ? sodium_base64_VARIANT_URLSAFE : sodium_base64_VARIANT_ORIGINAL;
         size_t n = sodium_base64_ENCODED_LEN(len, v);
         if (n > MXU_FN_BODY_MAX)
-            return fail(res, 413, "output_too_large", "the encoded body would be too large");
+            return mxu_res_error(res, 413, "output_too_large",
+                                 "the encoded body would be too large");
         char *out = mxu_alloc(req, n);
         if (!out)
-            return fail(res, 500, "no_memory", "out of memory");
+            return mxu_res_error(res, 500, "no_memory", "out of memory");
         sodium_bin2base64(out, n, body, len, v);
         mxu_res_header(res, "Content-Type", "text/plain; charset=us-ascii");
         mxu_res_set_body(res, out, n - 1); /* n counts the NUL */
         return 0;
     }
     if (strcmp(op, "decode") != 0)
-        return fail(res, 400, "invalid_setting", "op must be encode or decode");
+        return mxu_res_error(res, 400, "invalid_setting", "op must be encode or decode");
     /* Padding is optional on input: strip it and decode as the no-padding
      * variant, which sodium checks strictly. */
     size_t n = len;
@@ -65,7 +58,7 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         n--, pad++;
     unsigned char *out = mxu_alloc(req, len / 4 * 3 + 3);
     if (!out)
-        return fail(res, 500, "no_memory", "out of memory");
+        return mxu_res_error(res, 500, "no_memory", "out of memory");
     size_t got = 0;
     const char *end = NULL;
     int v =
@@ -73,8 +66,9 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (sodium_base642bin(out, len / 4 * 3 + 3, (const char *)body, n, " \t\r\n", &got, &end, v) !=
             0 ||
         (end && end != (const char *)body + n))
-        return fail(res, 400, "invalid_base64",
-                    url ? "the body is not base64url text" : "the body is not base64 text");
+        return mxu_res_error(res, 400, "invalid_base64",
+                             url ? "the body is not base64url text"
+                                 : "the body is not base64 text");
     mxu_res_header(res, "Content-Type",
                    setting(req, "content_type", "CONTENT_TYPE", "application/octet-stream"));
     mxu_res_set_body(res, out, got);

@@ -17,23 +17,6 @@
 
 #define HARD_MAX (60u << 20) /* under MXU_FN_BODY_MAX, with room for the SDK's copy */
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-/* Messages here quote no request bytes (zlib's own messages are fixed
- * English), so they need no JSON escaping. */
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, msg);
-    return 0;
-}
-
 static const char *setting(mxu_req *req, const char *query, const char *env, const char *dflt)
 {
     const char *v = query ? mxu_req_query_param(req, query) : NULL;
@@ -78,7 +61,7 @@ static int do_compress(mxu_req *req, mxu_res *res, const char *format, int level
 {
     z_stream z = {0};
     if (deflateInit2(&z, level, Z_DEFLATED, window_bits(format, 0), 8, Z_DEFAULT_STRATEGY) != Z_OK)
-        return fail(res, 500, "zlib_error", "deflateInit2 failed");
+        return mxu_res_error(res, 500, "zlib_error", "deflateInit2 failed");
     size_t cap = deflateBound(&z, (uLong)len) + 32;
     if (cap > max) {
         /* The bound is pessimistic: try with the cap, fail only if it is hit. */
@@ -87,7 +70,7 @@ static int do_compress(mxu_req *req, mxu_res *res, const char *format, int level
     unsigned char *out = mxu_alloc(req, cap ? cap : 1);
     if (!out) {
         deflateEnd(&z);
-        return fail(res, 500, "no_memory", "no memory for %zu bytes", cap);
+        return mxu_res_error(res, 500, "no_memory", "no memory for %zu bytes", cap);
     }
     z.next_in = (unsigned char *)in;
     z.avail_in = (uInt)len;
@@ -97,8 +80,8 @@ static int do_compress(mxu_req *req, mxu_res *res, const char *format, int level
     size_t n = z.total_out;
     deflateEnd(&z);
     if (rc != Z_STREAM_END)
-        return fail(res, 413, "output_too_large",
-                    "the compressed body is over MAX_OUTPUT (%zu bytes)", max);
+        return mxu_res_error(res, 413, "output_too_large",
+                             "the compressed body is over MAX_OUTPUT (%zu bytes)", max);
     static const char *const types[][2] = {{"gzip", "application/gzip"},
                                            {"zlib", "application/zlib"},
                                            {"deflate", "application/octet-stream"}};
@@ -113,10 +96,11 @@ static int do_decompress(mxu_res *res, const char *format, const unsigned char *
                          size_t max, const char *ctype)
 {
     if (len == 0)
-        return fail(res, 400, "invalid_data", "the body is empty, not a %s stream", format);
+        return mxu_res_error(res, 400, "invalid_data", "the body is empty, not a %s stream",
+                             format);
     z_stream z = {0};
     if (inflateInit2(&z, window_bits(format, 1)) != Z_OK)
-        return fail(res, 500, "zlib_error", "inflateInit2 failed");
+        return mxu_res_error(res, 500, "zlib_error", "inflateInit2 failed");
     /* malloc, not the arena: the buffer is regrown, and the arena never frees. */
     size_t cap = len * 4 < 65536 ? 65536 : len * 4;
     if (cap > max)
@@ -152,16 +136,16 @@ static int do_decompress(mxu_res *res, const char *format, const unsigned char *
     }
     int status = 0;
     if (!out)
-        status = fail(res, 500, "no_memory", "out of memory while decompressing");
+        status = mxu_res_error(res, 500, "no_memory", "out of memory while decompressing");
     else if (rc == Z_MEM_ERROR)
-        status = fail(res, 413, "output_too_large",
-                      "the decompressed body is over MAX_OUTPUT (%zu bytes)", max);
+        status = mxu_res_error(res, 413, "output_too_large",
+                               "the decompressed body is over MAX_OUTPUT (%zu bytes)", max);
     else if (rc != Z_STREAM_END)
-        status = fail(res, 400, "invalid_data", "not a valid %s stream: %s", format,
-                      z.msg ? z.msg : "corrupt data");
+        status = mxu_res_error(res, 400, "invalid_data", "not a valid %s stream: %s", format,
+                               z.msg ? z.msg : "corrupt data");
     else if (z.avail_in != 0)
-        status = fail(res, 400, "invalid_data", "%u bytes follow the end of the %s stream",
-                      z.avail_in, format);
+        status = mxu_res_error(res, 400, "invalid_data", "%u bytes follow the end of the %s stream",
+                               z.avail_in, format);
     else {
         mxu_res_header(res, "Content-Type", ctype);
         mxu_res_set_body(res, out, z.total_out);
@@ -176,22 +160,22 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     const char *mode = setting(req, "op", "MODE", "compress");
     int inflating = strcmp(mode, "decompress") == 0;
     if (!inflating && strcmp(mode, "compress") != 0)
-        return fail(res, 400, "invalid_setting", "op must be compress or decompress");
+        return mxu_res_error(res, 400, "invalid_setting", "op must be compress or decompress");
     const char *format = setting(req, "format", "FORMAT", inflating ? "auto" : "gzip");
     if (window_bits(format, inflating) == 0)
-        return fail(res, 400, "invalid_setting", "format must be gzip, zlib or deflate%s",
-                    inflating ? " (or auto)" : "");
+        return mxu_res_error(res, 400, "invalid_setting", "format must be gzip, zlib or deflate%s",
+                             inflating ? " (or auto)" : "");
     const char *lvl = setting(req, "level", "LEVEL", "6");
     int level = (int)strtol(lvl, NULL, 10);
     if (level < 1 || level > 9 || strlen(lvl) != 1)
-        return fail(res, 400, "invalid_setting", "level must be 1 to 9");
+        return mxu_res_error(res, 400, "invalid_setting", "level must be 1 to 9");
     size_t max = parse_size(setting(req, NULL, "MAX_OUTPUT", "8Mi"));
     if (max == 0)
-        return fail(res, 500, "not_configured", "MAX_OUTPUT must be a size like 8Mi");
+        return mxu_res_error(res, 500, "not_configured", "MAX_OUTPUT must be a size like 8Mi");
     size_t len;
     const unsigned char *body = mxu_req_body(req, &len);
     if (len > 0xFFFFFFFFu)
-        return fail(res, 413, "input_too_large", "the body is over 4 GiB");
+        return mxu_res_error(res, 413, "input_too_large", "the body is over 4 GiB");
     if (inflating)
         return do_decompress(res, format, body, len, max,
                              setting(req, NULL, "CONTENT_TYPE", "application/octet-stream"));

@@ -27,23 +27,6 @@
 
 #define MAX_FIELDS 4096
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-/* Messages quote no input bytes, so they are JSON-safe as written. */
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    mxu_res_set_body(res, NULL, 0);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, msg);
-    return 0;
-}
-
 static const char *setting(mxu_req *req, const char *query, const char *env, const char *dflt)
 {
     const char *v = mxu_req_query_param(req, query);
@@ -195,17 +178,17 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     const char *hdr = setting(req, "header", "HEADER", "true");
     int header = strcmp(hdr, "true") == 0 || strcmp(hdr, "1") == 0;
     if (!header && strcmp(hdr, "false") != 0 && strcmp(hdr, "0") != 0)
-        return fail(res, 400, "invalid_setting", "header must be true or false");
+        return mxu_res_error(res, 400, "invalid_setting", "header must be true or false");
     const char *d = setting(req, "delimiter", "DELIMITER", ",");
     char delim = strcmp(d, "tab") == 0 ? '\t' : d[0];
     if ((strlen(d) != 1 && strcmp(d, "tab") != 0) || delim == '"' || delim == '\n' || delim == '\r')
-        return fail(res, 400, "invalid_setting",
-                    "delimiter must be one character (or tab), not a "
-                    "quote or line break");
+        return mxu_res_error(res, 400, "invalid_setting",
+                             "delimiter must be one character (or tab), not a "
+                             "quote or line break");
     const char *types = setting(req, "types", "TYPES", "string");
     int infer = strcmp(types, "infer") == 0;
     if (!infer && strcmp(types, "string") != 0)
-        return fail(res, 400, "invalid_setting", "types must be string or infer");
+        return mxu_res_error(res, 400, "invalid_setting", "types must be string or infer");
 
     size_t len;
     const char *body = mxu_req_body(req, &len);
@@ -215,22 +198,22 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     field *f = mxu_alloc(req, MAX_FIELDS * sizeof(*f));
     field *names = header ? mxu_alloc(req, MAX_FIELDS * sizeof(*names)) : NULL;
     if (!f || (header && !names))
-        return fail(res, 500, "no_memory", "out of memory");
+        return mxu_res_error(res, 500, "no_memory", "out of memory");
     int nnames = 0;
     if (header) {
         nnames = read_record(&r, names);
         size_t line = r.rec_line;
         if (nnames < 0)
-            return fail(res, 400, "invalid_csv", "line %zu: %s", r.line, r.err);
+            return mxu_res_error(res, 400, "invalid_csv", "line %zu: %s", r.line, r.err);
         if (nnames == 0)
-            return fail(res, 400, "invalid_csv", "no header row: the body is empty");
+            return mxu_res_error(res, 400, "invalid_csv", "no header row: the body is empty");
         for (int i = 0; i < nnames; i++)
             for (int j = 0; j < i; j++)
                 if (names[i].len == names[j].len &&
                     memcmp(names[i].s, names[j].s, names[i].len) == 0)
-                    return fail(res, 422, "duplicate_header",
-                                "line %zu: header fields %d and %d have the same name", line, j + 1,
-                                i + 1);
+                    return mxu_res_error(res, 422, "duplicate_header",
+                                         "line %zu: header fields %d and %d have the same name",
+                                         line, j + 1, i + 1);
     }
     mxu_res_header(res, "Content-Type", "application/json");
     mxu_res_write(res, "[", 1);
@@ -239,12 +222,13 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         int n = read_record(&r, f);
         size_t line = r.rec_line;
         if (n < 0)
-            return fail(res, 400, "invalid_csv", "line %zu: %s", r.line, r.err);
+            return mxu_res_error(res, 400, "invalid_csv", "line %zu: %s", r.line, r.err);
         if (n == 0)
             break;
         if (header && n != nnames)
-            return fail(res, 422, "field_count", "line %zu has %d field%s, the header has %d", line,
-                        n, n == 1 ? "" : "s", nnames);
+            return mxu_res_error(res, 422, "field_count",
+                                 "line %zu has %d field%s, the header has %d", line, n,
+                                 n == 1 ? "" : "s", nnames);
         mxu_res_write(res, records ? ",\n" : "\n", records ? 2 : 1);
         mxu_res_write(res, header ? "{" : "[", 1);
         for (int i = 0; i < n; i++) {
@@ -252,12 +236,12 @@ int mxu_handle(mxu_req *req, mxu_res *res)
                 mxu_res_write(res, ",", 1);
             if (header) {
                 if (emit_field(res, &names[i], 0) < 0)
-                    return fail(res, 400, "invalid_utf8", "the header is not UTF-8");
+                    return mxu_res_error(res, 400, "invalid_utf8", "the header is not UTF-8");
                 mxu_res_write(res, ":", 1);
             }
             if (emit_field(res, &f[i], infer) < 0)
-                return fail(res, 400, "invalid_utf8", "line %zu, field %d is not UTF-8", line,
-                            i + 1);
+                return mxu_res_error(res, 400, "invalid_utf8", "line %zu, field %d is not UTF-8",
+                                     line, i + 1);
         }
         mxu_res_write(res, header ? "}" : "]", 1);
         records++;

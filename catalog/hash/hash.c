@@ -21,23 +21,6 @@
 #include <stdio.h>
 #include <string.h>
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-/* The messages here never quote request bytes, so they are JSON-safe as
- * written (no escaping needed). */
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, msg);
-    return 0;
-}
-
 int mxu_init(void)
 {
     if (sodium_init() < 0) {
@@ -114,22 +97,24 @@ int mxu_handle(mxu_req *req, mxu_res *res)
                   : strcmp(enc, "base64url") == 0 ? sodium_base64_VARIANT_URLSAFE_NO_PADDING
                                                   : -2;
     if (variant == -2)
-        return fail(res, 400, "invalid_setting", "encoding must be hex, base64 or base64url");
+        return mxu_res_error(res, 400, "invalid_setting",
+                             "encoding must be hex, base64 or base64url");
     int verify = strcmp(mode, "verify") == 0;
     if (!verify && strcmp(mode, "digest") != 0)
-        return fail(res, 500, "not_configured", "MODE must be digest or verify");
+        return mxu_res_error(res, 500, "not_configured", "MODE must be digest or verify");
     if (strcmp(output, "text") != 0 && strcmp(output, "json") != 0 && strcmp(output, "header") != 0)
-        return fail(res, 400, "invalid_setting", "output must be text, json or header");
+        return mxu_res_error(res, 400, "invalid_setting", "output must be text, json or header");
 
     size_t len;
     const unsigned char *body = mxu_req_body(req, &len);
     unsigned char d[64];
     size_t dlen = digest(alg, (const unsigned char *)key, klen, body, len, d);
     if (dlen == 0)
-        return fail(res, 400, "invalid_setting", "algorithm must be sha256, sha512 or blake2b");
+        return mxu_res_error(res, 400, "invalid_setting",
+                             "algorithm must be sha256, sha512 or blake2b");
     if (dlen == (size_t)-1)
-        return fail(res, 500, "not_configured", "a blake2b KEY needs at least %d bytes",
-                    crypto_generichash_KEYBYTES_MIN);
+        return mxu_res_error(res, 500, "not_configured", "a blake2b KEY needs at least %d bytes",
+                             crypto_generichash_KEYBYTES_MIN);
     char text[sodium_base64_ENCODED_LEN(64, sodium_base64_VARIANT_ORIGINAL) + 130];
     if (variant == -1)
         sodium_bin2hex(text, sizeof(text), d, dlen);
@@ -142,8 +127,8 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         if (!sig || !*sig)
             sig = mxu_req_header(req, header);
         if (!sig || !*sig)
-            return fail(res, 400, "missing_signature",
-                        "send the signature in ?signature= or the %s header", header);
+            return mxu_res_error(res, 400, "missing_signature",
+                                 "send the signature in ?signature= or the %s header", header);
         /* "sha256=HEX", as GitHub and others send it: compare what follows. */
         const char *eq = strchr(sig, '=');
         if (eq && variant == -1)
@@ -158,7 +143,8 @@ int mxu_handle(mxu_req *req, mxu_res *res)
             ok = sodium_base642bin(got, sizeof(got), sig, strlen(sig), NULL, &glen, NULL,
                                    variant) == 0;
         if (!ok || glen != dlen || sodium_memcmp(got, d, dlen) != 0)
-            return fail(res, 401, "bad_signature", "the signature does not match the body");
+            return mxu_res_error(res, 401, "bad_signature",
+                                 "the signature does not match the body");
         if (ctype)
             mxu_res_header(res, "Content-Type", ctype);
         mxu_res_set_body(res, body, len);
@@ -166,7 +152,7 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     }
     if (strcmp(output, "header") == 0) {
         if (mxu_res_header(res, header, text) < 0)
-            return fail(res, 500, "not_configured", "HEADER is not a valid header name");
+            return mxu_res_error(res, 500, "not_configured", "HEADER is not a valid header name");
         if (ctype)
             mxu_res_header(res, "Content-Type", ctype);
         mxu_res_set_body(res, body, len);

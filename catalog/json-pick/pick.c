@@ -25,31 +25,6 @@
 
 #define MAX_FIELDS 256
 
-/* Answer {"error": {"code", "message"}} with `status`. Messages may quote
- * input; one that is not UTF-8 makes jansson refuse it, and then a generic
- * one is sent rather than nothing. */
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_t *o = json_pack("{s{ssss}}", "error", "code", code, "message", msg);
-    if (!o)
-        o = json_pack("{s{ssss}}", "error", "code", code, "message", "invalid input");
-    char *text = json_dumps(o, JSON_COMPACT);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    if (text)
-        mxu_res_printf(res, "%s\n", text);
-    free(text);
-    json_decref(o);
-    return 0;
-}
-
 /* Resolve an RFC 6901 pointer: "" is the whole document; "~1" is '/', "~0"
  * is '~'; array indexes are decimal without leading zeros. NULL when absent. */
 static json_t *pointer_get(json_t *doc, const char *ptr)
@@ -295,9 +270,10 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (!from_query)
         fields = mxu_config("FIELDS");
     if (!fields || !*fields)
-        return fail(res, 500, "not_configured",
-                    "json-pick has no fields: set FIELDS (mxu catalog deploy json-pick --env "
-                    "FIELDS=/a,/b) or pass ?fields=");
+        return mxu_res_error(
+            res, 500, "not_configured",
+            "json-pick has no fields: set FIELDS (mxu catalog deploy json-pick --env "
+            "FIELDS=/a,/b) or pass ?fields=");
     const char *missing_mode = mxu_req_query_param(req, "missing");
     if (!missing_mode || !*missing_mode)
         missing_mode = mxu_config("MISSING");
@@ -306,8 +282,8 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     int want_null = strcmp(missing_mode, "null") == 0,
         want_error = strcmp(missing_mode, "error") == 0;
     if (!want_null && !want_error && strcmp(missing_mode, "omit") != 0)
-        return fail(res, 400, "invalid_setting", "missing is '%s'; use omit, null or error",
-                    missing_mode);
+        return mxu_res_error(res, 400, "invalid_setting",
+                             "missing is '%s'; use omit, null or error", missing_mode);
     const char *each_s = mxu_req_query_param(req, "each");
     if (!each_s || !*each_s)
         each_s = mxu_config("EACH");
@@ -317,8 +293,8 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     char err[512];
     if (spec_parse(fields, &s, err, sizeof(err)) < 0) {
         spec_free(&s);
-        return from_query ? fail(res, 400, "invalid_fields", "?fields=: %s", err)
-                          : fail(res, 500, "not_configured", "FIELDS: %s", err);
+        return from_query ? mxu_res_error(res, 400, "invalid_fields", "?fields=: %s", err)
+                          : mxu_res_error(res, 500, "not_configured", "FIELDS: %s", err);
     }
     size_t len;
     const char *body = mxu_req_body(req, &len);
@@ -326,13 +302,15 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     json_t *doc = json_loadb(body, len, JSON_DECODE_ANY, &je);
     if (!doc) {
         spec_free(&s);
-        return fail(res, 400, "invalid_json", "the body is not JSON: line %d column %d: %s",
-                    je.line, je.column, je.text);
+        return mxu_res_error(res, 400, "invalid_json",
+                             "the body is not JSON: line %d column %d: %s", je.line, je.column,
+                             je.text);
     }
     if (each && !json_is_array(doc)) {
         json_decref(doc);
         spec_free(&s);
-        return fail(res, 422, "not_an_array", "EACH is set, so the body must be a JSON array");
+        return mxu_res_error(res, 422, "not_an_array",
+                             "EACH is set, so the body must be a JSON array");
     }
     json_t *missing = want_error ? json_array() : NULL;
     const char *clash = NULL;
@@ -356,8 +334,9 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     }
     int rc = 0;
     if (!out) {
-        rc = fail(res, from_query ? 400 : 500, from_query ? "invalid_fields" : "not_configured",
-                  "output '%s' clashes with another field's output", clash);
+        rc = mxu_res_error(res, from_query ? 400 : 500,
+                           from_query ? "invalid_fields" : "not_configured",
+                           "output '%s' clashes with another field's output", clash);
     } else if (missing && json_array_size(missing) > 0) {
         json_t *e = json_pack("{s{ssss}sO}", "error", "code", "missing_fields", "message",
                               "fields the body lacks (MISSING=error)", "missing", missing);
@@ -371,7 +350,7 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     } else {
         char *text = json_dumps(out, JSON_COMPACT | JSON_ENCODE_ANY);
         if (!text) {
-            rc = fail(res, 500, "no_memory", "the answer did not fit in memory");
+            rc = mxu_res_error(res, 500, "no_memory", "the answer did not fit in memory");
         } else {
             mxu_res_header(res, "Content-Type", "application/json");
             mxu_res_printf(res, "%s\n", text);

@@ -35,28 +35,6 @@ static json_t *schema;           /* NULL when SCHEMA is missing or bad */
 static char schema_problem[512]; /* why, for the 500 */
 static int output_result;        /* OUTPUT=result */
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_t *o = json_pack("{s{ssss}}", "error", "code", code, "message", msg);
-    if (!o)
-        o = json_pack("{s{ssss}}", "error", "code", code, "message", "invalid input");
-    char *text = json_dumps(o, JSON_COMPACT);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    if (text)
-        mxu_res_printf(res, "%s\n", text);
-    free(text);
-    json_decref(o);
-    return 0;
-}
-
 /* ---- checking the schema itself -------------------------------------------- */
 
 static const char *const type_names[] = {"null",   "boolean", "object", "array",
@@ -455,18 +433,19 @@ static void validate(ctx *c, json_t *s, json_t *v, int depth)
 int mxu_handle(mxu_req *req, mxu_res *res)
 {
     if (!schema)
-        return fail(res, 500, "not_configured", "%s", schema_problem);
+        return mxu_res_error(res, 500, "not_configured", "%s", schema_problem);
     size_t len;
     const char *body = mxu_req_body(req, &len);
     json_error_t je;
     json_t *doc = json_loadb(body, len, JSON_DECODE_ANY, &je);
     if (!doc)
-        return fail(res, 400, "invalid_json", "the body is not JSON: line %d column %d: %s",
-                    je.line, je.column, je.text);
+        return mxu_res_error(res, 400, "invalid_json",
+                             "the body is not JSON: line %d column %d: %s", je.line, je.column,
+                             je.text);
     ctx *c = mxu_alloc(req, sizeof(*c));
     if (!c) {
         json_decref(doc);
-        return fail(res, 500, "no_memory", "out of memory");
+        return mxu_res_error(res, 500, "no_memory", "out of memory");
     }
     c->violations = json_array();
     c->len = 0;

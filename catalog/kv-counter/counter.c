@@ -29,27 +29,6 @@
 #define MAX_ATTEMPTS 50
 #define NAME_CHARS   "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._:-"
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-/* Messages quote only validated names (NAME_CHARS) and the node's own text
- * through mxu_last_error, which is filtered below. */
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[512];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    /* keep the JSON valid whatever the message holds */
-    for (char *c = msg; *c; c++)
-        if (*c == '"' || *c == '\\' || (unsigned char)*c < 0x20)
-            *c = '\'';
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, msg);
-    return 0;
-}
-
 /* A failed store call: the status that tells the caller what to do. */
 static int store_failed(mxu_req *req, mxu_res *res, int rc)
 {
@@ -59,7 +38,7 @@ static int store_failed(mxu_req *req, mxu_res *res, int rc)
                  : rc == MXU_E_DENIED       ? 403
                                             : 500;
     mxu_log(MXU_ERROR, "counter store: %s", mxu_last_error(req));
-    return fail(res, status, "store_error", "%s", mxu_last_error(req));
+    return mxu_res_error(res, status, "store_error", "%s", mxu_last_error(req));
 }
 
 static int parse_ll(const char *s, size_t len, long long *out)
@@ -96,19 +75,20 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (!name || !*name)
         name = mxu_config("NAME");
     if (!name || !*name)
-        return fail(res, 400, "missing_name",
-                    "name the counter: ?name=visits, /fn/NAME/visits, or the NAME setting");
+        return mxu_res_error(
+            res, 400, "missing_name",
+            "name the counter: ?name=visits, /fn/NAME/visits, or the NAME setting");
     size_t nlen = strlen(name);
     if (nlen > 128 || strspn(name, NAME_CHARS) != nlen)
-        return fail(res, 400, "invalid_name",
-                    "a counter name is 1 to 128 of letters, digits and . _ : -");
+        return mxu_res_error(res, 400, "invalid_name",
+                             "a counter name is 1 to 128 of letters, digits and . _ : -");
     const char *op = mxu_req_query_param(req, "op");
     if (!op || !*op)
         op = "incr";
     long long by = 1;
     const char *by_s = mxu_req_query_param(req, "by");
     if (by_s && *by_s && parse_ll(by_s, strlen(by_s), &by) < 0)
-        return fail(res, 400, "invalid_setting", "by must be a whole number");
+        return mxu_res_error(res, 400, "invalid_setting", "by must be a whole number");
     const char *prefix = mxu_config("PREFIX");
     char key[512];
     snprintf(key, sizeof(key), "%s%s", prefix ? prefix : "", name);
@@ -121,7 +101,7 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     }
     int get = strcmp(op, "get") == 0;
     if (!get && strcmp(op, "incr") != 0)
-        return fail(res, 400, "invalid_setting", "op must be incr, get or reset");
+        return mxu_res_error(res, 400, "invalid_setting", "op must be incr, get or reset");
     for (int attempt = 0; attempt < MAX_ATTEMPTS; attempt++) {
         const void *val;
         size_t len = 0;
@@ -130,9 +110,9 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         int rc = mxu_kv_get(req, "counters", key, &val, &len, &rev);
         if (rc == 0) {
             if (parse_ll(val, len, &n) < 0)
-                return fail(res, 409, "not_a_counter",
-                            "the value of '%s' is not a whole number; reset it with op=reset",
-                            name);
+                return mxu_res_error(
+                    res, 409, "not_a_counter",
+                    "the value of '%s' is not a whole number; reset it with op=reset", name);
         } else if (rc != MXU_E_NOT_FOUND) {
             return store_failed(req, res, rc);
         }
@@ -140,7 +120,7 @@ int mxu_handle(mxu_req *req, mxu_res *res)
             return answer(res, name, n);
         long long next;
         if (__builtin_add_overflow(n, by, &next))
-            return fail(res, 422, "overflow", "'%s' would pass the 64-bit range", name);
+            return mxu_res_error(res, 422, "overflow", "'%s' would pass the 64-bit range", name);
         char text[32];
         int tlen = snprintf(text, sizeof(text), "%lld", next);
         rc = mxu_kv_cas(req, "counters", key, rev, text, (size_t)tlen, NULL);
@@ -150,5 +130,5 @@ int mxu_handle(mxu_req *req, mxu_res *res)
             return store_failed(req, res, rc);
         /* someone else wrote in between: read again */
     }
-    return fail(res, 503, "contention", "'%s' is contended; retry later", name);
+    return mxu_res_error(res, 503, "contention", "'%s' is contended; retry later", name);
 }

@@ -14,32 +14,13 @@
 #include <stdio.h>
 #include <string.h>
 
-/* The node's messages may hold quotes; keep the JSON valid. */
-static void json_safe(char *s)
-{
-    for (; *s; s++)
-        if (*s == '"' || *s == '\\' || (unsigned char)*s < 0x20)
-            *s = '\'';
-}
-
-static int fail(mxu_res *res, int status, const char *code, const char *msg)
-{
-    char m[512];
-    snprintf(m, sizeof(m), "%s", msg);
-    json_safe(m);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    mxu_res_printf(res, "{\"error\":{\"code\":\"%s\",\"message\":\"%s\"}}\n", code, m);
-    return 0;
-}
-
 int mxu_handle(mxu_req *req, mxu_res *res)
 {
     size_t len;
     const void *body = mxu_req_body(req, &len);
     const char *allow = mxu_config("ALLOW_EMPTY");
     if (len == 0 && !(allow && strcmp(allow, "true") == 0))
-        return fail(res, 400, "empty_body", "nothing to publish: the body is empty");
+        return mxu_res_error(res, 400, "empty_body", "nothing to publish: the body is empty");
     uint64_t id = 0;
     int rc = mxu_queue_publish(req, "queue", body, len, &id);
     if (rc < 0) {
@@ -50,8 +31,9 @@ int mxu_handle(mxu_req *req, mxu_res *res)
                      : rc == MXU_E_DEADLINE     ? 504
                      : rc == MXU_E_DENIED       ? 403
                                                 : 500;
-        return fail(res, status, rc == MXU_E_TOO_LARGE ? "message_too_large" : "queue_error",
-                    mxu_last_error(req));
+        return mxu_res_error(res, status,
+                             rc == MXU_E_TOO_LARGE ? "message_too_large" : "queue_error", "%s",
+                             mxu_last_error(req));
     }
     const char *out = mxu_config("OUTPUT");
     if (out && strcmp(out, "passthrough") == 0) {

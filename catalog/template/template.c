@@ -47,28 +47,6 @@ static char problem[512]; /* why the template cannot be used, or "" */
 static int escape_html = 1, strict;
 static const char *content_type;
 
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-    MXU_FN_PRINTF(4, 5);
-static int fail(mxu_res *res, int status, const char *code, const char *fmt, ...)
-{
-    char msg[1024];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
-    json_t *o = json_pack("{s{ssss}}", "error", "code", code, "message", msg);
-    if (!o)
-        o = json_pack("{s{ssss}}", "error", "code", code, "message", "invalid input");
-    char *text = json_dumps(o, JSON_COMPACT);
-    mxu_res_status(res, status);
-    mxu_res_header(res, "Content-Type", "application/json");
-    if (text)
-        mxu_res_printf(res, "%s\n", text);
-    free(text);
-    json_decref(o);
-    return 0;
-}
-
 static int add_token(enum tok_kind kind, const char *s, size_t len, int line)
 {
     if (ntoks == MAX_TOKENS) {
@@ -352,7 +330,7 @@ static void run(render *r, size_t from, size_t to)
 int mxu_handle(mxu_req *req, mxu_res *res)
 {
     if (problem[0])
-        return fail(res, 500, "not_configured", "%s", problem);
+        return mxu_res_error(res, 500, "not_configured", "%s", problem);
     size_t len;
     const char *body = mxu_req_body(req, &len);
     json_t *doc;
@@ -362,16 +340,18 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         json_error_t je;
         doc = json_loadb(body, len, JSON_DECODE_ANY, &je);
         if (!doc)
-            return fail(res, 400, "invalid_json", "the body is not JSON: line %d column %d: %s",
-                        je.line, je.column, je.text);
+            return mxu_res_error(res, 400, "invalid_json",
+                                 "the body is not JSON: line %d column %d: %s", je.line, je.column,
+                                 je.text);
     }
     render r = {.res = res, .stack = {doc}};
     run(&r, 0, ntoks);
     json_decref(doc);
     if (strict && r.missing) {
         mxu_res_set_body(res, NULL, 0);
-        return fail(res, 422, "missing_value", "the body has no value for {{%.*s}} (line %d)",
-                    (int)r.missing->len, r.missing->s, r.missing->line);
+        return mxu_res_error(res, 422, "missing_value",
+                             "the body has no value for {{%.*s}} (line %d)", (int)r.missing->len,
+                             r.missing->s, r.missing->line);
     }
     mxu_res_header(res, "Content-Type", content_type);
     return 0;

@@ -187,6 +187,22 @@ MXU_FN_API int mxu_res_printf(mxu_res *res, const char *fmt, ...) MXU_FN_PRINTF(
 /* The same with a va_list. */
 MXU_FN_API int mxu_res_vprintf(mxu_res *res, const char *fmt, va_list ap) MXU_FN_PRINTF(2, 0);
 
+/* Answer an error the way the node answers its own: status `status` (400 ..
+ * 599), `Content-Type: application/json`, and as the whole body (what was
+ * written before is dropped)
+ *
+ *     {"error": {"code": "CODE", "message": "MESSAGE"}}
+ *
+ * with the printf-formatted message escaped for JSON: a message may quote
+ * what the client sent, whatever bytes it holds (bytes that are not UTF-8
+ * become U+FFFD; the message is cut at 1 KiB). `code` is a short
+ * machine-readable word of your choosing ("invalid_json"); it is escaped
+ * too. Returns 0, so a handler can end with `return mxu_res_error(...)` and
+ * the status stands; -1 (nothing changed) for a status outside 400..599 or a
+ * NULL code or format. */
+MXU_FN_API int mxu_res_error(mxu_res *res, int status, const char *code, const char *fmt, ...)
+    MXU_FN_PRINTF(4, 5);
+
 /* ==== logging ============================================================== */
 
 enum mxu_fn_log_level { MXU_DEBUG = 0, MXU_INFO = 1, MXU_WARN = 2, MXU_ERROR = 3 };

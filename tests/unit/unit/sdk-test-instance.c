@@ -420,6 +420,16 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     } else if (strcmp(path, "/fail") == 0) {
         mxu_res_printf(res, "oops");
         return 1;
+    } else if (strcmp(path, "/error") == 0) {
+        /* what came before is replaced: the body, and a Content-Type */
+        mxu_res_header(res, "Content-Type", "text/plain");
+        mxu_res_header(res, "X-Kept", "1");
+        mxu_res_printf(res, "partial");
+        if (mxu_res_error(res, 200, "x", "not an error status") != -1 ||
+            mxu_res_error(res, 422, NULL, "no code") != -1)
+            return mxu_res_printf(res, "bad arguments taken"), 1;
+        return mxu_res_error(res, 422, "bad \"input\"", "got %s at %d",
+                             (const char *)mxu_req_body(req, NULL), 7);
     } else if (strcmp(path, "/fail-status") == 0) {
         mxu_res_status(res, 418);
         return -1;

@@ -406,6 +406,24 @@ static void test_handler_errors(void)
     r = expect_result(&h, 3);
     CHECK_EQ_INT(r->status, 404);
     free_result(r);
+    /* mxu_res_error: the node's error shape, whatever bytes the message
+     * quotes: quotes, backslashes, controls escaped, bad UTF-8 as U+FFFD */
+    const char quoted[] = "a\"b\\c\n\x01\xff\xc3\xa9";
+    invoke_full(&h, 4, 5000, "POST", "/error", "", NULL, NULL, 0, quoted, sizeof(quoted) - 1);
+    r = expect_result(&h, 4);
+    CHECK_EQ_INT(r->status, 422);
+    CHECK_STR(r->body, "{\"error\":{\"code\":\"bad \\\"input\\\"\",\"message\":\"got "
+                       "a\\\"b\\\\c\\u000a\\u0001\\ufffd\xc3\xa9 at 7\"}}\n");
+    json_error_t je;
+    json_t *j = json_loads(r->body, 0, &je);
+    CHECK(j != NULL);
+    CHECK_STR(json_string_value(json_object_get(json_object_get(j, "error"), "message")),
+              "got a\"b\\c\n\x01\xef\xbf\xbd\xc3\xa9 at 7");
+    json_decref(j);
+    CHECK_CONTAINS(r->headers, "Content-Type: application/json\n");
+    CHECK(strstr(r->headers, "text/plain") == NULL);
+    CHECK_CONTAINS(r->headers, "X-Kept: 1\n");
+    free_result(r);
     bye(&h);
 }
 
