@@ -157,6 +157,7 @@ int cli_deploy_bundle(cli_client *c, mxu_bundle *b, const char *label, bool json
 
     _cleanup_free_ char *name = cli_manifest_scalar(b->manifest, "name");
     _cleanup_free_ char *runtime = cli_manifest_scalar(b->manifest, "runtime");
+    _cleanup_free_ char *kind = cli_manifest_scalar(b->manifest, "kind");
     _cleanup_buf_ mxu_buf body = {0};
     cli_deploy_body(b, &body);
     if (isatty(STDERR_FILENO)) {
@@ -227,7 +228,11 @@ int cli_deploy_bundle(cli_client *c, mxu_bundle *b, const char *label, bool json
             char took[32];
             mxu_format_duration_ms(took_ms, took, sizeof(took));
             bool built = runtime == NULL || strcmp(runtime, "exec") != 0;
-            printf("deployed %s@%lld (%s %s)\n", fn, version, built ? "built in" : "took", took);
+            if (kind && strcmp(kind, "service") == 0) /* nothing built: its steps were checked */
+                printf("deployed %s@%lld (a service; checked in %s)\n", fn, version, took);
+            else
+                printf("deployed %s@%lld (%s %s)\n", fn, version, built ? "built in" : "took",
+                       took);
         }
         printf("invoke: curl %s/fn/%s\n", c->base_url, fn);
     }
