@@ -35,8 +35,11 @@ typedef struct inv_ctx {
     mxu_shape_ticket ticket;
     bool quota_reserved;
     char tenant[40];
-    mxu_slice names[MAX_FORWARDED_HEADERS];
-    mxu_slice values[MAX_FORWARDED_HEADERS];
+    /* The forwarded headers' names, then their values: sized to the
+     * request (a fixed 100 of each made every context 3.2 KiB, big enough
+     * for malloc to consolidate its free lists on many of them). */
+    mxu_slice *names, *values;
+    mxu_slice hdrs[];
 } inv_ctx;
 
 /* Hop-by-hop headers belong to the connection with the node, not the function.
@@ -488,7 +491,11 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
         return;
     }
 
-    inv_ctx *c = mxu_calloc(1, sizeof(*c));
+    size_t nh = mxu_http_req_header_count(req);
+    size_t nfwd = MXU_MIN(nh, (size_t)MAX_FORWARDED_HEADERS);
+    inv_ctx *c = mxu_calloc(1, sizeof(*c) + 2 * nfwd * sizeof(mxu_slice));
+    c->names = c->hdrs;
+    c->values = c->hdrs + nfwd;
     c->api = api;
     c->ticket = ticket;
     c->quota_reserved = api->cfg.meter != NULL;
@@ -499,8 +506,7 @@ void api_invoke(mxu_api *api, mxu_http_req *req, const char *explicit_tenant, co
     c->nhdr = 0;
     if (api->cfg.meter)
         c->bytes_in = api_request_bytes(req);
-    size_t nh = mxu_http_req_header_count(req);
-    for (size_t i = 0; i < nh && c->nhdr < MAX_FORWARDED_HEADERS; i++) {
+    for (size_t i = 0; i < nh && c->nhdr < nfwd; i++) {
         const char *hn, *hv;
         size_t hnl, hvl;
         mxu_http_req_header_at_len(req, i, &hn, &hnl, &hv, &hvl);
