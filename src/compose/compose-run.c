@@ -895,10 +895,7 @@ static void call_attempt(call_task *k)
         n++;
     }
     mxu_traceparent tp = r->tp;
-    uint64_t span = compose_rand(c);
-    memcpy(tp.parent_id, &span, sizeof(tp.parent_id));
-    if (tp.parent_id[0] == 0)
-        tp.parent_id[0] = 1;
+    mxu_traceparent_child(&tp, compose_rand(c));
     mxu_traceparent_format(&tp, k->tp, sizeof(k->tp));
     k->hn[n] = (mxu_slice){"traceparent", 11};
     k->hv[n] = (mxu_slice){k->tp, 55};
@@ -1685,10 +1682,7 @@ mxu_compose_run *mxu_compose_invoke(mxu_compose *c, mxu_fn_version *v, mxu_invok
         memcpy(r->tp.trace_id + 8, &b, 8);
         r->tp.flags = 1; /* sampled: every run is traced */
     }
-    uint64_t span = compose_rand(c);
-    memcpy(r->tp.parent_id, &span, 8);
-    if (r->tp.parent_id[0] == 0)
-        r->tp.parent_id[0] = 1;
+    mxu_traceparent_child(&r->tp, compose_rand(c));
     mxu_trace_id_hex(r->tp.trace_id, r->trace_hex, sizeof(r->trace_hex));
 
     run_pin(r);

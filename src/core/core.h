@@ -168,4 +168,24 @@ int mxu_fsync_dir(const char *path, mxu_err *err);
 /* Join two path parts with exactly one '/'. Caller frees. */
 char *mxu_path_join(const char *a, const char *b);
 
+/* ---- trace context (core-trace.c) ---- */
+
+/* W3C trace context: "00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>".
+ * Lowercase hex; an all-zero id, version ff, or a version-00 header with
+ * more after it is invalid; a later version is read for its first four
+ * fields. 0, or -1 if the header is not valid (then start a new trace). */
+typedef struct mxu_traceparent {
+    uint8_t trace_id[16];
+    uint8_t parent_id[8];
+    uint8_t flags;
+} mxu_traceparent;
+int mxu_traceparent_parse(const char *s, size_t len, mxu_traceparent *out);
+/* The header's value (out >= 56 bytes, NUL-terminated). */
+void mxu_traceparent_format(const mxu_traceparent *tp, char *out, size_t outlen);
+/* 32 hex digits (out >= 33 bytes). */
+void mxu_trace_id_hex(const uint8_t id[16], char *out, size_t outlen);
+/* The same trace and flags under a new parent id (a span of one's own) made
+ * from `span` (random bits; never all zero). */
+void mxu_traceparent_child(mxu_traceparent *tp, uint64_t span);
+
 #endif

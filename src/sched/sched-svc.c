@@ -29,6 +29,7 @@
 #include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 typedef struct svc_call {
     mxu_instance *caller;
@@ -51,7 +52,43 @@ typedef struct svc_call {
     bool quota_reserved;
     char callee_tenant[40];
     mxu_policy *pol;
+    char tp[56]; /* the traceparent passed on to the callee (svc_trace_context) */
 } svc_call;
+
+static bool is_traceparent(mxu_slice name)
+{
+    return name.len == 11 && strncasecmp(name.ptr, "traceparent", 11) == 0;
+}
+
+/* W3C trace context goes on through svc: calls: a caller invoked with a
+ * `traceparent` (a client's, or a service step's) that sets none of its own
+ * passes its trace to the callee, under a parent id of the call's own, as a
+ * service's steps do (docs/services.md). c->names has room for one more. */
+static void svc_trace_context(svc_call *c, const mxu_invocation *inv)
+{
+    for (uint32_t i = 0; i < c->nhdr; i++) {
+        if (is_traceparent(c->names[i]))
+            return;
+    }
+    for (uint32_t i = 0; i < inv->req.nhdr; i++) {
+        mxu_traceparent tp;
+        if (!is_traceparent(inv->req.hdr_names[i]))
+            continue;
+        if (mxu_traceparent_parse(inv->req.hdr_values[i].ptr, inv->req.hdr_values[i].len, &tp) < 0)
+            return;
+        /* A span id needs to be unique, not secret: the call's identity and
+         * the time, mixed (splitmix64). */
+        uint64_t x = mxu_now_ns() ^ (c->inv_id * 0x9E3779B97F4A7C15ull) ^ c->call_id;
+        x = (x ^ (x >> 30)) * 0xBF58476D1CE4E5B9ull;
+        x = (x ^ (x >> 27)) * 0x94D049BB133111EBull;
+        mxu_traceparent_child(&tp, x ^ (x >> 31));
+        mxu_traceparent_format(&tp, c->tp, sizeof(c->tp));
+        c->names[c->nhdr] = (mxu_slice){"traceparent", 11};
+        c->values[c->nhdr] = (mxu_slice){c->tp, 55};
+        c->nhdr++;
+        return;
+    }
+}
 
 static void svc_free(svc_call *c)
 {
@@ -355,6 +392,7 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         c->method = (mxu_slice){"POST", 4};
     if (c->path.len == 0)
         c->path = (mxu_slice){"/", 1};
+    svc_trace_context(c, inv);
 
     c->caller_deadline = inv->timed ? inv->deadline_ms : 0;
     mxu_invoke_req req = {

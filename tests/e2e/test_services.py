@@ -559,6 +559,29 @@ def test_function_calls_a_service_through_svc():
         eq(recs[0]["caller_function"], "caller@1")
 
 
+def test_trace_context_goes_on_through_svc_calls():
+    """A function invoked with a traceparent passes its trace on to what it
+    calls through svc:, under a parent id of the call's own; without one,
+    none is made up."""
+    with tempfile.TemporaryDirectory() as tmp, Node() as n:
+        fn(n, tmp, "h", MODE="headers")
+        fn(n, tmp, "caller", resources='  next: {uri: "svc:h"}\n', MODE="svc")
+        svc(n, tmp, "front", "steps: [caller]\n")
+        tid, parent = TP.split("-")[1], TP.split("-")[2]
+        got = n.post("/fn/caller", body="x", headers={"traceparent": TP}).json()["headers"]
+        tp = got["traceparent"].split("-")
+        eq((tp[0], tp[1], tp[3]), ("00", tid, "01"), got["traceparent"])
+        check(tp[2] != parent and tp[2] != "0" * 16, got["traceparent"])
+        # through a service's step first: the run's trace reaches h too
+        r = n.post("/fn/front", body="x", headers={"traceparent": TP})
+        eq(r.status, 200, r.text)
+        eq(r.json()["headers"]["traceparent"].split("-")[1], tid)
+        eq(r.headers["x-mxu-trace"], tid)
+        # no trace context in: none out
+        got = n.post("/fn/caller", body="x").json()["headers"]
+        check("traceparent" not in got, got)
+
+
 def test_link_shaping_on_a_step():
     with tempfile.TemporaryDirectory() as tmp, Node() as n:
         fn(n, tmp, "a", TAG="a")
