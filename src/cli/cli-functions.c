@@ -107,14 +107,14 @@ const cli_verb_help cli_help_ls = {
                    "when the function was first deployed.",
     .options = "  --json         print the node's JSON answer\n",
     .example = "  mxu ls\n"
-               "  NAME   LATEST  VERSIONS  ALIASES  CREATED\n"
-               "  hello  3       3         prod=2   2026-11-30T05:18:01Z\n",
+               "  NAME   KIND      LATEST  VERSIONS  ALIASES  CREATED\n"
+               "  hello  function  3       3         prod=2   2026-11-30T05:18:01Z\n",
 };
 
 void cli_ls_table(json_t *functions, cli_table *t)
 {
-    static const char *const head[] = {"NAME", "LATEST", "VERSIONS", "ALIASES", "CREATED"};
-    cli_table_init(t, 5, head);
+    static const char *const head[] = {"NAME", "KIND", "LATEST", "VERSIONS", "ALIASES", "CREATED"};
+    cli_table_init(t, MXU_ARRAY_LEN(head), head);
     size_t i;
     json_t *fn;
     json_array_foreach(functions, i, fn)
@@ -129,7 +129,12 @@ void cli_ls_table(json_t *functions, cli_table *t)
         _cleanup_buf_ mxu_buf aliases = {0}, created = {0};
         aliases_cell(json_object_get(fn, "aliases"), false, ",", &aliases);
         time_cell(json_object_get(fn, "created"), &created);
-        const char *row[] = {cli_json_str(fn, "name", "?"), latest, versions, aliases.data,
+        /* kind: function or service (a node from before services sends none) */
+        const char *row[] = {cli_json_str(fn, "name", "?"),
+                             cli_json_str(fn, "kind", "function"),
+                             latest,
+                             versions,
+                             aliases.data,
                              created.data};
         cli_table_add(t, row);
     }

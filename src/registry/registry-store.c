@@ -987,9 +987,11 @@ static json_t *function_json(reg_function *fn, bool full)
     } else {
         versions = json_integer((json_int_t)fn->nversions);
     }
-    return json_pack("{s:s, s:s, s:s, s:I, s:o, s:o}", "name", fn->name, "tenant", fn->tenant,
-                     "created", created, "latest", (json_int_t)reg_function_latest(fn)->version,
-                     "versions", versions, "aliases", aliases_json(fn));
+    const mxu_fn_version *latest = reg_function_latest(fn);
+    return json_pack("{s:s, s:s, s:s, s:s, s:I, s:o, s:o}", "name", fn->name, "tenant", fn->tenant,
+                     "kind", latest->manifest->service ? "service" : "function", "created", created,
+                     "latest", (json_int_t)latest->version, "versions", versions, "aliases",
+                     aliases_json(fn));
 }
 
 json_t *mxu_registry_function_json(mxu_registry *reg, const char *tenant, const char *name,

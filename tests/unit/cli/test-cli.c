@@ -408,7 +408,8 @@ static void test_ls_table(void)
     json_t *fns =
         json_loads("[{\"name\":\"hello\",\"created\":\"2026-11-30T05:18:01.123Z\",\"latest\":3,"
                    "\"versions\":3,\"aliases\":{\"latest\":3,\"staging\":3,\"prod\":2}},"
-                   "{\"name\":\"b\",\"created\":\"2026-12-01T00:00:00.000Z\",\"latest\":1,"
+                   "{\"name\":\"b\",\"kind\":\"service\",\"created\":\"2026-12-01T00:00:00.000Z\","
+                   "\"latest\":1,"
                    "\"versions\":1,\"aliases\":{\"latest\":1}}]",
                    0, NULL);
     CHECK(fns != NULL);
@@ -416,9 +417,10 @@ static void test_ls_table(void)
     cli_ls_table(fns, &t);
     _cleanup_buf_ mxu_buf b = {0};
     cli_table_render(&t, &b);
-    CHECK_STR(b.data, "NAME   LATEST  VERSIONS  ALIASES           CREATED\n"
-                      "hello  3       3         prod=2,staging=3  2026-11-30T05:18:01Z\n"
-                      "b      1       1         -                 2026-12-01T00:00:00Z\n");
+    CHECK_STR(b.data,
+              "NAME   KIND      LATEST  VERSIONS  ALIASES           CREATED\n"
+              "hello  function  3       3         prod=2,staging=3  2026-11-30T05:18:01Z\n"
+              "b      service   1       1         -                 2026-12-01T00:00:00Z\n");
     cli_table_free(&t);
     json_decref(fns);
 }
@@ -910,8 +912,8 @@ static void test_management_verbs(void)
     char *out, *err;
 
     CHECK_EQ_INT(run_verb(mxu_cmd_ls, &out, &err, "ls", NULL), 0);
-    CHECK_STR(out, "NAME   LATEST  VERSIONS  ALIASES  CREATED\n"
-                   "hello  3       3         prod=2   2026-11-30T05:18:01Z\n");
+    CHECK_STR(out, "NAME   KIND      LATEST  VERSIONS  ALIASES  CREATED\n"
+                   "hello  function  3       3         prod=2   2026-11-30T05:18:01Z\n");
     free(out), free(err);
 
     CHECK_EQ_INT(run_verb(mxu_cmd_show, &out, &err, "show", "hello", NULL), 0);
