@@ -142,10 +142,12 @@ static int emit_field(mxu_res *res, const field *f, int infer)
             (f->len == 5 && memcmp(f->s, "false", 5) == 0))
             return mxu_res_write(res, f->s, f->len), 0;
         /* A number only when it reads back as exactly this JSON number:
-         * "007" or "1e999" or "0x10" stay strings. */
+         * "007" or "1e999" or "0x10" stay strings, and so does an integer
+         * outside 64 bits, which jansson (so json-pick, json-validate and
+         * template after this block) refuses as "too big". */
         if (f->len < 64) {
             json_error_t je;
-            json_t *num = json_loadb(f->s, f->len, JSON_DECODE_ANY | JSON_DECODE_INT_AS_REAL, &je);
+            json_t *num = json_loadb(f->s, f->len, JSON_DECODE_ANY, &je);
             int is_num = num && json_is_number(num) &&
                          !(f->len > 1 && f->s[0] == '0' && f->s[1] >= '0' && f->s[1] <= '9');
             int plain = f->s[0] != ' ' && f->s[f->len - 1] != ' ';
