@@ -68,7 +68,14 @@ static json_t *pointer_get(json_t *doc, const char *ptr)
 }
 
 /* Store `val` at pointer `ptr` of object `out`, making objects on the way.
- * Returns -1 when a step is already taken by something that is not an object. */
+ * Returns -1 when a step is already taken by something that is not an object.
+ *
+ * An object already on the way may be a value picked from the body (OUT
+ * "/x" for POINTER "/order", then OUT "/x/id"): it is shared with the body,
+ * so it is replaced by a shallow copy before anything goes into it. Writing
+ * into it would change the body, and later fields would read what earlier
+ * ones put there, or, when a field picks that very object, make a cycle
+ * that jansson can neither print nor free. */
 static int pointer_set(json_t *out, const char *ptr, json_t *val)
 {
     json_t *cur = out;
@@ -88,13 +95,11 @@ static int pointer_set(json_t *out, const char *ptr, json_t *val)
         if (*ptr == '\0')
             return json_object_set(cur, tok, val);
         json_t *next = json_object_get(cur, tok);
-        if (!next) {
-            next = json_object();
-            if (json_object_set_new(cur, tok, next) < 0)
-                return -1;
-        } else if (!json_is_object(next)) {
+        if (next && !json_is_object(next))
             return -1;
-        }
+        next = next ? json_copy(next) : json_object();
+        if (json_object_set_new(cur, tok, next) < 0)
+            return -1;
         cur = next;
     }
     return -1;
