@@ -205,7 +205,9 @@ static void violation(ctx *c, const char *keyword, const char *fmt, ...)
 }
 
 /* Append "/token" (escaped per RFC 6901) to the pointer; returns the length
- * to restore. A pointer too long for the buffer ends in "/...". */
+ * to restore. A pointer too long for the buffer ends in "/...", cut before
+ * a UTF-8 character that did not fit whole: json_pack refuses a string
+ * holding part of one, which would drop the violation. */
 static size_t push(ctx *c, const char *tok)
 {
     size_t saved = c->len;
@@ -221,8 +223,17 @@ static size_t push(ctx *c, const char *tok)
         }
     }
     if (c->len >= room) {
-        memcpy(c->ptr + room, "/...", 4);
-        c->len = room + 4;
+        size_t cut = room, lead = room;
+        while (lead > saved && ((unsigned char)c->ptr[lead - 1] & 0xC0) == 0x80)
+            lead--;
+        if (lead > saved) {
+            unsigned char b = (unsigned char)c->ptr[lead - 1];
+            size_t want = b >= 0xF0 ? 4 : b >= 0xE0 ? 3 : b >= 0xC0 ? 2 : 1;
+            if (room - (lead - 1) < want)
+                cut = lead - 1;
+        }
+        memcpy(c->ptr + cut, "/...", 4);
+        c->len = cut + 4;
     }
     c->ptr[c->len] = '\0';
     return saved;

@@ -167,6 +167,12 @@ def check_json_validate(n):
     eq({(v["pointer"], v["keyword"]) for v in j["violations"]},
        {("", "required"), ("/items", "minItems")})
     error_of(n.post("/fn/check-order", body=b"[1,"), 400, "invalid_json")
+    # a pointer too long to quote whole is cut between characters, and the
+    # violation still counts (it was dropped, and the body passed)
+    long = {"id": "o-1", "items": [{"qty": 1}], "\u00e9" * 2100: 1}
+    j = error_of(n.post("/fn/check-order", body=long), 422, "schema_violation")
+    eq([v["keyword"] for v in j["violations"]], ["additionalProperties"])
+    check(j["violations"][0]["pointer"].endswith("\u00e9/..."), j["violations"][0]["pointer"])
     # the pattern keyword: POSIX extended expressions, unanchored unless anchored
     deploy(n, "json-validate", "--as", "patterns", "--env",
            "SCHEMA=" + json.dumps(PATTERN_SCHEMA), "--env", "OUTPUT=result")
