@@ -26,8 +26,8 @@
  *     OUTPUT=result);
  *   - base64 encode → decode, compress → decompress, or a hash digest →
  *     verify does not give back the input;
- *   - compress's output passes MAX_OUTPUT, or a round trip answers 413 for
- *     an input within it;
+ *   - compress's or template's output passes MAX_OUTPUT, or a compress
+ *     round trip answers 413 for an input within it;
  *   - kv-counter's answer is not the stored value plus the increments of
  *     racing writers plus `by`; queue-publish's message is not the body.
  */
@@ -279,16 +279,23 @@ static void run_template(fz *z)
     static const char *const escape[] = {NULL, "html", "none"};
     static const char *const strict[] = {NULL, "true", "1", "false"};
     static const char *const ctype[] = {NULL, "text/markdown", "text/html\x01"};
+    /* Never the default (8Mi): a bomb of nested sections stops early. */
+    static const char *const max_output[] = {"64Ki", "1Ki", "100", "x"};
+    static const size_t max_bytes[] = {64 << 10, 1 << 10, 100, 0};
     const char *tpl = take(z);
     fc_config("TEMPLATE", tpl);
     setting(z, CONFIG, NULL, "ESCAPE", escape[choose(z, 3)]);
     setting(z, CONFIG, NULL, "STRICT", strict[choose(z, 4)]);
     setting(z, CONFIG, NULL, "CONTENT_TYPE", ctype[choose(z, 3)]);
+    unsigned mx = choose(z, 4);
+    fc_config("MAX_OUTPUT", max_output[mx]);
     fc_init(catalog_template_init);
     fc_request r = request(z);
     fc_answer a;
     fc_invoke(catalog_template_handle, &r, &a);
     check_answer(z, &a);
+    if (a.status == 200 && a.len > max_bytes[mx])
+        die(z, "a rendering over MAX_OUTPUT", &a);
     fc_answer_free(&a);
     catalog_template_reset();
 }

@@ -19,6 +19,12 @@
  * The template is parsed once, in mxu_init(), into a flat list of tokens with
  * each section's end resolved; a template that does not parse leaves the
  * instance running and every request answers 500 with the reason.
+ *
+ * The body decides how often sections repeat, and nested sections multiply
+ * (a name is looked up outwards, so {{#a}}{{#a}}..{{/a}}{{/a}} over one
+ * array of n elements renders n*n times): rendering stops at MAX_OUTPUT
+ * bytes, or as many steps (tokens and section passes, so that a loop that
+ * writes nothing is bounded too), and answers 413.
  */
 #include <mxu/fn.h>
 
@@ -28,8 +34,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define MAX_TOKENS  4096
-#define MAX_NESTING 32
+#define MAX_TOKENS         4096
+#define MAX_NESTING        32
+#define DEFAULT_MAX_OUTPUT (8u << 20)
+#define HARD_MAX_OUTPUT    (60u << 20) /* under MXU_FN_BODY_MAX */
 
 enum tok_kind { T_TEXT, T_VAR, T_RAW, T_SECTION, T_INVERTED, T_END };
 
@@ -46,6 +54,7 @@ static size_t ntoks;
 static char problem[512]; /* why the template cannot be used, or "" */
 static int escape_html = 1, strict;
 static const char *content_type;
+static size_t max_output = DEFAULT_MAX_OUTPUT;
 
 static int add_token(enum tok_kind kind, const char *s, size_t len, int line)
 {
@@ -147,6 +156,22 @@ static int parse(const char *tpl)
     return 0;
 }
 
+/* "8Mi", "512Ki", "1000000": bytes, or 0 when malformed. */
+static size_t parse_size(const char *s)
+{
+    char *end;
+    unsigned long long n = strtoull(s, &end, 10);
+    if (end == s || *s == '-')
+        return 0;
+    if (strcmp(end, "Ki") == 0)
+        n = n > HARD_MAX_OUTPUT >> 10 ? HARD_MAX_OUTPUT : n << 10;
+    else if (strcmp(end, "Mi") == 0)
+        n = n > HARD_MAX_OUTPUT >> 20 ? HARD_MAX_OUTPUT : n << 20;
+    else if (*end)
+        return 0;
+    return n > HARD_MAX_OUTPUT ? HARD_MAX_OUTPUT : (size_t)n;
+}
+
 int mxu_init(void)
 {
     const char *esc = mxu_config("ESCAPE");
@@ -157,7 +182,11 @@ int mxu_init(void)
     if (!content_type || !*content_type)
         content_type = escape_html ? "text/html; charset=utf-8" : "text/plain; charset=utf-8";
     const char *tpl = mxu_config("TEMPLATE");
-    if (!tpl || !*tpl)
+    const char *mo = mxu_config("MAX_OUTPUT");
+    max_output = mo && *mo ? parse_size(mo) : DEFAULT_MAX_OUTPUT;
+    if (max_output == 0)
+        snprintf(problem, sizeof(problem), "MAX_OUTPUT must be a size like 8Mi");
+    else if (!tpl || !*tpl)
         snprintf(problem, sizeof(problem),
                  "template has no TEMPLATE: set it (mxu catalog deploy template --env "
                  "TEMPLATE='Hello {{name}}')");
@@ -174,8 +203,22 @@ typedef struct render {
     mxu_res *res;
     json_t *stack[MAX_NESTING + 1];
     int depth;
-    const token *missing; /* first absent name, for STRICT */
+    const token *missing;  /* first absent name, for STRICT */
+    size_t written, steps; /* against max_output */
+    int over;              /* stopped: over max_output (or out of memory) */
 } render;
+
+/* Append to the rendering, or stop it for good. */
+static void out(render *r, const char *s, size_t n)
+{
+    if (r->over || n == 0)
+        return;
+    if (n > max_output - r->written || mxu_res_write(r->res, s, n) < 0) {
+        r->over = 1;
+        return;
+    }
+    r->written += n;
+}
 
 /* One step of a dotted path inside a value: a key of an object, an index of
  * an array. */
@@ -216,7 +259,7 @@ static json_t *lookup(render *r, const token *t)
     return v;
 }
 
-static void write_escaped(mxu_res *res, const char *s, size_t n)
+static void write_escaped(render *r, const char *s, size_t n)
 {
     size_t from = 0;
     for (size_t i = 0; i < n; i++) {
@@ -239,12 +282,12 @@ static void write_escaped(mxu_res *res, const char *s, size_t n)
             break;
         }
         if (rep) {
-            mxu_res_write(res, s + from, i - from);
-            mxu_res_write(res, rep, strlen(rep));
+            out(r, s + from, i - from);
+            out(r, rep, strlen(rep));
             from = i + 1;
         }
     }
-    mxu_res_write(res, s + from, n - from);
+    out(r, s + from, n - from);
 }
 
 static void write_value(render *r, json_t *v, int escape)
@@ -263,9 +306,9 @@ static void write_value(render *r, json_t *v, int escape)
         n = strlen(s);
     }
     if (escape)
-        write_escaped(r->res, s, n);
+        write_escaped(r, s, n);
     else
-        mxu_res_write(r->res, s, n);
+        out(r, s, n);
     free(owned);
 }
 
@@ -280,13 +323,26 @@ static int truthy(json_t *v)
     return 1;
 }
 
+/* One step of the budget: every token, and every pass of a section even
+ * when it holds nothing ({{#a}}{{/a}}). 0, or -1 when it is spent. */
+static int spend(render *r)
+{
+    if (r->over || ++r->steps > max_output) {
+        r->over = 1;
+        return -1;
+    }
+    return 0;
+}
+
 static void run(render *r, size_t from, size_t to)
 {
-    for (size_t i = from; i < to; i++) {
+    if (spend(r) < 0)
+        return;
+    for (size_t i = from; i < to && spend(r) == 0; i++) {
         const token *t = &toks[i];
         switch (t->kind) {
         case T_TEXT:
-            mxu_res_write(r->res, t->s, t->len);
+            out(r, t->s, t->len);
             break;
         case T_VAR:
         case T_RAW:
@@ -347,6 +403,9 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     render r = {.res = res, .stack = {doc}};
     run(&r, 0, ntoks);
     json_decref(doc);
+    if (r.over)
+        return mxu_res_error(res, 413, "output_too_large",
+                             "the rendering is over MAX_OUTPUT (%zu bytes or steps)", max_output);
     if (strict && r.missing) {
         mxu_res_set_body(res, NULL, 0);
         return mxu_res_error(res, 422, "missing_value",

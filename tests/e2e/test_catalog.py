@@ -227,6 +227,13 @@ def check_template(n):
     error_of(n.post("/fn/strict", body={}), 422, "missing_value")
     deploy(n, "template", "--as", "broken", "--env", "TEMPLATE={{#a}}x{{/b}}")
     error_of(n.post("/fn/broken", body={}), 500, "not_configured")
+    # nested sections over one array repeat n^3 times: past MAX_OUTPUT, a 413
+    # (it was a 200 cut at 64 MiB, after looping on without writing)
+    deploy(n, "template", "--as", "cube", "--env", "TEMPLATE={{#a}}{{#a}}{{#a}}x{{/a}}{{/a}}{{/a}}",
+           "--env", "MAX_OUTPUT=2Ki")
+    eq(n.post("/fn/cube", body={"a": [1] * 8}).text, "x" * 512)
+    error_of(n.post("/fn/cube", body={"a": [1] * 20}), 413, "output_too_large")
+    error_of(n.post("/fn/cube", body={"a": [1] * 5000}), 413, "output_too_large")
 
 
 def test_template():
