@@ -548,8 +548,10 @@ static void run_kv_counter(fz *z)
         q_param(z, "by", by);
     if (with_prefix)
         fc_config("PREFIX", prefix);
-    char key[512];
+    char key[513];
     snprintf(key, sizeof(key), "%s%s", with_prefix ? prefix : "", name);
+    /* A longer key is no counter's: it must not be cut to one. */
+    int too_long = plain_query && with_prefix && strlen(prefix) + strlen(name) > 512;
     if (with_initial && *key)
         fc_kv_set(key, initial, strlen(initial));
     long long before = 0;
@@ -572,6 +574,8 @@ static void run_kv_counter(fz *z)
     fc_answer a;
     fc_invoke(catalog_kv_counter_handle, &r, &a);
     check_answer(z, &a);
+    if (a.status == 200 && too_long)
+        die(z, "a counter answered for a key over 512 bytes", &a);
     if (a.status == 200) {
         json_t *j = check_json(z, &a);
         json_t *v = json_object_get(j, "value");

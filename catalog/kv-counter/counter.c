@@ -90,8 +90,11 @@ int mxu_handle(mxu_req *req, mxu_res *res)
     if (by_s && *by_s && parse_ll(by_s, strlen(by_s), &by) < 0)
         return mxu_res_error(res, 400, "invalid_setting", "by must be a whole number");
     const char *prefix = mxu_config("PREFIX");
-    char key[512];
-    snprintf(key, sizeof(key), "%s%s", prefix ? prefix : "", name);
+    char key[513]; /* a kv key is 1 to 512 bytes: cutting it would merge counters */
+    if ((size_t)snprintf(key, sizeof(key), "%s%s", prefix ? prefix : "", name) >= sizeof(key))
+        return mxu_res_error(res, 500, "not_configured",
+                             "PREFIX is too long: with the counter's name, a key is at most 512 "
+                             "bytes");
 
     if (strcmp(op, "reset") == 0) {
         int rc = mxu_kv_delete(req, "counters", key);
