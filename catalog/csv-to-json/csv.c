@@ -209,6 +209,12 @@ int mxu_handle(mxu_req *req, mxu_res *res)
             return mxu_res_error(res, 400, "invalid_csv", "line %zu: %s", r.line, r.err);
         if (nnames == 0)
             return mxu_res_error(res, 400, "invalid_csv", "no header row: the body is empty");
+        /* A NUL in a name would be a "\u0000" key: valid JSON, but one
+         * jansson (and so the catalogue blocks after this one) refuses. */
+        for (int i = 0; i < nnames; i++)
+            if (memchr(names[i].s, '\0', names[i].len))
+                return mxu_res_error(res, 422, "invalid_header",
+                                     "line %zu: header field %d holds a NUL byte", line, i + 1);
         for (int i = 0; i < nnames; i++)
             for (int j = 0; j < i; j++)
                 if (names[i].len == names[j].len &&

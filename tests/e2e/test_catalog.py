@@ -335,6 +335,7 @@ def check_csv_to_json(n):
     error_of(n.post("/fn/csv-to-json", body=b'a\n"open'), 400, "invalid_csv")
     error_of(n.post("/fn/csv-to-json", body=b'a\n"x"y'), 400, "invalid_csv")
     error_of(n.post("/fn/csv-to-json", body=b"a,a\n1,2"), 422, "duplicate_header")
+    error_of(n.post("/fn/csv-to-json", body=b"a,b\x00c\n1,2"), 422, "invalid_header")
     error_of(n.post("/fn/csv-to-json", body=b"a\n\xff\xfe"), 400, "invalid_utf8")
     error_of(n.post("/fn/csv-to-json", body=b""), 400, "invalid_csv")
 
