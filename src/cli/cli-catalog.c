@@ -487,21 +487,12 @@ int mxu_cmd_catalog(int argc, char **argv)
     cli_parser p;
     cli_parser_init(&p, argc, argv, catalog_opts, MXU_ARRAY_LEN(catalog_opts));
     for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
+        int rc = cli_common_option(h, id, arg, &err, &url, &key, &json);
+        if (rc >= 0)
+            return rc;
+        if (rc == CLI_OPT_TAKEN)
+            continue;
         switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            url = arg;
-            break;
-        case CLI_OPT_KEY:
-            key = arg;
-            break;
-        case OPT_JSON:
-            json = true;
-            break;
         case OPT_DIR:
             dir = arg;
             break;

@@ -134,6 +134,30 @@ int cli_parser_next(cli_parser *p, const char **arg, mxu_err *err)
     return o->id;
 }
 
+int cli_common_option(const cli_verb_help *h, int id, const char *arg, const mxu_err *err,
+                      const char **url, const char **key, bool *json)
+{
+    switch (id) {
+    case CLI_OPT_ERROR:
+        return cli_usage_error(h, "%s", err->msg);
+    case CLI_OPT_HELP:
+        cli_print_help(h, stdout);
+        return 0;
+    case CLI_OPT_URL:
+        *url = arg;
+        return CLI_OPT_TAKEN;
+    case CLI_OPT_KEY:
+        *key = arg;
+        return CLI_OPT_TAKEN;
+    case CLI_OPT_JSON:
+        if (json == NULL)
+            break;
+        *json = true;
+        return CLI_OPT_TAKEN;
+    }
+    return CLI_OPT_VERB;
+}
+
 int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_option *flags,
                      size_t nflags, int minpos, int maxpos, cli_simple_args *out)
 {
@@ -155,19 +179,12 @@ int cli_parse_simple(const cli_verb_help *h, int argc, char **argv, const cli_op
     const char *arg;
     mxu_err err;
     for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
-        if (id == CLI_OPT_ERROR)
-            return cli_usage_error(h, "%s", err.msg);
-        if (id == CLI_OPT_HELP) {
-            cli_print_help(h, stdout);
-            return 0;
-        }
-        if (id == CLI_OPT_URL) {
-            out->url = arg;
-        } else if (id == CLI_OPT_KEY) {
-            out->key = arg;
-        } else if (id == CLI_OPT_JSON) {
-            out->json = true;
-        } else if (id == CLI_OPT_POSITIONAL) {
+        int rc = cli_common_option(h, id, arg, &err, &out->url, &out->key, &out->json);
+        if (rc >= 0)
+            return rc;
+        if (rc == CLI_OPT_TAKEN)
+            continue;
+        if (id == CLI_OPT_POSITIONAL) {
             if (out->npos >= maxpos || out->npos >= (int)MXU_ARRAY_LEN(out->pos))
                 return cli_usage_error(h, "unexpected argument '%s'", arg);
             out->pos[out->npos++] = arg;

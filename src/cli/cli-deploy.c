@@ -251,21 +251,12 @@ int mxu_cmd_deploy(int argc, char **argv)
     cli_parser p;
     cli_parser_init(&p, argc, argv, deploy_opts, MXU_ARRAY_LEN(deploy_opts));
     for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
+        int rc = cli_common_option(h, id, arg, &err, &url, &key, &json);
+        if (rc >= 0)
+            return rc;
+        if (rc == CLI_OPT_TAKEN)
+            continue;
         switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            url = arg;
-            break;
-        case CLI_OPT_KEY:
-            key = arg;
-            break;
-        case OPT_JSON:
-            json = true;
-            break;
         case CLI_OPT_POSITIONAL:
             if (dir)
                 return cli_usage_error(h, "deploy takes one folder (got '%s' and '%s')", dir, arg);

@@ -86,6 +86,16 @@ void cli_parser_init(cli_parser *p, int argc, char **argv, const cli_option *opt
  * in err ("unknown option '--x'", "option '-d' needs a value"). */
 int cli_parser_next(cli_parser *p, const char **arg, mxu_err *err);
 
+/* The options every verb takes, for a verb with a parse loop of its own:
+ * --url, --key, --json and --help, and the parser's errors. Returns
+ * CLI_OPT_TAKEN when `id` was one of them (parsing goes on), CLI_OPT_VERB
+ * when it is the verb's own (or a positional), else the exit status to
+ * return at once (help printed: 0; a usage error). `json` may be NULL for a
+ * verb without --json. */
+enum { CLI_OPT_TAKEN = -10, CLI_OPT_VERB = -11 };
+int cli_common_option(const cli_verb_help *h, int id, const char *arg, const mxu_err *err,
+                      const char **url, const char **key, bool *json);
+
 /* Most verbs take only positionals, the common options, --json and maybe a
  * flag or two: this parses those. `flags` lists the verb's options, whose
  * ids must be CLI_OPT_FIRST_VERB + k; each sets bit k of out->flags, and one

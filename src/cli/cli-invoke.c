@@ -201,21 +201,12 @@ static int invoke_parse(int argc, char **argv, invoke_args *a)
     cli_parser p;
     cli_parser_init(&p, argc, argv, invoke_opts, MXU_ARRAY_LEN(invoke_opts));
     for (int id; (id = cli_parser_next(&p, &arg, &err)) != CLI_OPT_END;) {
+        int rc = cli_common_option(h, id, arg, &err, &a->url, &a->key, &a->json);
+        if (rc >= 0)
+            return rc;
+        if (rc == CLI_OPT_TAKEN)
+            continue;
         switch (id) {
-        case CLI_OPT_ERROR:
-            return cli_usage_error(h, "%s", err.msg);
-        case CLI_OPT_HELP:
-            cli_print_help(h, stdout);
-            return 0;
-        case CLI_OPT_URL:
-            a->url = arg;
-            break;
-        case CLI_OPT_KEY:
-            a->key = arg;
-            break;
-        case OPT_JSON:
-            a->json = true;
-            break;
         case OPT_INCLUDE:
             a->include = true;
             break;
