@@ -34,7 +34,14 @@ struct mxu_exec {
     mxu_proc *procs;             /* every proc not yet closed, for destroy */
     struct mxu_sandbox *sandbox; /* exec-sandbox.c's per-node state */
     struct mxu_vm_spares *vm;    /* exec-vm.c's spare helpers; NULL until a vm unit */
+    /* The scheduler's budget for spares (mxu_exec_set_standby_budget); NULL: unbounded. */
+    mxu_exec_standby_fits_fn standby_fits;
+    void *standby_ud;
 };
+
+/* May an executor start a spare charged `bytes`? (The scheduler's answer, or
+ * yes without a budget.) */
+bool mxu_exec_standby_fits(mxu_exec *ex, uint64_t bytes);
 
 extern const mxu_executor_ops mxu_exec_process_ops;
 

@@ -240,6 +240,35 @@ int mxu_exec_create(uv_loop_t *loop, const char *node_id, mxu_exec **out, mxu_er
     return 0;
 }
 
+void mxu_exec_set_standby_budget(mxu_exec *ex, mxu_exec_standby_fits_fn fits, void *ud)
+{
+    ex->standby_fits = fits;
+    ex->standby_ud = ud;
+}
+
+bool mxu_exec_standby_fits(mxu_exec *ex, uint64_t bytes)
+{
+    return ex->standby_fits == NULL || ex->standby_fits(ex->standby_ud, bytes);
+}
+
+uint64_t mxu_exec_standby_bytes(mxu_exec *ex, const mxu_exec_spec *taker)
+{
+    uint64_t sum = 0;
+    for (size_t i = 0; i < MXU_ARRAY_LEN(executors); i++)
+        if (executors[i]->standby)
+            sum += executors[i]->standby(ex, taker);
+    return sum;
+}
+
+uint64_t mxu_exec_shed_standby(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
+{
+    uint64_t got = 0;
+    for (size_t i = 0; i < MXU_ARRAY_LEN(executors) && got < want; i++)
+        if (executors[i]->shed)
+            got += executors[i]->shed(ex, want - got, keep);
+    return got;
+}
+
 static void proc_unlink(mxu_proc *p)
 {
     if (p->ex == NULL)

@@ -92,6 +92,19 @@ typedef struct mxu_executor_ops {
     int (*cpu)(mxu_proc *p, uint64_t *cpu_us);
     /* Forget what prepare() set up for a unit. */
     void (*release)(mxu_exec *ex, const mxu_exec_spec *spec);
+    /* Standby memory: the bytes held right now by processes the executor
+     * keeps on its own, ahead of any spawn (spares), as the executor
+     * charges them (each executor says how it estimates). When `taker` is
+     * a unit's warm spec, the one spare a spawn of it would take over is
+     * left out: its memory becomes the instance's, which its reservation
+     * covers. NULL: the executor keeps none. */
+    uint64_t (*standby)(mxu_exec *ex, const mxu_exec_spec *taker);
+    /* Release standby processes, those of the least recently used units
+     * first and `keep`'s (may be NULL) last, until at least `want` bytes
+     * are released or none is left. Returns the bytes released (their
+     * charge; the processes are killed and reaped in the background). NULL:
+     * nothing to shed. */
+    uint64_t (*shed)(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep);
 } mxu_executor_ops;
 
 /* `node_id` marks every process this node starts (env MXU_NODE=<id>), so a
@@ -102,6 +115,21 @@ void mxu_exec_destroy(mxu_exec *ex);
 /* Kill processes left over by an earlier node with the same node id. Returns
  * how many were killed. */
 int mxu_exec_reap_leftovers(const char *node_id);
+
+/* Standby memory and the node's budget. The scheduler owns the memory
+ * budget; executors keep spares outside any instance. `fits(ud, bytes)`
+ * answers whether `bytes` more of standby memory fit in the budget next to
+ * what instances have reserved and spares already hold; executors ask it
+ * before they start a spare (a refill, a recycled vm helper), so that spares
+ * never take memory admission has not got. Without it (NULL), spares are not
+ * bounded by any budget. */
+typedef bool (*mxu_exec_standby_fits_fn)(void *ud, uint64_t bytes);
+void mxu_exec_set_standby_budget(mxu_exec *ex, mxu_exec_standby_fits_fn fits, void *ud);
+/* Every executor's standby bytes (their `standby` op, with `taker`). */
+uint64_t mxu_exec_standby_bytes(mxu_exec *ex, const mxu_exec_spec *taker);
+/* Shed standby processes across executors (their `shed` op, in table
+ * order) until `want` bytes are released; returns the bytes released. */
+uint64_t mxu_exec_shed_standby(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep);
 
 /* The executor called `name`, or NULL. */
 const mxu_executor_ops *mxu_executor_find(const char *name);

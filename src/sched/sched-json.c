@@ -8,10 +8,14 @@ json_t *mxu_sched_capacity_json(mxu_sched *s)
     size_t queued = 0;
     for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next)
         queued += p->queue.len;
-    uint64_t reserved = MXU_MIN(s->reserved, s->cfg.memory_budget);
-    return json_pack("{s:I, s:I, s:I, s:I, s:I}", "memory_budget", (json_int_t)s->cfg.memory_budget,
-                     "memory_reserved", (json_int_t)s->reserved, "memory_free",
-                     (json_int_t)(s->cfg.memory_budget - reserved), "instances",
+    /* Standby: what executors' spares hold, charged to the budget like
+     * reservations (admission sheds them when an instance needs the room). */
+    uint64_t standby = mxu_exec_standby_bytes(s->exec, NULL);
+    uint64_t used = MXU_MIN(s->reserved + standby, s->cfg.memory_budget);
+    return json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "memory_budget",
+                     (json_int_t)s->cfg.memory_budget, "memory_reserved", (json_int_t)s->reserved,
+                     "memory_standby", (json_int_t)standby, "memory_free",
+                     (json_int_t)(s->cfg.memory_budget - used), "instances",
                      (json_int_t)s->ninstances, "queued", (json_int_t)queued);
 }
 

@@ -326,17 +326,39 @@ static void evict_for(mxu_sched *s, mxu_pool *except, uint64_t need)
     }
 }
 
-/* Reserve memory for one more instance of `pool`, or start freeing some. */
+/* Reserve memory for one more instance of `pool`, or start freeing some.
+ * What is in use is what instances reserved plus what executors' spares
+ * hold (standby), but for the spare this instance will take over: its
+ * memory becomes the instance's. When that leaves no room, spares go first
+ * (losing one costs some later cold start a few milliseconds; stopping an
+ * idle instance costs its warm state and its next caller a cold start),
+ * then idle instances of other functions. */
 static bool admit(mxu_pool *pool)
 {
     mxu_sched *s = pool->sched;
     uint64_t need = pool->m->memory_bytes;
-    if (s->reserved + need <= s->cfg.memory_budget) {
+    const mxu_exec_spec *spec = mxu_unit_warm_spec(pool->unit);
+    uint64_t used = s->reserved + mxu_exec_standby_bytes(s->exec, spec);
+    if (used + need <= s->cfg.memory_budget) {
         s->reserved += need;
         return true;
     }
-    evict_for(s, pool, s->reserved + need - s->cfg.memory_budget);
+    uint64_t over = used + need - s->cfg.memory_budget;
+    uint64_t shed = mxu_exec_shed_standby(s->exec, over, spec);
+    if (shed >= over) {
+        s->reserved += need;
+        return true;
+    }
+    evict_for(s, pool, over - shed);
     return false;
+}
+
+/* The executors' question before they start a spare (exec.h): does it fit
+ * next to what instances reserved and spares already hold? */
+static bool standby_fits(void *ud, uint64_t bytes)
+{
+    mxu_sched *s = ud;
+    return s->reserved + mxu_exec_standby_bytes(s->exec, NULL) + bytes <= s->cfg.memory_budget;
 }
 
 /* ---- dispatch and scaling --------------------------------------------------- */
@@ -852,6 +874,7 @@ int mxu_sched_create(uv_loop_t *loop, mxu_registry *reg, const mxu_sched_config 
         free(s);
         return -1;
     }
+    mxu_exec_set_standby_budget(s->exec, standby_fits, s);
     s->logs = mxu_logstore_open(cfg->log_dir);
     /* Invocation ids are unique across restarts: the clock seeds the counter. */
     s->next_inv_id = mxu_wall_ms() << 16;
@@ -953,6 +976,7 @@ void mxu_sched_destroy(mxu_sched *s)
         return;
     if (s->reg)
         mxu_registry_set_listener(s->reg, NULL, NULL);
+    mxu_exec_set_standby_budget(s->exec, NULL, NULL); /* releases below must not ask s */
     for (mxu_pool *p = s->pools, *next; p != NULL; p = next) {
         next = p->hh.next;
         p->removed = true;

@@ -8,9 +8,11 @@
  * versions an alias points at, and scale down after keep_alive idle.
  *
  * Admission: the node has a memory budget; an instance starts only if its
- * manifest memory fits next to what is already reserved. If it does not,
- * idle instances of other functions are stopped to make room, and the
- * invocation waits in the queue until memory is free or its wait runs out.
+ * manifest memory fits next to what is already reserved and what the
+ * executors' spares hold (standby, exec.h). If it does not, spares are shed
+ * first, then idle instances of other functions are stopped to make room,
+ * and the invocation waits in the queue until memory is free or its wait
+ * runs out. Executors make spares only where the budget has room for them.
  *
  * Deadlines: the manifest's timeout runs from dispatch to the instance; when
  * it passes, the caller gets an error and the instance is killed and
@@ -196,7 +198,9 @@ void mxu_sched_set_services(mxu_sched *s, const mxu_sched_services *ops); /* NUL
 
 /* ---- observing ---- */
 
-/* {"memory_budget":..,"memory_reserved":..,"memory_free":..,"instances":..,"queued":..} */
+/* {"memory_budget":..,"memory_reserved":..,"memory_standby":..,"memory_free":..,
+ *  "instances":..,"queued":..}: standby is what spares hold; free is the budget
+ * less reserved and standby. */
 json_t *mxu_sched_capacity_json(mxu_sched *s);
 /* Array of instances ({"tenant", "function", "version", ...}) of one
  * tenant's (NULL: every tenant's) function `function` (NULL: all of them). */
