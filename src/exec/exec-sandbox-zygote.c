@@ -400,6 +400,7 @@ __attribute__((constructor)) static void zygote_ctor(void)
     sb.cg = (sbx_cgroups){0};
     sb.pending = NULL;
     sb.units = NULL;
+    sb.ex = NULL;
     zygote_main(&sb, (int)fd, node);
 }
 

@@ -548,6 +548,7 @@ static int sandbox_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err
         sb->units = u;
     }
     u->refs++;
+    u->used_ms = uv_now(ex->loop);
     unit_refill(sb, u);
     return 0;
 }
@@ -565,10 +566,14 @@ static uint64_t spec_memory(const mxu_exec_spec *spec)
     return spec->memory_bytes ? spec->memory_bytes : (128u << 20);
 }
 
-/* Keep the unit's spares ready (when the node has a zygote). */
+/* Keep the unit's spares ready (when the node has a zygote), as far as the
+ * node's memory budget has room for them; a unit it leaves short is
+ * refilled after its next spawn. */
 static void unit_refill(mxu_sandbox *sb, sbx_unit *u)
 {
     while (sb->zygote_fd >= 0 && u->nspare < sb->spares) {
+        if (!mxu_exec_standby_fits(sb->ex, SBX_SPARE_CHARGE))
+            return;
         mxu_err err = {0};
         if (sbx_spare_make(sb, u->bundle, u->memory, &u->spare[u->nspare], &err) < 0) {
             mxu_warn("sandbox: %s: cannot prepare a spare sandbox: %s", u->label, err.msg);
@@ -719,6 +724,8 @@ static pid_t spawn_spare(mxu_sandbox *sb, const mxu_exec_spec *spec, sbx_plan *p
                          uint64_t *cg_id, mxu_err *err)
 {
     sbx_unit *u = unit_find(sb, spec->label);
+    if (u)
+        u->used_ms = uv_now(sb->ex->loop);
     for (int attempt = 0; attempt < 2; attempt++) {
         sbx_spare sp = {0};
         bool pooled = false;
@@ -897,6 +904,44 @@ static void sandbox_release(mxu_exec *ex, const mxu_exec_spec *spec)
     }
 }
 
+/* Every ready spare's charge, but the one a spawn of `taker` would use. */
+static uint64_t sandbox_standby(mxu_exec *ex, const mxu_exec_spec *taker)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    if (sb == NULL)
+        return 0;
+    sbx_unit *t = taker ? unit_find(sb, taker->label) : NULL;
+    uint64_t n = 0;
+    for (sbx_unit *u = sb->units; u; u = u->next)
+        n += u->nspare - (u == t && u->nspare > 0 ? 1 : 0);
+    return n * SBX_SPARE_CHARGE;
+}
+
+/* Discard spares, one at a time, from the unit used least recently
+ * (`keep`'s last), its newest first. */
+static uint64_t sandbox_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
+{
+    mxu_sandbox *sb = ex->sandbox;
+    if (sb == NULL)
+        return 0;
+    sbx_unit *k = keep ? unit_find(sb, keep->label) : NULL;
+    uint64_t got = 0;
+    while (got < want) {
+        sbx_unit *victim = NULL;
+        for (sbx_unit *u = sb->units; u; u = u->next)
+            if (u->nspare > 0 && u != k && (victim == NULL || u->used_ms < victim->used_ms))
+                victim = u;
+        if (victim == NULL && k && k->nspare > 0)
+            victim = k;
+        if (victim == NULL)
+            break;
+        sbx_spare_discard(sb, &victim->spare[--victim->nspare]);
+        got += SBX_SPARE_CHARGE;
+        mxu_debug("sandbox: %s: a spare shed for memory", victim->label);
+    }
+    return got;
+}
+
 /* ---- probing at node start ------------------------------------------------------------ */
 
 static bool have_cap(int cap)
@@ -974,6 +1019,7 @@ void mxu_sandbox_init(mxu_exec *ex)
 {
     mxu_sandbox *sb = mxu_calloc(1, sizeof(*sb));
     ex->sandbox = sb;
+    sb->ex = ex;
     uv_timer_init(ex->loop, &sb->retry);
     sb->retry.data = sb;
     uv_timer_init(ex->loop, &sb->refill);
@@ -1039,4 +1085,6 @@ const mxu_executor_ops mxu_exec_sandbox_ops = {
     .usage = sandbox_usage,
     .cpu = sandbox_cpu,
     .release = sandbox_release,
+    .standby = sandbox_standby,
+    .shed = sandbox_shed,
 };

@@ -91,6 +91,7 @@ struct mxu_sandbox {
     bool zygote_tried;
     unsigned spares; /* per unit (at most SBX_SPARES_MAX); 0 = none */
     sbx_unit *units;
+    mxu_exec *ex; /* whose budget spares are charged to (mxu_exec_standby_fits) */
 };
 
 /* Everything a child needs, prepared before clone (or sent to a spare) so
@@ -146,6 +147,13 @@ int sbx_clone_flags(const mxu_sandbox *sb);
 
 /* Spares kept per unit at most (MXU_SANDBOX_SPARES, default 2). */
 #define SBX_SPARES_MAX 4
+/* The standby bytes charged per spare sandbox (the budget, exec.h). A spare
+ * runs in the zygote's address space (CLONE_VM), so no smaps of its own
+ * tells what it costs; measured instead on this machine's /proc/meminfo
+ * while 20 spares were made: 0.25 MiB of unreclaimable kernel memory each
+ * (slab: its namespaces, mounts, cgroup), plus at most its 256 KiB stack
+ * and the pages of its receiving block it touched, in the zygote's memory. */
+#define SBX_SPARE_CHARGE (512u << 10)
 
 /* A sandbox set up to C6 and waiting for what to run. It is a child of the
  * node (CLONE_PARENT), in its own cgroup (cg_id). */
@@ -165,6 +173,7 @@ struct sbx_unit {
      * its setup (a cgroup v1 join alone waits 10-20 ms). */
     sbx_spare spare[SBX_SPARES_MAX];
     unsigned nspare;
+    uint64_t used_ms; /* loop time of its last spawn or prepare: shedding goes by it */
     sbx_unit *next;
 };
 
