@@ -10,7 +10,7 @@ import subprocess
 import tempfile
 import time
 
-from harness import EXAMPLES, MXU, Node, Skip, check, eq, make_function
+from harness import EXAMPLES, MXU, Node, Skip, TestFailure, check, eq, make_function
 
 PROBE = r"""
 #include <mxu/fn.h>
@@ -34,6 +34,16 @@ int mxu_handle(mxu_req *req, mxu_res *res)
         const void *v = NULL;
         int rc = mxu_kv_get(req, "db", "k", &v, &n, NULL);
         mxu_res_printf(res, "kv rc %d: %s", rc, mxu_last_error(req));
+        return 0;
+    }
+    if (strncmp(path, "/spin", 5) == 0) { /* a slow invocation: ?m= million rounds of a loop */
+        const char *m = mxu_req_query_param(req, "m");
+        unsigned long n = (m ? strtoul(m, NULL, 10) : 1) * 1000000ul;
+        for (volatile unsigned long i = 0; i < n; i++)
+            ;
+        if (strcmp(path, "/spincrash") == 0)
+            *(volatile int *)0x10 = 1;
+        mxu_res_printf(res, "spun");
         return 0;
     }
     if (strcmp(path, "/count") == 0) { /* guest state: survives only in its own VM */
@@ -60,7 +70,7 @@ MANIFEST = """name: {name}
 runtime: c
 sources: [probe.c]
 executor: vm
-memory: 32Mi
+memory: {memory}
 timeout: {timeout}
 max_instances: 2
 keep_alive: {keep_alive}
@@ -81,9 +91,9 @@ def vm_node(*args, env=None):
     return n
 
 
-def deploy_probe(n, tmp, name="vmprobe", timeout="3s", keep_alive="60s"):
+def deploy_probe(n, tmp, name="vmprobe", timeout="3s", keep_alive="60s", memory="32Mi"):
     d = make_function(tmp, name, MANIFEST.format(name=name, timeout=timeout,
-                                                 keep_alive=keep_alive),
+                                                 keep_alive=keep_alive, memory=memory),
                       {"probe.c": PROBE})
     return n.deploy(d)
 
@@ -237,6 +247,149 @@ def test_recycled_helpers_start_from_a_pristine_guest():
             after = cold_starts(n, 3)
             eq(n.get("/fn/vmprobe/ok").status, 201, "after a fault")
             check(len(set().union(*after) - everyone) >= 1, "the faulted helper was replaced")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def spin_rounds(n, ms):
+    """The ?m= of /spin for an invocation of about `ms` milliseconds here:
+    the guest's clock moves only at its hypercalls, so the loop is timed
+    from outside (a cold start adds about a millisecond)."""
+    best = None
+    for _ in range(3):
+        t = time.time()
+        eq(n.get("/fn/vmprobe/spin?m=100").text, "spun")
+        best = min(best or 1e9, time.time() - t)
+    return max(1, int(ms / max(best * 1000 / 100, 0.01)))
+
+
+def test_refill_waits_for_helpers_on_their_way_back():
+    """Refill vs recycling (docs/vm.md, "Spares"): a recycling helper whose
+    instance is live counts as a spare on its way back, so invocations
+    slower than the lazy refill (100 ms) fork no helper: over sequential
+    cold starts the node's helpers stay the two it started with. (Before,
+    each cold start forked one at 100 ms and ended the helper that came
+    back.) A helper that faults is not waited for: the refill replaces it."""
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node() as n:
+            deploy_probe(n, tmp, keep_alive="0s")
+            m = spin_rounds(n, 450)
+            seen = set()
+            for i in range(5):
+                n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                           what="scaled to zero, two spares ready")
+                seen |= helpers(n.proc.pid)
+                t = time.time()
+                eq(n.get(f"/fn/vmprobe/spin?m={m}").text, "spun", f"slow cold start {i}")
+                took = time.time() - t
+                check(0.15 < took < 0.95, f"the invocation outlasts the lazy refill: {took:.3f} s")
+                seen |= helpers(n.proc.pid)
+            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                       what="scaled to zero, two spares ready")
+            seen |= helpers(n.proc.pid)
+            eq(len(seen), 2, f"no helper forked while the taken one was on its way back: {seen}")
+            # A helper that faults after the refill looked (and counted on it)
+            # does not come back: the refill replaces it at once, not when
+            # the wait for it would have run out (a second after it was
+            # taken: some 0.6 s after this fault).
+            before = helpers(n.proc.pid)
+            eq(n.get(f"/fn/vmprobe/spincrash?m={m}").status, 502, "fault")
+            t = time.time()
+            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                       what="the faulted helper replaced")
+            check(time.time() - t < 0.45, f"replaced {time.time() - t:.3f} s after the fault")
+            after = helpers(n.proc.pid)
+            eq(len(after - before), 1, f"one new helper: {before} -> {after}")
+            eq(n.get("/fn/vmprobe/count").text, "calls 1", "a cold start after the fault")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def smaps_pss(pid):
+    """PSS of a process in bytes (smaps_rollup)."""
+    with open(f"/proc/{pid}/smaps_rollup") as f:
+        for line in f:
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    raise TestFailure(f"no Pss in /proc/{pid}/smaps_rollup")
+
+
+def capacity(n):
+    return n.get("/v1/health").json()["capacity"]
+
+
+def test_spares_are_charged_to_the_memory_budget():
+    """Spares hold memory no instance reserved: it is shown as
+    memory_standby, counted by admission, shed (spares before idle instances)
+    when an instance needs the room, and never refilled past the budget
+    (docs/vm.md, "Spares")."""
+    tmp = tempfile.mkdtemp()
+    try:
+        hello = os.path.join(tmp, "hello")
+        shutil.copytree(os.path.join(EXAMPLES, "hello"), hello)
+        with open(os.path.join(hello, "mxu.yaml")) as f:
+            text = f.read().replace("memory: 64Mi", "memory: 16Mi")
+        with open(os.path.join(hello, "mxu.yaml"), "w") as f:
+            f.write(text + "executor: process\n")
+        # A node with room to spare: what one spare is charged, and that the
+        # charge covers what a spare's process holds.
+        with vm_node() as n:
+            deploy_probe(n, tmp, keep_alive="0s")
+            eq(n.get("/fn/vmprobe/count").text, "calls 1")
+            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                       what="scaled to zero, two spares ready")
+            cap = capacity(n)
+            standby = cap["memory_standby"]
+            check(standby > 0 and standby % 2 == 0, f"two spares charged: {cap}")
+            charge = standby // 2
+            eq(cap["memory_free"], cap["memory_budget"] - cap["memory_reserved"] - standby,
+               "free is what neither instances nor spares hold")
+            pss = {p: smaps_pss(p) for p in helpers(n.proc.pid)}
+            print(f"  charge per spare {charge} bytes; spares' PSS {sorted(pss.values())}")
+            check(all(v <= charge for v in pss.values()),
+                  f"the charge ({charge}) covers each spare's PSS: {pss}")
+        # A node whose budget holds the probe (32 MiB), hello (16 MiB) and
+        # one and a half spares.
+        budget = (48 << 20) + charge * 3 // 2
+        with vm_node("--memory", str(budget)) as n:
+            deploy_probe(n, tmp, keep_alive="60s")
+            n.deploy(hello)
+            eq(n.get("/fn/vmprobe/count").text, "calls 1")
+            inst = n.instances("vmprobe")
+            eq(len(inst), 1, "the probe stays warm")
+            pid = inst[0]["pid"]
+            # (a) Its spare taken, the unit is refilled once the taken helper
+            # stops counting as on its way back (it serves a warm instance).
+            n.wait_for(lambda: len(helpers(n.proc.pid)) == 3, what="two spares next to it")
+            cap = capacity(n)
+            eq(cap["memory_reserved"], 32 << 20, "reserved")
+            eq(cap["memory_standby"], 2 * charge, "standby: two spares")
+            # (b) hello needs 16 MiB: it fits only without one of the
+            # spares, which is shed; the probe's idle instance stays.
+            r = n.get("/fn/hello?name=room")
+            eq(r.status, 200, f"admitted: {r.text}")
+            cap = capacity(n)
+            eq(cap["memory_reserved"], 48 << 20, "both reserved")
+            eq(cap["memory_standby"], charge, "one spare shed")
+            eq([i["pid"] for i in n.instances("vmprobe")], [pid], "the warm probe kept")
+            n.wait_for(lambda: len(helpers(n.proc.pid)) == 2, what="the shed spare gone")
+            # The probe's warm instance faults: its memory is free again, and
+            # the refill (which does not wait for a helper that faulted)
+            # brings the unit back to two spares.
+            eq(n.get("/fn/vmprobe/crash").status, 502)
+            n.wait_for(lambda: not n.instances("vmprobe") and len(helpers(n.proc.pid)) == 2,
+                       what="two spares, no instance")
+            eq(capacity(n)["memory_standby"], 2 * charge)
+            # (c) A cold start takes one spare; the refill that follows
+            # finds room for no second one next to the two instances.
+            eq(n.get("/fn/vmprobe/count").text, "calls 1")
+            time.sleep(1.5)  # past the wait for the taken helper, and the refill after it
+            cap = capacity(n)
+            eq(cap["memory_reserved"], 48 << 20, "both reserved")
+            eq(cap["memory_standby"], charge, "one spare: the second does not fit")
+            check(cap["memory_reserved"] + cap["memory_standby"] <= budget, f"within: {cap}")
+            eq(len(helpers(n.proc.pid)), 2, "the instance and one spare")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

@@ -39,6 +39,22 @@
  * instance reaches the next. A failed guest is never recycled: the helper
  * exits as before. A unit that has its spares already, or is gone, gets no
  * recycled helper: closing the socket ends it.
+ *
+ * Refill and recycling. A recycling helper whose instance is live is
+ * expected back as a spare: the refill counts it (spares wanted - spares
+ * present - helpers expected back) and forks only for the rest. A helper
+ * stops being expected when it comes back (R), when its instance ends
+ * without an R (a fault, a kill, a non-zero exit: the refill then runs at
+ * once), and BACK_WAIT_MS after it was taken: an instance that lives longer
+ * is a warm one, and its unit must not go without spares for as long as it
+ * stays warm.
+ *
+ * Spares and the memory budget. Spares hold memory no instance reserved;
+ * each is charged SPARE_CHARGE_BASE plus its image (spare_charge() says how
+ * that was measured). standby() reports the charge of the spares present,
+ * shed() kills spares of the least recently used units first, and a spare
+ * is made (refill, recycled helper) only when the scheduler's budget has
+ * room for its charge (mxu_exec_standby_fits).
  */
 #include "exec/exec-internal.h"
 #include "exec/vm/vm-internal.h"
@@ -71,6 +87,25 @@
  * taken to come back recycled (its instance ended, its guest reset), so
  * that the node forks only when helpers do not come back. */
 #define REFILL_LAZY_MS 100
+/* A recycling helper counts as on its way back for this long after it was
+ * taken (see the top of the file). A cold start served in a few ms; on a
+ * slow node the reset and the R arrive within some hundred ms. */
+#define BACK_WAIT_MS 1000
+
+/* What a spare holds, measured on this machine (docs/vm.md, "Spares"):
+ * `/proc/PID/smaps_rollup` of idle spares (8, 32 and 128 MiB guests, with
+ * and without recycling): PSS 0.48-0.62 MiB (RSS 0.90-1.04 MiB), of which
+ * the static helper's text, shared by all helpers, ~0.42 MiB and the guest
+ * pages the probe function's boot touched 0.15-0.2 MiB (its private copies
+ * and the pristine memfd's); and /proc/meminfo over 40 spares started at
+ * once: 0.2-0.25 MiB of kernel memory each (page tables, KVM's secondary
+ * page tables, slab, kernel stack), which no smaps shows. Reading each
+ * spare's smaps instead would cost a page-table walk per spare at every
+ * admission; a spare waits in read() and its memory does not change, so a
+ * charge fixed per unit is as exact. The base covers the helper and the
+ * kernel; the guest's share grows with its image, whose loaded bytes its
+ * boot touches (twice with recycling: the pristine copy and a private one). */
+#define SPARE_CHARGE_BASE (1ull << 20)
 
 /* One unit's spares and the spec to make more: a deep copy of the warm
  * spec prepare() was given (spawn's spec is borrowed for the call only). */
@@ -83,6 +118,9 @@ typedef struct vm_unit {
     mxu_proc *spare[SPARES_MAX];
     unsigned nspare;
     unsigned failures;
+    uint64_t charge;       /* standby bytes per spare (spare_charge) */
+    uint64_t used_ms;      /* loop time of its last spawn or prepare: shed() goes by it */
+    struct vm_helper *out; /* recycling helpers serving its instances (expected back) */
     struct mxu_vm_spares *owner;
     struct vm_unit *next;
 } vm_unit;
@@ -105,6 +143,10 @@ typedef struct vm_helper {
     uv_poll_t poll;
     uv_check_t recheck; /* runs the recycling after this loop turn's I/O (on_helper_ctl) */
     int open_handles;   /* poll and recheck: vh is freed when both have closed */
+    /* While it serves an instance of `unit`: on the unit's `out` list. */
+    vm_unit *unit;
+    uint64_t out_ms; /* loop time when it was taken */
+    struct vm_helper *out_prev, *out_next;
 } vm_helper;
 
 static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
@@ -127,8 +169,21 @@ static uint64_t guest_memory(const mxu_exec_spec *spec)
     return m & ~(uint64_t)(MXU_VM_PAGE - 1);
 }
 
-static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec);
+static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec, uint64_t charge);
 static void unit_refill(vm_unit *u);
+static struct mxu_vm_spares *spares_get(mxu_exec *ex);
+
+/* The standby bytes charged per spare of a unit (see SPARE_CHARGE_BASE):
+ * the base plus the image's loaded bytes, in the host's 4 KiB pages (the
+ * guest's 2 MiB pages are backed by those as they are touched), twice when
+ * the helper keeps a pristine copy. */
+static uint64_t spare_charge(const vm_image *im, bool recycle)
+{
+    uint64_t loaded = 0;
+    for (size_t i = 0; i < im->nseg; i++)
+        loaded += (im->seg[i].filesz + 4095u) & ~(uint64_t)4095u;
+    return SPARE_CHARGE_BASE + loaded * (recycle ? 2 : 1);
+}
 
 static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
 {
@@ -153,7 +208,8 @@ static int vm_prepare(mxu_exec *ex, const mxu_exec_spec *spec, mxu_err *err)
     if (vm_image_parse(img.data, img.len, mem, &im, err) < 0)
         return mxu_err_prefix(err, "%s: %s is not a guest image (deploy it with executor: vm)",
                               spec->label, spec->argv[0]);
-    vm_unit *u = unit_get(ex, spec);
+    spares_get(ex);
+    vm_unit *u = unit_get(ex, spec, spare_charge(&im, ex->vm->recycle));
     if (u)
         unit_refill(u);
     return 0;
@@ -172,10 +228,45 @@ static void on_helper_closed(uv_handle_t *h)
     free(vh);
 }
 
+static void refill_soon(struct mxu_vm_spares *sp, uint64_t delay);
+
+/* The helper now serves an instance of `u`, and is expected back. */
+static void helper_out(vm_helper *vh, vm_unit *u)
+{
+    vh->unit = u;
+    vh->out_ms = uv_now(vh->ex->loop);
+    vh->out_prev = NULL;
+    vh->out_next = u->out;
+    if (u->out)
+        u->out->out_prev = vh;
+    u->out = vh;
+}
+
+/* The helper is no longer expected back: it came back (`back`), or it
+ * ended or was let go without coming back, and then its unit may be short
+ * of what the refill counted on: refill now. */
+static void helper_in(vm_helper *vh, bool back)
+{
+    vm_unit *u = vh->unit;
+    if (u == NULL)
+        return;
+    if (vh->out_prev)
+        vh->out_prev->out_next = vh->out_next;
+    else
+        u->out = vh->out_next;
+    if (vh->out_next)
+        vh->out_next->out_prev = vh->out_prev;
+    vh->unit = NULL;
+    vh->out_prev = vh->out_next = NULL;
+    if (!back && u->nspare < u->owner->per_unit)
+        refill_soon(u->owner, REFILL_DELAY_MS);
+}
+
 /* Stop listening to the helper; closing the socket tells a helper waiting
  * for its next instance to end. */
 static void helper_drop(vm_helper *vh)
 {
+    helper_in(vh, false);
     if (vh->p) {
         vh->p->xdata = NULL;
         vh->p->on_free = NULL;
@@ -204,7 +295,11 @@ static void helper_recycle(vm_helper *vh)
     if (p == NULL || p->exited || p->freed)
         return; /* being killed, or already gone */
     vm_unit *u = unit_by_key(vh->ex, vh->label, vh->image);
-    if (u == NULL || u->nspare >= vh->ex->vm->per_unit) {
+    /* The instance it served still holds its reservation (the unit's
+     * memory) until its end is reported, below: the spare replaces it, so
+     * only what the spare costs beyond it must fit. */
+    uint64_t more = u && u->charge > u->memory_bytes ? u->charge - u->memory_bytes : 0;
+    if (u == NULL || u->nspare >= vh->ex->vm->per_unit || !mxu_exec_standby_fits(vh->ex, more)) {
         helper_drop(vh); /* it ends; its exit reaches the instance as usual */
         return;
     }
@@ -263,6 +358,7 @@ static void helper_recycle(vm_helper *vh)
         mxu_closep(&errp[k]);
     }
     /* The helper is the spare's now. */
+    helper_in(vh, true);
     p->xdata = NULL;
     p->on_free = NULL;
     vh->p = p2;
@@ -390,7 +486,7 @@ static struct mxu_vm_spares *spares_get(mxu_exec *ex)
 
 /* The unit's spare bookkeeping, made on its first prepare; NULL when spares
  * are off. */
-static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec)
+static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec, uint64_t charge)
 {
     struct mxu_vm_spares *sp = spares_get(ex);
     if (sp->per_unit == 0 || !spec->channel)
@@ -398,6 +494,8 @@ static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec)
     for (vm_unit *u = sp->units; u; u = u->next) {
         if (strcmp(u->label, spec->label) == 0 && strcmp(u->image, spec->argv[0]) == 0) {
             u->refs++;
+            u->charge = charge; /* the image may have been rebuilt */
+            u->used_ms = uv_now(ex->loop);
             return u;
         }
     }
@@ -416,6 +514,8 @@ static vm_unit *unit_get(mxu_exec *ex, const mxu_exec_spec *spec)
     u->cpu_limit_s = spec->cpu_limit_s;
     u->max_open_files = spec->max_open_files;
     u->refs = 1;
+    u->charge = charge;
+    u->used_ms = uv_now(ex->loop);
     u->next = sp->units;
     sp->units = u;
     return u;
@@ -446,6 +546,12 @@ static void unit_discard_spares(vm_unit *u)
 static void unit_free(vm_unit *u)
 {
     unit_discard_spares(u);
+    while (u->out) { /* no longer expected anywhere: when they come back, they end */
+        vm_helper *vh = u->out;
+        u->out = vh->out_next;
+        vh->unit = NULL;
+        vh->out_prev = vh->out_next = NULL;
+    }
     for (size_t i = 0; u->envp[i]; i++)
         free(u->envp[i]);
     free(u->envp);
@@ -478,9 +584,31 @@ static void on_spare_exit(mxu_proc *p, const mxu_proc_exit *ex, void *ud)
     mxu_proc_free(p);
 }
 
+/* How many of the unit's helpers count as on their way back (see the top of
+ * the file); *until: the loop time at which the first of them stops. */
+static unsigned helpers_back(vm_unit *u, uint64_t now, uint64_t *until)
+{
+    unsigned n = 0;
+    *until = 0;
+    for (vm_helper *vh = u->out; vh; vh = vh->out_next) {
+        uint64_t end = vh->out_ms + BACK_WAIT_MS;
+        if (end <= now)
+            continue;
+        n++;
+        if (*until == 0 || end < *until)
+            *until = end;
+    }
+    return n;
+}
+
+/* Make the unit's missing spares: those that neither are there nor are
+ * expected back, as far as the node's memory budget has room for them. A
+ * unit the budget leaves short is refilled at its next spawn. */
 static void unit_refill(vm_unit *u)
 {
     struct mxu_vm_spares *sp = u->owner;
+    uint64_t now = uv_now(sp->ex->loop), until;
+    unsigned back = helpers_back(u, now, &until);
     const char *argv[] = {u->image, NULL};
     mxu_exec_spec spec = {
         .label = u->label,
@@ -492,7 +620,11 @@ static void unit_refill(vm_unit *u)
         .max_open_files = u->max_open_files,
         .channel = true,
     };
-    while (u->nspare < sp->per_unit && u->failures < SPARE_FAILURES_MAX) {
+    if (back > 0 && u->nspare < sp->per_unit)
+        refill_soon(sp, until - now); /* look again when they stop counting */
+    while (u->nspare + back < sp->per_unit && u->failures < SPARE_FAILURES_MAX) {
+        if (!mxu_exec_standby_fits(sp->ex, u->charge))
+            return;
         mxu_err err = {0};
         mxu_proc *p;
         if (helper_start(sp->ex, &spec, sp->recycle, on_spare_exit, u, &p, &err) < 0) {
@@ -509,6 +641,14 @@ static void refill_all(uv_timer_t *t)
     struct mxu_vm_spares *sp = t->data;
     for (vm_unit *u = sp->units; u; u = u->next)
         unit_refill(u);
+}
+
+/* Refill within `delay` ms (sooner if it is due sooner already). */
+static void refill_soon(struct mxu_vm_spares *sp, uint64_t delay)
+{
+    uv_timer_t *t = &sp->refill;
+    if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > delay)
+        uv_timer_start(t, refill_all, delay, 0);
 }
 
 /* The unit's oldest spare that is still alive, taken out of the list; NULL
@@ -544,10 +684,11 @@ static int vm_spawn(mxu_exec *ex, const mxu_exec_spec *spec, mxu_proc_exit_cb ex
         return -1;
     }
     if (u) {
-        uint64_t delay = u->nspare == 0 || !ex->vm->recycle ? REFILL_DELAY_MS : REFILL_LAZY_MS;
-        uv_timer_t *t = &ex->vm->refill;
-        if (!uv_is_active((uv_handle_t *)t) || uv_timer_get_due_in(t) > delay)
-            uv_timer_start(t, refill_all, delay, 0);
+        u->used_ms = uv_now(ex->loop);
+        vm_helper *vh = (*out)->xdata; /* a recycling helper: it should come back */
+        if (vh)
+            helper_out(vh, u);
+        refill_soon(ex->vm, u->nspare == 0 || !ex->vm->recycle ? REFILL_DELAY_MS : REFILL_LAZY_MS);
     }
     return 0;
 }
@@ -584,6 +725,47 @@ static void vm_release(mxu_exec *ex, const mxu_exec_spec *spec)
     }
 }
 
+/* The charge of every spare present; a spawn of `taker` would take one of
+ * its unit's over, which then is the instance's. */
+static uint64_t vm_standby(mxu_exec *ex, const mxu_exec_spec *taker)
+{
+    if (ex->vm == NULL)
+        return 0;
+    vm_unit *t = taker && taker->channel && taker->argv ? unit_find(ex, taker) : NULL;
+    uint64_t sum = 0;
+    for (vm_unit *u = ex->vm->units; u; u = u->next)
+        sum += (uint64_t)(u->nspare - (u == t && u->nspare > 0 ? 1 : 0)) * u->charge;
+    return sum;
+}
+
+/* Kill spares, one at a time, from the unit used least recently (`keep`'s
+ * last), the newest spare of a unit first: the older has had longer to
+ * boot. The unit gets them back at its next spawn if the budget allows. */
+static uint64_t vm_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
+{
+    if (ex->vm == NULL)
+        return 0;
+    vm_unit *k = keep && keep->channel && keep->argv ? unit_find(ex, keep) : NULL;
+    uint64_t got = 0;
+    while (got < want) {
+        vm_unit *victim = NULL;
+        for (vm_unit *u = ex->vm->units; u; u = u->next) {
+            if (u->nspare == 0 || u == k)
+                continue;
+            if (victim == NULL || u->used_ms < victim->used_ms)
+                victim = u;
+        }
+        if (victim == NULL && k && k->nspare > 0)
+            victim = k;
+        if (victim == NULL)
+            break;
+        mxu_proc_free(victim->spare[--victim->nspare]); /* killed; reaped without a callback */
+        got += victim->charge;
+        mxu_debug("vm: %s: a spare shed for memory", victim->label);
+    }
+    return got;
+}
+
 static void on_refill_closed(uv_handle_t *h)
 {
     free(h->data);
@@ -612,4 +794,6 @@ const mxu_executor_ops mxu_exec_vm_ops = {
     .usage = vm_usage,
     .cpu = vm_cpu,
     .release = vm_release,
+    .standby = vm_standby,
+    .shed = vm_shed,
 };
