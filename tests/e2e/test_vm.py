@@ -239,9 +239,10 @@ def test_recycled_helpers_start_from_a_pristine_guest():
             eq(n.get("/fn/vmprobe/count").text, "calls 1", "first")
             seen = cold_starts(n, 8)
             everyone = set().union(*seen)
-            # Without recycling this takes 2 + 8 helpers. A refill that runs
-            # before a used helper is back (a slow node) may still fork one.
-            check(len(everyone) <= 7, f"helpers were recycled, not forked anew: {seen}")
+            # Without recycling this takes 2 + 8 helpers; with it, the two
+            # the node started (the refill waits for a taken helper to come
+            # back), and one more only if one took over a second to.
+            check(len(everyone) <= 3, f"helpers were recycled, not forked anew: {seen}")
             # A fault ends its helper: the next cold starts use others.
             eq(n.get("/fn/vmprobe/crash").status, 502, "fault")
             after = cold_starts(n, 3)
