@@ -258,17 +258,20 @@ static void show_instances(json_t *instances)
     cli_table_free(&t);
 }
 
-/* "memory: 128 MiB reserved, 18.6 GiB free of 18.7 GiB budget; 1 instance,
- * 0 queued" — shared with `mxu health`. */
+/* "memory: 128 MiB reserved, 2.3 MiB in spares, 18.6 GiB free of 18.7 GiB
+ * budget; 1 instance, 0 queued" — shared with `mxu health`. Spares (booted
+ * sandboxes and VMs waiting for a cold start) count against the budget too. */
 void cli_capacity_line(json_t *cap, mxu_buf *out)
 {
-    char res[32], fr[32], bud[32];
+    char res[32], sb[32], fr[32], bud[32];
     mxu_format_size((uint64_t)cli_json_int(cap, "memory_reserved", 0), res, sizeof(res));
+    mxu_format_size((uint64_t)cli_json_int(cap, "memory_standby", 0), sb, sizeof(sb));
     mxu_format_size((uint64_t)cli_json_int(cap, "memory_free", 0), fr, sizeof(fr));
     mxu_format_size((uint64_t)cli_json_int(cap, "memory_budget", 0), bud, sizeof(bud));
     long long inst = cli_json_int(cap, "instances", 0), q = cli_json_int(cap, "queued", 0);
-    mxu_buf_printf(out, "%s reserved, %s free of %s budget; %lld instance%s, %lld queued", res, fr,
-                   bud, inst, inst == 1 ? "" : "s", q);
+    mxu_buf_printf(out,
+                   "%s reserved, %s in spares, %s free of %s budget; %lld instance%s, %lld queued",
+                   res, sb, fr, bud, inst, inst == 1 ? "" : "s", q);
 }
 
 /* A service's steps on one line: "validate → price[pricing@beta if x-beta=1 |

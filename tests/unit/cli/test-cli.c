@@ -904,8 +904,8 @@ static void test_management_verbs(void)
         200, "OK",
         "{\"status\":\"ok\",\"version\":\"0.1.0\",\"uptime_s\":12,\"data_dir\":\"/d\","
         "\"listen\":\"127.0.0.1:8080\",\"executors\":[\"process\"],\"capacity\":"
-        "{\"memory_budget\":1073741824,\"memory_reserved\":0,\"memory_free\":1073741824,"
-        "\"instances\":0,\"queued\":0}}");
+        "{\"memory_budget\":1073741824,\"memory_reserved\":0,\"memory_standby\":2097152,"
+        "\"memory_free\":1071644672,\"instances\":0,\"queued\":0}}");
     const char *resp[] = {ls, show, missing, alias, alias, rm, logs, health};
     fake_node f;
     fake_start(&f, resp, NULL, MXU_ARRAY_LEN(resp));
@@ -926,8 +926,9 @@ static void test_management_verbs(void)
     CHECK_CONTAINS(out, "INSTANCE  VERSION  STATE  PID");
     CHECK_CONTAINS(out, "64MiB");
     CHECK_CONTAINS(out, "5.0s");
-    CHECK_CONTAINS(out, "node memory: 64 MiB reserved, 960 MiB free of 1 GiB budget; 1 "
-                        "instance, 0 queued\n");
+    CHECK_CONTAINS(out,
+                   "node memory: 64 MiB reserved, 0 B in spares, 960 MiB free of 1 GiB budget; 1 "
+                   "instance, 0 queued\n");
     free(out), free(err);
 
     CHECK_EQ_INT(run_verb(mxu_cmd_show, &out, &err, "show", "helo", NULL), 1);
@@ -953,7 +954,9 @@ static void test_management_verbs(void)
     CHECK_EQ_INT(run_verb(mxu_cmd_health, &out, &err, "health", NULL), 0);
     CHECK_CONTAINS(out, "status:    ok\n");
     CHECK_CONTAINS(out, "uptime:    12.0 s\n");
-    CHECK_CONTAINS(out, "memory:    0 B reserved, 1 GiB free of 1 GiB budget; 0 instances");
+    CHECK_CONTAINS(out,
+                   "memory:    0 B reserved, 2 MiB in spares, 1022 MiB free of 1 GiB budget; 0 "
+                   "instances");
     free(out), free(err);
 
     _cleanup_free_ char *req = fake_stop(&f);
