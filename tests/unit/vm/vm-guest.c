@@ -11,6 +11,8 @@
 
 int main(void);
 
+#define EXIT_COST_ROUNDS 2000 /* test-vm.c's test_exit_cost counts on it */
+
 int main(void)
 {
     static uint8_t buf[65536];
@@ -85,6 +87,16 @@ int main(void)
             stack[i] = (uint8_t)i;
         mxu_guest_send(MXU_VM_HC_STDERR, "dirty\n", 6);
         return h && stack[7] == 7 ? 9 : 3;
+    }
+    case 't': { /* exit cost: TSC stamps around empty WRITEs (test_exit_cost) */
+        volatile uint64_t *stamp = (volatile uint64_t *)(uintptr_t)MXU_VM_OUT_ADDR;
+        for (int i = 0; i < EXIT_COST_ROUNDS; i++) {
+            stamp[1] = __builtin_ia32_rdtsc(); /* back from the last exit */
+            stamp[2] = __builtin_ia32_rdtsc(); /* about to exit */
+            ctl->out_len = 0;
+            mxu_guest_hcall(MXU_VM_HC_WRITE);
+        }
+        return 0;
     }
     case 's': /* stderr text */
         mxu_guest_send(MXU_VM_HC_STDERR, "guest says hi\n", 14);
