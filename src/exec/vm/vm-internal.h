@@ -36,4 +36,15 @@ int vm_image_parse(const void *image, size_t len, uint64_t mem_bytes, vm_image *
 struct kvm_regs;
 int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r);
 
+/* Host pages the last mxu_vm_reset() copied: under dirtylog, the pages
+ * copied back from the image; under cow, the private copies it
+ * repopulated. For tests and measurements. */
+size_t mxu_vm_last_reset_pages(const mxu_vm *vm);
+
+/* Dirtylog resets use KVM_CLEAR_DIRTY_LOG (manual protection) when KVM
+ * offers it and this is true at mxu_vm_snapshot(); false (the default):
+ * KVM_GET_DIRTY_LOG alone, which reads, empties and re-protects in one
+ * call. Measurements set it to compare the two. */
+extern bool mxu_vm_dirtylog_manual;
+
 #endif

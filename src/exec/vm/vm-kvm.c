@@ -79,9 +79,19 @@ struct mxu_vm {
     bool has_timer;
     bool dead; /* a fault was reported: never resume */
     /* The pristine image (mxu_vm_snapshot): guest memory in a sealed memfd
-     * that guest memory is a private mapping of, and the vCPU's state. */
+     * (under cow, guest memory is a private mapping of it; under dirtylog,
+     * the source the pages are copied back from), and the vCPU's state. */
     int pristine_fd;
-    int pagemap_fd; /* /proc/self/pagemap, for the pages a reset repopulates */
+    mxu_vm_reset_kind reset_kind;
+    int pagemap_fd; /* cow: /proc/self/pagemap, for the pages a reset repopulates */
+    /* dirtylog: KVM's dirty bitmap (one bit per host page), whether KVM
+     * offered manual protection (KVM_CLEAR_DIRTY_LOG), and how far into
+     * the in buffer the host wrote since the last reset (KVM does not log
+     * the host's own writes). */
+    uint64_t *dirty;
+    bool manual_protect;
+    uint64_t host_in_end;
+    size_t last_reset_pages; /* pages the last reset copied back or repopulated */
     struct kvm_regs snap_regs;
     struct kvm_sregs snap_sregs;
     struct kvm_fpu snap_fpu;
@@ -438,6 +448,7 @@ void mxu_vm_destroy(mxu_vm *vm)
         close(vm->pristine_fd);
     if (vm->pagemap_fd >= 0)
         close(vm->pagemap_fd);
+    free(vm->dirty);
     free(vm);
 }
 
@@ -528,6 +539,8 @@ static uint64_t guest_rip(mxu_vm *vm)
 
 /* ---- run --------------------------------------------------------------------------------- */
 
+static void note_host_in(mxu_vm *vm);
+
 /* The kick: the timer's signal interrupts KVM_RUN with EINTR; setting
  * immediate_exit as well covers a signal that arrives just before the
  * thread enters KVM_RUN (it then returns at once instead of running on). */
@@ -603,6 +616,8 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
         ex->kind = MXU_VM_EXIT_FAULT;
         return mxu_err_set(err, EFAULT, "vm: the guest has already failed");
     }
+    if (vm->dirty)
+        note_host_in(vm);
     kicked = 0;
     kick_run = vm->run;
     if (timeout_ms && arm_timer(vm, timeout_ms, err) < 0)
@@ -693,19 +708,33 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
 /* ---- pristine ----------------------------------------------------------------------------
  * A booted guest waiting in its first READ is the same for every instance
  * of a unit; mxu_vm_snapshot() keeps it, and mxu_vm_reset() puts a used
- * guest back into exactly that state without building a new VM.
+ * guest back into exactly that state without building a new VM. Both ways
+ * keep the image in a memfd: the snapshot copies the pages the guest has
+ * (mincore: only resident ones; the rest are zero) into it and seals it, so
+ * not even this process can change the image afterwards.
  *
- * Memory is copy-on-write: the snapshot copies the pages the guest has
- * (mincore: only resident ones; the rest are zero) into a memfd, seals it
- * read-only, and maps guest memory as a MAP_PRIVATE view of it. A reset is
- * then one mmap(MAP_FIXED) of a fresh private view over the old one: the
- * kernel drops every page the guest (or the host, on its behalf) wrote, and
- * KVM, told through its MMU notifier, drops its mappings of them, so the
- * next access sees the pristine byte. Its cost grows with the pages the
- * instance dirtied, not with guest memory. (The other way, KVM's dirty log
- * and copying back the logged pages, must also track what the host writes
- * into guest memory, which KVM does not log; and write-protecting pages for
- * the log costs a fault per first write under PVM's shadow paging.)
+ * Copy-on-write (MXU_VM_RESET_COW): guest memory becomes a MAP_PRIVATE view
+ * of the memfd. A reset is one mmap(MAP_FIXED) of a fresh private view over
+ * the old one: the kernel drops every page the guest (or the host, on its
+ * behalf) wrote, and KVM, told through its MMU notifier, drops its mappings
+ * of them, so the next access sees the pristine byte. Nothing has to know
+ * who wrote what. The price: KVM must map again every page the next guest
+ * touches (repopulation, below, saves the host faults but not KVM's).
+ *
+ * Dirty log (MXU_VM_RESET_DIRTYLOG): guest memory stays the anonymous
+ * mapping the guest booted in, and its memory slot logs writes
+ * (KVM_MEM_LOG_DIRTY_PAGES). A reset reads KVM's dirty bitmap — which also
+ * write-protects the logged pages again, so the next round's first write to
+ * each is logged — and copies those pages back from the memfd (pread: a
+ * hole reads as zero, so a page the image never had comes back as zeros).
+ * KVM's mappings survive. The hazard is that KVM logs only writes made
+ * through the guest's mappings (the guest's own, and KVM's emulator's); the
+ * helper writes guest memory through its own mapping, which nothing logs.
+ * So those writes are restored by rule, not by log: vm-abi.h lets the host
+ * write only the control block's page (restored at every reset: every
+ * hypercall writes it) and the in buffer, whose extent the host announces
+ * in in_len before it resumes the guest — mxu_vm_run notes the largest
+ * in_len it enters with, and the reset copies back that much.
  *
  * The vCPU's registers come back with KVM_SET_REGS/SREGS/FPU. The snapshot
  * is taken after completing the pending MMIO exit (KVM_RUN with
@@ -713,6 +742,24 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
  * re-entered the kernel"), so rip is past the doorbell store, and a reset
  * guest resumes as if the hypercall it was stopped in had just returned.
  */
+
+bool mxu_vm_dirtylog_manual = false;
+
+int mxu_vm_reset_kind_parse(const char *s, mxu_vm_reset_kind *out, mxu_err *err)
+{
+    if (s == NULL || *s == '\0' || strcmp(s, "cow") == 0)
+        *out = MXU_VM_RESET_COW;
+    else if (strcmp(s, "dirtylog") == 0)
+        *out = MXU_VM_RESET_DIRTYLOG;
+    else
+        return mxu_err_set(err, EINVAL, "vm: unknown reset \"%s\" (cow or dirtylog)", s);
+    return 0;
+}
+
+const char *mxu_vm_reset_kind_name(mxu_vm_reset_kind k)
+{
+    return k == MXU_VM_RESET_DIRTYLOG ? "dirtylog" : "cow";
+}
 
 /* Complete the MMIO exit the vCPU stopped on, without running the guest. */
 static int complete_exit(mxu_vm *vm, mxu_err *err)
@@ -738,19 +785,52 @@ static int map_pristine(mxu_vm *vm, mxu_err *err)
     return 0;
 }
 
-int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
+static size_t host_page(void)
 {
-    if (vm->dead || vm->pristine_fd >= 0)
-        return mxu_err_set(err, EINVAL, "vm: %s",
-                           vm->dead ? "a failed guest cannot be a pristine image"
-                                    : "the VM already has a pristine image");
-    if (complete_exit(vm, err) < 0)
-        return -1;
-    if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &vm->snap_regs) < 0 ||
-        ioctl(vm->vcpu_fd, KVM_GET_SREGS, &vm->snap_sregs) < 0 ||
-        ioctl(vm->vcpu_fd, KVM_GET_FPU, &vm->snap_fpu) < 0)
-        return mxu_err_sys(err, errno, "vm: reading the vCPU's state");
+    return (size_t)sysconf(_SC_PAGESIZE);
+}
 
+static bool bit_get(const uint64_t *bits, size_t i)
+{
+    return (bits[i / 64] >> (i % 64)) & 1;
+}
+
+/* Set the bits of the host pages that [gpa, gpa + len) touches. */
+static void bits_set_range(uint64_t *bits, uint64_t gpa, uint64_t len)
+{
+    if (len == 0)
+        return;
+    size_t pg = host_page();
+    for (size_t i = gpa / pg; i <= (gpa + len - 1) / pg; i++)
+        bits[i / 64] |= 1ull << (i % 64);
+}
+
+/* The runs of set bits among `npages`: calls fn(vm, first, count) on each
+ * and stops at the first that fails; returns the pages visited, or -1. */
+static ssize_t for_runs(mxu_vm *vm, const uint64_t *bits, size_t npages,
+                        int (*fn)(mxu_vm *vm, size_t first, size_t count, void *arg), void *arg)
+{
+    size_t total = 0;
+    for (size_t i = 0; i < npages;) {
+        if (!bit_get(bits, i)) {
+            i = bits[i / 64] >> (i % 64) ? i + 1 : (i / 64 + 1) * 64;
+            continue;
+        }
+        size_t j = i;
+        while (j < npages && bit_get(bits, j))
+            j++;
+        if (fn(vm, i, j - i, arg) < 0)
+            return -1;
+        total += j - i;
+        i = j;
+    }
+    return (ssize_t)total;
+}
+
+/* Write guest memory (resident pages; everything else reads as zero) into
+ * a new memfd, sealed. Returns the fd or -1. */
+static int write_image(mxu_vm *vm, mxu_err *err)
+{
     int fd = memfd_create("mxu-vm-pristine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
         return mxu_err_sys(err, errno, "vm: memfd_create");
@@ -761,8 +841,8 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
     }
     /* Copy what is resident, in runs; everything else reads as zero in
      * both. */
-    long pg = sysconf(_SC_PAGESIZE);
-    size_t npages = vm->mem_bytes / (uint64_t)pg;
+    size_t pg = host_page();
+    size_t npages = vm->mem_bytes / pg;
     unsigned char *vec = mxu_malloc(npages);
     int rc = mincore(vm->mem, vm->mem_bytes, vec);
     for (size_t i = 0; rc == 0 && i < npages;) {
@@ -773,7 +853,7 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
         size_t j = i;
         while (j < npages && (vec[j] & 1))
             j++;
-        size_t off = i * (size_t)pg, len = (j - i) * (size_t)pg;
+        size_t off = i * pg, len = (j - i) * pg;
         while (len > 0) {
             ssize_t k = pwrite(fd, vm->mem + off, len, (off_t)off);
             if (k < 0 && errno == EINTR)
@@ -799,7 +879,65 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err)
         close(fd);
         return mxu_err_sys(err, e, "vm: writing the pristine image");
     }
+    return fd;
+}
+
+/* Turn on KVM's dirty log for the guest's memory slot. KVM write-protects
+ * every page of it and starts with an empty log: from here on, every
+ * page the guest writes is logged. Manual protection (KVM_CLEAR_DIRTY_LOG)
+ * is used when offered, but never KVM_DIRTY_LOG_INITIALLY_SET: that starts
+ * the log all set, and the first reset would copy all of guest memory. */
+static int start_dirty_log(mxu_vm *vm, mxu_err *err)
+{
+    size_t npages = vm->mem_bytes / host_page();
+    vm->dirty = mxu_calloc((npages + 63) / 64, sizeof(uint64_t));
+    int caps = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
+    if (mxu_vm_dirtylog_manual && caps > 0 && (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
+        struct kvm_enable_cap cap = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
+                                     .args = {KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE}};
+        vm->manual_protect = ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+    }
+    struct kvm_userspace_memory_region region = {
+        .slot = 0,
+        .flags = KVM_MEM_LOG_DIRTY_PAGES,
+        .guest_phys_addr = 0,
+        .memory_size = vm->mem_bytes,
+        .userspace_addr = (uintptr_t)vm->mem,
+    };
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
+        int e = errno;
+        free(vm->dirty);
+        vm->dirty = NULL;
+        return mxu_err_sys(err, e, "vm: cannot turn on KVM's dirty log for guest memory");
+    }
+    return 0;
+}
+
+int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err)
+{
+    if (vm->dead || vm->pristine_fd >= 0)
+        return mxu_err_set(err, EINVAL, "vm: %s",
+                           vm->dead ? "a failed guest cannot be a pristine image"
+                                    : "the VM already has a pristine image");
+    if (complete_exit(vm, err) < 0)
+        return -1;
+    if (ioctl(vm->vcpu_fd, KVM_GET_REGS, &vm->snap_regs) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_GET_SREGS, &vm->snap_sregs) < 0 ||
+        ioctl(vm->vcpu_fd, KVM_GET_FPU, &vm->snap_fpu) < 0)
+        return mxu_err_sys(err, errno, "vm: reading the vCPU's state");
+    int fd = write_image(vm, err);
+    if (fd < 0)
+        return -1;
     vm->pristine_fd = fd;
+    vm->reset_kind = kind;
+    if (kind == MXU_VM_RESET_DIRTYLOG) {
+        if (start_dirty_log(vm, err) < 0) {
+            close(vm->pristine_fd);
+            vm->pristine_fd = -1;
+            return -1;
+        }
+        return 0;
+    }
     /* For the resets' repopulation (best effort: without it, none). */
     vm->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     /* From now on guest memory is a private view of the image: the copy the
@@ -824,9 +962,9 @@ static bool touched_pages(mxu_vm *vm, size_t npages, uint64_t *wrote, uint64_t *
 {
     if (vm->pagemap_fd < 0)
         return false;
-    long pg = sysconf(_SC_PAGESIZE);
+    size_t pg = host_page();
     uint64_t ent[512];
-    uintptr_t first = (uintptr_t)vm->mem / (uintptr_t)pg;
+    uintptr_t first = (uintptr_t)vm->mem / pg;
     for (size_t i = 0; i < npages;) {
         size_t want = MXU_MIN(npages - i, MXU_ARRAY_LEN(ent));
         ssize_t k = pread(vm->pagemap_fd, ent, want * sizeof(ent[0]),
@@ -846,29 +984,17 @@ static bool touched_pages(mxu_vm *vm, size_t npages, uint64_t *wrote, uint64_t *
     return true;
 }
 
-/* madvise(advice) over the runs of set bits of `bits`. */
-static void populate_runs(mxu_vm *vm, const uint64_t *bits, size_t npages, int advice)
+/* madvise(advice) over a run of pages (best effort: a failure costs only
+ * faults later). */
+static int populate_run(mxu_vm *vm, size_t first, size_t count, void *arg)
 {
-    size_t pg = (size_t)sysconf(_SC_PAGESIZE);
-    for (size_t i = 0; i < npages;) {
-        if (!(bits[i / 64] & (1ull << (i % 64)))) {
-            i = bits[i / 64] >> (i % 64) ? i + 1 : (i / 64 + 1) * 64;
-            continue;
-        }
-        size_t j = i;
-        while (j < npages && (bits[j / 64] & (1ull << (j % 64))))
-            j++;
-        madvise(vm->mem + i * pg, (j - i) * pg, advice);
-        i = j;
-    }
+    size_t pg = host_page();
+    madvise(vm->mem + first * pg, count * pg, *(const int *)arg);
+    return 0;
 }
 
-int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
+static int reset_cow(mxu_vm *vm, mxu_err *err)
 {
-    if (vm->pristine_fd < 0)
-        return mxu_err_set(err, EINVAL, "vm: no pristine image to reset to");
-    if (vm->dead)
-        return mxu_err_set(err, EINVAL, "vm: a failed guest is discarded, not reset");
     /* The pages this instance touched are the ones the next will touch
      * too: note them (pagemap), and after the remap map them again, off
      * the next request's path, so the guest's first accesses after a reset
@@ -877,19 +1003,94 @@ int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
      * (MADV_POPULATE_WRITE), the pages it only read the image's own page
      * (MADV_POPULATE_READ, no copy). Pages it never touched stay unmapped,
      * so a recycled spare holds no copy of them. Best effort. */
-    long pg = sysconf(_SC_PAGESIZE);
-    size_t npages = vm->mem_bytes / (uint64_t)pg, words = (npages + 63) / 64;
+    size_t npages = vm->mem_bytes / host_page(), words = (npages + 63) / 64;
     uint64_t *wrote = mxu_calloc(2 * words, sizeof(uint64_t)), *read = wrote + words;
     bool have = touched_pages(vm, npages, wrote, read);
-    if (complete_exit(vm, err) < 0 || map_pristine(vm, err) < 0) {
+    if (map_pristine(vm, err) < 0) {
         free(wrote);
         return -1;
     }
+    vm->last_reset_pages = 0;
     if (have) {
-        populate_runs(vm, wrote, npages, MADV_POPULATE_WRITE);
-        populate_runs(vm, read, npages, MADV_POPULATE_READ);
+        int w = MADV_POPULATE_WRITE, r = MADV_POPULATE_READ;
+        ssize_t n = for_runs(vm, wrote, npages, populate_run, &w);
+        for_runs(vm, read, npages, populate_run, &r);
+        vm->last_reset_pages = n > 0 ? (size_t)n : 0;
     }
     free(wrote);
+    return 0;
+}
+
+/* The in buffer's bytes the host wrote: it sets in_len to their count
+ * before it resumes the guest (vm-serve.c), so the largest in_len any
+ * entry saw bounds them. A guest can raise in_len itself; that only makes
+ * its own resets copy more, never past the buffer. */
+static void note_host_in(mxu_vm *vm)
+{
+    uint64_t n = MXU_MIN((uint64_t)mxu_vm_ctl_block(vm)->in_len, (uint64_t)MXU_VM_IN_CAP);
+    if (n > vm->host_in_end)
+        vm->host_in_end = n;
+}
+
+/* Copy a run of pages back from the pristine image. */
+static int restore_run(mxu_vm *vm, size_t first, size_t count, void *arg)
+{
+    MXU_UNUSED(arg);
+    size_t pg = host_page(), off = first * pg, len = count * pg;
+    while (len > 0) {
+        ssize_t k = pread(vm->pristine_fd, vm->mem + off, len, (off_t)off);
+        if (k < 0 && errno == EINTR)
+            continue;
+        if (k <= 0)
+            return -1;
+        off += (size_t)k;
+        len -= (size_t)k;
+    }
+    return 0;
+}
+
+static int reset_dirtylog(mxu_vm *vm, mxu_err *err)
+{
+    size_t npages = vm->mem_bytes / host_page();
+    /* Without manual protection, KVM_GET_DIRTY_LOG hands over the log,
+     * empties it and write-protects the logged pages in one call; with it,
+     * KVM_CLEAR_DIRTY_LOG does the last two for exactly the pages read. */
+    struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = vm->dirty};
+    if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
+        return mxu_err_sys(err, errno, "vm: KVM_GET_DIRTY_LOG");
+    if (vm->manual_protect) {
+        struct kvm_clear_dirty_log clr = {
+            .slot = 0, .first_page = 0, .num_pages = (uint32_t)npages, .dirty_bitmap = vm->dirty};
+        if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+            return mxu_err_sys(err, errno, "vm: KVM_CLEAR_DIRTY_LOG");
+    }
+    /* What the host wrote, which is not in the log: the control block's
+     * page, and the in buffer as far as it was ever filled. */
+    note_host_in(vm);
+    bits_set_range(vm->dirty, MXU_VM_CTL_ADDR, MXU_VM_IN_ADDR - MXU_VM_CTL_ADDR);
+    bits_set_range(vm->dirty, MXU_VM_IN_ADDR, vm->host_in_end);
+    ssize_t n = for_runs(vm, vm->dirty, npages, restore_run, NULL);
+    if (n < 0)
+        return mxu_err_sys(err, errno, "vm: copying back from the pristine image");
+    vm->host_in_end = 0;
+    vm->last_reset_pages = (size_t)n;
+    return 0;
+}
+
+int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
+{
+    if (vm->pristine_fd < 0)
+        return mxu_err_set(err, EINVAL, "vm: no pristine image to reset to");
+    if (vm->dead)
+        return mxu_err_set(err, EINVAL, "vm: a failed guest is discarded, not reset");
+    if (complete_exit(vm, err) < 0)
+        return -1;
+    int rc = vm->reset_kind == MXU_VM_RESET_DIRTYLOG ? reset_dirtylog(vm, err) : reset_cow(vm, err);
+    if (rc < 0) {
+        /* Guest memory may be half restored: never run it again. */
+        vm->dead = true;
+        return -1;
+    }
     if (ioctl(vm->vcpu_fd, KVM_SET_SREGS, &vm->snap_sregs) < 0 ||
         ioctl(vm->vcpu_fd, KVM_SET_FPU, &vm->snap_fpu) < 0 ||
         ioctl(vm->vcpu_fd, KVM_SET_REGS, &vm->snap_regs) < 0) {
@@ -897,6 +1098,11 @@ int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
         return mxu_err_sys(err, errno, "vm: restoring the vCPU's state");
     }
     return 0;
+}
+
+size_t mxu_vm_last_reset_pages(const mxu_vm *vm)
+{
+    return vm->last_reset_pages;
 }
 
 int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r)

@@ -71,15 +71,41 @@ void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len);
 uint64_t mxu_vm_mem_bytes(const mxu_vm *vm);
 
 /* ---- the pristine image (vm-kvm.c) ----
- * Keep the guest's state now — memory and vCPU — as its pristine image:
- * call it when the guest is stopped in a hypercall (typically its first
- * READ, booted and waiting for work). Guest memory becomes a private
- * copy-on-write view of a sealed memfd holding the image. */
-int mxu_vm_snapshot(mxu_vm *vm, mxu_err *err);
+ * Two ways to put a used guest back into its pristine image (docs/vm.md,
+ * "Pristine images", has the measured comparison):
+ *   MXU_VM_RESET_COW       guest memory becomes a private copy-on-write
+ *                          view of a sealed memfd holding the image; a reset
+ *                          maps a fresh view over it (the kernel drops every
+ *                          written page, whoever wrote it) and maps again
+ *                          the pages the last instance touched.
+ *   MXU_VM_RESET_DIRTYLOG  guest memory stays as it is, KVM logs the
+ *                          guest's writes (KVM_MEM_LOG_DIRTY_PAGES); a reset
+ *                          copies back from the sealed image the pages KVM
+ *                          logged and the pages the host wrote (which KVM
+ *                          does not log: the control block and the bytes of
+ *                          the in buffer the host filled). */
+typedef enum mxu_vm_reset_kind {
+    MXU_VM_RESET_COW,
+    MXU_VM_RESET_DIRTYLOG,
+} mxu_vm_reset_kind;
+
+/* "cow" or "dirtylog" (NULL or "": the default, cow). -1 with a message
+ * naming the accepted values otherwise. */
+int mxu_vm_reset_kind_parse(const char *s, mxu_vm_reset_kind *out, mxu_err *err);
+const char *mxu_vm_reset_kind_name(mxu_vm_reset_kind k);
+
+/* Keep the guest's state now — memory and vCPU — as its pristine image, to
+ * be reset to the `kind` way: call it when the guest is stopped in a
+ * hypercall (typically its first READ, booted and waiting for work). */
+int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err);
 /* Put the guest back into its pristine image: every byte of guest memory
  * and the vCPU's registers as they were at mxu_vm_snapshot(); the guest
  * resumes as if the hypercall it was snapshotted in had just returned. A
- * failed (faulted, timed out) VM is refused: it is discarded, never reused. */
+ * failed (faulted, timed out) VM is refused: it is discarded, never reused.
+ * Under MXU_VM_RESET_DIRTYLOG the host may write guest memory only where
+ * vm-abi.h lets it (the control block; the in buffer, up to the in_len it
+ * sets before resuming the guest): anything else it wrote would survive a
+ * reset. */
 int mxu_vm_reset(mxu_vm *vm, mxu_err *err);
 
 /* ---- serving a guest's channel (vm-serve.c) ----

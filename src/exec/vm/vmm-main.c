@@ -1,7 +1,7 @@
 /*
  * mxu-vmm — the helper process of one vm instance:
  *
- *   mxu-vmm [--timeout-ms N] [--recycle] MEMORY_BYTES IMAGE
+ *   mxu-vmm [--timeout-ms N] [--recycle] [--reset cow|dirtylog] MEMORY_BYTES IMAGE
  *
  * started by the vm executor exactly as the process executor starts a
  * function (its own process group, PR_SET_PDEATHSIG, rlimits, the channel
@@ -24,7 +24,12 @@
  * ("G" with three descriptors), which it puts on fds 3, 4 and 2 before it
  * sends the recorded HELLO again and serves on: the guest cannot tell a
  * recycled start from a first one, and keeps nothing of the last instance.
- * An EOF on the control socket ends the helper with 0. Any other end (a
+ * An EOF on the control socket ends the helper with 0. How the guest is
+ * reset (vm.h, mxu_vm_reset_kind): --reset, else copy-on-write; a name
+ * that is neither is refused. Only the executor chooses: the helper's
+ * environment is the function's (its manifest's env), so an MXU_VM_RESET
+ * there is the function's wish, and VMM internals are not the function's
+ * to pick. Any other end (a
  * fault, a timeout, a non-zero exit) ends the helper as without --recycle:
  * a failed guest is never reused.
  *
@@ -103,6 +108,7 @@ int main(int argc, char **argv)
 {
     uint64_t timeout_ms = 0, mem = 0;
     bool recycle = false;
+    const char *reset_name = NULL;
     int i = 1;
     for (; i < argc; i++) {
         if (strcmp(argv[i], "--timeout-ms") == 0 && i + 1 < argc) {
@@ -110,19 +116,27 @@ int main(int argc, char **argv)
                 timeout_ms = 0;
         } else if (strcmp(argv[i], "--recycle") == 0) {
             recycle = true;
+        } else if (strcmp(argv[i], "--reset") == 0 && i + 1 < argc) {
+            reset_name = argv[++i];
         } else {
             break;
         }
     }
     if (argc - i != 2 || mxu_parse_u64(argv[i], &mem) < 0) {
-        fprintf(stderr, "usage: mxu-vmm [--timeout-ms N] [--recycle] MEMORY_BYTES IMAGE\n");
+        fprintf(stderr, "usage: mxu-vmm [--timeout-ms N] [--recycle] [--reset cow|dirtylog] "
+                        "MEMORY_BYTES IMAGE\n");
+        return 2;
+    }
+    mxu_err err = {0};
+    mxu_vm_reset_kind reset_kind;
+    if (mxu_vm_reset_kind_parse(reset_name, &reset_kind, &err) < 0) {
+        fprintf(stderr, "mxu-vmm: %s\n", err.msg);
         return 2;
     }
     const char *path = argv[i + 1];
     /* A node that goes away closes the pipe: writes must fail, not kill. */
     signal(SIGPIPE, SIG_IGN);
 
-    mxu_err err = {0};
     mxu_buf image = {0};
     if (mxu_read_file(path, (size_t)MXU_MIN(mem, (uint64_t)MXU_VM_MEM_MAX), &image, &err) < 0) {
         fprintf(stderr, "mxu-vmm: %s\n", err.msg);
@@ -147,7 +161,7 @@ int main(int argc, char **argv)
         /* Boot to the first READ and keep that as the pristine image. */
         rc = mxu_vm_serve_boot(vm, 4, 2, timeout_ms, &st, &hello, &err);
         ended = rc < 0 || !st.pending_read;
-        if (!ended && mxu_vm_snapshot(vm, &err) < 0) {
+        if (!ended && mxu_vm_snapshot(vm, reset_kind, &err) < 0) {
             fprintf(stderr, "mxu-vmm: no pristine image, not recycling: %s\n", err.msg);
             recycle = false;
         }
