@@ -41,10 +41,11 @@ int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r);
  * repopulated. For tests and measurements. */
 size_t mxu_vm_last_reset_pages(const mxu_vm *vm);
 
-/* Dirtylog resets use KVM_CLEAR_DIRTY_LOG (manual protection) when KVM
- * offers it and this is true at mxu_vm_snapshot(); false (the default):
- * KVM_GET_DIRTY_LOG alone, which reads, empties and re-protects in one
- * call. Measurements set it to compare the two. */
+/* Dirtylog resets use manual protection (KVM_CLEAR_DIRTY_LOG), and leave
+ * the pages the last guest wrote writable, when KVM offers it and this is
+ * true (the default) at mxu_vm_snapshot(); false: KVM_GET_DIRTY_LOG alone,
+ * which reads, empties and protects again in one call, and every logged
+ * page is copied back. Measurements set it to compare the two. */
 extern bool mxu_vm_dirtylog_manual;
 
 #endif

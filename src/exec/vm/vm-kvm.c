@@ -84,12 +84,17 @@ struct mxu_vm {
     int pristine_fd;
     mxu_vm_reset_kind reset_kind;
     int pagemap_fd; /* cow: /proc/self/pagemap, for the pages a reset repopulates */
-    /* dirtylog: KVM's dirty bitmap (one bit per host page), whether KVM
-     * offered manual protection (KVM_CLEAR_DIRTY_LOG), and how far into
-     * the in buffer the host wrote since the last reset (KVM does not log
-     * the host's own writes). */
+    /* dirtylog: KVM's dirty bitmap (one bit per host page); whether KVM
+     * offered manual protection (KVM_CLEAR_DIRTY_LOG), and with it the
+     * pages to protect again at a reset (`cool`), a read-only view of the
+     * image to compare with, which of its pages it has (`image_has`; the
+     * others are zero) and a zero page; and how far into the in buffer the
+     * host wrote since the last reset (KVM does not log its writes). */
     uint64_t *dirty;
     bool manual_protect;
+    uint64_t *cool, *image_has;
+    const uint8_t *image_view;
+    uint8_t *zero_page;
     uint64_t host_in_end;
     size_t last_reset_pages; /* pages the last reset copied back or repopulated */
     struct kvm_regs snap_regs;
@@ -449,6 +454,11 @@ void mxu_vm_destroy(mxu_vm *vm)
     if (vm->pagemap_fd >= 0)
         close(vm->pagemap_fd);
     free(vm->dirty);
+    free(vm->cool);
+    free(vm->image_has);
+    free(vm->zero_page);
+    if (vm->image_view)
+        munmap((void *)vm->image_view, vm->mem_bytes);
     free(vm);
 }
 
@@ -743,7 +753,7 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
  * guest resumes as if the hypercall it was stopped in had just returned.
  */
 
-bool mxu_vm_dirtylog_manual = false;
+bool mxu_vm_dirtylog_manual = true;
 
 int mxu_vm_reset_kind_parse(const char *s, mxu_vm_reset_kind *out, mxu_err *err)
 {
@@ -828,8 +838,9 @@ static ssize_t for_runs(mxu_vm *vm, const uint64_t *bits, size_t npages,
 }
 
 /* Write guest memory (resident pages; everything else reads as zero) into
- * a new memfd, sealed. Returns the fd or -1. */
-static int write_image(mxu_vm *vm, mxu_err *err)
+ * a new memfd, sealed, and note in `has` (one bit per host page) the pages
+ * it holds. Returns the fd or -1. */
+static int write_image(mxu_vm *vm, uint64_t *has, mxu_err *err)
 {
     int fd = memfd_create("mxu-vm-pristine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
     if (fd < 0)
@@ -853,6 +864,7 @@ static int write_image(mxu_vm *vm, mxu_err *err)
         size_t j = i;
         while (j < npages && (vec[j] & 1))
             j++;
+        bits_set_range(has, i * pg, (j - i) * pg);
         size_t off = i * pg, len = (j - i) * pg;
         while (len > 0) {
             ssize_t k = pwrite(fd, vm->mem + off, len, (off_t)off);
@@ -885,17 +897,30 @@ static int write_image(mxu_vm *vm, mxu_err *err)
 /* Turn on KVM's dirty log for the guest's memory slot. KVM write-protects
  * every page of it and starts with an empty log: from here on, every
  * page the guest writes is logged. Manual protection (KVM_CLEAR_DIRTY_LOG)
- * is used when offered, but never KVM_DIRTY_LOG_INITIALLY_SET: that starts
- * the log all set, and the first reset would copy all of guest memory. */
+ * is used when offered — it lets a reset leave the pages the last guest
+ * wrote writable (reset_dirtylog) — but never KVM_DIRTY_LOG_INITIALLY_SET:
+ * that starts the log all set, and the first reset would compare all of
+ * guest memory. */
 static int start_dirty_log(mxu_vm *vm, mxu_err *err)
 {
-    size_t npages = vm->mem_bytes / host_page();
-    vm->dirty = mxu_calloc((npages + 63) / 64, sizeof(uint64_t));
+    size_t pg = host_page(), words = (vm->mem_bytes / pg + 63) / 64;
+    vm->dirty = mxu_calloc(words, sizeof(uint64_t));
     int caps = ioctl(vm->vm_fd, KVM_CHECK_EXTENSION, KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2);
     if (mxu_vm_dirtylog_manual && caps > 0 && (caps & KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE)) {
         struct kvm_enable_cap cap = {.cap = KVM_CAP_MANUAL_DIRTY_LOG_PROTECT2,
                                      .args = {KVM_DIRTY_LOG_MANUAL_PROTECT_ENABLE}};
         vm->manual_protect = ioctl(vm->vm_fd, KVM_ENABLE_CAP, &cap) == 0;
+    }
+    if (vm->manual_protect) {
+        /* Read-only and shared, as the seals allow; only pages the image
+         * has are ever read through it (a hole read through a shared
+         * mapping would allocate a page of the memfd). */
+        void *v = mmap(NULL, vm->mem_bytes, PROT_READ, MAP_SHARED, vm->pristine_fd, 0);
+        if (v == MAP_FAILED)
+            return mxu_err_sys(err, errno, "vm: cannot map the pristine image to compare with");
+        vm->image_view = v;
+        vm->cool = mxu_calloc(words, sizeof(uint64_t));
+        vm->zero_page = mxu_calloc(1, pg);
     }
     struct kvm_userspace_memory_region region = {
         .slot = 0,
@@ -904,12 +929,8 @@ static int start_dirty_log(mxu_vm *vm, mxu_err *err)
         .memory_size = vm->mem_bytes,
         .userspace_addr = (uintptr_t)vm->mem,
     };
-    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0) {
-        int e = errno;
-        free(vm->dirty);
-        vm->dirty = NULL;
-        return mxu_err_sys(err, e, "vm: cannot turn on KVM's dirty log for guest memory");
-    }
+    if (ioctl(vm->vm_fd, KVM_SET_USER_MEMORY_REGION, &region) < 0)
+        return mxu_err_sys(err, errno, "vm: cannot turn on KVM's dirty log for guest memory");
     return 0;
 }
 
@@ -925,19 +946,26 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err)
         ioctl(vm->vcpu_fd, KVM_GET_SREGS, &vm->snap_sregs) < 0 ||
         ioctl(vm->vcpu_fd, KVM_GET_FPU, &vm->snap_fpu) < 0)
         return mxu_err_sys(err, errno, "vm: reading the vCPU's state");
-    int fd = write_image(vm, err);
-    if (fd < 0)
+    uint64_t *has = mxu_calloc((vm->mem_bytes / host_page() + 63) / 64, sizeof(uint64_t));
+    int fd = write_image(vm, has, err);
+    if (fd < 0) {
+        free(has);
         return -1;
+    }
     vm->pristine_fd = fd;
     vm->reset_kind = kind;
     if (kind == MXU_VM_RESET_DIRTYLOG) {
+        vm->image_has = has;
         if (start_dirty_log(vm, err) < 0) {
+            /* Whatever was set up stays until mxu_vm_destroy; the VM has
+             * no image, and the guest is as it was. */
             close(vm->pristine_fd);
             vm->pristine_fd = -1;
             return -1;
         }
         return 0;
     }
+    free(has);
     /* For the resets' repopulation (best effort: without it, none). */
     vm->pagemap_fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
     /* From now on guest memory is a private view of the image: the copy the
@@ -1049,27 +1077,65 @@ static int restore_run(mxu_vm *vm, size_t first, size_t count, void *arg)
     return 0;
 }
 
+/* The most pages a dirtylog reset leaves writable (hot) for the next guest:
+ * each costs a compare at every reset, off the request's path; past this,
+ * a unit's rare big writer would make every later reset compare it all. */
+#define DIRTYLOG_HOT_MAX 4096
+
+/* With manual protection: restore the pages in vm->dirty that differ from
+ * the image, and leave them writable (hot). The next guest likely writes
+ * them again (the unit's code is the same): it then takes no fault for
+ * the log, as the cow reset's next guest takes none for the host but one
+ * per page for KVM. Safe because a page KVM has not protected again keeps
+ * its bit in the log — with manual protection only KVM_CLEAR_DIRTY_LOG
+ * clears it — so every writable page is compared at every reset. A logged
+ * page that equals the image was not written this round (or written back
+ * to its pristine bytes): it is protected again (`cool`), and the hot set
+ * follows what the guests write. Returns the pages copied, or -1. */
+static ssize_t restore_compare(mxu_vm *vm, size_t npages)
+{
+    size_t pg = host_page(), words = (npages + 63) / 64, copied = 0;
+    memset(vm->cool, 0, words * sizeof(uint64_t));
+    for (size_t i = 0; i < npages; i++) {
+        if (!bit_get(vm->dirty, i)) {
+            if (vm->dirty[i / 64] >> (i % 64) == 0)
+                i = (i / 64 + 1) * 64 - 1;
+            continue;
+        }
+        uint8_t *p = vm->mem + i * pg;
+        const uint8_t *src = bit_get(vm->image_has, i) ? vm->image_view + i * pg : vm->zero_page;
+        if (memcmp(p, src, pg) == 0) {
+            vm->cool[i / 64] |= 1ull << (i % 64);
+            continue;
+        }
+        memcpy(p, src, pg);
+        copied++;
+    }
+    if (copied > DIRTYLOG_HOT_MAX)
+        memcpy(vm->cool, vm->dirty, words * sizeof(uint64_t));
+    struct kvm_clear_dirty_log clr = {
+        .slot = 0, .first_page = 0, .num_pages = (uint32_t)npages, .dirty_bitmap = vm->cool};
+    if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
+        return -1;
+    return (ssize_t)copied;
+}
+
 static int reset_dirtylog(mxu_vm *vm, mxu_err *err)
 {
     size_t npages = vm->mem_bytes / host_page();
     /* Without manual protection, KVM_GET_DIRTY_LOG hands over the log,
      * empties it and write-protects the logged pages in one call; with it,
-     * KVM_CLEAR_DIRTY_LOG does the last two for exactly the pages read. */
+     * it only hands it over (restore_compare protects what it chooses). */
     struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = vm->dirty};
     if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
         return mxu_err_sys(err, errno, "vm: KVM_GET_DIRTY_LOG");
-    if (vm->manual_protect) {
-        struct kvm_clear_dirty_log clr = {
-            .slot = 0, .first_page = 0, .num_pages = (uint32_t)npages, .dirty_bitmap = vm->dirty};
-        if (ioctl(vm->vm_fd, KVM_CLEAR_DIRTY_LOG, &clr) < 0)
-            return mxu_err_sys(err, errno, "vm: KVM_CLEAR_DIRTY_LOG");
-    }
     /* What the host wrote, which is not in the log: the control block's
      * page, and the in buffer as far as it was ever filled. */
     note_host_in(vm);
     bits_set_range(vm->dirty, MXU_VM_CTL_ADDR, MXU_VM_IN_ADDR - MXU_VM_CTL_ADDR);
     bits_set_range(vm->dirty, MXU_VM_IN_ADDR, vm->host_in_end);
-    ssize_t n = for_runs(vm, vm->dirty, npages, restore_run, NULL);
+    ssize_t n = vm->manual_protect ? restore_compare(vm, npages)
+                                   : for_runs(vm, vm->dirty, npages, restore_run, NULL);
     if (n < 0)
         return mxu_err_sys(err, errno, "vm: copying back from the pristine image");
     vm->host_in_end = 0;
