@@ -40,6 +40,11 @@ int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r);
  * copied back from the image; under cow, the private copies it
  * repopulated. For tests and measurements. */
 size_t mxu_vm_last_reset_pages(const mxu_vm *vm);
+/* Bytes of guest memory the host holds now: under cow, the pages its
+ * mapping has (pagemap; the image's own pages included, once); under
+ * dirtylog, the pages of guest memory's memfd. Not the image's memfd,
+ * the same in both. For measurements. */
+uint64_t mxu_vm_memory_held(mxu_vm *vm);
 
 /* Dirtylog resets use manual protection (KVM_CLEAR_DIRTY_LOG), and leave
  * the pages the last guest wrote writable, when KVM offers it and this is

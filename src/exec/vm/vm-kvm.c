@@ -28,6 +28,7 @@
 #include <string.h>
 #include <sys/ioctl.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/syscall.h>
 #include <time.h>
 
@@ -73,7 +74,8 @@ struct mxu_vm {
     int kvm_fd, vm_fd, vcpu_fd;
     struct kvm_run *run;
     size_t run_size;
-    uint8_t *mem;
+    uint8_t *mem;      /* guest memory as KVM's slot maps it */
+    uint8_t *host_mem; /* guest memory as the host's code reaches it (below) */
     uint64_t mem_bytes;
     timer_t timer;
     bool has_timer;
@@ -84,18 +86,19 @@ struct mxu_vm {
     int pristine_fd;
     mxu_vm_reset_kind reset_kind;
     int pagemap_fd; /* cow: /proc/self/pagemap, for the pages a reset repopulates */
-    /* dirtylog: KVM's dirty bitmap (one bit per host page); whether KVM
+    /* dirtylog: guest memory in a memfd of its own (`guest_fd`), so that
+     * the host's view of it can be read-only but for the pages the host
+     * writes; KVM's dirty bitmap (one bit per host page); whether KVM
      * offered manual protection (KVM_CLEAR_DIRTY_LOG), and with it the
      * pages to protect again at a reset (`cool`), a read-only view of the
      * image to compare with, which of its pages it has (`image_has`; the
-     * others are zero) and a zero page; and how far into the in buffer the
-     * host wrote since the last reset (KVM does not log its writes). */
+     * others are zero) and a zero page. */
+    int guest_fd;
     uint64_t *dirty;
     bool manual_protect;
     uint64_t *cool, *image_has;
     const uint8_t *image_view;
     uint8_t *zero_page;
-    uint64_t host_in_end;
     size_t last_reset_pages; /* pages the last reset copied back or repopulated */
     struct kvm_regs snap_regs;
     struct kvm_sregs snap_sregs;
@@ -343,7 +346,7 @@ int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_v
         return -1;
 
     mxu_vm *vm = mxu_calloc(1, sizeof(*vm));
-    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->pristine_fd = vm->pagemap_fd = -1;
+    vm->kvm_fd = vm->vm_fd = vm->vcpu_fd = vm->pristine_fd = vm->pagemap_fd = vm->guest_fd = -1;
     vm->mem = MAP_FAILED;
     vm->mem_bytes = mem_bytes;
 
@@ -370,6 +373,7 @@ int mxu_vm_create(const void *image, size_t image_len, uint64_t mem_bytes, mxu_v
                     (unsigned long long)(mem_bytes >> 20));
         goto fail;
     }
+    vm->host_mem = vm->mem;
     struct kvm_userspace_memory_region region = {
         .slot = 0,
         .guest_phys_addr = 0,
@@ -459,19 +463,23 @@ void mxu_vm_destroy(mxu_vm *vm)
     free(vm->zero_page);
     if (vm->image_view)
         munmap((void *)vm->image_view, vm->mem_bytes);
+    if (vm->host_mem && vm->host_mem != vm->mem)
+        munmap(vm->host_mem, vm->mem_bytes);
+    if (vm->guest_fd >= 0)
+        close(vm->guest_fd);
     free(vm);
 }
 
 volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm)
 {
-    return (volatile mxu_vm_ctl *)(vm->mem + MXU_VM_CTL_ADDR);
+    return (volatile mxu_vm_ctl *)(vm->host_mem + MXU_VM_CTL_ADDR);
 }
 
 void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len)
 {
     if (gpa > vm->mem_bytes || len > vm->mem_bytes - gpa)
         return NULL;
-    return vm->mem + gpa;
+    return vm->host_mem + gpa;
 }
 
 uint64_t mxu_vm_mem_bytes(const mxu_vm *vm)
@@ -549,8 +557,6 @@ static uint64_t guest_rip(mxu_vm *vm)
 
 /* ---- run --------------------------------------------------------------------------------- */
 
-static void note_host_in(mxu_vm *vm);
-
 /* The kick: the timer's signal interrupts KVM_RUN with EINTR; setting
  * immediate_exit as well covers a signal that arrives just before the
  * thread enters KVM_RUN (it then returns at once instead of running on). */
@@ -626,8 +632,6 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
         ex->kind = MXU_VM_EXIT_FAULT;
         return mxu_err_set(err, EFAULT, "vm: the guest has already failed");
     }
-    if (vm->dirty)
-        note_host_in(vm);
     kicked = 0;
     kick_run = vm->run;
     if (timeout_ms && arm_timer(vm, timeout_ms, err) < 0)
@@ -731,20 +735,20 @@ int mxu_vm_run(mxu_vm *vm, uint64_t timeout_ms, mxu_vm_exit *ex, mxu_err *err)
  * who wrote what. The price: KVM must map again every page the next guest
  * touches (repopulation, below, saves the host faults but not KVM's).
  *
- * Dirty log (MXU_VM_RESET_DIRTYLOG): guest memory stays the anonymous
- * mapping the guest booted in, and its memory slot logs writes
- * (KVM_MEM_LOG_DIRTY_PAGES). A reset reads KVM's dirty bitmap — which also
- * write-protects the logged pages again, so the next round's first write to
- * each is logged — and copies those pages back from the memfd (pread: a
- * hole reads as zero, so a page the image never had comes back as zeros).
- * KVM's mappings survive. The hazard is that KVM logs only writes made
- * through the guest's mappings (the guest's own, and KVM's emulator's); the
- * helper writes guest memory through its own mapping, which nothing logs.
- * So those writes are restored by rule, not by log: vm-abi.h lets the host
- * write only the control block's page (restored at every reset: every
- * hypercall writes it) and the in buffer, whose extent the host announces
- * in in_len before it resumes the guest — mxu_vm_run notes the largest
- * in_len it enters with, and the reset copies back that much.
+ * Dirty log (MXU_VM_RESET_DIRTYLOG): guest memory keeps its pages, and its
+ * memory slot logs writes (KVM_MEM_LOG_DIRTY_PAGES). A reset reads KVM's
+ * dirty bitmap and puts the logged pages back from the memfd (a hole is a
+ * page of zeros, so a page the image never had comes back as zeros); with
+ * manual protection it leaves the pages the last guest wrote writable for
+ * the next (restore_compare says why that stays exact). KVM's mappings
+ * survive a reset, so the next guest takes no fault for pages it only
+ * reads, and none for the pages it writes again. The hazard is that KVM
+ * logs only writes made through the guest's mappings (the guest's own, and
+ * KVM's emulator's); the helper writes guest memory through its own
+ * mapping, which nothing logs. So the host gets a view of guest memory it
+ * can write only in the control block's page and the in buffer
+ * (share_guest_memory), and a reset looks at every page of those that
+ * exists, log or no log (mark_host_writable).
  *
  * The vCPU's registers come back with KVM_SET_REGS/SREGS/FPU. The snapshot
  * is taken after completing the pending MMIO exit (KVM_RUN with
@@ -795,6 +799,10 @@ static int map_pristine(mxu_vm *vm, mxu_err *err)
     return 0;
 }
 
+/* The pages the host writes in guest memory (vm-abi.h): the control block's
+ * page and the in buffer right after it. */
+#define HOST_WRITABLE_BYTES (MXU_VM_IN_ADDR + MXU_VM_IN_CAP - MXU_VM_CTL_ADDR)
+
 static size_t host_page(void)
 {
     return (size_t)sysconf(_SC_PAGESIZE);
@@ -837,21 +845,11 @@ static ssize_t for_runs(mxu_vm *vm, const uint64_t *bits, size_t npages,
     return (ssize_t)total;
 }
 
-/* Write guest memory (resident pages; everything else reads as zero) into
- * a new memfd, sealed, and note in `has` (one bit per host page) the pages
- * it holds. Returns the fd or -1. */
-static int write_image(mxu_vm *vm, uint64_t *has, mxu_err *err)
+/* Copy guest memory's resident pages into `fd` (everything else reads as
+ * zero in both), noting them in `has` (one bit per host page) if not NULL.
+ * Returns 0, or -1 with errno. */
+static int copy_resident(mxu_vm *vm, int fd, uint64_t *has)
 {
-    int fd = memfd_create("mxu-vm-pristine", MFD_CLOEXEC | MFD_ALLOW_SEALING);
-    if (fd < 0)
-        return mxu_err_sys(err, errno, "vm: memfd_create");
-    if (ftruncate(fd, (off_t)vm->mem_bytes) < 0) {
-        int e = errno;
-        close(fd);
-        return mxu_err_sys(err, e, "vm: sizing the pristine image");
-    }
-    /* Copy what is resident, in runs; everything else reads as zero in
-     * both. */
     size_t pg = host_page();
     size_t npages = vm->mem_bytes / pg;
     unsigned char *vec = mxu_malloc(npages);
@@ -864,7 +862,8 @@ static int write_image(mxu_vm *vm, uint64_t *has, mxu_err *err)
         size_t j = i;
         while (j < npages && (vec[j] & 1))
             j++;
-        bits_set_range(has, i * pg, (j - i) * pg);
+        if (has)
+            bits_set_range(has, i * pg, (j - i) * pg);
         size_t off = i * pg, len = (j - i) * pg;
         while (len > 0) {
             ssize_t k = pwrite(fd, vm->mem + off, len, (off_t)off);
@@ -881,17 +880,62 @@ static int write_image(mxu_vm *vm, uint64_t *has, mxu_err *err)
     }
     int e = errno;
     free(vec);
-    /* Sealed: nothing, not even this process, can change the image now. */
-    if (rc == 0 &&
-        fcntl(fd, F_ADD_SEALS, F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL) < 0) {
-        rc = -1;
-        e = errno;
-    }
-    if (rc < 0) {
+    errno = e;
+    return rc;
+}
+
+/* A memfd of guest memory's size holding its resident pages, sealed with
+ * `seals`. Returns the fd, or -1 with a message saying `what` it is. */
+static int memfd_of_guest(mxu_vm *vm, const char *name, unsigned seals, uint64_t *has,
+                          const char *what, mxu_err *err)
+{
+    int fd = memfd_create(name, MFD_CLOEXEC | MFD_ALLOW_SEALING);
+    if (fd < 0)
+        return mxu_err_sys(err, errno, "vm: memfd_create for %s", what);
+    if (ftruncate(fd, (off_t)vm->mem_bytes) < 0 || copy_resident(vm, fd, has) < 0 ||
+        fcntl(fd, F_ADD_SEALS, seals) < 0) {
+        int e = errno;
         close(fd);
-        return mxu_err_sys(err, e, "vm: writing the pristine image");
+        return mxu_err_sys(err, e, "vm: writing %s", what);
     }
     return fd;
+}
+
+/* The host's view of guest memory under dirtylog. KVM does not log what
+ * the host writes, so the host may write only where a reset looks without
+ * the log: the control block's page and the in buffer (reset_dirtylog).
+ * That is enforced, not just agreed: guest memory becomes a shared mapping
+ * of its own memfd (for KVM's slot, at the same address), and everything
+ * outside the helper's VMM reaches it through a second mapping of that
+ * memfd which is read-only but for those pages. A host write anywhere else
+ * is a SIGSEGV of the helper — one failed instance — never a byte that
+ * outlives a reset. */
+static int share_guest_memory(mxu_vm *vm, mxu_err *err)
+{
+    vm->guest_fd = memfd_of_guest(vm, "mxu-vm-guest", F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL,
+                                  NULL, "guest memory", err);
+    if (vm->guest_fd < 0)
+        return -1;
+    void *h = mmap(NULL, vm->mem_bytes, PROT_READ, MAP_SHARED, vm->guest_fd, 0);
+    if (h == MAP_FAILED)
+        return mxu_err_sys(err, errno, "vm: cannot map the host's view of guest memory");
+    if (mprotect((uint8_t *)h + MXU_VM_CTL_ADDR, HOST_WRITABLE_BYTES, PROT_READ | PROT_WRITE) < 0) {
+        int e = errno;
+        munmap(h, vm->mem_bytes);
+        return mxu_err_sys(err, e, "vm: cannot open the host's view for its writes");
+    }
+    /* Same address, so KVM's slot needs no change; its MMU notifier drops
+     * its mappings of the anonymous pages this replaces. */
+    void *m = mmap(vm->mem, vm->mem_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED,
+                   vm->guest_fd, 0);
+    if (m == MAP_FAILED) {
+        int e = errno;
+        munmap(h, vm->mem_bytes);
+        vm->dead = true; /* the old mapping may be gone */
+        return mxu_err_sys(err, e, "vm: cannot map guest memory from its memfd");
+    }
+    vm->host_mem = h;
+    return 0;
 }
 
 /* Turn on KVM's dirty log for the guest's memory slot. KVM write-protects
@@ -946,8 +990,11 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err)
         ioctl(vm->vcpu_fd, KVM_GET_SREGS, &vm->snap_sregs) < 0 ||
         ioctl(vm->vcpu_fd, KVM_GET_FPU, &vm->snap_fpu) < 0)
         return mxu_err_sys(err, errno, "vm: reading the vCPU's state");
+    /* Sealed: nothing, not even this process, can change the image now. */
     uint64_t *has = mxu_calloc((vm->mem_bytes / host_page() + 63) / 64, sizeof(uint64_t));
-    int fd = write_image(vm, has, err);
+    int fd = memfd_of_guest(vm, "mxu-vm-pristine",
+                            F_SEAL_WRITE | F_SEAL_GROW | F_SEAL_SHRINK | F_SEAL_SEAL, has,
+                            "the pristine image", err);
     if (fd < 0) {
         free(has);
         return -1;
@@ -956,7 +1003,7 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err)
     vm->reset_kind = kind;
     if (kind == MXU_VM_RESET_DIRTYLOG) {
         vm->image_has = has;
-        if (start_dirty_log(vm, err) < 0) {
+        if (share_guest_memory(vm, err) < 0 || start_dirty_log(vm, err) < 0) {
             /* Whatever was set up stays until mxu_vm_destroy; the VM has
              * no image, and the guest is as it was. */
             close(vm->pristine_fd);
@@ -1049,17 +1096,6 @@ static int reset_cow(mxu_vm *vm, mxu_err *err)
     return 0;
 }
 
-/* The in buffer's bytes the host wrote: it sets in_len to their count
- * before it resumes the guest (vm-serve.c), so the largest in_len any
- * entry saw bounds them. A guest can raise in_len itself; that only makes
- * its own resets copy more, never past the buffer. */
-static void note_host_in(mxu_vm *vm)
-{
-    uint64_t n = MXU_MIN((uint64_t)mxu_vm_ctl_block(vm)->in_len, (uint64_t)MXU_VM_IN_CAP);
-    if (n > vm->host_in_end)
-        vm->host_in_end = n;
-}
-
 /* Copy a run of pages back from the pristine image. */
 static int restore_run(mxu_vm *vm, size_t first, size_t count, void *arg)
 {
@@ -1120,6 +1156,23 @@ static ssize_t restore_compare(mxu_vm *vm, size_t npages)
     return (ssize_t)copied;
 }
 
+/* What the host may have written, which is not in the log: every page of
+ * the control block and the in buffer that exists in guest memory's memfd
+ * (a page never touched is a hole, and reads as zero as its image page
+ * does — the image has none there but the control block). Not "as far as
+ * in_len said": the host's view lets it write the whole in buffer. */
+static int mark_host_writable(mxu_vm *vm)
+{
+    size_t pg = host_page(), n = HOST_WRITABLE_BYTES / pg;
+    unsigned char vec[HOST_WRITABLE_BYTES / 4096];
+    if (n > sizeof(vec) || mincore(vm->mem + MXU_VM_CTL_ADDR, HOST_WRITABLE_BYTES, vec) < 0)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        if ((vec[i] & 1) || bit_get(vm->image_has, MXU_VM_CTL_ADDR / pg + i))
+            bits_set_range(vm->dirty, MXU_VM_CTL_ADDR + i * pg, pg);
+    return 0;
+}
+
 static int reset_dirtylog(mxu_vm *vm, mxu_err *err)
 {
     size_t npages = vm->mem_bytes / host_page();
@@ -1129,16 +1182,12 @@ static int reset_dirtylog(mxu_vm *vm, mxu_err *err)
     struct kvm_dirty_log log = {.slot = 0, .dirty_bitmap = vm->dirty};
     if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
         return mxu_err_sys(err, errno, "vm: KVM_GET_DIRTY_LOG");
-    /* What the host wrote, which is not in the log: the control block's
-     * page, and the in buffer as far as it was ever filled. */
-    note_host_in(vm);
-    bits_set_range(vm->dirty, MXU_VM_CTL_ADDR, MXU_VM_IN_ADDR - MXU_VM_CTL_ADDR);
-    bits_set_range(vm->dirty, MXU_VM_IN_ADDR, vm->host_in_end);
+    if (mark_host_writable(vm) < 0)
+        return mxu_err_sys(err, errno, "vm: mincore over the host's pages");
     ssize_t n = vm->manual_protect ? restore_compare(vm, npages)
                                    : for_runs(vm, vm->dirty, npages, restore_run, NULL);
     if (n < 0)
         return mxu_err_sys(err, errno, "vm: copying back from the pristine image");
-    vm->host_in_end = 0;
     vm->last_reset_pages = (size_t)n;
     return 0;
 }
@@ -1169,6 +1218,29 @@ int mxu_vm_reset(mxu_vm *vm, mxu_err *err)
 size_t mxu_vm_last_reset_pages(const mxu_vm *vm)
 {
     return vm->last_reset_pages;
+}
+
+uint64_t mxu_vm_memory_held(mxu_vm *vm)
+{
+    struct stat st;
+    if (vm->guest_fd >= 0) /* dirtylog: guest memory is its memfd's pages */
+        return fstat(vm->guest_fd, &st) == 0 ? (uint64_t)st.st_blocks * 512 : 0;
+    int fd = open("/proc/self/pagemap", O_RDONLY | O_CLOEXEC);
+    if (fd < 0)
+        return 0;
+    size_t pg = host_page(), n = vm->mem_bytes / pg, held = 0;
+    uint64_t ent[512];
+    for (size_t i = 0; i < n;) {
+        size_t want = MXU_MIN(n - i, MXU_ARRAY_LEN(ent));
+        ssize_t k = pread(fd, ent, want * sizeof(ent[0]),
+                          (off_t)(((uintptr_t)vm->mem / pg + i) * sizeof(ent[0])));
+        if (k < (ssize_t)sizeof(ent[0]))
+            break;
+        for (size_t j = 0; j < (size_t)k / sizeof(ent[0]); j++, i++)
+            held += (ent[j] & PM_PRESENT) != 0;
+    }
+    close(fd);
+    return held * pg;
 }
 
 int mxu_vm_vcpu_regs(mxu_vm *vm, struct kvm_regs *r)

@@ -66,7 +66,8 @@ mxu_vm_mmio_kind mxu_vm_mmio_decode(uint64_t addr, uint32_t len, bool is_write,
  * time it runs; read each field once per hypercall (see vm-abi.h). */
 volatile mxu_vm_ctl *mxu_vm_ctl_block(mxu_vm *vm);
 /* A pointer to [gpa, gpa + len) in guest memory, or NULL if that range is
- * not wholly inside it. */
+ * not wholly inside it. Write only the control block and the in buffer
+ * through it: under a dirtylog pristine image, the rest is read-only. */
 void *mxu_vm_guest_ptr(mxu_vm *vm, uint64_t gpa, uint64_t len);
 uint64_t mxu_vm_mem_bytes(const mxu_vm *vm);
 
@@ -78,12 +79,13 @@ uint64_t mxu_vm_mem_bytes(const mxu_vm *vm);
  *                          maps a fresh view over it (the kernel drops every
  *                          written page, whoever wrote it) and maps again
  *                          the pages the last instance touched.
- *   MXU_VM_RESET_DIRTYLOG  guest memory stays as it is, KVM logs the
+ *   MXU_VM_RESET_DIRTYLOG  guest memory keeps its pages, KVM logs the
  *                          guest's writes (KVM_MEM_LOG_DIRTY_PAGES); a reset
  *                          copies back from the sealed image the pages KVM
- *                          logged and the pages the host wrote (which KVM
- *                          does not log: the control block and the bytes of
- *                          the in buffer the host filled). */
+ *                          logged and the pages the host may have written
+ *                          (which KVM does not log): the control block's
+ *                          page and the in buffer, the only ones the host's
+ *                          view of guest memory lets it write. */
 typedef enum mxu_vm_reset_kind {
     MXU_VM_RESET_COW,
     MXU_VM_RESET_DIRTYLOG,
@@ -102,10 +104,9 @@ int mxu_vm_snapshot(mxu_vm *vm, mxu_vm_reset_kind kind, mxu_err *err);
  * and the vCPU's registers as they were at mxu_vm_snapshot(); the guest
  * resumes as if the hypercall it was snapshotted in had just returned. A
  * failed (faulted, timed out) VM is refused: it is discarded, never reused.
- * Under MXU_VM_RESET_DIRTYLOG the host may write guest memory only where
- * vm-abi.h lets it (the control block; the in buffer, up to the in_len it
- * sets before resuming the guest): anything else it wrote would survive a
- * reset. */
+ * Under MXU_VM_RESET_DIRTYLOG, mxu_vm_guest_ptr() and mxu_vm_ctl_block()
+ * point into a view that is writable only in the control block's page and
+ * the in buffer (vm-abi.h): a host write anywhere else is a SIGSEGV. */
 int mxu_vm_reset(mxu_vm *vm, mxu_err *err);
 
 /* ---- serving a guest's channel (vm-serve.c) ----
