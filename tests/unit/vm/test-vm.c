@@ -169,6 +169,14 @@ static mxu_vm *boot_pristine(const mxu_buf *img, mxu_vm_reset_kind kind)
     return vm;
 }
 
+/* All of guest memory now, in a buffer to free. */
+static uint8_t *memory_copy(mxu_vm *vm)
+{
+    uint8_t *p = mxu_malloc(MEM);
+    memcpy(p, mxu_vm_guest_ptr(vm, 0, MEM), MEM);
+    return p;
+}
+
 /* A reset guest is byte for byte the pristine one: all of guest memory and
  * the vCPU's registers, after a guest that dirtied bss, heap, stack and
  * buffers, and after one that echoed; and it then runs like a new one.
@@ -182,8 +190,7 @@ static void reset_is_pristine(mxu_vm_reset_kind kind)
     mxu_buf img = guest_image();
     mxu_vm *vm = boot_pristine(&img, kind);
     mxu_err err = {0};
-    uint8_t *pristine = mxu_malloc(MEM);
-    memcpy(pristine, mxu_vm_guest_ptr(vm, 0, MEM), MEM);
+    uint8_t *pristine = memory_copy(vm);
     struct kvm_regs r0, r1;
     CHECK(mxu_vm_vcpu_regs(vm, &r0) == 0);
 
@@ -245,8 +252,7 @@ static void reset_restores_host_writes(mxu_vm_reset_kind kind)
     mxu_buf img = guest_image();
     mxu_vm *vm = boot_pristine(&img, kind);
     mxu_err err = {0};
-    uint8_t *pristine = mxu_malloc(MEM);
-    memcpy(pristine, mxu_vm_guest_ptr(vm, 0, MEM), MEM);
+    uint8_t *pristine = memory_copy(vm);
     size_t cap = MXU_VM_IN_CAP;
     uint8_t *payload = mxu_malloc(cap);
     for (int round = 0; round < 3; round++) {
