@@ -24,14 +24,14 @@
  * ("G" with three descriptors), which it puts on fds 3, 4 and 2 before it
  * sends the recorded HELLO again and serves on: the guest cannot tell a
  * recycled start from a first one, and keeps nothing of the last instance.
- * An EOF on the control socket ends the helper with 0. How the guest is
- * reset (vm.h, mxu_vm_reset_kind): --reset, else copy-on-write; a name
- * that is neither is refused. Only the executor chooses: the helper's
- * environment is the function's (its manifest's env), so an MXU_VM_RESET
- * there is the function's wish, and VMM internals are not the function's
- * to pick. Any other end (a
+ * An EOF on the control socket ends the helper with 0. Any other end (a
  * fault, a timeout, a non-zero exit) ends the helper as without --recycle:
  * a failed guest is never reused.
+ *
+ * How the guest is reset (vm.h, mxu_vm_reset_kind): --reset, else
+ * copy-on-write; a name that is neither is refused. Only the executor
+ * chooses, by argument: the helper's environment is the function's (its
+ * manifest's env), and VMM internals are not the function's to pick.
  *
  * Exit status: the guest's own (0 after BYE or EOF), 70 when the guest
  * faulted or broke the ABI (the reason on stderr, and as a FATAL frame when
