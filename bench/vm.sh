@@ -210,8 +210,8 @@ def smaps(pid, guest):
 hs = helpers()
 noop_image = {argv[-2] for pid, argv in hs if pid in used and len(argv) > 2}
 for pid, argv in hs:
-    args = [a for a in argv[1:] if a and not a.startswith("--")]  # MEMORY IMAGE after the flags
-    guest = int(args[0]) if len(args) >= 2 and args[0].isdigit() else 0
+    args = [a for a in argv[1:] if a]  # [--recycle] [--reset KIND] MEMORY IMAGE
+    guest = int(args[-2]) if len(args) >= 2 and args[-2].isdigit() else 0  # ... MEMORY IMAGE
     rss, pss, grss, gpss = smaps(pid, guest)
     kind = "instance" if pid in used else "spare"
     # Two vm units run here: noop-vm (the instance's image) and cold-vm.

@@ -1,8 +1,9 @@
 #!/bin/sh
 # The whole test suite, as `make check` and CI run it:
 #   1. source checks (banned calls, formatting)
-#   2. a -Werror build, its unit tests, end-to-end tests, the hostile suite and
-#      the sandbox tests in a cgroup v2 guest (tests/vm/cgroup2.sh)
+#   2. a -Werror build, its unit tests, end-to-end tests, the hostile suite,
+#      the sandbox tests in a cgroup v2 guest (tests/vm/cgroup2.sh), and the
+#      vm executor's e2e and hostile tests again with MXU_VM_RESET=cow
 #   3. the same suite again on an ASan + UBSan build (a leak or UB report fails)
 #   4. every fuzz target for a short while (FUZZ_SECONDS, default 15)
 # Every step prints PASS/FAIL lines; the last line is "N passed, N failed".
@@ -66,6 +67,16 @@ hostile() {
     MXU_BUILD="$ROOT/$1" python3 tests/hostile/run.py
 }
 
+# The vm executor's e2e and hostile tests again with the other way to reset
+# a recycled guest (copy-on-write; the default is the dirty log, docs/vm.md
+# "Pristine images"), so both stay tested end to end.
+vm_cow_e2e() {
+    MXU_VM_RESET=cow MXU_BUILD="$ROOT/$1" python3 tests/e2e/run.py vm
+}
+vm_cow_hostile() {
+    MXU_VM_RESET=cow MXU_BUILD="$ROOT/$1" python3 tests/hostile/run.py vm
+}
+
 # The sandbox's tests again in a guest whose only hierarchy is cgroup v2
 # (this machine has v1 controllers): tests/vm/cgroup2.sh.
 cgroup2() {
@@ -81,6 +92,10 @@ if [ -x build/mxu ]; then
     step e2e e2e build
     step hostile hostile build
     step cgroup2 cgroup2 build
+    PREFIX="cow/"
+    step e2e-cow vm_cow_e2e build
+    step hostile-cow vm_cow_hostile build
+    PREFIX=""
 fi
 
 if [ -z "${QUICK:-}" ]; then

@@ -227,14 +227,10 @@ def test_cold_starts_take_spare_vms_each_used_once():
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def test_recycled_helpers_start_from_a_pristine_guest():
-    """Recycling (the default): a helper whose instance ended cleanly resets
-    its guest to the pristine image and becomes a spare again, so cold starts
-    fork nothing new; each still finds a fresh guest (its counter at 1), and
-    a guest that faulted is never recycled."""
+def recycled_helpers_start_pristine(env):
     tmp = tempfile.mkdtemp()
     try:
-        with vm_node() as n:
+        with vm_node(env=env) as n:
             deploy_probe(n, tmp, keep_alive="0s")
             eq(n.get("/fn/vmprobe/count").text, "calls 1", "first")
             seen = cold_starts(n, 8)
@@ -248,6 +244,43 @@ def test_recycled_helpers_start_from_a_pristine_guest():
             after = cold_starts(n, 3)
             eq(n.get("/fn/vmprobe/ok").status, 201, "after a fault")
             check(len(set().union(*after) - everyone) >= 1, "the faulted helper was replaced")
+            # The helpers run with the reset the node was told to use.
+            want = "cow" if env["MXU_VM_RESET"] == "cow" else "dirtylog"
+            for pid in helpers(n.proc.pid):
+                with open(f"/proc/{pid}/cmdline") as f:
+                    argv = f.read().split("\0")
+                got = argv[argv.index("--reset") + 1] if "--reset" in argv else None
+                eq(got, want, f"helper {pid}'s --reset")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def test_recycled_helpers_start_from_a_pristine_guest():
+    """Recycling (the default): a helper whose instance ended cleanly resets
+    its guest to the pristine image (by the dirty log, the default) and
+    becomes a spare again, so cold starts fork nothing new; each still finds
+    a fresh guest (its counter at 1), and a guest that faulted is never
+    recycled."""
+    recycled_helpers_start_pristine({"MXU_VM_RESET": ""})  # whatever the caller's env
+
+
+def test_recycled_helpers_reset_by_copy_on_write():
+    """The same with MXU_VM_RESET=cow (docs/vm.md, "Pristine images"): the
+    helpers map a fresh private view of the image, and every cold start
+    still finds the guest's counter at 1. A value that is neither is said,
+    and the node carries on with the default."""
+    recycled_helpers_start_pristine({"MXU_VM_RESET": "cow"})
+    tmp = tempfile.mkdtemp()
+    try:
+        with vm_node(env={"MXU_VM_RESET": "dirty"}) as n:
+            deploy_probe(n, tmp, keep_alive="0s")
+            eq(n.get("/fn/vmprobe/count").text, "calls 1", "runs")
+            check("MXU_VM_RESET=dirty is neither dirtylog nor cow" in n.stderr(),
+                  "the node says what it made of MXU_VM_RESET")
+            for pid in helpers(n.proc.pid):
+                with open(f"/proc/{pid}/cmdline") as f:
+                    argv = f.read().split("\0")
+                eq(argv[argv.index("--reset") + 1], "dirtylog", f"helper {pid}'s --reset")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 

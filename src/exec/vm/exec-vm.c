@@ -130,6 +130,7 @@ struct mxu_vm_spares {
     vm_unit *units;
     unsigned per_unit;
     bool recycle;
+    const char *reset; /* how recycled helpers reset their guest: "dirtylog" or "cow" */
     uv_timer_t refill;
 };
 
@@ -422,12 +423,17 @@ static int helper_start(mxu_exec *ex, const mxu_exec_spec *spec, bool recycle,
 {
     char mem[32];
     snprintf(mem, sizeof(mem), "%" PRIu64, guest_memory(spec));
-    const char *argv[] = {helper_path(), mem, spec->argv[0], NULL, NULL};
+    const char *argv[8];
+    size_t n = 0;
+    argv[n++] = helper_path();
     if (recycle) {
-        argv[1] = "--recycle";
-        argv[2] = mem;
-        argv[3] = spec->argv[0];
+        argv[n++] = "--recycle";
+        argv[n++] = "--reset";
+        argv[n++] = ex->vm ? ex->vm->reset : "dirtylog";
     }
+    argv[n++] = mem;
+    argv[n++] = spec->argv[0];
+    argv[n] = NULL;
     mxu_exec_spec hs = *spec;
     hs.argv = argv;
     hs.memory_bytes = guest_memory(spec) + HELPER_OVERHEAD;
@@ -478,6 +484,19 @@ static struct mxu_vm_spares *spares_get(mxu_exec *ex)
     sp->per_unit = (unsigned)MXU_MIN(MXU_MAX(n, 0), SPARES_MAX);
     env = getenv("MXU_VM_RECYCLE");
     sp->recycle = sp->per_unit > 0 && !(env && strcmp(env, "0") == 0);
+    /* How a recycled helper resets its guest (docs/vm.md, "Pristine
+     * images"): by the dirty log (faster at every step measured), or by
+     * copy-on-write (MXU_VM_RESET=cow), which holds whatever wrote a page.
+     * A node setting, never the function's: the helper takes it as an
+     * argument and does not read its environment, which is the function's. */
+    sp->reset = "dirtylog";
+    env = getenv("MXU_VM_RESET");
+    if (env && strcmp(env, "cow") == 0)
+        sp->reset = "cow";
+    else if (env && env[0] && strcmp(env, "dirtylog") != 0)
+        mxu_warn("vm: MXU_VM_RESET=%s is neither dirtylog nor cow: resetting guests by the dirty "
+                 "log",
+                 env);
     uv_timer_init(ex->loop, &sp->refill);
     sp->refill.data = sp;
     ex->vm = sp;
