@@ -177,6 +177,7 @@ struct mxu_compose_run {
     int pins;
     bool done;        /* answered or cancelled: nothing more is reported */
     bool cancelled;   /* by the caller */
+    bool held;        /* it holds the scheduler's shutdown open (mxu_sched_hold) */
     uint32_t pending; /* cancelled invocations still running */
     void (*gone)(void *ud);
     void *gone_ud;
@@ -239,6 +240,9 @@ static void fail_outcome(outcome *o, int status, const char *code, const char *s
 static void run_free(mxu_compose_run *r)
 {
     mxu_compose *c = r->c;
+    /* No step will follow: a shutdown need not wait for this run any more
+     * (mxu_compose_invoke held it). Last, after the run is unlinked. */
+    bool held = r->held;
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -267,6 +271,8 @@ static void run_free(mxu_compose_run *r)
     free(r->rows);
     mxu_fn_version_unref(r->v);
     free(r);
+    if (held)
+        mxu_sched_release(c->cfg.sched);
 }
 
 static void run_pin(mxu_compose_run *r)
@@ -911,6 +917,7 @@ static void call_attempt(call_task *k)
         .deadline_ms = deadline,
         .depth = k->sc->depth + 1,
         .priority = r->prio,
+        .continuation = true, /* the run was taken in: its steps drain with it */
     };
     req.bytes_in = body.len;
     for (uint32_t i = 0; i < n; i++)
@@ -1649,7 +1656,22 @@ static void run_done(mxu_compose_run *r, outcome *o)
 mxu_compose_run *mxu_compose_invoke(mxu_compose *c, mxu_fn_version *v, mxu_invoke_req *req,
                                     mxu_invoke_cb cb, void *ud)
 {
+    /* A shutdown takes no new runs, but lets a run it already took finish
+     * its steps (they are continuations), and a service called by a step or
+     * by an invocation in flight is one too. */
+    if (mxu_sched_shutting_down(c->cfg.sched) && !req->continuation) {
+        mxu_invoke_res res = {.id = mxu_sched_new_invocation_id(c->cfg.sched),
+                              .error = MXU_INV_SHUTTING_DOWN,
+                              .message = "the node is shutting down",
+                              .executor = "",
+                              .start_ms = req->start_ms ? req->start_ms : mxu_wall_ms(),
+                              .fn = v};
+        cb(ud, &res);
+        return NULL;
+    }
     mxu_compose_run *r = mxu_calloc(1, sizeof(*r));
+    mxu_sched_hold(c->cfg.sched);
+    r->held = true;
     r->c = c;
     r->next = c->runs;
     if (c->runs)

@@ -192,6 +192,7 @@ struct mxu_sched {
     uv_timer_t shutdown_timer;
     uint64_t drain_deadline_ms;
     bool stopping_instances;
+    uint32_t holds; /* mxu_sched_hold: work that will invoke again */
     void (*shutdown_done)(void *);
     void *shutdown_ud;
     mxu_sched_services services; /* runs svc: calls to services; zero: none */

@@ -405,6 +405,7 @@ void mxu_sched_svc_call(mxu_instance *caller, mxu_invocation *inv, const mxu_res
         .deadline_ms = c->caller_deadline,
         .depth = inv->req.depth + 1,
         .priority = inv->req.priority, /* a call works for its caller's class */
+        .continuation = true,          /* its caller is in flight: it drains with it */
     };
     mxu_buf_append(&req.body, msg->args[3].ptr, msg->args[3].len);
     /* As for HTTP: the body, and each header as "name: value\r\n". */

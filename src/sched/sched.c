@@ -721,7 +721,9 @@ mxu_invocation *mxu_sched_invoke(mxu_sched *s, mxu_fn_version *v, mxu_invoke_req
     queue_insert(pool, inv);
     inv->state = INV_QUEUED;
 
-    if (s->shutting_down) {
+    /* Draining: what was taken in before may go on (a run's next step, a
+     * call of an invocation in flight), until the drain time is up. */
+    if (s->shutting_down && (!req->continuation || s->stopping_instances)) {
         mxu_sched_inv_fail(inv, MXU_INV_SHUTTING_DOWN, "the node is shutting down");
         return NULL;
     }
@@ -936,6 +938,8 @@ static void on_shutdown_timer(uv_timer_t *t)
 static void shutdown_check(mxu_sched *s)
 {
     if (!s->stopping_instances) {
+        if (s->holds > 0)
+            return; /* a service run will invoke its next step */
         for (mxu_pool *p = s->pools; p != NULL; p = p->hh.next) {
             if (!mxu_list_empty(&p->queue) || p->ninflight > 0)
                 return; /* still draining */
@@ -960,6 +964,24 @@ void mxu_sched_shutdown(mxu_sched *s, uint64_t drain_ms, void (*done)(void *ud),
         p->min = 0;
     uv_timer_start(&s->shutdown_timer, on_shutdown_timer, drain_ms, 0);
     shutdown_check(s);
+}
+
+void mxu_sched_hold(mxu_sched *s)
+{
+    s->holds++;
+}
+
+void mxu_sched_release(mxu_sched *s)
+{
+    if (s->holds > 0)
+        s->holds--;
+    if (s->shutting_down)
+        shutdown_check(s);
+}
+
+bool mxu_sched_shutting_down(const mxu_sched *s)
+{
+    return s->shutting_down;
 }
 
 static void on_sched_timer_closed(uv_handle_t *h)

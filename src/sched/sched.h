@@ -68,8 +68,17 @@ void mxu_sched_destroy(mxu_sched *s);
 
 /* Stop taking invocations; let in-flight and queued ones finish for at most
  * `drain_ms`, fail the rest, stop every instance (BYE, then SIGKILL after a
- * grace period), and call done(ud) once no instance process is left. */
+ * grace period), and call done(ud) once no instance process is left. While
+ * it drains, continuations (mxu_invoke_req.continuation) are still taken. */
 void mxu_sched_shutdown(mxu_sched *s, uint64_t drain_ms, void (*done)(void *ud), void *ud);
+
+/* Work outside the scheduler that will invoke again — a service run between
+ * its steps — holds a shutdown's drain open until it is released (or the
+ * drain time is up). */
+void mxu_sched_hold(mxu_sched *s);
+void mxu_sched_release(mxu_sched *s);
+/* Whether a shutdown has begun: new work is refused from then on. */
+bool mxu_sched_shutting_down(const mxu_sched *s);
 
 /* Start min_instances for every aliased version (call once at start). */
 void mxu_sched_warm_all(mxu_sched *s);
@@ -112,6 +121,10 @@ typedef struct mxu_invoke_req {
      * before default before batch, and a full queue sheds the newest waiter
      * of the lowest class for an arrival of a higher one (docs/policy.md). */
     enum mxu_priority priority;
+    /* Work the node took in before a shutdown began — a service run's next
+     * step, an svc call made by an invocation in flight — rather than a new
+     * request: admitted while the node drains (docs/services.md). */
+    bool continuation;
 } mxu_invoke_req;
 
 typedef struct mxu_invoke_res {

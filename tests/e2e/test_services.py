@@ -9,6 +9,7 @@ that says what it does; its invocation counts come from /v1/functions."""
 import http.client
 import json
 import os
+import signal
 import tempfile
 import threading
 import time
@@ -703,3 +704,36 @@ def test_a_run_starts_a_bounded_number_of_steps():
         check(calls(n, "a") < 10000, calls(n, "a"))
         run = trace(n, r)
         check(len(run["steps"]) <= 10000, len(run["steps"]))
+
+
+def test_sigterm_lets_running_services_finish_their_steps():
+    """A SIGTERM while a service is between steps (docs/services.md): the
+    node takes no new requests but lets the run go on to its last step
+    within --drain-timeout, and an svc: call made by an invocation in flight
+    (here into a service) goes on too; then it exits 0. Before, the next
+    step met the scheduler's shutdown and the run failed with 503."""
+    with tempfile.TemporaryDirectory() as tmp, Node("--drain-timeout", "10s") as n:
+        for i in (1, 2, 3):
+            fn(n, tmp, f"d{i}", MODE="append", TAG=str(i), SLEEP_MS=300)
+        svc(n, tmp, "drained", "steps: [d1, d2, d3]\n")
+        fn(n, tmp, "e1", MODE="append", TAG="E", SLEEP_MS=300)
+        fn(n, tmp, "e2", MODE="append", TAG="F", SLEEP_MS=300)
+        svc(n, tmp, "ef", "steps: [e1, e2]\n")
+        fn(n, tmp, "caller", resources='  next: {uri: "svc:ef"}\n', MODE="svc", SLEEP_MS=300)
+        # Warm every callee, so that the runs below take ~0.9 s each.
+        for f in ("d1", "d2", "d3", "e1", "e2", "caller"):
+            eq(n.post(f"/fn/{f}", body="w").status, 200, f"warm {f}")
+        got = {}
+        runs = [threading.Thread(target=lambda: got.update(svc=n.post("/fn/drained", body="x"))),
+                threading.Thread(target=lambda: got.update(fn=n.post("/fn/caller", body="y")))]
+        for t in runs:
+            t.start()
+        time.sleep(0.45)  # the service is in d2; the caller waits on e1
+        proc = n.proc
+        proc.send_signal(signal.SIGTERM)
+        for t in runs:
+            t.join(timeout=20)
+        eq((got["svc"].status, got["svc"].text), (200, "x123"), "the run went on to its last step")
+        eq((got["fn"].status, got["fn"].text), (200, "yEF"), "the svc: call went on too")
+        eq(proc.wait(timeout=20), 0, "the node exits 0 once the runs are over")
+        n.stop()
