@@ -1160,16 +1160,32 @@ static ssize_t restore_compare(mxu_vm *vm, size_t npages)
  * the control block and the in buffer that exists in guest memory's memfd
  * (a page never touched is a hole, and reads as zero as its image page
  * does — the image has none there but the control block). Not "as far as
- * in_len said": the host's view lets it write the whole in buffer. */
+ * in_len said": the host's view lets it write the whole in buffer. "Exists"
+ * is SEEK_DATA's answer, not mincore's: a page in swap (a warm instance's
+ * last payload, idle on a node that swaps) is not in memory, but it is
+ * still the memfd's, and the next guest would read it back. */
 static int mark_host_writable(mxu_vm *vm)
 {
-    size_t pg = host_page(), n = HOST_WRITABLE_BYTES / pg;
-    unsigned char vec[HOST_WRITABLE_BYTES / 4096];
-    if (n > sizeof(vec) || mincore(vm->mem + MXU_VM_CTL_ADDR, HOST_WRITABLE_BYTES, vec) < 0)
-        return -1;
-    for (size_t i = 0; i < n; i++)
-        if ((vec[i] & 1) || bit_get(vm->image_has, MXU_VM_CTL_ADDR / pg + i))
-            bits_set_range(vm->dirty, MXU_VM_CTL_ADDR + i * pg, pg);
+    size_t pg = host_page();
+    off_t pos = MXU_VM_CTL_ADDR, end = MXU_VM_CTL_ADDR + HOST_WRITABLE_BYTES;
+    for (off_t a = pos; a < end; a += (off_t)pg)
+        if (bit_get(vm->image_has, (size_t)a / pg))
+            bits_set_range(vm->dirty, (uint64_t)a, pg);
+    while (pos < end) {
+        off_t data = lseek(vm->guest_fd, pos, SEEK_DATA);
+        if (data < 0 && errno == ENXIO)
+            break; /* holes to the end of the memfd */
+        if (data < 0)
+            return -1;
+        if (data >= end)
+            break;
+        off_t hole = lseek(vm->guest_fd, data, SEEK_HOLE);
+        if (hole < 0)
+            return -1;
+        hole = MXU_MIN(hole, end);
+        bits_set_range(vm->dirty, (uint64_t)data, (uint64_t)(hole - data));
+        pos = hole;
+    }
     return 0;
 }
 
@@ -1183,7 +1199,7 @@ static int reset_dirtylog(mxu_vm *vm, mxu_err *err)
     if (ioctl(vm->vm_fd, KVM_GET_DIRTY_LOG, &log) < 0)
         return mxu_err_sys(err, errno, "vm: KVM_GET_DIRTY_LOG");
     if (mark_host_writable(vm) < 0)
-        return mxu_err_sys(err, errno, "vm: mincore over the host's pages");
+        return mxu_err_sys(err, errno, "vm: finding the host's pages in guest memory");
     ssize_t n = vm->manual_protect ? restore_compare(vm, npages)
                                    : for_runs(vm, vm->dirty, npages, restore_run, NULL);
     if (n < 0)
