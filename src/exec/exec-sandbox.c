@@ -918,7 +918,9 @@ static uint64_t sandbox_standby(mxu_exec *ex, const mxu_exec_spec *taker)
 }
 
 /* Discard spares, one at a time, from the unit used least recently
- * (`keep`'s last), its newest first. */
+ * (`keep`'s last), its newest first. Never `keep`'s last one: that is the
+ * spare a spawn of it takes over, which sandbox_standby() does not count,
+ * so discarding it frees nothing admission is short of. */
 static uint64_t sandbox_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
 {
     mxu_sandbox *sb = ex->sandbox;
@@ -931,7 +933,7 @@ static uint64_t sandbox_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *k
         for (sbx_unit *u = sb->units; u; u = u->next)
             if (u->nspare > 0 && u != k && (victim == NULL || u->used_ms < victim->used_ms))
                 victim = u;
-        if (victim == NULL && k && k->nspare > 0)
+        if (victim == NULL && k && k->nspare > 1)
             victim = k;
         if (victim == NULL)
             break;

@@ -100,8 +100,9 @@ typedef struct mxu_executor_ops {
      * covers. NULL: the executor keeps none. */
     uint64_t (*standby)(mxu_exec *ex, const mxu_exec_spec *taker);
     /* Release standby processes, those of the least recently used units
-     * first and `keep`'s (may be NULL) last, until at least `want` bytes
-     * are released or none is left. Returns the bytes released (their
+     * first and `keep`'s (may be NULL) last, but never the one a spawn of
+     * `keep` would take over (standby() does not count it), until at least
+     * `want` bytes are released or none is left. Returns the bytes released (their
      * charge; the processes are killed and reaped in the background). NULL:
      * nothing to shed. */
     uint64_t (*shed)(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep);

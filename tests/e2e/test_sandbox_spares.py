@@ -85,3 +85,44 @@ def test_spare_sandboxes_are_charged_to_the_memory_budget():
             check(cap["memory_reserved"] + cap["memory_standby"] <= budget, f"within: {cap}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+
+def test_shedding_its_own_spares_admits_nothing_over_the_budget():
+    # The spare a spawn would take over is not in standby (its memory
+    # becomes the instance's, which the reservation covers), so shedding it
+    # frees nothing admission counted. Two 16 MiB functions, sbx with two
+    # spares, on a budget half a spare short of both instances and one
+    # spare: sbx's start is one and a half charges over; shedding both of
+    # its spares "frees" two, but only one of them was counted. The idle
+    # process instance must be stopped for it, never both run over budget.
+    tmp = tempfile.mkdtemp()
+    try:
+        sbx = hello_copy(tmp, "sbx", "sandbox")
+        proc = hello_copy(tmp, "proc", "process")
+        with open(os.path.join(sbx, "mxu.yaml")) as f:
+            text = f.read()
+        with open(os.path.join(sbx, "mxu.yaml"), "w") as f:
+            f.write(text.replace("keep_alive: 60s", "keep_alive: 1s"))
+        with sandbox_node() as n:
+            n.deploy(sbx)
+            eq(n.get("/fn/sbx?name=a").status, 200)
+            n.wait_for(lambda: capacity(n)["memory_standby"] > 0, what="spares charged")
+            n.wait_for(lambda: capacity(n)["memory_standby"] % 2 == 0, what="two spares")
+            charge = capacity(n)["memory_standby"] // 2
+        budget = (32 << 20) - charge // 2
+        with sandbox_node("--memory", str(budget)) as n:
+            n.deploy(sbx)
+            n.deploy(proc)
+            eq(n.get("/fn/sbx?name=a").status, 200)
+            n.wait_for(lambda: not n.instances("sbx"), what="sbx idle past keep_alive")
+            n.wait_for(lambda: capacity(n)["memory_standby"] == 2 * charge, what="two spares")
+            eq(n.get("/fn/proc?name=b").status, 200)
+            eq(capacity(n)["memory_reserved"], 16 << 20)
+            r = n.get("/fn/sbx?name=c")
+            eq(r.status, 200, r.text)
+            cap = capacity(n)
+            check(cap["memory_reserved"] + cap["memory_standby"] <= budget, f"over: {cap}")
+            n.wait_for(lambda: not n.instances("proc"), what="proc stopped for sbx")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)

@@ -759,7 +759,9 @@ static uint64_t vm_standby(mxu_exec *ex, const mxu_exec_spec *taker)
 
 /* Kill spares, one at a time, from the unit used least recently (`keep`'s
  * last), the newest spare of a unit first: the older has had longer to
- * boot. The unit gets them back at its next spawn if the budget allows. */
+ * boot. Never `keep`'s last one: the spawn takes it over, vm_standby() does
+ * not count it, and killing it frees nothing admission is short of. The
+ * unit gets them back at its next spawn if the budget allows. */
 static uint64_t vm_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
 {
     if (ex->vm == NULL)
@@ -774,7 +776,7 @@ static uint64_t vm_shed(mxu_exec *ex, uint64_t want, const mxu_exec_spec *keep)
             if (victim == NULL || u->used_ms < victim->used_ms)
                 victim = u;
         }
-        if (victim == NULL && k && k->nspare > 0)
+        if (victim == NULL && k && k->nspare > 1)
             victim = k;
         if (victim == NULL)
             break;
