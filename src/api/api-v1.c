@@ -800,14 +800,31 @@ static int percent_decode(char *s)
  * logs are: the node's readers see every tenant's, anyone else their own
  * tenant's runs of services their key may read (FN_READ in scope). Another
  * tenant's trace is a 404, as if it were not there. */
-static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who, const char *id)
+static bool trace_readable(void *ud, const char *tenant, const char *service)
+{
+    mxu_err err;
+    return mxu_policy_check(ud, MXU_ACT_FN_READ, tenant, service, &err) == 0;
+}
+
+/* The start of both trace routes: GET only; *node: the caller reads every
+ * tenant's traces (NODE_READ), else only its own tenant's. */
+static bool trace_reader(mxu_http_req *req, const mxu_principal *who, bool *node)
 {
     if (!api_is_method(req, "GET")) {
         method_not_allowed(req, "GET");
-        return;
+        return false;
     }
     mxu_err err;
-    bool node = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
+    *node = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
+    return true;
+}
+
+static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who, const char *id)
+{
+    bool node;
+    if (!trace_reader(req, who, &node))
+        return;
+    mxu_err err;
     const char *own = mxu_principal_tenant(who);
     json_t *t = api->cfg.compose
                     ? mxu_compose_trace_json(api->cfg.compose, node ? NULL : own, id, &err)
@@ -823,7 +840,7 @@ static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *wh
             json_t *run = json_array_get(runs, i);
             const char *svc = json_string_value(json_object_get(run, "service"));
             snprintf(first, sizeof(first), "%s", svc ? svc : "");
-            if (mxu_policy_check(who, MXU_ACT_FN_READ, own, svc, &err) < 0)
+            if (!trace_readable((void *)who, own, svc))
                 json_array_remove(runs, i);
         }
         if (json_array_size(runs) == 0) {
@@ -835,22 +852,13 @@ static void trace_route(mxu_api *api, mxu_http_req *req, const mxu_principal *wh
     api_json(req, 200, t);
 }
 
-static bool trace_readable(void *ud, const char *tenant, const char *service)
-{
-    mxu_err err;
-    return mxu_policy_check(ud, MXU_ACT_FN_READ, tenant, service, &err) == 0;
-}
-
 /* GET /v1/traces?service=NAME&limit=N: the most recent runs whose traces
  * are kept, newest first, as readable as GET /v1/traces/ID's. */
 static void trace_list_route(mxu_api *api, mxu_http_req *req, const mxu_principal *who)
 {
-    if (!api_is_method(req, "GET")) {
-        method_not_allowed(req, "GET");
+    bool node;
+    if (!trace_reader(req, who, &node))
         return;
-    }
-    mxu_err err;
-    bool node = mxu_policy_check(who, MXU_ACT_NODE_READ, NULL, NULL, &err) == 0;
     const char *own = mxu_principal_tenant(who);
     if (!node && !api_allow(req, who, MXU_ACT_FN_READ, own, NULL))
         return;
