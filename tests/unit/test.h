@@ -132,4 +132,15 @@ static inline int mxu_test_run_(const char *prog, const mxu_test_case *cases, si
         return mxu_test_run_(argv[0], cases_, sizeof(cases_) / sizeof(cases_[0]), argc, argv); \
     }
 
+/* A small deterministic generator (xorshift64) for tests that draw random
+ * cases: the same seed gives the same cases on every run. */
+static inline uint64_t mxu_test_xorshift(uint64_t *state)
+{
+    uint64_t x = *state;
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+    return *state = x;
+}
+
 #endif

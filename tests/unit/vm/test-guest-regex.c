@@ -33,11 +33,7 @@
 static uint64_t rng_state = 0x2545f4914f6cdd1dull;
 static uint64_t rnd(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
+    return mxu_test_xorshift(&rng_state);
 }
 
 static long compared; /* pattern x subject x flags cases checked */

@@ -19,11 +19,7 @@
 static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
 static uint64_t rnd(void)
 {
-    uint64_t x = rng_state;
-    x ^= x << 13;
-    x ^= x >> 7;
-    x ^= x << 17;
-    return rng_state = x;
+    return mxu_test_xorshift(&rng_state);
 }
 
 /* A random double: any finite bit pattern, a subnormal, or a "round" one. */
