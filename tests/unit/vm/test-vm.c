@@ -635,12 +635,6 @@ static void test_hypercall_round_trip(void)
  * switch, the MMIO decode, vcpu_put's CR4 write; docs/vm.md "Numbers").
  * The TSC is the host's in the guest too (PVM and VMX without scaling; a
  * negative or absurd span would show otherwise). Printed, not asserted. */
-static int cmp_u64(const void *a, const void *b)
-{
-    uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
-    return x < y ? -1 : x > y;
-}
-
 static void test_exit_cost(void)
 {
     enum { ROUNDS = 2000 }; /* vm-guest.c's EXIT_COST_ROUNDS */
@@ -665,7 +659,7 @@ static void test_exit_cost(void)
     mxu_vm_ctl_block(vm)->in_len = 1;
     const volatile uint64_t *stamp =
         (const volatile uint64_t *)mxu_vm_guest_ptr(vm, MXU_VM_OUT_ADDR, 24);
-    static uint64_t entry[ROUNDS], exit_[ROUNDS], whole[ROUNDS];
+    static double entry[ROUNDS], exit_[ROUNDS], whole[ROUNDS]; /* TSC ticks */
     uint64_t ns0 = mxu_now_ns(), tsc0 = __builtin_ia32_rdtsc();
     int n = 0;
     for (int i = 0; i < ROUNDS; i++) {
@@ -676,9 +670,9 @@ static void test_exit_cost(void)
         CHECK_EQ_INT(ex.nr, MXU_VM_HC_WRITE);
         if (!(h0 < g0 && g0 <= g1 && g1 < h1))
             continue; /* not one clock: nothing to say */
-        entry[n] = g0 - h0;
-        exit_[n] = h1 - g1;
-        whole[n] = h1 - h0;
+        entry[n] = (double)(g0 - h0);
+        exit_[n] = (double)(h1 - g1);
+        whole[n] = (double)(h1 - h0);
         n++;
     }
     double tsc_per_us =
@@ -689,14 +683,11 @@ static void test_exit_cost(void)
         printf("  exit cost: the guest's TSC is not the host's (%d of %d rounds in order)\n", n,
                ROUNDS);
     } else {
-        qsort(entry, (size_t)n, 8, cmp_u64);
-        qsort(exit_, (size_t)n, 8, cmp_u64);
-        qsort(whole, (size_t)n, 8, cmp_u64);
         printf("  one exit, p50 over %d rounds: KVM_RUN %.1f us = entry (KVM_RUN to the guest "
                "running) %.1f us + exit (doorbell to KVM_RUN returning) %.1f us + the guest's "
                "own ~0\n",
-               n, (double)whole[n / 2] / tsc_per_us, (double)entry[n / 2] / tsc_per_us,
-               (double)exit_[n / 2] / tsc_per_us);
+               n, median(whole, (size_t)n) / tsc_per_us, median(entry, (size_t)n) / tsc_per_us,
+               median(exit_, (size_t)n) / tsc_per_us);
     }
     mxu_vm_destroy(vm);
     mxu_buf_free(&img);
