@@ -203,6 +203,19 @@ static int same_bytes(const fc_answer *a, const void *p, size_t n)
     return a->len == n && (n == 0 || memcmp(a->body, p, n) == 0);
 }
 
+/* One invocation of a block as a cold instance would take it: its init,
+ * the request the input makes, the answer's general checks. Returns the
+ * request, for checks of the answer against it. */
+static fc_request invoke_block(fz *z, int (*init)(void), int (*handle)(mxu_req *, mxu_res *),
+                               fc_answer *a)
+{
+    fc_init(init);
+    fc_request r = request(z);
+    fc_invoke(handle, &r, a);
+    check_answer(z, a);
+    return r;
+}
+
 /* ---- the blocks --------------------------------------------------------------------- */
 
 static void run_json_pick(fz *z)
@@ -218,11 +231,8 @@ static void run_json_pick(fz *z)
     setting(z, wf, "fields", "FIELDS", fields);
     setting(z, wm, "missing", "MISSING", m);
     setting(z, we, "each", "EACH", e);
-    fc_init(NULL);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_json_pick_handle, &r, &a);
-    check_answer(z, &a);
+    invoke_block(z, NULL, catalog_json_pick_handle, &a);
     if (a.status == 200) {
         json_t *j = check_json(z, &a);
         if (!json_is_object(j) && !json_is_array(j))
@@ -239,11 +249,8 @@ static void run_json_validate(fz *z)
     fc_config("SCHEMA", schema);
     if (result)
         fc_config("OUTPUT", "result");
-    fc_init(catalog_json_validate_init);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_json_validate_handle, &r, &a);
-    check_answer(z, &a);
+    fc_request r = invoke_block(z, catalog_json_validate_init, catalog_json_validate_handle, &a);
     if (a.status == 200) {
         json_decref(check_json(z, &a));
         if (result ? !same_bytes(&a, "{\"valid\":true}\n", 15) : !same_bytes(&a, r.body, r.len))
@@ -274,11 +281,8 @@ static void run_template(fz *z)
     setting(z, CONFIG, NULL, "CONTENT_TYPE", ctype[choose(z, 3)]);
     unsigned mx = choose(z, 4);
     fc_config("MAX_OUTPUT", max_output[mx]);
-    fc_init(catalog_template_init);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_template_handle, &r, &a);
-    check_answer(z, &a);
+    invoke_block(z, catalog_template_init, catalog_template_handle, &a);
     if (a.status == 200 && a.len > max_bytes[mx])
         die(z, "a rendering over MAX_OUTPUT", &a);
     fc_answer_free(&a);
@@ -373,11 +377,8 @@ static void run_compress(fz *z)
     fc_config("MAX_OUTPUT", max_output[mx]);
     if (ctype)
         fc_config("CONTENT_TYPE", "text/plain");
-    fc_init(NULL);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_compress_handle, &r, &a);
-    check_answer(z, &a);
+    fc_request r = invoke_block(z, NULL, catalog_compress_handle, &a);
     if (a.status == 200 && a.len > max_bytes[mx])
         die(z, "output over MAX_OUTPUT", &a);
     if (roundtrip && a.status == 200) {
@@ -414,11 +415,8 @@ static void run_csv(fz *z)
     setting(z, w, "header", "HEADER", h);
     setting(z, w, "types", "TYPES", t);
     setting(z, w, "delimiter", "DELIMITER", dv);
-    fc_init(NULL);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_csv_handle, &r, &a);
-    check_answer(z, &a);
+    invoke_block(z, NULL, catalog_csv_handle, &a);
     if (a.status == 200) {
         json_t *j = check_json(z, &a);
         if (!json_is_array(j))
@@ -464,11 +462,8 @@ static void run_base64(fz *z)
     setting(z, w, "op", "MODE", o);
     setting(z, w, "variant", "VARIANT", v);
     setting(z, choose(z, 2) ? QUERY : CONFIG, "content_type", "CONTENT_TYPE", ctype);
-    fc_init(catalog_base64_init);
-    fc_request r = request(z);
     fc_answer a;
-    fc_invoke(catalog_base64_handle, &r, &a);
-    check_answer(z, &a);
+    fc_request r = invoke_block(z, catalog_base64_init, catalog_base64_handle, &a);
     if (roundtrip && a.status == 200) {
         fc_reset();
         fc_config("MODE", "decode");
