@@ -177,7 +177,6 @@ struct mxu_compose_run {
     int pins;
     bool done;        /* answered or cancelled: nothing more is reported */
     bool cancelled;   /* by the caller */
-    bool held;        /* it holds the scheduler's shutdown open (mxu_sched_hold) */
     uint32_t pending; /* cancelled invocations still running */
     void (*gone)(void *ud);
     void *gone_ud;
@@ -240,9 +239,6 @@ static void fail_outcome(outcome *o, int status, const char *code, const char *s
 static void run_free(mxu_compose_run *r)
 {
     mxu_compose *c = r->c;
-    /* No step will follow: a shutdown need not wait for this run any more
-     * (mxu_compose_invoke held it). Last, after the run is unlinked. */
-    bool held = r->held;
     if (r->prev)
         r->prev->next = r->next;
     else
@@ -271,8 +267,9 @@ static void run_free(mxu_compose_run *r)
     free(r->rows);
     mxu_fn_version_unref(r->v);
     free(r);
-    if (held)
-        mxu_sched_release(c->cfg.sched);
+    /* No step will follow: a shutdown need not wait for this run any more
+     * (every run holds it from mxu_compose_invoke on). Last, once unlinked. */
+    mxu_sched_release(c->cfg.sched);
 }
 
 static void run_pin(mxu_compose_run *r)
@@ -1671,7 +1668,6 @@ mxu_compose_run *mxu_compose_invoke(mxu_compose *c, mxu_fn_version *v, mxu_invok
     }
     mxu_compose_run *r = mxu_calloc(1, sizeof(*r));
     mxu_sched_hold(c->cfg.sched);
-    r->held = true;
     r->c = c;
     r->next = c->runs;
     if (c->runs)
